@@ -1,0 +1,42 @@
+# The two front-door commands are `make demo` and `make test` (see README.md).
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+DEMO   ?= demo-night
+SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-deps demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The tests open our files with the tools a département has: OpenSSL, xmllint, OpenSSH.
+system-deps:
+	@missing=""; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v xmllint >/dev/null || missing="$$missing libxml2-utils"; \
+	command -v sftp    >/dev/null || missing="$$missing openssh-client"; \
+	[ -x /usr/sbin/sshd ]          || missing="$$missing openssh-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: setup
+	rm -rf $(DEMO)
+	$(VENV)/bin/flux-pmi demo $(DEMO) --departments all
+	$(VENV)/bin/flux-pmi run --config $(DEMO)/flux-pmi.toml
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup system-deps lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache *.egg-info

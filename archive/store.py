@@ -1,0 +1,62 @@
+"""Keeps each emitted file for the retention period, encrypted at rest.
+
+Two copies per emission, both CMS-enveloped so nothing is readable on disk:
+- `<name>.p7m`, exactly the bytes delivered to the département (re-emission as is);
+- `<name>.archive.p7m`, the signed plaintext enveloped for the sender's own archive
+  certificate, so a re-emission can be re-sealed when the département's certificate
+  has changed since.
+Layout: `<root>/<business date YYYY/MM/DD>/<name>...`, which makes the purge by date cheap.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+from ..errors import ArchiveError
+from ..fsutil import atomic_write, private_dir, remove_temp_files
+
+SEALED_SUFFIX = ".p7m"
+ARCHIVE_SUFFIX = ".archive.p7m"
+
+
+class ArchiveStore:
+    def __init__(self, root: Path):
+        self.root = private_dir(Path(root))
+
+    def day_dir(self, business_date: date) -> Path:
+        return self.root / f"{business_date:%Y}" / f"{business_date:%m}" / f"{business_date:%d}"
+
+    def put(self, business_date: date, name: str, sealed: bytes, archive_copy: bytes) -> Path:
+        """Store both copies; the sealed one is written last, so its presence means both are there."""
+        day = private_dir(self.day_dir(business_date))
+        atomic_write(day / f"{name}{ARCHIVE_SUFFIX}", archive_copy)
+        atomic_write(day / f"{name}{SEALED_SUFFIX}", sealed)
+        return day / f"{name}{SEALED_SUFFIX}"
+
+    def sealed_path(self, business_date: date, name: str) -> Path:
+        return self.day_dir(business_date) / f"{name}{SEALED_SUFFIX}"
+
+    def get_sealed(self, business_date: date, name: str) -> bytes:
+        return self._read(self.sealed_path(business_date, name))
+
+    def get_archive_copy(self, business_date: date, name: str) -> bytes:
+        return self._read(self.day_dir(business_date) / f"{name}{ARCHIVE_SUFFIX}")
+
+    def _read(self, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ArchiveError(f"archived file missing: {path.relative_to(self.root)}") from exc
+
+    def purge_day(self, business_date: date) -> int:
+        day = self.day_dir(business_date)
+        if not day.exists():
+            return 0
+        n = sum(1 for p in day.iterdir() if p.name.endswith(SEALED_SUFFIX) and not p.name.endswith(ARCHIVE_SUFFIX))
+        shutil.rmtree(day)
+        return n
+
+    def cleanup(self) -> int:
+        return remove_temp_files(self.root)

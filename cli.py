@@ -1,0 +1,104 @@
+"""The `flux-pmi` command line: one sub-command per operator task.
+
+Standard output carries the summary an operator or cron mail reads; standard error
+carries the structured log. Exit codes are `errors.ExitCode` (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from . import __version__
+from . import log as logging_setup
+from .clock import Clock
+from .errors import ExitCode, FluxError
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flux-pmi", description="CNAF -> PMI pregnancy flows (DSG, SGR, GRO).")
+    p.add_argument("--version", action="version", version=f"flux-pmi {__version__}")
+    p.add_argument("--log-format", choices=["json", "console"], help="default: console on a terminal, else JSON")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="write a realistic demo day: inbox, test PKI and flux-pmi.toml")
+    d.add_argument("dir", type=Path)
+    d.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
+    d.add_argument("--departments", default="all", help="comma-separated codes (035,02A,971) or 'all'")
+    d.add_argument("--seed", type=int, default=2026)
+
+    r = sub.add_parser("run", help="run the night: claim, build, validate, seal, archive, deliver")
+    r.add_argument("--config", type=Path, required=True)
+    r.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging_setup.configure(json=None if args.log_format is None else args.log_format == "json")
+    try:
+        handler = globals()[f"cmd_{args.command}"]
+        return int(handler(args))
+    except FluxError as exc:
+        print(f"flux-pmi: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("flux-pmi: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.setup import write_demo
+
+    clock = Clock()
+    business_date = args.date or clock.today()
+    result = write_demo(args.dir, business_date=business_date, departments=args.departments, seed=args.seed,
+                        now=clock.now())
+    print(f"demo day {business_date} written to {args.dir}: {result.records} records "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(result.by_flow.items()))}), "
+          f"{result.bad} deliberately bad, {len(result.departments)} département(s)")
+    print(f"config: {result.config}")
+    return int(ExitCode.OK)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config.settings import load
+    from .night import Night
+
+    settings = load(args.config)
+    report = Night(settings).run(args.date)
+    for (flow, dept), s in sorted(report.lines.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        print(f"{flow} {dept:>3}  records={s.records:<4} rejects={s.rejects:<3} files={s.files} bytes={s.bytes:<9}"
+              f" delivered={s.delivered} pending={s.pending}")
+    t = report.totals()
+    print(f"TOTAL {report.business_date}  records={t.records} rejects={t.rejects} files={t.files} bytes={t.bytes}"
+          f" delivered={t.delivered} seconds={report.seconds:.1f}")
+    if report.rejects_report:
+        print(f"rejects report: {report.rejects_report}")
+    for flow, name, code in report.quarantined:
+        print(f"quarantined: {flow}/{name} ({code})")
+    for flow, name in report.duplicates:
+        print(f"already consumed, set aside: {flow}/{name}")
+    code = report.exit_code
+    if code != ExitCode.OK:
+        reason = {ExitCode.UNDELIVERED: f"{report.undelivered} emission(s) not delivered yet; the next run retries",
+                  ExitCode.QUARANTINED: "input file(s) quarantined: see quarantine/ and their .reason files",
+                  ExitCode.INTERRUPTED: "stopped before the end; the next run resumes"}.get(code, code.name)
+        print(f"exit {int(code)}: {reason}")
+        for problem in report.problems[:20]:
+            print(f"  - {problem}")
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Loads and validates `flux-pmi.toml` and merges it with the département registry.
+
+The operator's file says where things live, which départements are enabled, their
+certificates and transports. The shipped registry (`departments.toml` beside this
+module) says what a département *is*: name, SIRET, Caf NUMORGs, holiday zone.
+Every problem is reported with the file, the key and what is expected; an unknown
+key is an error (a typo must not silently disable a setting). Secrets never sit in
+the TOML: a passphrase comes from an environment variable or an owner-only file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+REGISTRY_FILE = Path(__file__).with_name("departments.toml")
+FLOWS = ("DSG", "SGR", "GRO")
+
+# Per transport type: its keys, their types, and whether they are required.
+# Adapters added later register their keys here (see transport modules).
+TRANSPORT_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "local": {"root": (str, True)},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    code: str
+    name: str
+    siret: str
+    numorg: tuple[str, ...]
+    holiday_zone: str
+    siret_placeholder: bool
+    chef_lieu_code: str
+    chef_lieu_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    type: str
+    params: dict[str, Any]
+
+    def path(self, key: str, base: Path) -> Path:
+        p = Path(self.params[key])
+        return p if p.is_absolute() else base / p
+
+
+@dataclass(frozen=True, slots=True)
+class Department:
+    code: str
+    name: str
+    siret: str
+    numorg: tuple[str, ...]
+    holiday_zone: str
+    enabled: bool
+    certificate: Path | None
+    flows: tuple[str, ...]
+    empty_flows: bool
+    transport: TransportConfig
+    siret_placeholder: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    inbox: Path
+    work: Path
+    archive: Path
+    trace: Path
+    reports: Path
+    quarantine: Path
+    consumed: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    certificate: Path
+    key: Path
+    key_passphrase: bytes | None
+    archive_certificate: Path
+    archive_key: Path
+    archive_key_passphrase: bytes | None
+    trusted_ca: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_pdf_bytes: int = 5 * 1024 * 1024
+    max_input_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    parallel: int = 8
+    attempts: int = 3
+    backoff_seconds: float = 1.0
+    backoff_max_seconds: float = 30.0
+    timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    file: Path
+    base: Path
+    paths: Paths
+    sender: Sender
+    limits: Limits
+    delivery: DeliveryPolicy
+    departments: dict[str, Department]
+    raw: dict[str, Any]
+
+    def enabled_departments(self) -> list[Department]:
+        return [d for d in self.departments.values() if d.enabled]
+
+
+def load_registry(path: Path = REGISTRY_FILE) -> dict[str, RegistryEntry]:
+    data = _read_toml(path)
+    out: dict[str, RegistryEntry] = {}
+    for code, d in data.get("departments", {}).items():
+        _known(path, f"departments.{code}", d, {"name", "numorg", "holiday_zone", "siret", "siret_placeholder",
+                                                  "chef_lieu"})
+        out[code] = RegistryEntry(
+            code=code, name=d["name"], siret=d["siret"], numorg=tuple(d["numorg"]),
+            holiday_zone=d["holiday_zone"], siret_placeholder=bool(d.get("siret_placeholder", False)),
+            chef_lieu_code=d["chef_lieu"]["code"], chef_lieu_name=d["chef_lieu"]["name"],
+        )
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(path, "(file)", "the file exists") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "(syntax)", f"valid TOML ({exc})") from exc
+
+
+def _known(file: Path, where: str, table: Any, allowed: set[str]) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(file, where, "a table")
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(file, f"{where}.{key}" if where else key,
+                              f"a known key (unknown key; expected one of {', '.join(sorted(allowed))})")
+
+
+def _get(file: Path, where: str, table: dict[str, Any], key: str, typ: type | tuple[type, ...], default: Any = ...,
+         *, positive: bool = False) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(file, f"{where}.{key}" if where else key, "a value (missing)")
+        return default
+    value = table[key]
+    if isinstance(value, bool) and typ is not bool and bool not in (typ if isinstance(typ, tuple) else (typ,)):
+        raise ConfigError(file, f"{where}.{key}", f"a {_tname(typ)}, not a boolean")
+    if not isinstance(value, typ):
+        raise ConfigError(file, f"{where}.{key}", f"a {_tname(typ)}")
+    if positive and value <= 0:
+        raise ConfigError(file, f"{where}.{key}", "a value greater than 0")
+    return value
+
+
+def _tname(typ: type | tuple[type, ...]) -> str:
+    return " or ".join(t.__name__ for t in (typ if isinstance(typ, tuple) else (typ,)))
+
+
+def _secret(file: Path, where: str, table: dict[str, Any], prefix: str, base: Path) -> bytes | None:
+    env_key, file_key = f"{prefix}_passphrase_env", f"{prefix}_passphrase_file"
+    if env_key in table:
+        name = _get(file, where, table, env_key, str)
+        if name not in os.environ:
+            raise ConfigError(file, f"{where}.{env_key}", f"the environment variable {name} to be set")
+        return os.environ[name].encode()
+    if file_key in table:
+        p = _resolve(base, _get(file, where, table, file_key, str))
+        try:
+            st = p.stat()
+        except FileNotFoundError as exc:
+            raise ConfigError(file, f"{where}.{file_key}", f"an existing file ({p} not found)") from exc
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(file, f"{where}.{file_key}", f"a file readable by its owner only ({p} is not)")
+        return p.read_bytes().rstrip(b"\r\n")
+    return None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _existing(file: Path, key: str, path: Path) -> Path:
+    if not path.is_file():
+        raise ConfigError(file, key, f"an existing file ({path} not found)")
+    return path
+
+
+def _transport(file: Path, where: str, table: Any) -> TransportConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(file, where, "a table with a `type`")
+    kind = _get(file, where, table, "type", str)
+    if kind not in TRANSPORT_KEYS:
+        raise ConfigError(file, f"{where}.type", f"one of {', '.join(sorted(TRANSPORT_KEYS))}")
+    spec = TRANSPORT_KEYS[kind]
+    _known(file, where, table, set(spec) | {"type"})
+    params: dict[str, Any] = {}
+    for key, (typ, required) in spec.items():
+        if key in table or required:
+            params[key] = _get(file, where, table, key, typ)
+    return TransportConfig(kind, params)
+
+
+def load(path: str | Path, *, check_files: bool = True) -> Settings:
+    file = Path(path).resolve()
+    raw = _read_toml(file)
+    base = file.parent
+    _known(file, "", raw, {"paths", "sender", "limits", "delivery", "defaults", "departments", "service"})
+
+    p = raw.get("paths", {})
+    _known(file, "paths", p, {"inbox", "work", "archive", "trace", "reports", "quarantine", "consumed"})
+    paths = Paths(**{k: _resolve(base, _get(file, "paths", p, k, str, d)) for k, d in {
+        "inbox": "inbox", "work": "work", "archive": "archive", "trace": "trace/flux-pmi.sqlite",
+        "reports": "reports", "quarantine": "quarantine", "consumed": "consumed"}.items()})
+
+    s = raw.get("sender")
+    if s is None:
+        raise ConfigError(file, "sender", "a [sender] table with certificate, key, archive_certificate, archive_key")
+    _known(file, "sender", s, {"certificate", "key", "key_passphrase_env", "key_passphrase_file",
+                               "archive_certificate", "archive_key", "archive_key_passphrase_env",
+                               "archive_key_passphrase_file", "trusted_ca"})
+
+    def sender_file(key: str) -> Path:
+        value = _resolve(base, _get(file, "sender", s, key, str))
+        return _existing(file, f"sender.{key}", value) if check_files else value
+
+    sender = Sender(
+        certificate=sender_file("certificate"), key=sender_file("key"),
+        key_passphrase=_secret(file, "sender", s, "key", base),
+        archive_certificate=sender_file("archive_certificate"), archive_key=sender_file("archive_key"),
+        archive_key_passphrase=_secret(file, "sender", s, "archive_key", base),
+        trusted_ca=sender_file("trusted_ca") if "trusted_ca" in s else None,
+    )
+
+    lim = raw.get("limits", {})
+    _known(file, "limits", lim, {"max_file_bytes", "max_pdf_bytes", "max_input_bytes"})
+    limits = Limits(**{k: _get(file, "limits", lim, k, int, getattr(Limits(), k), positive=True) for k in lim})
+
+    dl = raw.get("delivery", {})
+    _known(file, "delivery", dl, {"parallel", "attempts", "backoff_seconds", "backoff_max_seconds",
+                                  "timeout_seconds"})
+    delivery = DeliveryPolicy(**{
+        k: _get(file, "delivery", dl, k, int if k in ("parallel", "attempts") else (int, float), positive=True)
+        for k in dl})
+
+    defaults = raw.get("defaults", {})
+    _known(file, "defaults", defaults, {"flows", "empty_flows", "transport", "reemit_on_ko"})
+    default_flows = _flows(file, "defaults.flows", defaults.get("flows", list(FLOWS)))
+    default_empty = _get(file, "defaults", defaults, "empty_flows", bool, True)
+    default_transport = _transport(file, "defaults.transport", defaults["transport"]) \
+        if "transport" in defaults else None
+    default_reemit = _get(file, "defaults", defaults, "reemit_on_ko", bool, False)
+
+    registry = load_registry()
+    depts_raw = raw.get("departments", {})
+    if not isinstance(depts_raw, dict):
+        raise ConfigError(file, "departments", "a table of départements keyed by code")
+    departments: dict[str, Department] = {}
+    for code, d in depts_raw.items():
+        where = f"departments.{code}"
+        if code not in registry:
+            raise ConfigError(file, where, "a département code on 3 characters from the registry (e.g. 035, 02A, 971)")
+        _known(file, where, d, {"enabled", "certificate", "flows", "empty_flows", "transport", "reemit_on_ko"})
+        enabled = _get(file, where, d, "enabled", bool, True)
+        cert = _resolve(base, _get(file, where, d, "certificate", str)) if "certificate" in d else None
+        if enabled and cert is None:
+            raise ConfigError(file, f"{where}.certificate", "the département's encryption certificate (PEM)")
+        if enabled and check_files and cert is not None:
+            _existing(file, f"{where}.certificate", cert)
+        transport = _transport(file, f"{where}.transport", d["transport"]) if "transport" in d else default_transport
+        if transport is None:
+            raise ConfigError(file, f"{where}.transport", "a transport, here or in [defaults]")
+        reg = registry[code]
+        departments[code] = Department(
+            code=code, name=reg.name, siret=reg.siret, numorg=reg.numorg, holiday_zone=reg.holiday_zone,
+            enabled=enabled, certificate=cert,
+            flows=_flows(file, f"{where}.flows", d.get("flows", list(default_flows))),
+            empty_flows=_get(file, where, d, "empty_flows", bool, default_empty),
+            transport=transport, siret_placeholder=reg.siret_placeholder,
+            options={"reemit_on_ko": _get(file, where, d, "reemit_on_ko", bool, default_reemit)},
+        )
+    return Settings(file=file, base=base, paths=paths, sender=sender, limits=limits, delivery=delivery,
+                    departments=departments, raw=raw)
+
+
+def _flows(file: Path, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in FLOWS for v in value):
+        raise ConfigError(file, key, f"a list drawn from {', '.join(FLOWS)}")
+    return tuple(value)

@@ -1,0 +1,1 @@
+"""The inbox: where upstream systems drop DSG, GRO and SGR material, claimed exactly once."""

@@ -1,0 +1,458 @@
+"""The nightly run: claim the inbox, build, validate, seal, archive, deliver, trace.
+
+This is the only module that knows the whole path; each stage below it knows only
+its own job. Every step that changes the world is recorded in the trace first or
+right after, so that a run killed at any point is completed, exactly once, by the
+next one:
+- claimed material stays in `work/` until every emission made from it is archived;
+- an emission not yet archived is rebuilt from that material, with the sequence
+  number it was given the first time;
+- an archived emission is only ever delivered, by name, and delivering a name the
+  partner already holds with the same SHA-256 is a no-op.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from . import faults, workdays
+from .archive import ArchiveStore
+from .clock import Clock
+from .config.settings import Department, Settings
+from .errors import ExitCode, FluxError, InputFileError, SchemaError, SealError, TransportError
+from .flows.build import FlowHeader, build
+from .flows.codes import department_of_commune
+from .flows.parse import Limits as ParseLimits
+from .flows.parse import parse_file
+from .flows.records import FLOWS, Reject
+from .fsutil import atomic_write, private_dir, remove_temp_files
+from .inbox import claim as inbox
+from .log import get as get_logger
+from .schemas import validate_file, validate_sgr_zip
+from .seal import certs, cms
+from .trace.lifecycle import Status
+from .trace.store import Emission, TraceStore
+from .transport.base import Delivery, Transport
+from .transport.factory import transport_for
+
+
+def emission_name(flow: str, department: str, business_date: date, seq: int, part: int, parts: int,
+                  reemission_no: int = 0) -> str:
+    """Technical file names only: flow, département, date, sequence (and part / re-emission)."""
+    stem = f"{flow}_{department}_{business_date:%Y%m%d}_{seq:06d}"
+    if parts > 1:
+        stem += f"_P{part}of{parts}"
+    if reemission_no:
+        stem += f"_R{reemission_no:02d}"
+    return stem + (".zip" if flow == "SGR" else ".xml") + ".p7m"
+
+
+@dataclass
+class LineSummary:
+    records: int = 0
+    rejects: int = 0
+    files: int = 0
+    bytes: int = 0
+    delivered: int = 0
+    pending: int = 0
+
+
+@dataclass
+class NightReport:
+    run_id: int
+    business_date: date
+    lines: dict[tuple[str, str], LineSummary] = field(default_factory=lambda: defaultdict(LineSummary))
+    quarantined: list[tuple[str, str, str]] = field(default_factory=list)  # flow, file, code
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # operator-facing, no personal data
+    undelivered: int = 0
+    rejects_report: Path | None = None
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        if self.undelivered:
+            return ExitCode.UNDELIVERED
+        if self.quarantined:
+            return ExitCode.QUARANTINED
+        return ExitCode.OK
+
+    def totals(self) -> LineSummary:
+        t = LineSummary()
+        for s in self.lines.values():
+            for k in vars(t):
+                setattr(t, k, getattr(t, k) + getattr(s, k))
+        return t
+
+
+class Night:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None,
+                 transport_factory: Callable[[Settings, Department], Transport] = transport_for,
+                 stop: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep,
+                 progress: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.transport_factory = transport_factory
+        self.stop = stop or threading.Event()
+        self.sleep = sleep
+        self.progress = progress or (lambda _msg: None)
+        self.log = get_logger("flux-pmi.night")
+        self.paths = settings.paths
+        self.archive = ArchiveStore(self.paths.archive)
+        self._certs: dict[str, Any] = {}
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def run(self, business_date: date | None = None, *, trace: TraceStore | None = None) -> NightReport:
+        started = time.monotonic()
+        business_date = business_date or self.clock.today()
+        own_trace = trace is None
+        trace = trace or TraceStore(self.paths.trace)
+        run_id = trace.start_run("run", business_date, self.clock.now())
+        report = NightReport(run_id, business_date)
+        self.log.info("run.start", run=run_id, business_date=business_date.isoformat())
+        status = "failed"
+        try:
+            self._prepare()
+            self._load_sender()
+            for batch in self._batches(trace, business_date, run_id, report):
+                if self.stop.is_set():
+                    break
+                self._process_batch(trace, batch, run_id, report)
+            self._write_rejects_report(trace, run_id, report)
+            if not self.stop.is_set():
+                self._deliver(trace, run_id, report)
+            report.undelivered = len(trace.to_deliver()) + self._unarchived(trace)
+            report.interrupted = self.stop.is_set() and report.undelivered > 0
+            status = "done" if report.exit_code == ExitCode.OK else report.exit_code.name.lower()
+            return report
+        finally:
+            report.seconds = time.monotonic() - started
+            t = report.totals()
+            code = report.exit_code if status != "failed" else ExitCode.INTERNAL
+            trace.finish_run(run_id, self.clock.now(), status=status, exit_code=int(code), records=t.records,
+                             rejects=t.rejects, files=t.files, nbytes=t.bytes,
+                             message="; ".join(report.problems)[:2000])
+            self.log.info("run.end", run=run_id, status=status, exit_code=int(code), records=t.records,
+                          rejects=t.rejects, files=t.files, bytes=t.bytes, seconds=round(report.seconds, 3))
+            if own_trace:
+                trace.close()
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        for p in (self.paths.inbox, self.paths.work, self.paths.reports, self.paths.quarantine, self.paths.consumed):
+            private_dir(p)
+        for flow in FLOWS:
+            private_dir(self.paths.inbox / flow)
+        # Leftovers of writes a crash interrupted never carried a final name: remove them.
+        self.archive.cleanup()
+        remove_temp_files(self.paths.work)
+
+    def _load_sender(self) -> None:
+        s = self.settings.sender
+        self.signer_cert = certs.load_certificate(s.certificate)
+        self.signer_key = certs.load_private_key(s.key, s.key_passphrase)
+        self.archive_cert = certs.load_certificate(s.archive_certificate)
+
+    def _recipient_cert(self, dept: Department) -> Any:
+        if dept.code not in self._certs:
+            assert dept.certificate is not None
+            self._certs[dept.code] = certs.load_certificate(dept.certificate)
+        return self._certs[dept.code]
+
+    # -- claim -----------------------------------------------------------------------------
+
+    def _batches(self, trace: TraceStore, business_date: date, run_id: int, report: NightReport) -> list[inbox.Batch]:
+        now = self.clock.now()
+        batches: list[inbox.Batch] = []
+        for row in trace.open_batches():
+            if row["state"] == "claiming":
+                inbox.finish_claim(trace, row["id"], inbox=self.paths.inbox, work=self.paths.work,
+                                   flow=row["flow"], now=now)
+            batches.append(inbox.Batch(row["id"], row["flow"], date.fromisoformat(row["business_date"]),
+                                       inbox.batch_dir(self.paths.work, row["id"], row["flow"])))
+        pending_flows = {(b.flow, b.business_date) for b in batches}
+        for flow in FLOWS:
+            faults.point("claim")
+            batch, dups = inbox.claim(trace, inbox=self.paths.inbox, work=self.paths.work,
+                                      consumed=self.paths.consumed, flow=flow, business_date=business_date,
+                                      run_id=run_id, now=now)
+            for name in dups:
+                report.duplicates.append((flow, name))
+                trace.add_anomaly("duplicate-input", f"{flow} input already consumed, set aside", now, file=name)
+                self.log.warning("inbox.duplicate", flow=flow, file=name)
+            if batch is None and (flow, business_date) not in pending_flows and self._needs_empty(trace, flow,
+                                                                                               business_date):
+                batch_id = trace.create_batch(flow, business_date, run_id, now, [])
+                inbox.finish_claim(trace, batch_id, inbox=self.paths.inbox, work=self.paths.work, flow=flow,
+                                   now=now)
+                batch = inbox.Batch(batch_id, flow, business_date, inbox.batch_dir(self.paths.work, batch_id, flow))
+            if batch is not None:
+                batches.append(batch)
+        return batches
+
+    def _empty_flow_departments(self, flow: str) -> list[Department]:
+        return [d for d in self.settings.enabled_departments() if flow in d.flows and d.empty_flows]
+
+    def _needs_empty(self, trace: TraceStore, flow: str, business_date: date) -> bool:
+        return any(not trace.has_emission_on(flow, d.code, business_date) for d in self._empty_flow_departments(flow))
+
+    # -- parse, check, route, build, validate, seal, archive -------------------------------
+
+    def _process_batch(self, trace: TraceStore, batch: inbox.Batch, run_id: int, report: NightReport) -> None:
+        flow, now = batch.flow, self.clock.now()
+        limits = ParseLimits(max_input_bytes=self.settings.limits.max_input_bytes,
+                             max_pdf_bytes=self.settings.limits.max_pdf_bytes)
+        records: list[Any] = []
+        rejects: list[tuple[Reject, str | None]] = []
+        for row in trace.batch_files(batch.id):
+            if row["kind"] != "input" or row["state"] != "claimed":
+                continue
+            path = batch.dir / row["name"]
+            faults.point("parse")
+            try:
+                result = parse_file(flow, path, display_name=row["name"], today=self.clock.today(),
+                                    inbox_root=batch.dir, limits=limits)
+            except InputFileError as exc:
+                inbox.quarantine(path, self.paths.quarantine, flow, row["name"], exc.code, str(exc))
+                trace.quarantine_file(row["id"], exc.code, str(exc))
+                report.quarantined.append((flow, row["name"], exc.code))
+                self.log.error("inbox.quarantined", flow=flow, file=row["name"], code=exc.code, reason=str(exc))
+                continue
+            records.extend(result.records)
+            rejects.extend((r, None) for r in result.rejects)
+
+        enabled = {d.code: d for d in self.settings.enabled_departments() if flow in d.flows}
+        by_dept: dict[str, list[Any]] = defaultdict(list)
+        refs = {id(r): trace.record_ref(r.key) for r in records}
+        elsewhere = trace.refs_emitted_elsewhere(refs.values(), batch.id)
+        seen: set[str] = set()
+        for rec in records:
+            dept = department_of_commune(rec.commune_code)
+            ref = refs[id(rec)]
+            if ref in elsewhere:
+                rejects.append((Reject(flow, rec.source, "DUPLICATE", "record already emitted from an earlier input"),
+                                dept))
+            elif ref in seen:
+                rejects.append((Reject(flow, rec.source, "DUPLICATE", "record appears twice in this batch"), dept))
+            elif dept not in enabled:
+                rejects.append((Reject(flow, rec.source, "DEPARTMENT_NOT_ENABLED",
+                                       f"département {dept} has no enabled {flow} flow"), dept))
+            else:
+                seen.add(ref)
+                by_dept[dept].append(rec)
+        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
+                                             for r, d in rejects], now)
+        for r, d in rejects:
+            self.log.warning("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                             department=d, reason=r.message)
+        rejects_by_dept: dict[str, int] = defaultdict(int)
+        for _r, d in rejects:
+            rejects_by_dept[d or "---"] += 1  # "---": no département could be told
+        for code, n in rejects_by_dept.items():
+            report.lines[(flow, code)].rejects += n
+
+        existing: dict[str, list[Emission]] = defaultdict(list)
+        for e in trace.emissions_of_batch(batch.id):
+            existing[e.department].append(e)
+        targets = set(by_dept) | set(existing)
+        for d in self._empty_flow_departments(flow):
+            if d.code not in targets and not trace.has_emission_on(flow, d.code, batch.business_date):
+                targets.add(d.code)
+        complete = True
+        for code in sorted(targets):
+            if self.stop.is_set():
+                complete = False
+                break
+            line = report.lines[(flow, code)]
+            if existing[code] and all(e.archived_at for e in existing[code]):
+                continue  # archived by an earlier, interrupted run: only delivery is left
+            recs = sorted(by_dept.get(code, []), key=lambda r: (r.source.file, r.source.line))
+            complete &= self._emit(trace, batch, enabled[code], recs, rejects_by_dept.get(code, 0), run_id, line,
+                                   report)
+        if complete and not self.stop.is_set():
+            faults.point("batch-done")
+            trace.set_batch_state(batch.id, "done", self.clock.now())
+            inbox.retire_batch(self.paths.work, self.paths.consumed, batch.id, batch.business_date)
+
+    def _emit(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any], rejects: int,
+              run_id: int, line: LineSummary, report: NightReport) -> bool:
+        """Build, validate, seal and archive the emission(s) of one département. False if one is left undone."""
+        flow, now = batch.flow, self.clock.now()
+        rows: dict[int, Emission] = {}
+
+        def seq_for_part(part: int) -> int:
+            rows[part] = trace.get_or_create_emission(batch.id, flow, dept.code, batch.business_date, part, now)
+            return rows[part].seq
+
+        header = FlowHeader(flow=flow, department=dept.code, numorg=dept.numorg[0], siret=dept.siret,
+                            business_date=batch.business_date, created_at=now)
+        out_dir = private_dir(self.paths.work / f"batch-{batch.id:06d}" / "out")
+        faults.point("build")
+        parts = build(header, records, out_dir=out_dir, max_bytes=self.settings.limits.max_file_bytes,
+                      seq_for_part=seq_for_part)
+        ok = True
+        for part in parts:
+            row = rows[part.part]
+            try:
+                if row.archived_at:
+                    continue
+                self._seal_and_archive(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0,
+                                       run_id)
+                line.records += len(part.record_keys)
+                line.files += 1
+                line.bytes += trace.emission(row.id).size or 0
+            except (SchemaError, SealError) as exc:
+                ok = False
+                trace.transition(row.id, Status.FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
+                report.problems.append(f"{flow} {dept.code}: {exc}")
+                self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
+            finally:
+                part.path.unlink(missing_ok=True)  # the plaintext never outlives its seal
+        return ok
+
+    def _seal_and_archive(self, trace: TraceStore, row: Emission, part: Any, dept: Department, nparts: int,
+                          rejects: int, run_id: int) -> None:
+        if row.status != Status.BUILT:
+            trace.transition(row.id, Status.BUILT, self.clock.now(), run_id=run_id, detail="rebuilt")
+        if row.flow == "SGR":
+            validate_sgr_zip(part.path)
+        else:
+            validate_file(row.flow, part.path)
+        faults.point("validated")
+        sealed = cms.seal(part.path.read_bytes(), signer_cert=self.signer_cert, signer_key=self.signer_key,
+                          recipient_cert=self._recipient_cert(dept), archive_cert=self.archive_cert,
+                          now=self.clock.now())
+        trace.transition(row.id, Status.SEALED, self.clock.now(), run_id=run_id)
+        faults.point("sealed")
+        name = emission_name(row.flow, dept.code, date.fromisoformat(row.business_date), row.seq, part.part, nparts)
+        self.archive.put(date.fromisoformat(row.business_date), name, sealed.for_recipient, sealed.for_archive)
+        faults.point("archived-file")
+        trace.mark_archived(
+            row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
+            records=[(k, r, workdays.deadline(r, dept.code)) for k, r in zip(part.record_keys, part.received,
+                                                                             strict=True)],
+            rejects_count=rejects, run_id=run_id)
+        faults.point("archived")
+        self.log.info("emission.archived", flow=row.flow, department=dept.code, seq=row.seq, file=name,
+                      records=len(part.record_keys))
+
+    def _unarchived(self, trace: TraceStore) -> int:
+        return trace.db.execute("SELECT COUNT(*) FROM emissions WHERE archived_at IS NULL").fetchone()[0]
+
+    # -- rejects report ----------------------------------------------------------------------
+
+    def _write_rejects_report(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        rows = trace.db.execute("SELECT flow, department, file, line, code, message FROM rejects WHERE run_id=?"
+                                " ORDER BY flow, file, line", (run_id,)).fetchall()
+        if not rows:
+            return
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter=";", lineterminator="\n")
+        w.writerow(["flow", "department", "file", "line", "code", "message"])
+        w.writerows([tuple(r) for r in rows])
+        path = self.paths.reports / f"rejects-{report.business_date:%Y%m%d}-run{run_id:06d}.csv"
+        atomic_write(path, buf.getvalue().encode("utf-8"))
+        report.rejects_report = path
+
+    # -- deliver ---------------------------------------------------------------------------
+
+    def _deliver(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        pending = trace.to_deliver()
+        if not pending:
+            return
+        by_dept: dict[str, list[Emission]] = defaultdict(list)
+        for e in pending:
+            by_dept[e.department].append(e)
+        results: queue.Queue[tuple[Emission, str | None, int]] = queue.Queue()
+        transports: dict[str, Transport] = {}
+        for code in by_dept:
+            dept = self.settings.departments.get(code)
+            if dept is None or not dept.enabled:
+                report.problems.append(f"département {code} has emissions to deliver but is not enabled")
+                continue
+            transports[code] = self.transport_factory(self.settings, dept)
+        self.progress(f"delivering {len(pending)} file(s) to {len(transports)} département(s)")
+        policy = self.settings.delivery
+        with ThreadPoolExecutor(max_workers=max(1, policy.parallel), thread_name_prefix="deliver") as pool:
+            futures = [pool.submit(self._deliver_department, transports[c], by_dept[c], results)
+                       for c in sorted(transports)]
+            remaining = len(futures)
+            while remaining:
+                item = results.get()
+                if item is None:  # type: ignore[comparison-overlap]
+                    remaining -= 1
+                    continue
+                emission, error, attempts = item
+                now = self.clock.now()
+                line = report.lines[(emission.flow, emission.department)]
+                if error is None:
+                    trace.transition(emission.id, Status.DELIVERED, now, run_id=run_id, attempts=emission.attempts
+                                     + attempts, transport=transports[emission.department].name, last_error=None)
+                    faults.point("delivered-traced")
+                    line.delivered += 1
+                else:
+                    trace.transition(emission.id, Status.FAILED, now, run_id=run_id,
+                                     attempts=emission.attempts + attempts, last_error=error[:500])
+                    line.pending += 1
+                    report.problems.append(f"{emission.flow} {emission.department} seq {emission.seq}: {error}")
+            for f in futures:
+                f.result()
+        for t in {id(t): t for t in transports.values()}.values():
+            t.close()
+
+    def _deliver_department(self, transport: Transport, emissions: list[Emission],
+                            results: queue.Queue[Any]) -> None:
+        """One département's files, in sequence order; a failure stops its queue (no gap is created)."""
+        policy = self.settings.delivery
+        try:
+            for e in emissions:
+                if self.stop.is_set():
+                    return
+                item = Delivery(e.department, e.flow, e.file_name or "",
+                                self.archive.sealed_path(date.fromisoformat(e.business_date), e.file_name or ""),
+                                e.size or 0, e.sha256 or "")
+                error, attempts = None, 0
+                for attempt in range(1, policy.attempts + 1):
+                    attempts = attempt
+                    try:
+                        faults.point("deliver")
+                        transport.deliver(item)
+                        faults.point("delivered")
+                        error = None
+                        break
+                    except TransportError as exc:
+                        error = str(exc)
+                        self.log.warning("deliver.retry" if not exc.permanent and attempt < policy.attempts
+                                         else "deliver.failed", department=e.department, file=item.file_name,
+                                         attempt=attempt, error=str(exc))
+                        if exc.permanent:
+                            break
+                        if attempt < policy.attempts:
+                            self.sleep(min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1)))
+                    except FluxError as exc:
+                        error = str(exc)
+                        break
+                results.put((e, error, attempts))
+                if error is not None:
+                    return
+        except Exception as exc:  # a bug in one adapter must not take the other départements down
+            self.log.error("deliver.crashed", error=type(exc).__name__)
+            raise
+        finally:
+            results.put(None)

@@ -1,0 +1,425 @@
+"""SQLite trace store (WAL): runs, claimed inputs, emissions and their events, records, rejects.
+
+This is the "historique des échanges" of the convention (art. 5, annexe 2 §6) and the
+memory that makes a rerun after a crash complete the work exactly once. Every change
+of an emission's status is checked by the lifecycle and written with an event row, in
+the same transaction, so the history is an audit trail.
+
+No personal data enters here: record identities are HMAC-SHA256 of the record key
+with a secret kept beside the database (owner-only), file names are technical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from ..errors import TraceError
+from .lifecycle import TO_DELIVER, Status, check_transition
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    business_date TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL DEFAULT 'running',
+    exit_code INTEGER,
+    pid INTEGER,
+    records INTEGER NOT NULL DEFAULT 0,
+    rejects INTEGER NOT NULL DEFAULT 0,
+    files INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    flow TEXT NOT NULL,
+    business_date TEXT NOT NULL,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    state TEXT NOT NULL,            -- claiming, claimed, done
+    created_at TEXT NOT NULL,
+    done_at TEXT
+);
+CREATE TABLE IF NOT EXISTS inbox_files (
+    id INTEGER PRIMARY KEY,
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    flow TEXT NOT NULL,
+    name TEXT NOT NULL,             -- relative to the flow's inbox folder
+    kind TEXT NOT NULL DEFAULT 'input',  -- input (a claimable file) or scan (a PDF an SGR index names)
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL,            -- claimed, consumed, quarantined
+    code TEXT,
+    reason TEXT,
+    purged_at TEXT
+);
+CREATE INDEX IF NOT EXISTS inbox_files_sha ON inbox_files(flow, sha256);
+CREATE TABLE IF NOT EXISTS emissions (
+    id INTEGER PRIMARY KEY,
+    batch_id INTEGER REFERENCES batches(id),
+    flow TEXT NOT NULL,
+    department TEXT NOT NULL,
+    business_date TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    reemission_no INTEGER NOT NULL DEFAULT 0,
+    reemission_of INTEGER REFERENCES emissions(id),
+    request_id INTEGER,
+    file_name TEXT,
+    size INTEGER,
+    sha256 TEXT,
+    record_count INTEGER NOT NULL DEFAULT 0,
+    rejects_count INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    transport TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    received_first TEXT,            -- earliest receipt date of its records
+    deadline TEXT,                  -- earliest deadline of its records
+    built_at TEXT, sealed_at TEXT, archived_at TEXT, delivered_at TEXT, acknowledged_at TEXT,
+    ack_status TEXT, ack_code TEXT,
+    purged_at TEXT,
+    UNIQUE (batch_id, flow, department, part, reemission_no),
+    UNIQUE (flow, department, seq, reemission_no)
+);
+CREATE INDEX IF NOT EXISTS emissions_status ON emissions(status);
+CREATE INDEX IF NOT EXISTS emissions_day ON emissions(flow, department, business_date);
+CREATE TABLE IF NOT EXISTS emission_events (
+    id INTEGER PRIMARY KEY,
+    emission_id INTEGER NOT NULL REFERENCES emissions(id),
+    at TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    run_id INTEGER,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY,
+    emission_id INTEGER NOT NULL REFERENCES emissions(id),
+    ref TEXT NOT NULL UNIQUE,       -- HMAC of the record key: recognises a duplicate, reveals nothing
+    received TEXT NOT NULL,
+    deadline TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    batch_id INTEGER NOT NULL,
+    flow TEXT NOT NULL,
+    department TEXT,
+    file TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    message TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (batch_id, file, line, code)
+);
+CREATE TABLE IF NOT EXISTS anomalies (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    department TEXT,
+    file TEXT,
+    detail TEXT NOT NULL
+);
+"""
+
+
+def _iso(value: date | datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    id: int
+    batch_id: int | None
+    flow: str
+    department: str
+    business_date: str
+    part: int
+    seq: int
+    reemission_no: int
+    file_name: str | None
+    size: int | None
+    sha256: str | None
+    record_count: int
+    status: str
+    attempts: int
+    archived_at: str | None
+    delivered_at: str | None
+    last_error: str | None
+    deadline: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Emission:
+        return cls(**{f: row[f] for f in cls.__slots__})  # type: ignore[attr-defined]
+
+
+class TraceStore:
+    """One connection, used by the run's main thread; delivery workers report back to it."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = FULL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                with self.tx():
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            self.db.execute(stmt)
+                    self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.OperationalError as exc:
+            self.db.close()
+            raise TraceError(f"trace store {self.path}: {exc}") from exc
+        self._key = self._load_key()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """An immediate transaction: it takes the write lock first, so it never deadlocks midway."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise TraceError(f"trace store {self.path} is locked by another process: {exc}") from exc
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def _load_key(self) -> bytes:
+        key_file = self.path.with_suffix(".key")
+        try:
+            return key_file.read_bytes()
+        except FileNotFoundError:
+            key = secrets.token_bytes(32)
+            tmp = key_file.with_suffix(".key.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, key_file)  # first writer wins if two processes race
+            except FileExistsError:
+                pass
+            tmp.unlink(missing_ok=True)
+            return key_file.read_bytes()
+
+    def record_ref(self, key: str) -> str:
+        return hmac.new(self._key, key.encode(), hashlib.sha256).hexdigest()[:40]
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(self, command: str, business_date: date | None, now: datetime) -> int:
+        with self.tx():
+            cur = self.db.execute(
+                "INSERT INTO runs(command, business_date, started_at, pid) VALUES (?,?,?,?)",
+                (command, _iso(business_date), _iso(now), os.getpid()),
+            )
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, now: datetime, *, status: str, exit_code: int, records: int = 0,
+                   rejects: int = 0, files: int = 0, nbytes: int = 0, message: str = "") -> None:
+        with self.tx():
+            self.db.execute(
+                "UPDATE runs SET finished_at=?, status=?, exit_code=?, records=?, rejects=?, files=?, bytes=?,"
+                " message=? WHERE id=?",
+                (_iso(now), status, exit_code, records, rejects, files, nbytes, message, run_id),
+            )
+
+    def last_runs(self, limit: int = 10) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+
+    # -- batches and claimed inputs --------------------------------------------------------
+
+    def create_batch(self, flow: str, business_date: date, run_id: int, now: datetime,
+                     files: Iterable[tuple[str, str, str, int]]) -> int:
+        """Record a batch and its files (name, kind, sha256, size) *before* they are moved."""
+        with self.tx():
+            cur = self.db.execute(
+                "INSERT INTO batches(flow, business_date, run_id, state, created_at) VALUES (?,?,?,?,?)",
+                (flow, _iso(business_date), run_id, "claiming", _iso(now)),
+            )
+            batch_id = int(cur.lastrowid)
+            self.db.executemany(
+                "INSERT INTO inbox_files(batch_id, flow, name, kind, sha256, size, state)"
+                " VALUES (?,?,?,?,?,?,'claimed')",
+                [(batch_id, flow, n, k, h, s) for n, k, h, s in files],
+            )
+            return batch_id
+
+    def set_batch_state(self, batch_id: int, state: str, now: datetime) -> None:
+        with self.tx():
+            self.db.execute(
+                "UPDATE batches SET state=?, done_at=CASE WHEN ?='done' THEN ? ELSE done_at END WHERE id=?",
+                (state, state, _iso(now), batch_id),
+            )
+            if state == "done":
+                self.db.execute(
+                    "UPDATE inbox_files SET state='consumed' WHERE batch_id=? AND state='claimed'", (batch_id,)
+                )
+
+    def open_batches(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM batches WHERE state != 'done' ORDER BY id").fetchall()
+
+    def batch_files(self, batch_id: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM inbox_files WHERE batch_id=? ORDER BY name", (batch_id,)).fetchall()
+
+    def known_input(self, flow: str, sha256: str) -> sqlite3.Row | None:
+        return self.db.execute(
+            "SELECT * FROM inbox_files WHERE flow=? AND sha256=? AND kind='input'"
+            " AND state IN ('claimed','consumed') LIMIT 1",
+            (flow, sha256),
+        ).fetchone()
+
+    def quarantine_file(self, file_id: int, code: str, reason: str) -> None:
+        with self.tx():
+            self.db.execute("UPDATE inbox_files SET state='quarantined', code=?, reason=? WHERE id=?",
+                            (code, reason, file_id))
+
+    def quarantined_in_run(self, run_id: int) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT f.* FROM inbox_files f JOIN batches b ON b.id=f.batch_id"
+            " WHERE f.state='quarantined' AND b.run_id=?", (run_id,)).fetchall()
+
+    # -- emissions -------------------------------------------------------------------------
+
+    def get_or_create_emission(self, batch_id: int, flow: str, department: str, business_date: date,
+                               part: int, now: datetime) -> Emission:
+        """The emission row of a (batch, flow, département, part), allocating its sequence once."""
+        with self.tx():
+            row = self.db.execute(
+                "SELECT * FROM emissions WHERE batch_id=? AND flow=? AND department=? AND part=?"
+                " AND reemission_no=0", (batch_id, flow, department, part)).fetchone()
+            if row is None:
+                seq = self.db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM emissions WHERE flow=? AND department=?",
+                    (flow, department)).fetchone()[0]
+                cur = self.db.execute(
+                    "INSERT INTO emissions(batch_id, flow, department, business_date, part, seq, status, built_at)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (batch_id, flow, department, _iso(business_date), part, seq, Status.BUILT, _iso(now)),
+                )
+                self._event(int(cur.lastrowid), None, Status.BUILT, now, "allocated")
+                row = self.db.execute("SELECT * FROM emissions WHERE id=?", (cur.lastrowid,)).fetchone()
+            return Emission.from_row(row)
+
+    def emission(self, emission_id: int) -> Emission:
+        row = self.db.execute("SELECT * FROM emissions WHERE id=?", (emission_id,)).fetchone()
+        if row is None:
+            raise TraceError(f"no emission {emission_id}")
+        return Emission.from_row(row)
+
+    def emissions_of_batch(self, batch_id: int) -> list[Emission]:
+        rows = self.db.execute("SELECT * FROM emissions WHERE batch_id=? AND reemission_no=0", (batch_id,))
+        return [Emission.from_row(r) for r in rows]
+
+    def has_emission_on(self, flow: str, department: str, business_date: date) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM emissions WHERE flow=? AND department=? AND business_date=? AND reemission_no=0 LIMIT 1",
+            (flow, department, _iso(business_date))).fetchone() is not None
+
+    def to_deliver(self) -> list[Emission]:
+        marks = ",".join("?" * len(TO_DELIVER))
+        rows = self.db.execute(
+            f"SELECT * FROM emissions WHERE status IN ({marks}) AND archived_at IS NOT NULL AND purged_at IS NULL"
+            " ORDER BY department, flow, seq, reemission_no", tuple(TO_DELIVER))
+        return [Emission.from_row(r) for r in rows]
+
+    def transition(self, emission_id: int, target: Status, now: datetime, *, detail: str = "",
+                   run_id: int | None = None, **fields: object) -> None:
+        """Move an emission to `target` if the lifecycle allows it, with its fields, in one transaction."""
+        with self.tx():
+            self._transition(emission_id, target, now, detail=detail, run_id=run_id, **fields)
+
+    def _transition(self, emission_id: int, target: Status, now: datetime, *, detail: str = "",
+                    run_id: int | None = None, **fields: object) -> None:
+        row = self.db.execute("SELECT status FROM emissions WHERE id=?", (emission_id,)).fetchone()
+        if row is None:
+            raise TraceError(f"no emission {emission_id}")
+        status = check_transition(row["status"], target)
+        stamp = {Status.BUILT: "built_at", Status.SEALED: "sealed_at", Status.ARCHIVED: "archived_at",
+                 Status.DELIVERED: "delivered_at", Status.ACKNOWLEDGED: "acknowledged_at"}.get(status)
+        if stamp and stamp not in fields:
+            fields[stamp] = _iso(now)
+        sets = ", ".join(["status=?"] + [f"{k}=?" for k in fields])
+        self.db.execute(f"UPDATE emissions SET {sets} WHERE id=?", (status, *fields.values(), emission_id))
+        self._event(emission_id, row["status"], status, now, detail, run_id)
+
+    def _event(self, emission_id: int, src: str | None, dst: str, now: datetime, detail: str,
+               run_id: int | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO emission_events(emission_id, at, from_status, to_status, run_id, detail)"
+            " VALUES (?,?,?,?,?,?)", (emission_id, _iso(now), src, dst, run_id, detail))
+
+    def mark_archived(self, emission_id: int, now: datetime, *, file_name: str, size: int, sha256: str,
+                      records: Iterable[tuple[str, date, date]], rejects_count: int, run_id: int | None) -> None:
+        """Archived and its records registered, atomically: either both are true or neither.
+
+        `records` are (record key, received, deadline); the key is stored only as an HMAC.
+        """
+        recs = [(self.record_ref(k), _iso(r), _iso(d)) for k, r, d in records]
+        with self.tx():
+            self._transition(
+                emission_id, Status.ARCHIVED, now, run_id=run_id, file_name=file_name, size=size, sha256=sha256,
+                record_count=len(recs), rejects_count=rejects_count,
+                received_first=min((r for _, r, _ in recs), default=None),
+                deadline=min((d for _, _, d in recs), default=None),
+            )
+            self.db.executemany("INSERT INTO records(emission_id, ref, received, deadline) VALUES (?,?,?,?)",
+                                [(emission_id, *r) for r in recs])
+
+    def refs_emitted_elsewhere(self, refs: Iterable[str], batch_id: int) -> set[str]:
+        """The refs among `refs` already carried by an emission of another batch."""
+        refs = list(refs)
+        found: set[str] = set()
+        for i in range(0, len(refs), 500):
+            chunk = refs[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(
+                f"SELECT r.ref FROM records r JOIN emissions e ON e.id=r.emission_id"
+                f" WHERE r.ref IN ({marks}) AND (e.batch_id IS NULL OR e.batch_id != ?)", (*chunk, batch_id)))
+        return found
+
+    # -- rejects and anomalies -----------------------------------------------------------
+
+    def add_rejects(self, run_id: int, batch_id: int, rejects: Iterable[tuple], now: datetime) -> None:
+        """(flow, department, file, line, code, message) rows; a rebuilt batch does not double them."""
+        with self.tx():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO rejects(run_id, batch_id, flow, department, file, line, code, message,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(run_id, batch_id, *r, _iso(now)) for r in rejects])
+
+    def rejects_of_batch(self, batch_id: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM rejects WHERE batch_id=? ORDER BY file, line", (batch_id,)).fetchall()
+
+    def add_anomaly(self, kind: str, detail: str, now: datetime, *, department: str | None = None,
+                    file: str | None = None) -> None:
+        with self.tx():
+            self.db.execute("INSERT INTO anomalies(at, kind, department, file, detail) VALUES (?,?,?,?,?)",
+                            (_iso(now), kind, department, file, detail))

@@ -1,0 +1,83 @@
+"""The one interface every transport implements: deliver, fetch acks, check, close.
+
+A transport moves opaque sealed bytes; it knows nothing of flows, records or the
+trace. Delivery must be idempotent: delivering the same file name with the same
+SHA-256 twice (a rerun after a crash) leaves one file, never a second identity.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    department: str
+    flow: str
+    file_name: str  # final name at the partner, e.g. GRO_035_20261122_000012.xml.p7m
+    path: Path  # the sealed file in the archive
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    file_name: str
+    already_there: bool = False  # the partner had it already (rerun after a crash)
+    reference: str = ""  # transport-side id: CFT IDTU, HubEE folder id, remote path
+
+
+@dataclass(frozen=True, slots=True)
+class AckFile:
+    department: str
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    department: str
+    ok: bool
+    what: str
+    detail: str = ""
+    warning: bool = False
+
+
+class Transport(abc.ABC):
+    """One partner connection. Methods raise errors.TransportError (or a subclass)."""
+
+    name: str = "transport"
+
+    @abc.abstractmethod
+    def deliver(self, item: Delivery) -> Receipt: ...
+
+    @abc.abstractmethod
+    def fetch_acks(self, department: str) -> list[AckFile]: ...
+
+    def remove_ack(self, department: str, name: str) -> None:  # noqa: B027 - optional hook
+        """Remove an ack once recorded, where the protocol allows it."""
+
+    @abc.abstractmethod
+    def check(self, department: str) -> list[CheckResult]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class TransportSet:
+    """The transports of a run, one per département, closed together."""
+
+    by_department: dict[str, Transport] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for t in {id(t): t for t in self.by_department.values()}.values():
+            t.close()

@@ -1,0 +1,56 @@
+"""Jours ouvrés per département: the 8-working-day clock of the service contract.
+
+Monday to Friday minus French public holidays from the `holidays` package, with the
+local ones: Alsace-Moselle (57, 67, 68) adds Good Friday and 26 December, and each
+overseas département its abolition-of-slavery day.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from functools import lru_cache
+
+import holidays
+
+# holidays' subdivision codes for the départements with extra days off.
+_SUBDIV = {"057": "57", "067": "6AE", "068": "6AE", "971": "971", "972": "972", "973": "973",
+           "974": "974", "976": "976"}
+
+DEADLINE_WORKING_DAYS = 8
+
+
+@lru_cache(maxsize=256)
+def _calendar(department: str, year: int) -> frozenset[date]:
+    cal = holidays.France(years=year, subdiv=_SUBDIV.get(department))
+    return frozenset(cal.keys())
+
+
+def is_working_day(day: date, department: str) -> bool:
+    return day.weekday() < 5 and day not in _calendar(department, day.year)
+
+
+def add_working_days(start: date, n: int, department: str) -> date:
+    """The date n jours ouvrés after `start` (start itself not counted)."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    day = start
+    while n:
+        day += timedelta(days=1)
+        if is_working_day(day, department):
+            n -= 1
+    return day
+
+
+def count_working_days(start: date, end: date, department: str) -> int:
+    """Jours ouvrés in (start, end]: 0 when end <= start."""
+    n, day = 0, start
+    while day < end:
+        day += timedelta(days=1)
+        if is_working_day(day, department):
+            n += 1
+    return n
+
+
+def deadline(received: date, department: str) -> date:
+    """Latest delivery date for a record the Caf received on `received` (annexe 2 §3)."""
+    return add_working_days(received, DEADLINE_WORKING_DAYS, department)
