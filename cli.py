@@ -7,6 +7,7 @@ carries the structured log. Exit codes are `errors.ExitCode` (docs/operations.md
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from . import log as logging_setup
-from .clock import Clock
+from .clock import from_environment
 from .errors import ExitCode, FluxError
 
 
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    os.umask(0o077)  # everything this process creates is owner-only: much of it is personal data
     logging_setup.configure(json=None if args.log_format is None else args.log_format == "json")
     try:
         handler = globals()[f"cmd_{args.command}"]
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.setup import write_demo
 
-    clock = Clock()
+    clock = from_environment()
     business_date = args.date or clock.today()
     result = write_demo(args.dir, business_date=business_date, departments=args.departments, seed=args.seed,
                         now=clock.now())
@@ -76,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .night import Night
 
     settings = load(args.config)
-    report = Night(settings).run(args.date)
+    report = Night(settings, clock=from_environment()).run(args.date)
     for (flow, dept), s in sorted(report.lines.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         print(f"{flow} {dept:>3}  records={s.records:<4} rejects={s.rejects:<3} files={s.files} bytes={s.bytes:<9}"
               f" delivered={s.delivered} pending={s.pending}")

@@ -34,3 +34,14 @@ class FixedClock(Clock):
 
     def advance(self, **delta: float) -> None:
         self.at = self.at + timedelta(**delta)
+
+
+def from_environment() -> Clock:
+    """The wall clock, unless FLUX_PMI_NOW pins it (replays and subprocess tests only)."""
+    import os
+
+    pinned = os.environ.get("FLUX_PMI_NOW")
+    if pinned:
+        at = datetime.fromisoformat(pinned)
+        return FixedClock(at if at.tzinfo else at.replace(tzinfo=PARIS))
+    return Clock()

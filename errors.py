@@ -62,7 +62,12 @@ class SealError(FluxError):
 
 
 class CertificateError(SealError):
-    """A certificate cannot be used: expired, not yet valid, wrong key usage."""
+    """A certificate cannot be used: expired, not yet valid, wrong key usage.
+
+    An operator's matter (renew or fix the configuration), not a bug: hence USAGE.
+    """
+
+    exit_code = ExitCode.USAGE
 
 
 class ArchiveError(FluxError):

@@ -86,5 +86,5 @@ def write_demo(root: Path, *, business_date: date, departments: str, seed: int, 
     )
     config = root / "flux-pmi.toml"
     atomic_write(config, config_text(codes).encode())
-    by_flow = dict(summary.by_flow)
-    return DemoResult(config, codes, sum(by_flow.values()), by_flow, len(summary.bad_records))
+    by_flow = dict(summary.per_flow)
+    return DemoResult(config, codes, sum(by_flow.values()), by_flow, len(summary.bad))

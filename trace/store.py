@@ -23,6 +23,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from ..errors import TraceError
+from ..fsutil import private_dir
 from .lifecycle import TO_DELIVER, Status, check_transition
 
 SCHEMA_VERSION = 1
@@ -171,7 +172,9 @@ class TraceStore:
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
+        # SQLite gives its -wal and -shm files the database file's mode: create it owner-only.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self.db = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         try:

@@ -47,6 +47,8 @@ class LocalDrop(Transport):
             folder = private_dir(self.folder(item.department))
             final = folder / item.file_name
             marker = folder / f"{item.file_name}.sha256"
+            for stale in folder.glob(f"{TMP_PREFIX}{item.file_name}*"):
+                stale.unlink(missing_ok=True)  # a write a crash interrupted: never under a final name
             already = final.exists() and file_sha256(final) == item.sha256
             if final.exists() and not already:
                 raise TransportError(item.department, f"{item.file_name} already exists with other content",

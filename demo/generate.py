@@ -1,0 +1,785 @@
+"""Write a realistic, reproducible inbox for one business day: DSG XML, GRO CSV, SGR index + PDFs.
+
+The demo, the end-to-end tests and the benchmarks need input that looks like what the CNAF
+systems really drop (docs/input-contract.md), at the national volume of DOMAIN.md, with a
+few deliberately bad records whose expected reject reason is known in advance, and without
+a single real person in it. Everything comes from one seeded `random.Random`: no clock is
+read (the business date is given), so the same arguments give the same bytes.
+
+Files hold (fictitious) personal data, so they are created owner-only (0600, folders 0700),
+under technical names only, and each is written under a dot-name and renamed into place, as
+the contract asks of any producer (the SGR index last, after its scans).
+
+Volumes. About 650,000 births a year over ~250 working days gives ~2,600 declarations a
+working day, split DSG 45 %, GRO 40 %, SGR 15 %. Each département gets a share proportional
+to its approximate annual births = population (INSEE 2021, in thousands, rounded) x a rough
+crude birth rate (10.5 per 1,000 by default, lower for ageing rural départements, higher for
+the Paris suburbs, Guyane and Mayotte). This gives about 80 a day for Bouches-du-Rhône, Paris
+and Rhône, 92 for Seine-Saint-Denis, 108 for Nord, 2-5 for Lozère, Creuse and Belfort. The
+day's count is drawn around that mean (Poisson-like spread). The shares do not depend on the
+subset asked for, so a département gets the same volume alone as in the national run.
+
+Command line: `python -m flux_pmi.demo.generate INBOX --date 2026-11-20 --seed 1 [--departments 035,056]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import random
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+from lxml import etree
+
+import flux_pmi.config
+from flux_pmi.demo import people
+from flux_pmi.demo.pdf import one_page_pdf
+from flux_pmi.flows import codes
+
+DAILY_NATIONAL = 2_600
+FLOW_SHARES: tuple[tuple[str, int], ...] = (("DSG", 45), ("GRO", 40), ("SGR", 15))
+
+# Population in thousands (INSEE 2021, rounded): the base of each département's share.
+POPULATION_K: dict[str, int] = {
+    "001": 657, "002": 526, "003": 335, "004": 166, "005": 141, "006": 1098, "007": 330,
+    "008": 270, "009": 155, "010": 310, "011": 375, "012": 280, "013": 2045, "014": 700,
+    "015": 144, "016": 352, "017": 655, "018": 300, "019": 240, "02A": 160, "02B": 182,
+    "021": 535, "022": 602, "023": 116, "024": 413, "025": 545, "026": 520, "027": 600,
+    "028": 432, "029": 916, "030": 750, "031": 1420, "032": 192, "033": 1650, "034": 1190,
+    "035": 1095, "036": 218, "037": 612, "038": 1275, "039": 259, "040": 415, "041": 329,
+    "042": 765, "043": 228, "044": 1450, "045": 685, "046": 174, "047": 331, "048": 76,
+    "049": 820, "050": 493, "051": 565, "052": 170, "053": 307, "054": 733, "055": 182,
+    "056": 760, "057": 1045, "058": 201, "059": 2610, "060": 830, "061": 278, "062": 1460,
+    "063": 665, "064": 690, "065": 230, "066": 485, "067": 1150, "068": 765, "069": 1890,
+    "070": 233, "071": 550, "072": 565, "073": 440, "074": 840, "075": 2130, "076": 1255,
+    "077": 1430, "078": 1450, "079": 375, "080": 570, "081": 390, "082": 262, "083": 1090,
+    "084": 562, "085": 690, "086": 440, "087": 373, "088": 360, "089": 335, "090": 140,
+    "091": 1310, "092": 1630, "093": 1670, "094": 1410, "095": 1260, "971": 385, "972": 360,
+    "973": 290, "974": 870, "976": 300,
+}  # fmt: skip
+
+# Rough crude birth rates (births per 1,000 inhabitants) where they differ much from the
+# national ~10.5: only there to put the volumes in the right order of magnitude.
+BIRTH_RATE: dict[str, float] = {
+    **dict.fromkeys(
+        ["003", "009", "012", "015", "019", "023", "024", "036", "043", "046", "048", "052",
+         "055", "058", "061", "070", "089", "02A", "02B", "972"],
+        8.0,
+    ),
+    "013": 11.5, "031": 11.0, "059": 12.0, "069": 12.5, "075": 11.5, "077": 12.5,
+    "078": 12.0, "091": 13.0, "092": 13.0, "093": 16.0, "094": 13.5, "095": 14.0,
+    "974": 14.0, "973": 24.0, "976": 35.0,
+}  # fmt: skip
+DEFAULT_BIRTH_RATE = 10.5
+
+# Contract columns of the Cristal extract, with the extra columns a real extract carries
+# (NIR, phone, e-mail) in the middle: a reader that picks columns by position, or that
+# forwards "the rest", is caught.
+GRO_CONTRACT_COLUMNS: tuple[str, ...] = (
+    "DTRECEP", "NUMORG", "MATRICULE", "QUAL", "NOM", "NOMNAI", "PRENOMS", "DTNAI", "TYPEDTNAI",
+    "NOMCOMNAI", "SITUPRO", "DTEMM", "TYPEADR", "ETATADR", "COMPLIDEADR", "COMPLADR", "NUMVOIE",
+    "LIBTYPEVOIE", "NOMVOIE", "LIEUDIST", "NUMCOM", "CODEPOS", "NOMCOM", "DTDECLGRO", "DTDEBGRO",
+    "NBENFCHAPF", "MOTITRANSMDOSPMI", "NUMORGCED", "MATRICULECED",
+)  # fmt: skip
+GRO_EXTRA_COLUMNS: tuple[str, ...] = ("NIR", "NUMTEL", "ADRMEL")
+GRO_COLUMNS: tuple[str, ...] = (
+    GRO_CONTRACT_COLUMNS[:8] + ("NIR",) + GRO_CONTRACT_COLUMNS[8:11] + ("NUMTEL", "ADRMEL")
+    + GRO_CONTRACT_COLUMNS[11:]
+)  # fmt: skip
+SGR_COLUMNS: tuple[str, ...] = ("DTRECEP", "NUMORG", "MATRICULE", "NUMCOM", "DTCREASDP", "FICHIER")
+
+NS_DSG = "urn:cnamts:dsgcnaf"
+NS_BEN = "urn:siram:beneficiaire"
+NS_PS = "urn:siram:partenairesante"
+_NSMAP = {"dsgcnaf": NS_DSG, "beneficiaire": NS_BEN, "partenairesante": NS_PS}
+
+REASONS = (
+    "NIR_KEY",
+    "DATE_ORDER",
+    "DATE_FUTURE",
+    "COMMUNE_UNKNOWN",
+    "MATRICULE_SHAPE",
+    "CODE_UNKNOWN",
+    "PDF_MISSING",
+    "PDF_NOT_PDF",
+)
+# The deliberately bad records of a day: (flow, expected reason code).
+BAD_PLAN: tuple[tuple[str, str], ...] = (
+    ("DSG", "NIR_KEY"),
+    ("DSG", "DATE_ORDER"),
+    ("GRO", "DATE_FUTURE"),
+    ("GRO", "COMMUNE_UNKNOWN"),
+    ("GRO", "MATRICULE_SHAPE"),
+    ("GRO", "CODE_UNKNOWN"),
+    ("SGR", "PDF_MISSING"),
+    ("SGR", "PDF_NOT_PDF"),
+)
+
+# Weights of the code lists; each code is checked against flows.codes at import time.
+SITUPRO_WEIGHTS = (("ACT", 60), ("CHO", 12), ("ETU", 7), ("INA", 16), ("AUT", 5))
+TYPEDTNAI_WEIGHTS = (("N", 95), ("J", 3), ("O", 2))
+MOTIF_WEIGHTS = (("01", 85), ("02", 5), ("03", 10))
+assert {c for c, _ in SITUPRO_WEIGHTS} <= codes.SITUPRO
+assert {c for c, _ in TYPEDTNAI_WEIGHTS} <= codes.TYPEDTNAI
+assert {c for c, _ in MOTIF_WEIGHTS} <= set(codes.MOTIF)
+
+# Received 1 to 6 working days before the business date, most of them recently.
+RECEIVED_LAG_WEIGHTS = (40, 25, 15, 10, 6, 4)
+
+PDF_TARGET_BYTES = (74_000, 86_000)
+NOT_A_PDF = b"ERREUR NUMERISATION: page blanche, document a rescanner\r\n"
+
+
+# --- registry ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Department:
+    code: str  # 3 characters, as IDEPARTE: 035, 02A, 974
+    numorg: str
+    commune: str  # the chef-lieu's INSEE code: the address of everyone generated here
+    commune_name: str
+    postcode: str
+
+    @property
+    def commune_label(self) -> str:
+        """The commune as the postal and Cristal labels write it: capitals, no accents."""
+        return people.ascii_fold(self.commune_name).upper().replace("-", " ").replace("'", " ")
+
+
+def _postcode(code: str) -> str:
+    if code == "02A":
+        return "20000"
+    if code == "02B":
+        return "20200"
+    if code.startswith("97"):
+        return f"{code}00"
+    return f"{code[1:]}000"
+
+
+def load_departments() -> dict[str, Department]:
+    """The départements of config/departments.toml, in file order."""
+    path = Path(flux_pmi.config.__file__).parent / "departments.toml"
+    with path.open("rb") as fh:
+        table = tomllib.load(fh)["departments"]
+    return {
+        code: Department(
+            code=code,
+            numorg=entry["numorg"][0],
+            commune=entry["chef_lieu"]["code"],
+            commune_name=entry["chef_lieu"]["name"],
+            postcode=_postcode(code),
+        )
+        for code, entry in table.items()
+    }
+
+
+def daily_volume(code: str) -> float:
+    """Expected records a working day for a département, all flows together."""
+    births = {d: POPULATION_K[d] * BIRTH_RATE.get(d, DEFAULT_BIRTH_RATE) for d in POPULATION_K}
+    return DAILY_NATIONAL * births[code] / sum(births.values())
+
+
+# --- summary -----------------------------------------------------------------------------
+
+
+class BadRecord(NamedTuple):
+    """A record made wrong on purpose, and the reason code the checks must give it.
+
+    `file` is the name inside the flow folder (inbox/<flow>/), as the rejects report names
+    it; `line` is 1-based: the physical CSV line (the header is line 1), or for a DSG
+    document the line of the faulty element (flows/parse_dsg.py points a reject there).
+    """
+
+    flow: str
+    file: str
+    line: int
+    reason: str
+
+
+@dataclass
+class GenerationSummary:
+    business_date: date
+    seed: int
+    # Records written, bad ones included: flow -> count, and département -> flow -> count.
+    per_flow: dict[str, int]
+    per_department: dict[str, dict[str, int]]
+    # The same without the bad records: what a correct pipeline delivers to each département.
+    valid_per_department: dict[str, dict[str, int]]
+    bad: list[BadRecord]
+    # Every personal value written (NIR, names, street names, phones, e-mails, birth dates),
+    # for the leak tests; only values of 5 characters or more, no place names.
+    personal_values: set[str] = field(repr=False)
+    files: list[str] = field(repr=False)  # paths written, relative to the inbox
+    pdf_bytes: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_flow.values())
+
+
+# --- dates -------------------------------------------------------------------------------
+
+
+def _last_sunday(year: int, month: int) -> date:
+    day = date(year, month, 31)
+    return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+def paris_offset(day: date) -> str:
+    """Europe/Paris UTC offset at midday: +02:00 between the last Sundays of March and October.
+
+    The demo's timestamps fall between 07:00 and 20:00, away from the 02:00/03:00 switch,
+    so the midday rule is exact for them; no tz database is needed.
+    """
+    summer = _last_sunday(day.year, 3) <= day < _last_sunday(day.year, 10)
+    return "+02:00" if summer else "+01:00"
+
+
+def working_days_before(day: date, count: int) -> date:
+    """The date `count` working days (Monday-Friday; holidays ignored in the demo) before `day`."""
+    while count:
+        day -= timedelta(days=1)
+        if day.weekday() < 5:
+            count -= 1
+    return day
+
+
+def working_days_after(day: date, count: int) -> date:
+    while count:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            count -= 1
+    return day
+
+
+def _years_after(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
+
+
+# --- people and records ------------------------------------------------------------------
+
+
+@dataclass
+class Person:
+    family: str
+    usage: str
+    first_names: tuple[str, ...]
+    birth: date
+    birth_dept: Department
+    nir: str
+    phone: str
+    email: str
+    num_voie: str
+    indice: str
+    type_voie: str
+    nom_voie: str
+    complement: str
+
+
+class _Generator:
+    """Holds the one random stream and the day's state (uniqueness sets, personal values)."""
+
+    def __init__(self, rng: random.Random, business_date: date, registry: dict[str, Department]):
+        self.rng = rng
+        self.business_date = business_date
+        self.registry = registry
+        self.all_codes = list(registry)
+        self.weights = [daily_volume(code) for code in self.all_codes]
+        self.nirs: set[str] = set()
+        self.allocataires: set[tuple[str, str]] = set()
+        self.personal: set[str] = set()
+        self.professionals: dict[str, list[tuple[str, str, str, str, str]]] = {}
+        self.dsg_seq = 0
+
+    # -- building blocks
+
+    def received(self) -> date:
+        lag = self.rng.choices(range(1, 7), RECEIVED_LAG_WEIGHTS)[0]
+        return working_days_before(self.business_date, lag)
+
+    def other_department(self, dept: Department) -> Department:
+        while True:
+            code = self.rng.choices(self.all_codes, self.weights)[0]
+            if code != dept.code:
+                return self.registry[code]
+
+    def person(self, dept: Department) -> Person:
+        rng = self.rng
+        age_days = int(rng.triangular(18.1, 44.9, 31.0) * 365.25)
+        birth = self.business_date - timedelta(days=age_days)
+        # Most women were born in the département they live in; the others anywhere.
+        birth_dept = dept if rng.random() < 0.6 else self.other_department(dept)
+        while True:
+            nir = people.make_nir(rng, birth, birth_dept.commune)
+            if nir not in self.nirs:
+                self.nirs.add(nir)
+                break
+        family = rng.choice(people.FAMILY_NAMES)
+        usage = rng.choice(people.FAMILY_NAMES) if rng.random() < 0.45 else family
+        first = (rng.choice(people.FIRST_NAMES),)
+        if rng.random() < 0.3:
+            first += (rng.choice(people.FIRST_NAMES),)
+        complement = ""
+        if rng.random() < 0.15:
+            complement = f"BAT {rng.choice('ABCDEF')} APPT {rng.randint(1, 120)}"
+        person = Person(
+            family=family,
+            usage=usage,
+            first_names=first,
+            birth=birth,
+            birth_dept=birth_dept,
+            nir=nir,
+            phone=people.make_phone(rng),
+            email=people.make_email(rng, first[0], family),
+            num_voie=str(rng.randint(1, 180)),
+            indice=rng.choice("BT") if rng.random() < 0.05 else "",
+            type_voie=people.weighted(rng, people.STREET_TYPES),
+            nom_voie=rng.choice(people.STREET_NAMES),
+            complement=complement,
+        )
+        self.remember(
+            nir, family, usage, *first, person.phone, person.email, person.nom_voie, birth.isoformat()
+        )
+        return person
+
+    def remember(self, *values: str) -> None:
+        self.personal.update(v for v in values if len(v) >= 5)
+
+    def matricule(self, numorg: str) -> str:
+        """A fresh allocataire file: 7-digit allocataire number then 8 zeros, like '063052900000000'."""
+        while True:
+            number = f"{self.rng.randrange(10**6, 10**7):07d}"
+            if (numorg, number) not in self.allocataires:
+                self.allocataires.add((numorg, number))
+                return number + "00000000"
+
+    def professional(self, dept: Department) -> tuple[str, str, str, str, str]:
+        """One of the département's few dozen professionals: (id, id type, AM number, name, first name)."""
+        pool = self.professionals.setdefault(dept.code, [])
+        if len(pool) < 3 or (len(pool) < 40 and self.rng.random() < 0.2):
+            rng = self.rng
+            # AM numbers start with the département on 2 digits (20 for Corsica, 97 overseas).
+            am_prefix = (
+                "97" if dept.code.startswith("97") else dept.code[1:].replace("2A", "20").replace("2B", "20")
+            )
+            am = f"{am_prefix}{rng.randrange(10**7):07d}"
+            if rng.random() < 0.6:
+                ident, kind = f"10{rng.randrange(10**9):09d}", "RPPS"
+            else:
+                ident, kind = am, "ADELI"
+            nom = rng.choice(people.FAMILY_NAMES)
+            prenom = rng.choice(people.PS_FIRST_NAMES)
+            self.remember(nom, prenom)
+            pool.append((ident, kind, am, nom, prenom))
+        return self.rng.choice(pool)
+
+    # -- one record per flow (dicts: the writers below turn them into bytes)
+
+    def dsg(self, dept: Department) -> dict:
+        rng = self.rng
+        person = self.person(dept)
+        received = self.received()
+        # The professional files the DSG online at, or just after, the examination.
+        exam = received - timedelta(days=rng.choice((0, 0, 0, 1, 2, 3)))
+        dpg = exam - timedelta(days=rng.randint(6 * 7, 14 * 7))
+        stamp = (
+            f"{received.isoformat()}T{rng.randint(7, 19):02d}:{rng.randint(0, 59):02d}:"
+            f"{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}{paris_offset(received)}"
+        )
+        self.dsg_seq += 1
+        ident = (
+            f"{rng.randrange(10**14):014d}d{self.business_date:%Y%m%d}{self.dsg_seq:06d}"
+            f"{rng.randrange(10**6):06d}"
+        )
+        ps = self.professional(dept)
+        return {
+            "dept": dept.code,
+            "Identification": ident,
+            "Date": stamp,
+            "NomFamille": person.family,
+            "NomUsage": person.usage,
+            "Prenom": " ".join(person.first_names),
+            "NIR": person.nir,
+            "NumeroVoie": person.num_voie,
+            "IndiceRepetition": person.indice,
+            "TypeVoie": person.type_voie,
+            "NomVoie": person.nom_voie,
+            "Complement": person.complement,
+            "CodePostal": dept.postcode,
+            "Localite": dept.commune_label,
+            "CodeInsee": dept.commune,
+            "Telephone": person.phone,
+            "DateNai": person.birth.isoformat(),
+            "Rang": "1" if rng.random() < 0.98 else "2",
+            "DateDPG": f"{dpg.isoformat()}{paris_offset(dpg)}",
+            "RectifDPG": "true" if rng.random() < 0.05 else "false",
+            "NbEnfANaitre": "1" if rng.random() < 0.97 else rng.choice("223"),
+            "RectifNbEnfANaitre": "true" if rng.random() < 0.01 else "false",
+            "DateExamen": f"{exam.isoformat()}{paris_offset(exam)}",
+            "_exam": exam,
+            "ps": ps,
+        }
+
+    def gro(self, dept: Department) -> dict:
+        rng = self.rng
+        person = self.person(dept)
+        received = self.received()
+        motif = people.weighted(rng, MOTIF_WEIGHTS)
+        if motif == "02":
+            # A birth without prior declaration: no declaration date; the child was born
+            # a few weeks ago, after a full-term pregnancy.
+            decl: date | None = None
+            born = received - timedelta(days=rng.randint(3, 40))
+            start = born - timedelta(days=rng.randint(37 * 7, 41 * 7))
+        else:
+            back = rng.randint(0, 4) if motif == "01" else rng.randint(14, 140)
+            decl = received - timedelta(days=back)
+            start = decl - timedelta(days=rng.randint(6 * 7, 14 * 7))
+        numorg_ced = matricule_ced = ""
+        if motif == "03":
+            previous = self.other_department(dept)
+            numorg_ced, matricule_ced = previous.numorg, self.matricule(previous.numorg)
+        typedtnai = people.weighted(rng, TYPEDTNAI_WEIGHTS)
+        dtnai = person.birth.isoformat()
+        if typedtnai == "J":
+            dtnai = dtnai[:8] + "00"
+        elif typedtnai == "O":
+            dtnai = dtnai[:5] + "00-00"
+        self.remember(dtnai)
+        if motif == "03":
+            # A mutation prenante: she has just moved into the département.
+            moved_in = received - timedelta(days=rng.randint(5, 60))
+        else:
+            moved_in = received - timedelta(days=rng.randint(30, 5 * 365))
+        row = {
+            "DTRECEP": received.isoformat(),
+            "NUMORG": dept.numorg,
+            "MATRICULE": self.matricule(dept.numorg),
+            "QUAL": "MME",
+            "NOM": person.usage,
+            "NOMNAI": person.family,
+            "PRENOMS": " ".join(person.first_names),
+            "NIR": person.nir,
+            "DTNAI": dtnai,
+            "TYPEDTNAI": typedtnai,
+            "NOMCOMNAI": person.birth_dept.commune_label,
+            "SITUPRO": people.weighted(rng, SITUPRO_WEIGHTS),
+            "NUMTEL": person.phone,
+            "ADRMEL": person.email if rng.random() < 0.8 else "",
+            "DTEMM": moved_in.isoformat(),
+            "TYPEADR": "D" if rng.random() < 0.94 else "P",
+            "ETATADR": "VC",
+            "COMPLIDEADR": "",
+            "COMPLADR": person.complement,
+            "NUMVOIE": person.num_voie + (f" {person.indice}" if person.indice else ""),
+            "LIBTYPEVOIE": person.type_voie,
+            "NOMVOIE": person.nom_voie,
+            "LIEUDIST": "",
+            "NUMCOM": dept.commune,
+            "CODEPOS": dept.postcode,
+            "NOMCOM": dept.commune_label,
+            "DTDECLGRO": decl.isoformat() if decl else "",
+            "DTDEBGRO": start.isoformat(),
+            "NBENFCHAPF": str(rng.choices(range(6), (40, 33, 18, 6, 2, 1))[0]),
+            "MOTITRANSMDOSPMI": motif,
+            "NUMORGCED": numorg_ced,
+            "MATRICULECED": matricule_ced,
+        }
+        return {"dept": dept.code, "row": row}
+
+    def sgr(self, dept: Department) -> dict:
+        rng = self.rng
+        received = self.received()
+        # Indexed the same day or up to two working days later, never after the last
+        # working day before the business date.
+        indexed = min(
+            working_days_after(received, rng.choice((0, 0, 1, 2))),
+            working_days_before(self.business_date, 1),
+        )
+        return {
+            "dept": dept.code,
+            "row": {
+                "DTRECEP": received.isoformat(),
+                "NUMORG": dept.numorg,
+                "MATRICULE": self.matricule(dept.numorg),
+                "NUMCOM": dept.commune,
+                "DTCREASDP": indexed.isoformat(),
+                "FICHIER": "",  # numbered when written
+            },
+            "pdf": one_page_pdf(rng, rng.randint(*PDF_TARGET_BYTES)),
+        }
+
+    # -- deliberately bad records: a good record, then one fault
+
+    def bad(self, flow: str, reason: str, dept: Department) -> dict:
+        rng = self.rng
+        record = getattr(self, flow.lower())(dept)
+        row = record.get("row")
+        if reason == "NIR_KEY":
+            record["NIR"] = people.bad_key_nir(record["NIR"])
+            record["_field"] = "beneficiaire:NIR"
+            self.remember(record["NIR"])
+        elif reason == "DATE_ORDER":
+            after = record["_exam"] + timedelta(days=rng.randint(3, 20))
+            record["DateDPG"] = f"{after.isoformat()}{paris_offset(after)}"
+            record["_field"] = "beneficiaire:DateDPG"
+        elif reason == "DATE_FUTURE":
+            # A year typed one too high: in the future whatever clock the checks use.
+            received = date.fromisoformat(row["DTRECEP"])
+            row["DTRECEP"] = _years_after(received, 1).isoformat()
+        elif reason == "COMMUNE_UNKNOWN":
+            row["NUMCOM"] = "99999"
+        elif reason == "MATRICULE_SHAPE":
+            row["MATRICULE"] = row["MATRICULE"][:-1]  # a zero lost: 14 digits
+        elif reason == "CODE_UNKNOWN":
+            row["QUAL"] = "MLLE"  # a civility Cristal no longer knows
+        elif reason == "PDF_MISSING":
+            record["pdf"] = None
+        elif reason == "PDF_NOT_PDF":
+            record["pdf"] = NOT_A_PDF
+        else:
+            raise ValueError(f"no bad record for reason {reason}")
+        record["bad"] = reason
+        return record
+
+
+# --- writers -----------------------------------------------------------------------------
+
+
+def _ensure_dir(path: Path) -> None:
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; this is not
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create `path` owner-only, via a dot-name renamed into place (the inbox ignores dot-names)."""
+    if path.exists():
+        raise FileExistsError(f"{path} already exists: refusing to overwrite an inbox file")
+    tmp = path.with_name(f".{path.name}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def _el(parent: etree._Element, ns: str, tag: str, text: str = "", **attrib: str) -> etree._Element:
+    element = etree.SubElement(parent, f"{{{ns}}}{tag}", attrib)
+    if text:
+        element.text = text
+    return element
+
+
+def dsg_xml(record: dict) -> bytes:
+    """One DSGCNAF document, element for element as docs/input-contract.md shows it."""
+    root = etree.Element(f"{{{NS_DSG}}}DSGCNAF", {"Nature": "DSGCNAF", "Version": "00.03"}, nsmap=_NSMAP)
+    _el(root, NS_DSG, "Identification", record["Identification"])
+    _el(root, NS_DSG, "Date", record["Date"])
+    ben = _el(root, NS_DSG, "BENEFICIAIRE")
+    for tag in ("NomFamille", "NomUsage", "Prenom", "NIR"):
+        _el(ben, NS_BEN, tag, record[tag])
+    address = _el(ben, NS_BEN, "Adresse")
+    for tag in (
+        "Destinataire",
+        "PointRemise",
+        "Complement",
+        "NumeroVoie",
+        "IndiceRepetition",
+        "TypeVoie",
+        "NomVoie",
+        "MentionDistribution",
+        "CodePostal",
+        "Localite",
+    ):
+        _el(address, NS_BEN, tag, record.get(tag, ""))
+    _el(address, NS_BEN, "CodePays", "F")
+    _el(address, NS_BEN, "CodeInsee", record["CodeInsee"])
+    for tag in ("Telephone", "DateNai", "Rang"):
+        _el(ben, NS_BEN, tag, record[tag])
+    mat = _el(ben, NS_BEN, "MAT")
+    _el(mat, NS_BEN, "DateDPG", record["DateDPG"])
+    _el(mat, NS_DSG, "RectifDPG", record["RectifDPG"])
+    _el(mat, NS_BEN, "NbEnfANaitre", record["NbEnfANaitre"])
+    _el(mat, NS_DSG, "RectifNbEnfANaitre", record["RectifNbEnfANaitre"])
+    _el(mat, NS_BEN, "DateExamen", record["DateExamen"])
+    ident, kind, am, nom, prenom = record["ps"]
+    partner = _el(root, NS_DSG, "PARTENAIRE")
+    _el(partner, NS_PS, "Numero", ident, R=kind)
+    provider = _el(partner, NS_PS, "PRESTATAIRE")
+    _el(provider, NS_PS, "Numero", am, R="AM")
+    _el(provider, NS_PS, "NomFamille", nom)
+    _el(provider, NS_PS, "Prenom", prenom)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _line_of(document: bytes, tag: str) -> int:
+    """The 1-based line of the element `tag` (prefix:name) in a serialised document."""
+    return document.count(b"\n", 0, document.index(b"<" + tag.encode() + b">")) + 1
+
+
+def _csv_bytes(columns: Iterable[str], rows: Iterable[dict]) -> bytes:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), delimiter=";", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    # strict: a character outside ISO-8859-1 in the name lists must fail here, not downstream
+    return buffer.getvalue().encode("iso-8859-1")
+
+
+def _normalise(departments: Iterable[str], registry: dict[str, Department]) -> list[str]:
+    selected = []
+    for code in departments:
+        code = code.strip().upper().zfill(3)
+        if code not in registry:
+            raise ValueError(f"unknown département {code!r}")
+        if code not in selected:
+            selected.append(code)
+    if not selected:
+        raise ValueError("no département to generate")
+    # Registry order, so that the caller's order does not change the bytes.
+    return [code for code in registry if code in selected]
+
+
+def generate_inbox(
+    inbox: Path,
+    *,
+    business_date: date,
+    departments: list[str],
+    seed: int,
+    bad: bool = True,
+) -> GenerationSummary:
+    """Write one business day's DSG, GRO and SGR input for `departments` under `inbox`.
+
+    The random stream is seeded with the seed *and* the business date, so that a
+    multi-day demo run with one seed gets different people and identifiers each day.
+    """
+    registry = load_departments()
+    selected = _normalise(departments, registry)
+    rng = random.Random(f"flux-pmi-demo/{seed}/{business_date.isoformat()}")
+    gen = _Generator(rng, business_date, registry)
+
+    records: dict[str, list[dict]] = {"DSG": [], "GRO": [], "SGR": []}
+    flows = [flow for flow, _ in FLOW_SHARES]
+    shares = [share for _, share in FLOW_SHARES]
+    for code in selected:
+        mean = daily_volume(code)
+        count = max(1, round(rng.gauss(mean, math.sqrt(mean))))
+        for flow in rng.choices(flows, shares, k=count):
+            records[flow].append(getattr(gen, flow.lower())(registry[code]))
+    if bad:
+        for flow, reason in BAD_PLAN:
+            record = gen.bad(flow, reason, registry[rng.choice(selected)])
+            # Anywhere in the batch, not at its end: a reader must not stop at the first fault.
+            records[flow].insert(rng.randint(0, len(records[flow])), record)
+
+    inbox = Path(inbox)
+    day = f"{business_date:%Y%m%d}"
+    _ensure_dir(inbox)
+    for flow in records:
+        _ensure_dir(inbox / flow)
+    written: list[str] = []
+    bad_records: list[BadRecord] = []
+
+    for n, record in enumerate(records["DSG"], start=1):
+        name = f"DSG_{day}_{n:06d}.xml"
+        data = dsg_xml(record)
+        _write_private(inbox / "DSG" / name, data)
+        written.append(f"DSG/{name}")
+        if "bad" in record:
+            bad_records.append(BadRecord("DSG", name, _line_of(data, record["_field"]), record["bad"]))
+
+    name = f"GRO_{day}.csv"
+    if records["GRO"]:
+        _write_private(inbox / "GRO" / name, _csv_bytes(GRO_COLUMNS, (r["row"] for r in records["GRO"])))
+        written.append(f"GRO/{name}")
+        for line, record in enumerate(records["GRO"], start=2):
+            if "bad" in record:
+                bad_records.append(BadRecord("GRO", name, line, record["bad"]))
+
+    if records["SGR"]:
+        scans = Path("scans") / day
+        _ensure_dir(inbox / "SGR" / "scans")
+        _ensure_dir(inbox / "SGR" / scans)
+        index = f"SGR_{day}_index.csv"
+        pdf_bytes = 0
+        # The scans first, the index last: the index must never name a scan still being written.
+        for n, record in enumerate(records["SGR"], start=1):
+            relative = (scans / f"{n:06d}.pdf").as_posix()
+            record["row"]["FICHIER"] = relative
+            if record["pdf"] is not None:
+                _write_private(inbox / "SGR" / relative, record["pdf"])
+                written.append(f"SGR/{relative}")
+                pdf_bytes += len(record["pdf"])
+        _write_private(inbox / "SGR" / index, _csv_bytes(SGR_COLUMNS, (r["row"] for r in records["SGR"])))
+        written.append(f"SGR/{index}")
+        for line, record in enumerate(records["SGR"], start=2):
+            if "bad" in record:
+                bad_records.append(BadRecord("SGR", index, line, record["bad"]))
+    else:
+        pdf_bytes = 0
+
+    per_department = {code: dict.fromkeys(records, 0) for code in selected}
+    valid = {code: dict.fromkeys(records, 0) for code in selected}
+    for flow, flow_records in records.items():
+        for record in flow_records:
+            per_department[record["dept"]][flow] += 1
+            if "bad" not in record:
+                valid[record["dept"]][flow] += 1
+
+    # Place names are public: a family name that happens to be one is not worth a false alarm.
+    places = {d.commune_name.upper() for d in registry.values()}
+    places |= {d.commune_label for d in registry.values()}
+    personal = {v for v in gen.personal if v.upper() not in places}
+
+    return GenerationSummary(
+        business_date=business_date,
+        seed=seed,
+        per_flow={flow: len(flow_records) for flow, flow_records in records.items()},
+        per_department=per_department,
+        valid_per_department=valid,
+        bad=bad_records,
+        personal_values=personal,
+        files=written,
+        pdf_bytes=pdf_bytes,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write a fictitious day of DSG/GRO/SGR input.")
+    parser.add_argument("inbox", type=Path)
+    parser.add_argument("--date", type=date.fromisoformat, required=True, help="business date, YYYY-MM-DD")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--departments", default="", help="comma-separated codes (default: all)")
+    parser.add_argument("--no-bad", action="store_true", help="no deliberately bad records")
+    args = parser.parse_args(argv)
+    codes_wanted = [c for c in args.departments.split(",") if c] or list(load_departments())
+    summary = generate_inbox(
+        args.inbox, business_date=args.date, departments=codes_wanted, seed=args.seed, bad=not args.no_bad
+    )
+    # Counts only: the summary's personal values must not reach a terminal or a log.
+    print(
+        f"{summary.total} records {summary.per_flow}, {len(summary.bad)} deliberately bad, "
+        f"{len(summary.files)} files, {summary.pdf_bytes} bytes of scans"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

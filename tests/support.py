@@ -1,0 +1,75 @@
+"""Test support: a seeded demo installation, the CLI as a subprocess, and readers of what was delivered.
+
+Everything is deterministic: the demo data come from a seed and the clock is pinned
+(FLUX_PMI_NOW for subprocesses, FixedClock in-process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+from datetime import date, datetime
+from pathlib import Path
+
+from lxml import etree
+
+from flux_pmi.clock import PARIS
+
+BUSINESS_DATE = date(2026, 11, 23)  # a Monday
+NOW = datetime(2026, 11, 23, 4, 0, tzinfo=PARIS)
+SMALL = "035,02A,067,971"
+
+
+def make_demo(root: Path, departments: str = SMALL, seed: int = 7):
+    from flux_pmi.demo.setup import write_demo
+
+    return write_demo(root, business_date=BUSINESS_DATE, departments=departments, seed=seed, now=NOW)
+
+
+def run_cli(*args: str, env_extra: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLUX_PMI_NOW": NOW.isoformat(), "FLUX_PMI_LOG_FORMAT": "json", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "flux_pmi.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+
+
+def open_delivered(root: Path, drop: str = "drop") -> dict[str, bytes]:
+    """Every file delivered to the local drop, opened as the département would: {relative name: plaintext}."""
+    from flux_pmi.seal import certs, cms
+
+    out: dict[str, bytes] = {}
+    ca = certs.load_certificate(root / "pki" / "cnaf.crt")
+    for p in sorted((root / drop).glob("*/*.p7m")):
+        dept = p.parent.name
+        cert = certs.load_certificate(root / "pki" / f"{dept}.crt")
+        key = certs.load_private_key(root / "pki" / f"{dept}.key", None)
+        out[f"{dept}/{p.name}"] = cms.open_sealed(p.read_bytes(), recipient_cert=cert, recipient_key=key,
+                                                  trusted_signers=[ca])
+    return out
+
+
+def record_fingerprints(delivered: dict[str, bytes]) -> Counter:
+    """A fingerprint per delivered record, independent of file names, sequences and timestamps."""
+    fps: Counter = Counter()
+    for name, data in delivered.items():
+        flow = name.split("/")[1][:3]
+        if flow == "SGR":
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                index = next(n for n in z.namelist() if n.endswith("_pmiich.xml"))
+                root = etree.fromstring(z.read(index))
+                for case in root.iter("InfoSuiviGrossessePMI"):
+                    scan = case.findtext("DossierPMI/NOMIMAGED").lstrip("/")
+                    fps[("SGR", case.findtext(".//MATRICULE"), hashlib.sha256(z.read(scan)).hexdigest())] += 1
+        elif flow == "GRO":
+            root = etree.fromstring(data)
+            for case in root.iter("InfoSuiviGrossessePMI"):
+                fps[("GRO", etree.tostring(case, method="c14n"))] += 1
+        else:
+            root = etree.fromstring(data)
+            for ident in root.iter("{urn:cnamts:dsgcnaf}Identification"):
+                fps[("DSG", ident.text)] += 1
+    return fps
