@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
+from ..fsutil import fsync_dir
 from . import codes
 from .records import FLOWS, DsgRecord, GroRecord, Record, SgrRecord
 
@@ -336,7 +337,7 @@ class PartWriter:
             tmp.unlink(missing_ok=True)
             raise
         self.written.append(final)
-        _fsync_dir(self.out_dir)
+        fsync_dir(self.out_dir)
 
     def part(self, path: Path, part_no: int, seq: int, records: Sequence[Record]) -> BuiltPart:
         size, digest = _size_and_sha256(path)
@@ -349,20 +350,6 @@ class PartWriter:
             size=size,
             sha256=digest,
         )
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is: the trace will say "built".
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
