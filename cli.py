@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the night: claim, build, validate, seal, archive, deliver")
     r.add_argument("--config", type=Path, required=True)
     r.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
+
+    c = sub.add_parser("check", help="check config, certificates and every enabled partner, sending no data")
+    c.add_argument("--config", type=Path, required=True)
+    c.add_argument("--quiet", action="store_true", help="print warnings and errors only")
     return p
 
 
@@ -100,6 +104,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in report.problems[:20]:
             print(f"  - {problem}")
     return int(code)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .config.settings import load
+    from .preflight import run_checks
+
+    settings = load(args.config)
+    findings = run_checks(settings, from_environment().now())
+    for f in findings:
+        if args.quiet and f.level == "ok":
+            continue
+        print(f"{f.level:<5} {f.scope:<7} {f.what}" + (f": {f.detail}" if f.detail else ""))
+    errors = sum(not f.ok for f in findings)
+    warnings = sum(f.ok and f.warning for f in findings)
+    print(f"check: {len(settings.enabled_departments())} département(s) enabled, {errors} error(s), "
+          f"{warnings} warning(s)")
+    return int(ExitCode.CHECK_FAILED if errors else ExitCode.OK)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     REFUSED = 6  # a request was refused (re-emission outside retention, nothing emitted that day...)
     STALE = 7  # `status`: the last nightly run is older than the configured age
     INTERRUPTED = 8  # stopped by a signal before the work was finished; the next run resumes
+    CHECK_FAILED = 9  # `check`: at least one error (certificate, configuration or partner)
 
 
 class FluxError(Exception):

@@ -386,7 +386,12 @@ class Night:
             if dept is None or not dept.enabled:
                 report.problems.append(f"département {code} has emissions to deliver but is not enabled")
                 continue
-            transports[code] = self.transport_factory(self.settings, dept)
+            try:
+                transports[code] = self.transport_factory(self.settings, dept)
+            except FluxError as exc:  # one partner's broken setup must not stop the others
+                report.problems.append(f"département {code}: transport unusable: {exc}")
+                for e in by_dept[code]:
+                    trace.transition(e.id, Status.FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
         self.progress(f"delivering {len(pending)} file(s) to {len(transports)} département(s)")
         policy = self.settings.delivery
         with ThreadPoolExecutor(max_workers=max(1, policy.parallel), thread_name_prefix="deliver") as pool:

@@ -11,21 +11,55 @@ the TOML: a passphrase comes from an environment variable or an owner-only file.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stdnum.fr import siret
+
 from ..errors import ConfigError
 
 REGISTRY_FILE = Path(__file__).with_name("departments.toml")
+# Shapes only: the base layer does not import the flows (flows/codes.py holds the full lists).
+DEPARTMENT_CODE_RE = re.compile(r"^(?:0(?:0[1-9]|[1-8][0-9]|9[0-5]|2[AB])|97[1-46])$")
+NUMORG_RE = re.compile(r"^(?:\d{3}|20[12])$")
 FLOWS = ("DSG", "SGR", "GRO")
 
 # Per transport type: its keys, their types, and whether they are required.
 # Adapters added later register their keys here (see transport modules).
+_NUM = (int, float)
 TRANSPORT_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    # A département whose transport nobody has filled in yet: nothing is sent to it.
+    "disabled": {},
     "local": {"root": (str, True)},
+    "sftp": {
+        "host": (str, True),
+        "port": (int, False),
+        "user": (str, True),
+        "key": (str, True),  # private key file (ed25519 or RSA), owner-only
+        "key_passphrase_env": (str, False),  # the passphrase never sits in the TOML
+        "key_passphrase_file": (str, False),
+        "known_hosts": (str, True),  # the pinned host key(s) of this partner
+        "directories": (dict, True),  # {DSG = "/in/dsg", SGR = ..., GRO = ...}
+        "ack_directory": (str, False),
+        "connect_timeout": (_NUM, False),
+        "timeout": (_NUM, False),
+    },
+    "cft": {
+        "cftutil": (str, True),  # path of the CFTUTIL executable
+        "part": (str, True),  # the partner's PART in the CFT configuration
+        "idf": (dict, True),  # {DSG = "PMIDSG", ...}: the file type per flow
+        "send_template": (str, False),  # default: SEND PART={part}, IDF={idf}, FNAME={fname}, NFNAME={nfname}
+        "wait": (str, False),  # "swaitcat" (default) or "poll" (LISTCAT)
+        "expect_ack": (bool, False),  # wait for phase Z (acknowledged) instead of X (done)
+        "timeout": (_NUM, False),
+        "poll_interval": (_NUM, False),
+        "ack_directory": (str, False),  # where CFT puts the files the partner sends back
+        "env": (dict, False),  # extra environment for CFTUTIL (CFTDIRRUNTIME...)
+    },
 }
 
 
@@ -39,12 +73,17 @@ class RegistryEntry:
     siret_placeholder: bool
     chef_lieu_code: str
     chef_lieu_name: str
+    flows: tuple[str, ...] = FLOWS
+    certificate: str = ""
+    transport: dict[str, Any] = field(default_factory=lambda: {"type": "disabled"})
 
 
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
     type: str
     params: dict[str, Any]
+    # The key passphrase, read from the environment or an owner-only file at load time.
+    secret: bytes | None = field(default=None, repr=False)
 
     def path(self, key: str, base: Path) -> Path:
         p = Path(self.params[key])
@@ -124,12 +163,25 @@ def load_registry(path: Path = REGISTRY_FILE) -> dict[str, RegistryEntry]:
     data = _read_toml(path)
     out: dict[str, RegistryEntry] = {}
     for code, d in data.get("departments", {}).items():
-        _known(path, f"departments.{code}", d, {"name", "numorg", "holiday_zone", "siret", "siret_placeholder",
-                                                  "chef_lieu"})
+        where = f"departments.{code}"
+        _known(path, where, d, {"name", "numorg", "holiday_zone", "siret", "siret_placeholder", "chef_lieu",
+                                "flows", "certificate", "transport"})
+        if not DEPARTMENT_CODE_RE.match(code) or code == "020":
+            raise ConfigError(path, where, "a département code on 3 characters (e.g. 035, 02A, 971)")
+        for key in ("name", "siret", "holiday_zone"):
+            _get(path, where, d, key, str)
+        numorg = _get(path, where, d, "numorg", list)
+        if not numorg or not all(isinstance(n, str) and NUMORG_RE.match(n) for n in numorg):
+            raise ConfigError(path, f"{where}.numorg", "a non-empty list of 3-character Caf codes (351, 201)")
+        if not siret.is_valid(d["siret"]):
+            raise ConfigError(path, f"{where}.siret", "a valid 14-digit SIRET")
         out[code] = RegistryEntry(
-            code=code, name=d["name"], siret=d["siret"], numorg=tuple(d["numorg"]),
+            code=code, name=d["name"], siret=d["siret"], numorg=tuple(numorg),
             holiday_zone=d["holiday_zone"], siret_placeholder=bool(d.get("siret_placeholder", False)),
             chef_lieu_code=d["chef_lieu"]["code"], chef_lieu_name=d["chef_lieu"]["name"],
+            flows=_flows(path, f"{where}.flows", d.get("flows", list(FLOWS))),
+            certificate=_get(path, where, d, "certificate", str, ""),
+            transport=_get(path, where, d, "transport", dict, {"type": "disabled"}),
         )
     return out
 
@@ -203,7 +255,7 @@ def _existing(file: Path, key: str, path: Path) -> Path:
     return path
 
 
-def _transport(file: Path, where: str, table: Any) -> TransportConfig:
+def _transport(file: Path, where: str, table: Any, base: Path) -> TransportConfig:
     if not isinstance(table, dict):
         raise ConfigError(file, where, "a table with a `type`")
     kind = _get(file, where, table, "type", str)
@@ -215,14 +267,15 @@ def _transport(file: Path, where: str, table: Any) -> TransportConfig:
     for key, (typ, required) in spec.items():
         if key in table or required:
             params[key] = _get(file, where, table, key, typ)
-    return TransportConfig(kind, params)
+    return TransportConfig(kind, params, _secret(file, where, table, "key", base))
 
 
 def load(path: str | Path, *, check_files: bool = True) -> Settings:
     file = Path(path).resolve()
     raw = _read_toml(file)
     base = file.parent
-    _known(file, "", raw, {"paths", "sender", "limits", "delivery", "defaults", "departments", "service"})
+    _known(file, "", raw, {"paths", "sender", "limits", "delivery", "defaults", "departments", "service",
+                           "registry"})
 
     p = raw.get("paths", {})
     _known(file, "paths", p, {"inbox", "work", "archive", "trace", "reports", "quarantine", "consumed"})
@@ -264,34 +317,53 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
     _known(file, "defaults", defaults, {"flows", "empty_flows", "transport", "reemit_on_ko"})
     default_flows = _flows(file, "defaults.flows", defaults.get("flows", list(FLOWS)))
     default_empty = _get(file, "defaults", defaults, "empty_flows", bool, True)
-    default_transport = _transport(file, "defaults.transport", defaults["transport"]) \
+    default_transport = _transport(file, "defaults.transport", defaults["transport"], base) \
         if "transport" in defaults else None
     default_reemit = _get(file, "defaults", defaults, "reemit_on_ko", bool, False)
 
-    registry = load_registry()
+    reg_table = raw.get("registry", {})
+    _known(file, "registry", reg_table, {"file"})
+    registry_file = _resolve(base, _get(file, "registry", reg_table, "file", str)) if "file" in reg_table \
+        else REGISTRY_FILE
+    registry = load_registry(registry_file)
     depts_raw = raw.get("departments", {})
     if not isinstance(depts_raw, dict):
         raise ConfigError(file, "departments", "a table of départements keyed by code")
-    departments: dict[str, Department] = {}
-    for code, d in depts_raw.items():
-        where = f"departments.{code}"
+    for code in depts_raw:
         if code not in registry:
-            raise ConfigError(file, where, "a département code on 3 characters from the registry (e.g. 035, 02A, 971)")
+            raise ConfigError(file, f"departments.{code}",
+                              "a département code on 3 characters from the registry (e.g. 035, 02A, 971)")
+    departments: dict[str, Department] = {}
+    for code, reg in registry.items():
+        # The registry describes every département; the operator's file overrides it for the
+        # ones it lists, and [defaults] apply to those only.
+        listed = code in depts_raw
+        d = depts_raw.get(code, {})
+        where = f"departments.{code}"
+        src = file if listed else registry_file
         _known(file, where, d, {"enabled", "certificate", "flows", "empty_flows", "transport", "reemit_on_ko"})
-        enabled = _get(file, where, d, "enabled", bool, True)
-        cert = _resolve(base, _get(file, where, d, "certificate", str)) if "certificate" in d else None
+        if "transport" in d:
+            transport = _transport(file, f"{where}.transport", d["transport"], base)
+        elif listed and default_transport is not None:
+            transport = default_transport
+        else:
+            transport = _transport(registry_file, f"{where}.transport", reg.transport, registry_file.parent)
+        cert_value = _get(file, where, d, "certificate", str) if "certificate" in d else reg.certificate
+        cert_base = base if "certificate" in d else registry_file.parent
+        cert = _resolve(cert_base, cert_value) if cert_value else None
+        configured = transport.type != "disabled" and cert is not None
+        enabled = _get(file, where, d, "enabled", bool, configured)
         if enabled and cert is None:
-            raise ConfigError(file, f"{where}.certificate", "the département's encryption certificate (PEM)")
+            raise ConfigError(src, f"{where}.certificate", "the département's encryption certificate (PEM)")
+        if enabled and transport.type == "disabled":
+            raise ConfigError(src, f"{where}.transport", "a transport (local, sftp, cft, hubee), here or in [defaults]")
         if enabled and check_files and cert is not None:
-            _existing(file, f"{where}.certificate", cert)
-        transport = _transport(file, f"{where}.transport", d["transport"]) if "transport" in d else default_transport
-        if transport is None:
-            raise ConfigError(file, f"{where}.transport", "a transport, here or in [defaults]")
-        reg = registry[code]
+            _existing(src, f"{where}.certificate", cert)
         departments[code] = Department(
             code=code, name=reg.name, siret=reg.siret, numorg=reg.numorg, holiday_zone=reg.holiday_zone,
             enabled=enabled, certificate=cert,
-            flows=_flows(file, f"{where}.flows", d.get("flows", list(default_flows))),
+            flows=_flows(file, f"{where}.flows", d["flows"]) if "flows" in d
+            else (default_flows if listed and "flows" in defaults else reg.flows),
             empty_flows=_get(file, where, d, "empty_flows", bool, default_empty),
             transport=transport, siret_placeholder=reg.siret_placeholder,
             options={"reemit_on_ko": _get(file, where, d, "reemit_on_ko", bool, default_reemit)},

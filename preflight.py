@@ -1,0 +1,90 @@
+"""`flux-pmi check`: is this installation able to deliver tonight? Sends no data.
+
+It loads and validates the configuration, checks every certificate that a seal will
+need (expired or not yet valid: error; expiring within 30 days: warning), flags
+placeholder SIRETs, and asks each enabled partner's transport to prove connection,
+host key, authentication and a writable remote folder. Partners are checked in
+parallel, so one that is down costs its own timeout and no more.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from .config.settings import Department, Settings
+from .errors import CertificateError, FluxError
+from .seal import certs
+from .transport.base import CheckResult
+from .transport.factory import transport_for
+
+EXPIRY_WARNING_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Finding:
+    scope: str  # "sender", "archive", a département code
+    ok: bool
+    what: str
+    detail: str = ""
+    warning: bool = False
+
+    @property
+    def level(self) -> str:
+        return "ERROR" if not self.ok else ("WARN" if self.warning else "ok")
+
+
+def _cert_findings(scope: str, path, now: datetime, *, role: str, key=None, passphrase=None) -> list[Finding]:
+    try:
+        cert = certs.load_certificate(path)
+        if role == "signer":
+            certs.check_signer(cert, certs.load_private_key(key, passphrase), now=now)
+        else:
+            certs.check_recipient(cert, now=now, role=role)
+    except (CertificateError, FluxError) as exc:
+        return [Finding(scope, False, f"{role} certificate unusable", str(exc))]
+    left = certs.days_left(cert, now)
+    if left <= EXPIRY_WARNING_DAYS:
+        return [Finding(scope, True, f"{role} certificate expires in {left} day(s)", certs.describe(cert),
+                        warning=True)]
+    return [Finding(scope, True, f"{role} certificate valid ({left} days left)")]
+
+
+def certificate_findings(settings: Settings, now: datetime) -> list[Finding]:
+    s = settings.sender
+    out = _cert_findings("sender", s.certificate, now, role="signer", key=s.key, passphrase=s.key_passphrase)
+    out += _cert_findings("archive", s.archive_certificate, now, role="archive")
+    for dept in settings.enabled_departments():
+        out += _cert_findings(dept.code, dept.certificate, now, role="recipient")
+        if dept.siret_placeholder and "DSG" in dept.flows:
+            out.append(Finding(dept.code, True, "SIRET is a registry placeholder",
+                               "replace it from the acte d'adhésion: it is the DSG receiver identity",
+                               warning=True))
+    return out
+
+
+def _partner(settings: Settings, dept: Department) -> list[Finding]:
+    try:
+        transport = transport_for(settings, dept)
+    except FluxError as exc:
+        return [Finding(dept.code, False, f"{dept.transport.type} transport cannot be built", str(exc))]
+    try:
+        results: list[CheckResult] = transport.check(dept.code)
+    except Exception as exc:  # a check must report, never crash the others
+        results = [CheckResult(dept.code, False, f"{dept.transport.type} check failed", type(exc).__name__)]
+    finally:
+        transport.close()
+    return [Finding(dept.code, r.ok, r.what, r.detail, r.warning) for r in results]
+
+
+def partner_findings(settings: Settings, *, parallel: int | None = None) -> list[Finding]:
+    depts = settings.enabled_departments()
+    if not depts:
+        return [Finding("-", True, "no département enabled", "fill in a transport and a certificate", warning=True)]
+    with ThreadPoolExecutor(max_workers=parallel or settings.delivery.parallel) as pool:
+        return [f for fs in pool.map(lambda d: _partner(settings, d), depts) for f in fs]
+
+
+def run_checks(settings: Settings, now: datetime) -> list[Finding]:
+    return certificate_findings(settings, now) + partner_findings(settings)
