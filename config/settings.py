@@ -54,7 +54,7 @@ TRANSPORT_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "idf": (dict, True),  # {DSG = "PMIDSG", ...}: the file type per flow
         "send_template": (str, False),  # default: SEND PART={part}, IDF={idf}, FNAME={fname}, NFNAME={nfname}
         "wait": (str, False),  # "swaitcat" (default) or "poll" (LISTCAT)
-        "expect_ack": (bool, False),  # wait for phase Z (acknowledged) instead of X (done)
+        "expect_ack": (bool, False),  # also require the partner's acknowledgement (catalog Ack = A) at phase X
         "timeout": (_NUM, False),
         "poll_interval": (_NUM, False),
         "ack_directory": (str, False),  # where CFT puts the files the partner sends back
