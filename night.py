@@ -26,6 +26,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+
 from . import faults, workdays
 from .archive import ArchiveStore
 from .clock import Clock
@@ -45,6 +47,11 @@ from .trace.lifecycle import Status
 from .trace.store import Emission, TraceStore
 from .transport.base import Delivery, Transport
 from .transport.factory import transport_for
+
+
+def cert_fingerprint(cert: Any) -> str:
+    """Which certificate a file was sealed for: a re-emission re-seals when it has changed."""
+    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 def emission_name(flow: str, department: str, business_date: date, seq: int, part: int, parts: int,
@@ -135,7 +142,7 @@ class Night:
                 self._process_batch(trace, batch, run_id, report)
             self._write_rejects_report(trace, run_id, report)
             if not self.stop.is_set():
-                self._deliver(trace, run_id, report)
+                self.deliver(trace, run_id, report)
             report.undelivered = len(trace.to_deliver()) + self._unarchived(trace)
             report.interrupted = self.stop.is_set() and report.undelivered > 0
             status = "done" if report.exit_code == ExitCode.OK else report.exit_code.name.lower()
@@ -347,7 +354,7 @@ class Night:
             row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
             records=[(k, r, workdays.deadline(r, dept.code)) for k, r in zip(part.record_keys, part.received,
                                                                              strict=True)],
-            rejects_count=rejects, run_id=run_id)
+            rejects_count=rejects, run_id=run_id, recipient_cert_sha256=cert_fingerprint(self._recipient_cert(dept)))
         faults.point("archived")
         self.log.info("emission.archived", flow=row.flow, department=dept.code, seq=row.seq, file=name,
                       records=len(part.record_keys))
@@ -372,7 +379,8 @@ class Night:
 
     # -- deliver ---------------------------------------------------------------------------
 
-    def _deliver(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+    def deliver(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        """Deliver every archived emission not yet delivered (night, re-emissions, retries)."""
         pending = trace.to_deliver()
         if not pending:
             return

@@ -145,6 +145,13 @@ class DeliveryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    # Archive, trace rows and consumed input all follow one period: a trace row is what lets an
+    # archived file be re-emitted. Annexe 2: keep the flows 3 months; the trace at most 3 months.
+    months: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     file: Path
     base: Path
@@ -154,6 +161,7 @@ class Settings:
     delivery: DeliveryPolicy
     departments: dict[str, Department]
     raw: dict[str, Any]
+    retention: Retention = Retention()
 
     def enabled_departments(self) -> list[Department]:
         return [d for d in self.departments.values() if d.enabled]
@@ -275,7 +283,12 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
     raw = _read_toml(file)
     base = file.parent
     _known(file, "", raw, {"paths", "sender", "limits", "delivery", "defaults", "departments", "service",
-                           "registry"})
+                           "registry", "retention"})
+    ret = raw.get("retention", {})
+    _known(file, "retention", ret, {"months"})
+    retention = Retention(_get(file, "retention", ret, "months", int, 3))
+    if retention.months < 3:
+        raise ConfigError(file, "retention.months", "at least 3: the flows are kept 3 months (annexe 2 §3)")
 
     p = raw.get("paths", {})
     _known(file, "paths", p, {"inbox", "work", "archive", "trace", "reports", "quarantine", "consumed"})
@@ -369,7 +382,7 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
             options={"reemit_on_ko": _get(file, where, d, "reemit_on_ko", bool, default_reemit)},
         )
     return Settings(file=file, base=base, paths=paths, sender=sender, limits=limits, delivery=delivery,
-                    departments=departments, raw=raw)
+                    departments=departments, raw=raw, retention=retention)
 
 
 def _flows(file: Path, key: str, value: Any) -> tuple[str, ...]:

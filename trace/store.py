@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS emissions (
     deadline TEXT,                  -- earliest deadline of its records
     built_at TEXT, sealed_at TEXT, archived_at TEXT, delivered_at TEXT, acknowledged_at TEXT,
     ack_status TEXT, ack_code TEXT,
+    recipient_cert_sha256 TEXT,     -- which certificate it was sealed for (re-seal when it changed)
     purged_at TEXT,
     UNIQUE (batch_id, flow, department, part, reemission_no),
     UNIQUE (flow, department, seq, reemission_no)
@@ -125,6 +126,42 @@ CREATE TABLE IF NOT EXISTS rejects (
     message TEXT NOT NULL,
     created_at TEXT NOT NULL,
     UNIQUE (batch_id, file, line, code)
+);
+CREATE TABLE IF NOT EXISTS reemission_requests (
+    id INTEGER PRIMARY KEY,
+    requested_at TEXT NOT NULL,
+    requested_by TEXT NOT NULL,     -- OS user or --by: an operator identity, not a person's data
+    reason TEXT NOT NULL DEFAULT '',
+    flow TEXT NOT NULL,             -- a flow or 'all'
+    department TEXT NOT NULL,       -- a département or 'all'
+    date_from TEXT NOT NULL,
+    date_to TEXT NOT NULL,
+    deadline TEXT,                  -- request date + 8 jours ouvrés (earliest of the départements)
+    status TEXT NOT NULL,           -- pending, done, refused
+    done_at TEXT,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS acks (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    department TEXT NOT NULL,
+    ack_name TEXT NOT NULL,
+    file_name TEXT,
+    sha256 TEXT,
+    status TEXT,                    -- OK / KO as the receiver said
+    code TEXT,
+    ack_at TEXT,                    -- the receiver's timestamp: the date of "prise en compte"
+    emission_id INTEGER REFERENCES emissions(id),
+    outcome TEXT NOT NULL           -- recorded, unknown-file, hash-mismatch, invalid, duplicate
+);
+CREATE TABLE IF NOT EXISTS purges (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    archive_cutoff TEXT NOT NULL,
+    trace_cutoff TEXT NOT NULL,
+    archive_files INTEGER NOT NULL,
+    emissions INTEGER NOT NULL,
+    consumed_dirs INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS anomalies (
     id INTEGER PRIMARY KEY,
@@ -347,10 +384,11 @@ class TraceStore:
             (flow, department, _iso(business_date))).fetchone() is not None
 
     def to_deliver(self) -> list[Emission]:
+        """Archived emissions the partner does not have yet (a KO-acknowledged one waits for a re-emission)."""
         marks = ",".join("?" * len(TO_DELIVER))
         rows = self.db.execute(
             f"SELECT * FROM emissions WHERE status IN ({marks}) AND archived_at IS NOT NULL AND purged_at IS NULL"
-            " ORDER BY department, flow, seq, reemission_no", tuple(TO_DELIVER))
+            " AND COALESCE(ack_status, '') != 'KO' ORDER BY department, flow, seq, reemission_no", tuple(TO_DELIVER))
         return [Emission.from_row(r) for r in rows]
 
     def transition(self, emission_id: int, target: Status, now: datetime, *, detail: str = "",
@@ -380,7 +418,8 @@ class TraceStore:
             " VALUES (?,?,?,?,?,?)", (emission_id, _iso(now), src, dst, run_id, detail))
 
     def mark_archived(self, emission_id: int, now: datetime, *, file_name: str, size: int, sha256: str,
-                      records: Iterable[tuple[str, date, date]], rejects_count: int, run_id: int | None) -> None:
+                      records: Iterable[tuple[str, date, date]], rejects_count: int, run_id: int | None,
+                      recipient_cert_sha256: str | None = None) -> None:
         """Archived and its records registered, atomically: either both are true or neither.
 
         `records` are (record key, received, deadline); the key is stored only as an HMAC.
@@ -392,6 +431,7 @@ class TraceStore:
                 record_count=len(recs), rejects_count=rejects_count,
                 received_first=min((r for _, r, _ in recs), default=None),
                 deadline=min((d for _, _, d in recs), default=None),
+                recipient_cert_sha256=recipient_cert_sha256,
             )
             self.db.executemany("INSERT INTO records(emission_id, ref, received, deadline) VALUES (?,?,?,?)",
                                 [(emission_id, *r) for r in recs])
@@ -426,3 +466,77 @@ class TraceStore:
         with self.tx():
             self.db.execute("INSERT INTO anomalies(at, kind, department, file, detail) VALUES (?,?,?,?,?)",
                             (_iso(now), kind, department, file, detail))
+
+    # -- re-emission -----------------------------------------------------------------------
+
+    def originals_between(self, flow: str, department: str, date_from: date, date_to: date) -> list[sqlite3.Row]:
+        """First emissions (not re-emissions) of a flow and département over a date range, archived or not."""
+        return self.db.execute(
+            "SELECT * FROM emissions WHERE flow=? AND department=? AND business_date BETWEEN ? AND ?"
+            " AND reemission_no=0 ORDER BY business_date, seq",
+            (flow, department, _iso(date_from), _iso(date_to))).fetchall()
+
+    def create_request(self, now: datetime, *, by: str, reason: str, flow: str, department: str,
+                       date_from: date, date_to: date, deadline: date | None, status: str = "pending",
+                       message: str = "") -> int:
+        with self.tx():
+            cur = self.db.execute(
+                "INSERT INTO reemission_requests(requested_at, requested_by, reason, flow, department, date_from,"
+                " date_to, deadline, status, message, done_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (_iso(now), by, reason, flow, department, _iso(date_from), _iso(date_to), _iso(deadline), status,
+                 message, _iso(now) if status != "pending" else None))
+            return int(cur.lastrowid)
+
+    def finish_request(self, request_id: int, now: datetime, status: str = "done", message: str = "") -> None:
+        with self.tx():
+            self.db.execute("UPDATE reemission_requests SET status=?, done_at=?, message=? WHERE id=?",
+                            (status, _iso(now), message, request_id))
+
+    def create_reemission(self, original_id: int, now: datetime, *, request_id: int | None, file_name: str,
+                          size: int, sha256: str, recipient_cert_sha256: str | None, detail: str = "") -> Emission:
+        """A new emission row carrying the original's content and sequence, ready to deliver."""
+        with self.tx():
+            o = self.db.execute("SELECT * FROM emissions WHERE id=?", (original_id,)).fetchone()
+            n = self.db.execute("SELECT COALESCE(MAX(reemission_no), 0) + 1 FROM emissions WHERE flow=? AND"
+                                " department=? AND seq=?", (o["flow"], o["department"], o["seq"])).fetchone()[0]
+            cur = self.db.execute(
+                "INSERT INTO emissions(batch_id, flow, department, business_date, part, seq, reemission_no,"
+                " reemission_of, request_id, file_name, size, sha256, record_count, rejects_count, status,"
+                " received_first, deadline, built_at, sealed_at, archived_at, recipient_cert_sha256)"
+                " VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?,?)",
+                (o["flow"], o["department"], o["business_date"], o["part"], o["seq"], n, original_id, request_id,
+                 file_name, size, sha256, o["record_count"], Status.REEMITTED, o["received_first"], o["deadline"],
+                 _iso(now), _iso(now), _iso(now), recipient_cert_sha256))
+            self._event(int(cur.lastrowid), None, Status.REEMITTED, now, detail or f"re-emission of {original_id}")
+            return Emission.from_row(self.db.execute("SELECT * FROM emissions WHERE id=?",
+                                                     (cur.lastrowid,)).fetchone())
+
+    def next_reemission_no(self, original_id: int) -> int:
+        o = self.db.execute("SELECT flow, department, seq FROM emissions WHERE id=?", (original_id,)).fetchone()
+        return self.db.execute("SELECT COALESCE(MAX(reemission_no), 0) + 1 FROM emissions WHERE flow=? AND"
+                               " department=? AND seq=?", tuple(o)).fetchone()[0]
+
+    def requests(self, status: str | None = None) -> list[sqlite3.Row]:
+        if status:
+            return self.db.execute("SELECT * FROM reemission_requests WHERE status=? ORDER BY id", (status,)).fetchall()
+        return self.db.execute("SELECT * FROM reemission_requests ORDER BY id").fetchall()
+
+    def emissions_of_request(self, request_id: int) -> list[Emission]:
+        rows = self.db.execute("SELECT * FROM emissions WHERE request_id=? ORDER BY id", (request_id,))
+        return [Emission.from_row(r) for r in rows]
+
+    # -- acknowledgements ------------------------------------------------------------------
+
+    def emission_by_file(self, department: str, file_name: str) -> Emission | None:
+        row = self.db.execute("SELECT * FROM emissions WHERE department=? AND file_name=?",
+                              (department, file_name)).fetchone()
+        return Emission.from_row(row) if row else None
+
+    def add_ack(self, now: datetime, *, department: str, ack_name: str, outcome: str, file_name: str | None = None,
+                sha256: str | None = None, status: str | None = None, code: str | None = None,
+                ack_at: str | None = None, emission_id: int | None = None) -> None:
+        with self.tx():
+            self.db.execute(
+                "INSERT INTO acks(received_at, department, ack_name, file_name, sha256, status, code, ack_at,"
+                " emission_id, outcome) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (_iso(now), department, ack_name, file_name, sha256, status, code, ack_at, emission_id, outcome))
