@@ -43,6 +43,7 @@ import flux_pmi.config
 from flux_pmi.demo import people
 from flux_pmi.demo.pdf import one_page_pdf
 from flux_pmi.flows import codes
+from flux_pmi.flows.parse_dsg import ADDRESS_PARTS
 
 DAILY_NATIONAL = 2_600
 FLOW_SHARES: tuple[tuple[str, int], ...] = (("DSG", 45), ("GRO", 40), ("SGR", 15))
@@ -596,21 +597,9 @@ def dsg_xml(record: dict) -> bytes:
     for tag in ("NomFamille", "NomUsage", "Prenom", "NIR"):
         _el(ben, NS_BEN, tag, record[tag])
     address = _el(ben, NS_BEN, "Adresse")
-    for tag in (
-        "Destinataire",
-        "PointRemise",
-        "Complement",
-        "NumeroVoie",
-        "IndiceRepetition",
-        "TypeVoie",
-        "NomVoie",
-        "MentionDistribution",
-        "CodePostal",
-        "Localite",
-    ):
-        _el(address, NS_BEN, tag, record.get(tag, ""))
-    _el(address, NS_BEN, "CodePays", "F")
-    _el(address, NS_BEN, "CodeInsee", record["CodeInsee"])
+    fixed = {"CodePays": "F", "CodeInsee": record["CodeInsee"]}
+    for tag in ADDRESS_PARTS:  # the contract's order, as the parser reads it
+        _el(address, NS_BEN, tag, fixed.get(tag, record.get(tag, "")))
     for tag in ("Telephone", "DateNai", "Rang"):
         _el(ben, NS_BEN, tag, record[tag])
     mat = _el(ben, NS_BEN, "MAT")
