@@ -41,10 +41,28 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the night: claim, build, validate, seal, archive, deliver")
     r.add_argument("--config", type=Path, required=True)
     r.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
+    r.add_argument("--no-purge", action="store_true", help="skip the retention purge that ends the run")
 
     c = sub.add_parser("check", help="check config, certificates and every enabled partner, sending no data")
     c.add_argument("--config", type=Path, required=True)
     c.add_argument("--quiet", action="store_true", help="print warnings and errors only")
+
+    st = sub.add_parser("status", help="what was delivered, what is late or due; exit 7 if stale")
+    st.add_argument("--config", type=Path, required=True)
+    st.add_argument("--json", action="store_true", help="print the JSON document (docs/status-json.md)")
+
+    rr = sub.add_parser("reemit", help="re-send the archived emission(s) of a business date or range, unchanged")
+    rr.add_argument("--config", type=Path, required=True)
+    rr.add_argument("--flow", required=True, help="DSG, SGR, GRO or all")
+    rr.add_argument("--department", required=True, help="a département code (035, 02A, 971) or all")
+    rr.add_argument("--date", type=_date, required=True, help="business date of the emission(s) to re-send")
+    rr.add_argument("--to", type=_date, help="last business date of a range (default: --date)")
+    rr.add_argument("--reason", default="", help="why (traced: no personal data)")
+    rr.add_argument("--by", help="who asks (traced; default: the OS user)")
+
+    pg = sub.add_parser("purge", help="delete archive files, trace rows and consumed input older than the retention")
+    pg.add_argument("--config", type=Path, required=True)
+    pg.add_argument("--today", type=_date, help="count the retention back from this day (default: today)")
     return p
 
 
@@ -82,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .night import Night
 
     settings = load(args.config)
-    report = Night(settings, clock=from_environment()).run(args.date)
+    report = Night(settings, clock=from_environment(), purge=not args.no_purge).run(args.date)
     for (flow, dept), s in sorted(report.lines.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         print(f"{flow} {dept:>3}  records={s.records:<4} rejects={s.rejects:<3} files={s.files} bytes={s.bytes:<9}"
               f" delivered={s.delivered} pending={s.pending}")
@@ -91,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f" delivered={t.delivered} seconds={report.seconds:.1f}")
     if report.rejects_report:
         print(f"rejects report: {report.rejects_report}")
+    if report.acks is not None and (report.acks.recorded_ok or report.acks.recorded_ko or report.acks.anomalies):
+        print(f"acks: {report.acks.recorded_ok} OK, {report.acks.recorded_ko} KO, {report.acks.anomalies} anomalies")
     for flow, name, code in report.quarantined:
         print(f"quarantined: {flow}/{name} ({code})")
     for flow, name in report.duplicates:
@@ -121,6 +141,70 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"check: {len(settings.enabled_departments())} département(s) enabled, {errors} error(s), "
           f"{warnings} warning(s)")
     return int(ExitCode.CHECK_FAILED if errors else ExitCode.OK)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .config.settings import load
+    from .status import gather, render_text
+    from .trace.store import TraceStore
+
+    # check_files=False: a missing certificate is something status reports, not a reason to stay silent.
+    settings = load(args.config, check_files=False)
+    trace = TraceStore(settings.paths.trace)
+    try:
+        data = gather(settings, trace, now=from_environment().now())
+    finally:
+        trace.close()
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(render_text(data), end="")
+    return int(ExitCode.STALE if data["last_nightly"]["stale"] else ExitCode.OK)
+
+
+def cmd_reemit(args: argparse.Namespace) -> int:
+    from .config.settings import load
+    from .errors import RefusedError
+    from .reemit import describe, request, requester
+    from .trace.store import TraceStore
+
+    settings = load(args.config)
+    # Progress is for a person watching a long range; cron mail gets the summary only.
+    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+    trace = TraceStore(settings.paths.trace)
+    try:
+        result = request(settings, trace, flows=[args.flow], departments=[args.department], date_from=args.date,
+                         date_to=args.to, reason=args.reason, by=args.by or requester(),
+                         clock=from_environment(), progress=progress)
+    except RefusedError as exc:
+        print(exc)  # "re-emission refused: ...": what was refused and why
+        return int(ExitCode.REFUSED)
+    finally:
+        trace.close()
+    for line in describe(result):
+        print(line)
+    return int(result.exit_code)
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from .archive import ArchiveStore
+    from .config.settings import load
+    from .retention import describe, purge
+    from .trace.store import TraceStore
+
+    settings = load(args.config)
+    clock = from_environment()
+    trace = TraceStore(settings.paths.trace)
+    try:
+        result = purge(settings, trace, ArchiveStore(settings.paths.archive), today=args.today or clock.today(),
+                       now=clock.now())
+    finally:
+        trace.close()
+    for line in describe(result):
+        print(line)
+    return int(ExitCode.OK)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ class NightReport:
     rejects_report: Path | None = None
     seconds: float = 0.0
     interrupted: bool = False
+    acks: Any = None  # acks.AckSummary
+    purge: Any = None  # retention.PurgeResult
 
     @property
     def exit_code(self) -> ExitCode:
@@ -110,13 +112,14 @@ class Night:
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
                  transport_factory: Callable[[Settings, Department], Transport] = transport_for,
                  stop: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, purge: bool = True):
         self.settings = settings
         self.clock = clock or Clock()
         self.transport_factory = transport_factory
         self.stop = stop or threading.Event()
         self.sleep = sleep
         self.progress = progress or (lambda _msg: None)
+        self.purge = purge
         self.log = get_logger("flux-pmi.night")
         self.paths = settings.paths
         self.archive = ArchiveStore(self.paths.archive)
@@ -136,6 +139,7 @@ class Night:
         try:
             self._prepare()
             self._load_sender()
+            self._collect_acks(trace, run_id, report)
             for batch in self._batches(trace, business_date, run_id, report):
                 if self.stop.is_set():
                     break
@@ -143,6 +147,7 @@ class Night:
             self._write_rejects_report(trace, run_id, report)
             if not self.stop.is_set():
                 self.deliver(trace, run_id, report)
+            self._housekeeping(trace, report)
             report.undelivered = len(trace.to_deliver()) + self._unarchived(trace)
             report.interrupted = self.stop.is_set() and report.undelivered > 0
             status = "done" if report.exit_code == ExitCode.OK else report.exit_code.name.lower()
@@ -181,6 +186,32 @@ class Night:
             assert dept.certificate is not None
             self._certs[dept.code] = certs.load_certificate(dept.certificate)
         return self._certs[dept.code]
+
+    # -- acknowledgements first, housekeeping last ----------------------------------------------
+
+    def _collect_acks(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        """Record the départements' acks before emitting, so a KO can be re-emitted tonight."""
+        from . import acks, reemit  # imported here: reemit uses this module
+
+        now = self.clock.now()
+
+        def auto_reemit(emission_id: int, *, reason: str) -> object:
+            return reemit.reemit_emission(self.settings, trace, self.archive, emission_id, now=now,
+                                          by=reemit.AUTO_REQUESTER, reason=reason)
+
+        summary = acks.collect(self.settings, trace, self.transport_factory, now, reemit=auto_reemit,
+                               run_id=run_id)
+        report.acks = summary
+        report.problems.extend(f"acks: {e}" for e in summary.errors)
+
+    def _housekeeping(self, trace: TraceStore, report: NightReport) -> None:
+        from . import reemit, retention
+
+        if self.purge and not self.stop.is_set():
+            faults.point("purge")
+            report.purge = retention.purge(self.settings, trace, self.archive, today=self.clock.today(),
+                                           now=self.clock.now())
+        reemit.close_completed_requests(trace, self.clock.now())
 
     # -- claim -----------------------------------------------------------------------------
 

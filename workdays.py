@@ -2,7 +2,8 @@
 
 Monday to Friday minus French public holidays from the `holidays` package, with the
 local ones: Alsace-Moselle (57, 67, 68) adds Good Friday and 26 December, and each
-overseas département its abolition-of-slavery day.
+overseas département its own days: its abolition-of-slavery day, plus, as the package
+has them, Victor Schœlcher day (971, 972) and Good Friday and Mi-Carême (971).
 """
 
 from __future__ import annotations

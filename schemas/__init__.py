@@ -32,7 +32,8 @@ __all__ = ["KINDS", "validate_bytes", "validate_file", "validate_sgr_zip", "xsd_
 _DIR = Path(__file__).resolve().parent
 
 # The top-level schema of each kind; the others are reached by xs:include / xs:import.
-_TOP = {"GRO": "gro.xsd", "DSG": "dsg.xsd", "SGR": "sgr.xsd"}
+# ACK is the other way round: the acknowledgement a receiver sends back (docs/acks.md).
+_TOP = {"GRO": "gro.xsd", "DSG": "dsg.xsd", "SGR": "sgr.xsd", "ACK": "ack.xsd"}
 KINDS = tuple(_TOP)
 
 # An SGR index is a few hundred bytes per case: anything this big is not one of ours.
@@ -44,7 +45,7 @@ _schemas: dict[str, etree.XMLSchema] = {}
 
 
 def xsd_path(kind: str) -> Path:
-    """The top-level XSD of `kind` ("GRO", "DSG" or "SGR": the SGR index), e.g. for xmllint."""
+    """The top-level XSD of `kind` ("GRO", "DSG", "SGR": the SGR index, or "ACK"), e.g. for xmllint."""
     try:
         return _DIR / _TOP[kind]
     except KeyError:
