@@ -152,6 +152,35 @@ class Retention:
 
 
 @dataclass(frozen=True, slots=True)
+class Job:
+    """One scheduled job: cron-style fields for APScheduler's CronTrigger (named weekdays, not numbers)."""
+
+    id: str
+    enabled: bool
+    day_of_week: str
+    hour: int
+    minute: int
+
+
+# Nothing between 02:00 and 03:00 (Europe/Paris): on the night the clocks go back that hour
+# happens twice, and on the night they go forward it does not happen at all.
+DEFAULT_JOBS = {
+    "nightly": Job("nightly", True, "mon-fri", 4, 30),  # collect acks, emit, deliver
+    "purge": Job("purge", True, "mon-sun", 5, 30),  # retention
+    "sla": Job("sla", True, "mon-fri", 8, 0),  # records at risk or late
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    lock_wait_seconds: float = 300.0  # a second run waits this long for the first, then exits 4
+    max_age_hours: float = 26.0  # `status` exits 7 when the last nightly run is older
+    misfire_grace_seconds: int = 6 * 3600  # a night missed while down runs once at start-up within this
+    metrics_file: Path | None = None  # Prometheus textfile collector output
+    jobs: dict[str, Job] = field(default_factory=lambda: dict(DEFAULT_JOBS))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     file: Path
     base: Path
@@ -162,6 +191,7 @@ class Settings:
     departments: dict[str, Department]
     raw: dict[str, Any]
     retention: Retention = Retention()
+    service: Service = Service()
 
     def enabled_departments(self) -> list[Department]:
         return [d for d in self.departments.values() if d.enabled]
@@ -284,6 +314,7 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
     base = file.parent
     _known(file, "", raw, {"paths", "sender", "limits", "delivery", "defaults", "departments", "service",
                            "registry", "retention"})
+    service = _service(file, raw.get("service", {}), base)
     ret = raw.get("retention", {})
     _known(file, "retention", ret, {"months"})
     retention = Retention(_get(file, "retention", ret, "months", int, 3))
@@ -382,10 +413,41 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
             options={"reemit_on_ko": _get(file, where, d, "reemit_on_ko", bool, default_reemit)},
         )
     return Settings(file=file, base=base, paths=paths, sender=sender, limits=limits, delivery=delivery,
-                    departments=departments, raw=raw, retention=retention)
+                    departments=departments, raw=raw, retention=retention, service=service)
 
 
 def _flows(file: Path, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v in FLOWS for v in value):
         raise ConfigError(file, key, f"a list drawn from {', '.join(FLOWS)}")
     return tuple(value)
+
+
+def _service(file: Path, table: Any, base: Path) -> Service:
+    _known(file, "service", table, {"lock_wait_seconds", "max_age_hours", "misfire_grace_seconds", "metrics_file",
+                                    "jobs"})
+    d = Service()
+    jobs = dict(DEFAULT_JOBS)
+    raw_jobs = table.get("jobs", {})
+    _known(file, "service.jobs", raw_jobs, set(DEFAULT_JOBS))
+    for name, j in raw_jobs.items():
+        where = f"service.jobs.{name}"
+        _known(file, where, j, {"enabled", "day_of_week", "hour", "minute"})
+        base_job = DEFAULT_JOBS[name]
+        job = Job(name, _get(file, where, j, "enabled", bool, base_job.enabled),
+                  _get(file, where, j, "day_of_week", str, base_job.day_of_week),
+                  _get(file, where, j, "hour", int, base_job.hour), _get(file, where, j, "minute", int, base_job.minute))
+        if not 0 <= job.hour <= 23 or not 0 <= job.minute <= 59:
+            raise ConfigError(file, where, "hour 0..23 and minute 0..59")
+        if any(ch.isdigit() for ch in job.day_of_week):
+            # APScheduler 3.x counts 0 as Monday, cron as Sunday: names cannot be misread.
+            raise ConfigError(file, f"{where}.day_of_week", "weekday names like mon-fri or sat,sun, not numbers")
+        jobs[name] = job
+    return Service(
+        lock_wait_seconds=_get(file, "service", table, "lock_wait_seconds", _NUM, d.lock_wait_seconds),
+        max_age_hours=_get(file, "service", table, "max_age_hours", _NUM, d.max_age_hours, positive=True),
+        misfire_grace_seconds=_get(file, "service", table, "misfire_grace_seconds", int, d.misfire_grace_seconds,
+                                   positive=True),
+        metrics_file=_resolve(base, _get(file, "service", table, "metrics_file", str)) if "metrics_file" in table
+        else None,
+        jobs=jobs,
+    )
