@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -24,6 +24,13 @@ def _date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from exc
+
+
+def _progress() -> Callable[[str], None] | None:
+    """Progress lines for a person watching long work at a terminal; cron mail gets the summary only."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     pg = sub.add_parser("purge", help="delete archive files, trace rows and consumed input older than the retention")
     pg.add_argument("--config", type=Path, required=True)
     pg.add_argument("--today", type=_date, help="count the retention back from this day (default: today)")
+
+    sv = sub.add_parser("serve", help="run the scheduled jobs (nightly, purge, SLA report) until SIGTERM; exit 0")
+    sv.add_argument("--config", type=Path, required=True)
     return p
 
 
@@ -97,10 +107,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config.settings import load
+    from .lock import run_lock
     from .night import Night
+    from .stopping import GracefulStop
 
     settings = load(args.config)
-    report = Night(settings, clock=from_environment(), purge=not args.no_purge).run(args.date)
+    # Lock first: a run that only waits for the lock has nothing to finish, so a signal may kill it.
+    with run_lock(settings, "run"), GracefulStop() as stop:
+        report = Night(settings, clock=from_environment(), purge=not args.no_purge, stop=stop.event,
+                       progress=_progress()).run(args.date)
     for (flow, dept), s in sorted(report.lines.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         print(f"{flow} {dept:>3}  records={s.records:<4} rejects={s.rejects:<3} files={s.files} bytes={s.bytes:<9}"
               f" delivered={s.delivered} pending={s.pending}")
@@ -123,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"exit {int(code)}: {reason}")
         for problem in report.problems[:20]:
             print(f"  - {problem}")
+    _write_metrics(settings, "nightly", succeeded=not report.interrupted)
     return int(code)
 
 
@@ -167,44 +183,75 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_reemit(args: argparse.Namespace) -> int:
     from .config.settings import load
     from .errors import RefusedError
+    from .lock import run_lock
+    from .night import Night
     from .reemit import describe, request, requester
+    from .stopping import GracefulStop
     from .trace.store import TraceStore
 
     settings = load(args.config)
-    # Progress is for a person watching a long range; cron mail gets the summary only.
-    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
-    trace = TraceStore(settings.paths.trace)
-    try:
-        result = request(settings, trace, flows=[args.flow], departments=[args.department], date_from=args.date,
-                         date_to=args.to, reason=args.reason, by=args.by or requester(),
-                         clock=from_environment(), progress=progress)
-    except RefusedError as exc:
-        print(exc)  # "re-emission refused: ...": what was refused and why
-        return int(ExitCode.REFUSED)
-    finally:
-        trace.close()
-    for line in describe(result):
+    clock = from_environment()
+    progress = _progress()  # a long range is watched by a person; cron mail gets the summary only
+    with run_lock(settings, "reemit"), GracefulStop() as stop:
+        trace = TraceStore(settings.paths.trace)
+        try:
+            result = request(settings, trace, flows=[args.flow], departments=[args.department],
+                             date_from=args.date, date_to=args.to, reason=args.reason, by=args.by or requester(),
+                             clock=clock, progress=progress,
+                             night=Night(settings, clock=clock, stop=stop.event, progress=progress))
+        except RefusedError as exc:
+            print(exc)  # "re-emission refused: ...": what was refused and why
+            return int(ExitCode.REFUSED)
+        finally:
+            trace.close()
+    lines, code = describe(result), result.exit_code
+    if stop.stopping and code == ExitCode.UNDELIVERED:
+        # The files are re-emitted and archived; a signal, not a partner, left them undelivered.
+        code = ExitCode.INTERRUPTED
+        lines = [line for line in lines if not line.startswith(f"exit {int(ExitCode.UNDELIVERED)}:")]
+        lines.append(f"exit {int(code)}: stopped by a signal; the next run delivers the {result.pending} "
+                     "pending file(s)")
+    for line in lines:
         print(line)
-    return int(result.exit_code)
+    return int(code)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from .archive import ArchiveStore
     from .config.settings import load
+    from .lock import run_lock
     from .retention import describe, purge
+    from .stopping import GracefulStop
     from .trace.store import TraceStore
 
     settings = load(args.config)
     clock = from_environment()
-    trace = TraceStore(settings.paths.trace)
-    try:
-        result = purge(settings, trace, ArchiveStore(settings.paths.archive), today=args.today or clock.today(),
-                       now=clock.now())
-    finally:
-        trace.close()
+    # A purge has no file to finish: the first signal lets it end (it is short and marks before it
+    # deletes), a second one kills it, and the next purge completes it.
+    with run_lock(settings, "purge"), GracefulStop(message="stopping once the purge is finished"):
+        trace = TraceStore(settings.paths.trace)
+        try:
+            result = purge(settings, trace, ArchiveStore(settings.paths.archive),
+                           today=args.today or clock.today(), now=clock.now())
+        finally:
+            trace.close()
     for line in describe(result):
         print(line)
     return int(ExitCode.OK)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .config.settings import load
+    from .scheduler import serve
+
+    return serve(load(args.config), clock=from_environment())
+
+
+def _write_metrics(settings: object, job: str, *, succeeded: bool) -> None:
+    """The textfile metrics after a command, when `[service] metrics_file` is set (a failure is only logged)."""
+    from .metrics import after_job
+
+    after_job(settings, job, succeeded=succeeded, now=from_environment().now())  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

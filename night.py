@@ -140,10 +140,12 @@ class Night:
             self._prepare()
             self._load_sender()
             self._collect_acks(trace, run_id, report)
-            for batch in self._batches(trace, business_date, run_id, report):
+            batches = self._batches(trace, business_date, run_id, report)
+            for i, batch in enumerate(batches, 1):
                 if self.stop.is_set():
                     break
                 self._process_batch(trace, batch, run_id, report)
+                self.progress(f"{batch.flow} {batch.business_date}: batch {i}/{len(batches)} built")
             self._write_rejects_report(trace, run_id, report)
             if not self.stop.is_set():
                 self.deliver(trace, run_id, report)
@@ -436,7 +438,7 @@ class Night:
         with ThreadPoolExecutor(max_workers=max(1, policy.parallel), thread_name_prefix="deliver") as pool:
             futures = [pool.submit(self._deliver_department, transports[c], by_dept[c], results)
                        for c in sorted(transports)]
-            remaining = len(futures)
+            remaining, done = len(futures), 0
             while remaining:
                 item = results.get()
                 if item is None:  # type: ignore[comparison-overlap]
@@ -450,11 +452,14 @@ class Night:
                                      + attempts, transport=transports[emission.department].name, last_error=None)
                     faults.point("delivered-traced")
                     line.delivered += 1
+                    done += 1
+                    self.progress(f"{emission.flow} {emission.department}: {done}/{len(pending)} files delivered")
                 else:
                     trace.transition(emission.id, Status.FAILED, now, run_id=run_id,
                                      attempts=emission.attempts + attempts, last_error=error[:500])
                     line.pending += 1
                     report.problems.append(f"{emission.flow} {emission.department} seq {emission.seq}: {error}")
+                    self.progress(f"{emission.flow} {emission.department}: seq {emission.seq} not delivered")
             for f in futures:
                 f.result()
         for t in {id(t): t for t in transports.values()}.values():

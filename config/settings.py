@@ -175,7 +175,7 @@ DEFAULT_JOBS = {
 class Service:
     lock_wait_seconds: float = 300.0  # a second run waits this long for the first, then exits 4
     max_age_hours: float = 26.0  # `status` exits 7 when the last nightly run is older
-    misfire_grace_seconds: int = 6 * 3600  # a night missed while down runs once at start-up within this
+    misfire_grace_seconds: int = 6 * 3600  # while serving, a late fire still runs within this (start-up catch-up: see scheduler.py)
     metrics_file: Path | None = None  # Prometheus textfile collector output
     jobs: dict[str, Job] = field(default_factory=lambda: dict(DEFAULT_JOBS))
 
