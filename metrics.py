@@ -34,7 +34,7 @@ from typing import Any
 
 from .config.settings import FLOWS, Settings
 from .errors import FluxError
-from .fsutil import fsync_dir
+from .fsutil import atomic_write
 from .log import get as get_logger
 
 JOB_SUCCESS = "flux_pmi_job_last_success_timestamp_seconds"
@@ -114,14 +114,8 @@ def certificate_days(settings: Settings, now: datetime) -> list[dict[str, Any]]:
     """Days left for every certificate in use (status lists only those close to expiry; a graph wants all)."""
     from .seal import certs
 
-    s = settings.sender
-    wanted = [("sender", "signer", s.certificate), ("archive", "archive", s.archive_certificate)]
-    wanted += [
-        (d.code, "recipient", d.certificate)
-        for d in sorted(settings.enabled_departments(), key=lambda d: d.code)
-    ]
     out = []
-    for scope, role, path in wanted:
+    for scope, role, path in settings.certificates_in_use():
         try:
             if path is None:
                 raise FluxError("no certificate configured")
@@ -270,20 +264,8 @@ def write_textfile(path: Path, text: str) -> None:
 
     The folder is the collector's and must exist: creating a mistyped one would hide the error.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.fchmod(fd, 0o644)  # the exporter is another user; the process umask (0077) would hide the file
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    # 0644: the exporter runs as another user, and the process umask (0077) would hide the file.
+    atomic_write(Path(path), text.encode("utf-8"), mode=0o644, create_parent=False)
 
 
 @contextmanager

@@ -254,14 +254,8 @@ def _reemissions(trace: TraceStore, today: date) -> dict[str, Any]:
 
 
 def _certificates(settings: Settings, now: datetime) -> list[dict[str, Any]]:
-    s = settings.sender
-    wanted = [("sender", "signer", s.certificate), ("archive", "archive", s.archive_certificate)]
-    wanted += [
-        (d.code, "recipient", d.certificate)
-        for d in sorted(settings.enabled_departments(), key=lambda d: d.code)
-    ]
     out = []
-    for scope, role, path in wanted:
+    for scope, role, path in settings.certificates_in_use():
         entry: dict[str, Any] = {
             "scope": scope,
             "role": role,

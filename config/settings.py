@@ -196,6 +196,14 @@ class Settings:
     def enabled_departments(self) -> list[Department]:
         return [d for d in self.departments.values() if d.enabled]
 
+    def certificates_in_use(self) -> list[tuple[str, str, Path | None]]:
+        """(scope, role, path) of every certificate a night needs: sender, archive, each enabled département."""
+        s = self.sender
+        out: list[tuple[str, str, Path | None]] = [("sender", "signer", s.certificate),
+                                                   ("archive", "archive", s.archive_certificate)]
+        out += [(d.code, "recipient", d.certificate) for d in sorted(self.enabled_departments(), key=lambda d: d.code)]
+        return out
+
 
 def load_registry(path: Path = REGISTRY_FILE) -> dict[str, RegistryEntry]:
     data = _read_toml(path)
