@@ -27,10 +27,13 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The night as the CNAF runs it, then the other half: every département takes its files in
+# (one process for all 101, see docs/receive.md) and the last line says where the outputs are.
 demo: setup
 	rm -rf $(DEMO)
 	$(VENV)/bin/flux-pmi demo $(DEMO) --departments all
 	$(VENV)/bin/flux-pmi run --config $(DEMO)/flux-pmi.toml
+	$(VENV)/bin/flux-pmi receive --config-dir $(DEMO)/receive --once
 
 lint: setup
 	$(VENV)/bin/ruff check .

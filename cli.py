@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from . import log as logging_setup
 from .clock import from_environment
-from .errors import ExitCode, FluxError
+from .errors import ConfigError, ExitCode, FluxError
 
 
 def _date(value: str) -> date:
@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="run the scheduled jobs (nightly, purge, SLA report) until SIGTERM; exit 0")
     sv.add_argument("--config", type=Path, required=True)
+
+    rc = sub.add_parser("receive", help="the département side: check, decrypt, ingest and acknowledge delivered files")
+    which = rc.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", type=Path, help="one département's receive configuration (DEPT.toml)")
+    which.add_argument("--config-dir", type=Path, help="every *.toml of this folder, one département each")
+    rc.add_argument("--once", action="store_true",
+                    help="take what is ready, then exit: 0 all taken, 5 some refused, 3 some to retry")
     return p
 
 
@@ -102,6 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"({', '.join(f'{k} {v}' for k, v in sorted(result.by_flow.items()))}), "
           f"{result.bad} deliberately bad, {len(result.departments)} département(s)")
     print(f"config: {result.config}")
+    print(f"receiving side: {len(result.receive_configs)} département config(s) in {Path(args.dir) / 'receive'}")
     return int(ExitCode.OK)
 
 
@@ -245,6 +253,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .scheduler import serve
 
     return serve(load(args.config), clock=from_environment())
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from .receive.config import load_receive
+    from .receive.pipeline import serve_receivers
+
+    if args.config is not None:
+        files = [args.config]
+    else:
+        files = sorted(Path(args.config_dir).glob("*.toml"))
+        if not files:
+            raise ConfigError(args.config_dir, "--config-dir", "a folder holding at least one DEPT.toml")
+    configs = [load_receive(f) for f in files]
+    return int(serve_receivers(configs, clock=from_environment(), once=args.once, emit=print))
 
 
 def _write_metrics(settings: object, job: str, *, succeeded: bool) -> None:

@@ -3,6 +3,11 @@
 It writes a test PKI, a realistic inbox for one business day and a `flux-pmi.toml`
 that uses the embedded defaults (SQLite trace, local drop under `drop/<dept>/`), so
 that `flux-pmi run --config DIR/flux-pmi.toml` works with nothing else installed.
+
+It also writes the other half: `receive/<dept>.toml`, each département's receiving
+configuration (its key, the CNAF certificate it trusts, its drop folder, and its output
+under `received/<dept>/`), so that `flux-pmi receive --config-dir DIR/receive --once`
+takes the night in as every département would.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class DemoResult:
     records: int
     by_flow: dict[str, int]
     bad: int
+    receive_configs: tuple[Path, ...] = ()
 
 
 def parse_departments(value: str) -> list[str]:
@@ -77,6 +83,33 @@ def config_text(departments: list[str]) -> str:
     return "\n".join(lines)
 
 
+def receive_config_text(code: str) -> str:
+    """One département's `flux-pmi receive` configuration, relative to DIR/receive/ (docs/receive.md)."""
+    return "\n".join(
+        [
+            f"# flux-pmi receive: département {code}'s side of the demo (docs/receive.md).",
+            "# Relative paths are relative to this file's folder.",
+            "[department]",
+            f'code = "{code}"',
+            f'certificate = "../pki/{code}.crt"',
+            f'key = "../pki/{code}.key"',
+            'trusted_senders = ["../pki/cnaf.crt"]',
+            "",
+            "[drop]",
+            'type = "local"',
+            f'path = "../drop/{code}"',
+            "",
+            "[output]",
+            f'dir = "../received/{code}"',
+            'formats = ["csv", "parquet"]',
+            "",
+            "[retention]",
+            "days = 90",
+            "",
+        ]
+    )
+
+
 def write_demo(root: Path, *, business_date: date, departments: str, seed: int, now: datetime) -> DemoResult:
     codes = parse_departments(departments)
     root = private_dir(Path(root))
@@ -86,5 +119,11 @@ def write_demo(root: Path, *, business_date: date, departments: str, seed: int, 
     )
     config = root / "flux-pmi.toml"
     atomic_write(config, config_text(codes).encode())
+    receive = private_dir(root / "receive")
+    receive_configs = []
+    for code in codes:
+        path = receive / f"{code}.toml"
+        atomic_write(path, receive_config_text(code).encode())
+        receive_configs.append(path)
     by_flow = dict(summary.per_flow)
-    return DemoResult(config, codes, sum(by_flow.values()), by_flow, len(summary.bad))
+    return DemoResult(config, codes, sum(by_flow.values()), by_flow, len(summary.bad), tuple(receive_configs))

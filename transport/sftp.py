@@ -11,6 +11,9 @@ The partner's host key is pinned: only the configured known_hosts file is truste
 an unknown or changed key stops the connection during the key exchange, before
 authentication, so not one byte of a file leaves (errors.HostKeyError, permanent).
 Only the configured client key is offered (no agent, no ~/.ssh).
+
+The receiving side (receive/drops.py) pulls from a département's server through the
+same class and the same pinned connection: list_files, download, remove, upload_bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import secrets
 import socket
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -58,6 +62,15 @@ def sha256_line(digest: str, name: str) -> bytes:
 def key_fingerprint(key: paramiko.PKey) -> str:
     """`SHA256:...`, as `ssh-keygen -l` and the partner's own tools print it."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """One file of a remote listing (the receiving side's pull)."""
+
+    name: str
+    size: int
+    mtime: int
 
 
 class _UnknownHostKey(paramiko.SSHException):
@@ -637,6 +650,79 @@ class SftpTransport(Transport):
             self._remove_quiet(sftp, posixpath.join(self.ack_directory, name))
         except Exception as exc:
             raise self._remote_error(exc, f"removing ack {name}") from exc
+
+    # -- pulling: the receiving side (receive/drops.py) reads its own server through the same
+    # pinned connection. Names are plain basenames: a server cannot steer us out of a folder.
+
+    @staticmethod
+    def _basename(name: str) -> str:
+        if not name or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
+            raise ValueError(f"refusing remote file name {name!r}")
+        return name
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        """The regular files of `folder` (hidden ones, i.e. uploads in progress, left out), by name."""
+        sftp = self._sftp()
+        try:
+            entries = sftp.listdir_attr(folder)
+        except Exception as exc:
+            raise self._remote_error(exc, f"listing {folder}") from exc
+        out = [
+            RemoteFile(a.filename, a.st_size or 0, int(a.st_mtime or 0))
+            for a in entries
+            if not a.filename.startswith(".") and a.st_mode is not None and stat.S_ISREG(a.st_mode)
+        ]
+        return sorted(out, key=lambda f: f.name)
+
+    def download(self, folder: str, name: str, max_bytes: int) -> bytes:
+        """The whole file, read into memory; at most `max_bytes` + 1 bytes are read, so a caller
+        that finds more than `max_bytes` knows it is over its cap without fetching the rest."""
+        path = posixpath.join(folder, self._basename(name))
+        sftp = self._sftp()
+        try:
+            with sftp.open(path, "rb") as fh:
+                fh.prefetch()
+                chunks, got = [], 0
+                while got <= max_bytes:
+                    chunk = fh.read(min(CHUNK, max_bytes + 1 - got))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    got += len(chunk)
+            return b"".join(chunks)
+        except Exception as exc:
+            raise self._remote_error(exc, f"reading {path}") from exc
+
+    def remove(self, folder: str, name: str) -> None:
+        """Remove a file; one already gone is not an error."""
+        path = posixpath.join(folder, self._basename(name))
+        sftp = self._sftp()
+        try:
+            self._remove_quiet(sftp, path)
+        except Exception as exc:
+            raise self._remote_error(exc, f"removing {path}") from exc
+
+    def upload_bytes(self, folder: str, name: str, data: bytes) -> None:
+        """Write `data` as `folder/name`: hidden temporary, size and digest checked, renamed into place
+        (replacing an older file of that name, so that writing the same thing twice is harmless)."""
+        name = self._basename(name)
+        final = posixpath.join(folder, name)
+        sftp = self._sftp()
+        try:
+            if "posix-rename@openssh.com" not in sftp.extensions:
+                self._remove_quiet(sftp, final)  # a plain SFTP rename refuses to replace a name
+            self._upload(
+                sftp,
+                io.BytesIO(data),
+                posixpath.join(folder, f".{name}.part"),
+                final,
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+            )
+        except TransportError:
+            raise
+        except Exception as exc:
+            raise self._remote_error(exc, f"writing {final}") from exc
 
     def check(self, department: str) -> list[CheckResult]:
         """Connection, pinned host key, authentication, and each folder writable; no data is sent."""
