@@ -16,15 +16,16 @@ a lock; so enter GracefulStop in the main thread, around the work, never in a wo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
 from .errors import ExitCode
-from .log import get as get_logger
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -54,7 +55,7 @@ class GracefulStop:
         self._exit = exit_process
         self._message = message
         self._previous: dict[int, Any] = {}
-        self.log = get_logger("flux-pmi.stop")
+
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is not threading.main_thread():
@@ -79,34 +80,23 @@ class GracefulStop:
         return self.event.is_set()
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        # Runs in the main thread at an arbitrary point: it must never raise into the interrupted code.
+        # Runs in the main thread at an arbitrary point, maybe while it holds the logger's lock:
+        # it must take no lock (structlog's PrintLogger would deadlock) and never raise.
         self.signals_received += 1
         name = signal.Signals(signum).name
         if self.signals_received == 1:
             self.event.set()
-            _say(
-                self.log.warning,
-                "stop.requested",
-                f"{name}: {self._message} (send it again to stop at once)",
-                signal=name,
-            )
+            _say("warning", "stop.requested", f"{name}: {self._message} (send it again to stop at once)", name)
             return
-        _say(
-            self.log.error,
-            "stop.forced",
-            f"{name}: a second signal, stopping at once; the next run resumes",
-            signal=name,
-        )
+        _say("error", "stop.forced", f"{name}: a second signal, stopping at once; the next run resumes", name)
         self._exit(int(ExitCode.INTERRUPTED))
 
 
-def _say(method: Callable[..., Any], event: str, message: str, **fields: Any) -> None:
-    """Log from a signal handler: if the main thread was itself writing to stderr, the buffered
-    stream refuses a reentrant write, so fall back to one raw write, which cannot fail that way."""
+def _say(level: str, event: str, message: str, signal_name: str) -> None:
+    """One JSON log line written with a single raw write: no Python lock, safe inside a handler."""
+    line = json.dumps({"event": event, "level": level, "message": message, "signal": signal_name,
+                       "timestamp": datetime.now(UTC).isoformat()})
     try:
-        method(event, message=message, **fields)
-    except Exception:
-        try:
-            os.write(2, f"flux-pmi: {message}\n".encode())
-        except OSError:
-            pass
+        os.write(2, (line + "\n").encode())
+    except OSError:
+        pass

@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 from support import BUSINESS_DATE, NOW, make_demo, open_delivered, record_fingerprints, run_cli
 
 from flux_pmi.clock import FixedClock
@@ -225,16 +224,18 @@ def test_a_second_signal_exits_at_once_even_while_a_delivery_is_stuck(
 # -- in-process: the handler itself, and Night honouring the event ----------------------------------
 
 
-def test_graceful_stop_sets_the_event_on_the_first_signal_and_exits_on_the_second():
+def test_graceful_stop_sets_the_event_on_the_first_signal_and_exits_on_the_second(capfd):
     exits: list[int] = []
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    with capture_logs() as logs, GracefulStop(exit_process=exits.append) as stop:
+    with GracefulStop(exit_process=exits.append) as stop:
         signal.raise_signal(signal.SIGTERM)
         assert stop.event.wait(timeout=DEADLINE) and stop.stopping and stop.signals_received == 1
         assert exits == []
         signal.raise_signal(signal.SIGINT)  # counts as the second: either signal means "stop"
         assert stop.signals_received == 2 and exits == [ExitCode.INTERRUPTED]
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    # the handler writes raw JSON lines to fd 2: a structlog call could deadlock on the logger's lock
+    logs = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
     assert [e["event"] for e in logs] == ["stop.requested", "stop.forced"]
     assert logs[0]["signal"] == "SIGTERM" and "stopping after the current file" in logs[0]["message"]
 
