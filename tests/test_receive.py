@@ -41,9 +41,7 @@ from flux_pmi.receive.pipeline import Receiver
 from flux_pmi.seal import certs, cms
 from flux_pmi.trace.store import TraceStore
 
-HUBEE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "hubee"
-if not HUBEE.is_dir():  # the repository checked out elsewhere: the samples sit beside it
-    HUBEE = Path("/work/shared/reference/hubee")
+HUBEE = Path(__file__).resolve().parent / "data" / "hubee"  # copies of shared/reference/hubee
 RECEIVED_AT = datetime(2026, 11, 23, 9, 30, tzinfo=PARIS)  # the départements take the night in at 09:30
 DEPTS = ["02A", "035", "067", "971"]
 

@@ -41,7 +41,7 @@ from flux_pmi.receive.extract import (
 )
 from flux_pmi.receive.output import neutralise, write_outputs
 
-HUBEE = Path("/work/shared/reference/hubee")
+HUBEE = Path(__file__).resolve().parent / "data" / "hubee"  # copies of shared/reference/hubee
 PARIS = ZoneInfo("Europe/Paris")
 CREATED = datetime(2026, 11, 23, 20, 14, 35, 516_000, tzinfo=PARIS)
 SECRET = "MARIESECRETE"

@@ -16,7 +16,7 @@ from lxml import etree
 from flux_pmi import schemas
 from flux_pmi.errors import SchemaError
 
-HUBEE = Path("/work/shared/reference/hubee")
+HUBEE = Path(__file__).resolve().parent / "data" / "hubee"  # copies of shared/reference/hubee
 XMLLINT = "/usr/bin/xmllint"
 SGR_INDEX = "CG_081_2022-01-02_pmiich.xml"
 SECRET = "ZQXSECRETQZ"  # a value that must never appear in an error message
