@@ -26,6 +26,10 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# The HubEE contract test (tests/test_hubee_contract.py) validates every request against DINUM's spec with Prism.
+	@command -v npm >/dev/null || { echo "npm (Node.js) is required for the HubEE contract test"; exit 1; }
+	@[ -x .cache/prism/node_modules/.bin/prism ] || \
+	  npm install --no-audit --no-fund --prefix .cache/prism @stoplight/prism-cli@5.16.0
 
 # The night as the CNAF runs it, then the other half: every département takes its files in
 # (one process for all 101, see docs/receive.md) and the last line says where the outputs are.

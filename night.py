@@ -420,7 +420,7 @@ class Night:
         by_dept: dict[str, list[Emission]] = defaultdict(list)
         for e in pending:
             by_dept[e.department].append(e)
-        results: queue.Queue[tuple[Emission, str | None, int]] = queue.Queue()
+        results: queue.Queue[tuple[Emission, str | None, int, str]] = queue.Queue()
         transports: dict[str, Transport] = {}
         for code in by_dept:
             dept = self.settings.departments.get(code)
@@ -444,12 +444,13 @@ class Night:
                 if item is None:  # type: ignore[comparison-overlap]
                     remaining -= 1
                     continue
-                emission, error, attempts = item
+                emission, error, attempts, reference = item
                 now = self.clock.now()
                 line = report.lines[(emission.flow, emission.department)]
                 if error is None:
                     trace.transition(emission.id, Status.DELIVERED, now, run_id=run_id, attempts=emission.attempts
-                                     + attempts, transport=transports[emission.department].name, last_error=None)
+                                     + attempts, transport=transports[emission.department].name, last_error=None,
+                                     transport_ref=reference or None)
                     faults.point("delivered-traced")
                     line.delivered += 1
                     done += 1
@@ -476,12 +477,12 @@ class Night:
                 item = Delivery(e.department, e.flow, e.file_name or "",
                                 self.archive.sealed_path(date.fromisoformat(e.business_date), e.file_name or ""),
                                 e.size or 0, e.sha256 or "")
-                error, attempts = None, 0
+                error, attempts, reference = None, 0, ""
                 for attempt in range(1, policy.attempts + 1):
                     attempts = attempt
                     try:
                         faults.point("deliver")
-                        transport.deliver(item)
+                        reference = transport.deliver(item).reference
                         faults.point("delivered")
                         error = None
                         break
@@ -497,7 +498,7 @@ class Night:
                     except FluxError as exc:
                         error = str(exc)
                         break
-                results.put((e, error, attempts))
+                results.put((e, error, attempts, reference))
                 if error is not None:
                     return
         except Exception as exc:  # a bug in one adapter must not take the other départements down

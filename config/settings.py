@@ -60,6 +60,10 @@ TRANSPORT_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "ack_directory": (str, False),  # where CFT puts the files the partner sends back
         "env": (dict, False),  # extra environment for CFTUTIL (CFTDIRRUNTIME...)
     },
+    # HubEE: what is shared (URLs, client ids, secrets) sits in the top-level [hubee] table.
+    "hubee": {
+        "branch_code": (str, False),  # the département's HubEE "code guichet", where it has one
+    },
 }
 
 
@@ -181,6 +185,21 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class Hubee:
+    """The [hubee] table: the CNAF as online-service operator (scope OSL), one client id per démarche."""
+
+    api_url: str
+    token_url: str
+    client_ids: dict[str, str]  # flow (= HubEE processCode) -> client id
+    secrets: dict[str, bytes] = field(repr=False)  # flow -> client secret, read at load time
+    timeout: float = 30.0
+    editor_name: str = "CNAF"
+    application_name: str = "flux-pmi"
+    software_version: str = ""  # empty: flux_pmi.__version__
+    applicant: dict[str, str] = field(default_factory=lambda: {"firstName": "CNAF", "lastName": "flux-pmi"})
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     file: Path
     base: Path
@@ -192,6 +211,7 @@ class Settings:
     raw: dict[str, Any]
     retention: Retention = Retention()
     service: Service = Service()
+    hubee: Hubee | None = None
 
     def enabled_departments(self) -> list[Department]:
         return [d for d in self.departments.values() if d.enabled]
@@ -274,20 +294,26 @@ def _tname(typ: type | tuple[type, ...]) -> str:
 def _secret(file: Path, where: str, table: dict[str, Any], prefix: str, base: Path) -> bytes | None:
     env_key, file_key = f"{prefix}_passphrase_env", f"{prefix}_passphrase_file"
     if env_key in table:
-        name = _get(file, where, table, env_key, str)
-        if name not in os.environ:
-            raise ConfigError(file, f"{where}.{env_key}", f"the environment variable {name} to be set")
-        return os.environ[name].encode()
+        return _secret_from_env(file, f"{where}.{env_key}", _get(file, where, table, env_key, str))
     if file_key in table:
-        p = _resolve(base, _get(file, where, table, file_key, str))
-        try:
-            st = p.stat()
-        except FileNotFoundError as exc:
-            raise ConfigError(file, f"{where}.{file_key}", f"an existing file ({p} not found)") from exc
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(file, f"{where}.{file_key}", f"a file readable by its owner only ({p} is not)")
-        return p.read_bytes().rstrip(b"\r\n")
+        return _secret_from_file(file, f"{where}.{file_key}", _resolve(base, _get(file, where, table, file_key, str)))
     return None
+
+
+def _secret_from_env(file: Path, key: str, name: str) -> bytes:
+    if name not in os.environ:
+        raise ConfigError(file, key, f"the environment variable {name} to be set")
+    return os.environ[name].encode()
+
+
+def _secret_from_file(file: Path, key: str, p: Path) -> bytes:
+    try:
+        st = p.stat()
+    except FileNotFoundError as exc:
+        raise ConfigError(file, key, f"an existing file ({p} not found)") from exc
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(file, key, f"a file readable by its owner only ({p} is not)")
+    return p.read_bytes().rstrip(b"\r\n")
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -321,7 +347,7 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
     raw = _read_toml(file)
     base = file.parent
     _known(file, "", raw, {"paths", "sender", "limits", "delivery", "defaults", "departments", "service",
-                           "registry", "retention"})
+                           "registry", "retention", "hubee"})
     service = _service(file, raw.get("service", {}), base)
     ret = raw.get("retention", {})
     _known(file, "retention", ret, {"months"})
@@ -420,8 +446,73 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
             transport=transport, siret_placeholder=reg.siret_placeholder,
             options={"reemit_on_ko": _get(file, where, d, "reemit_on_ko", bool, default_reemit)},
         )
+    hubee = _hubee(file, raw["hubee"], base) if "hubee" in raw else None
+    for dept in departments.values():
+        if dept.enabled and dept.transport.type == "hubee":
+            where = f"departments.{dept.code}.transport"
+            if hubee is None:
+                raise ConfigError(file, "hubee", f"a [hubee] table (api_url, token_url, client_ids...): {where} uses it")
+            missing = [f for f in dept.flows if f not in hubee.client_ids]
+            if missing:
+                raise ConfigError(file, "hubee.client_ids", f"a client id for {', '.join(missing)} "
+                                  f"(département {dept.code} receives it over HubEE)")
+            branch = dept.transport.params.get("branch_code")
+            if branch is not None and not re.fullmatch(r"[0-9A-Za-z]{1,10}", branch):
+                raise ConfigError(file, f"{where}.branch_code", "a HubEE code guichet: 1 to 10 letters or digits")
     return Settings(file=file, base=base, paths=paths, sender=sender, limits=limits, delivery=delivery,
-                    departments=departments, raw=raw, retention=retention, service=service)
+                    departments=departments, raw=raw, retention=retention, service=service, hubee=hubee)
+
+
+def _url(file: Path, key: str, value: str) -> str:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(value)
+    # The token request carries the client secret: plain http only towards this machine (tests, a local relay).
+    if not u.hostname or not (u.scheme == "https" or (u.scheme == "http" and u.hostname in ("127.0.0.1", "::1",
+                                                                                           "localhost"))):
+        raise ConfigError(file, key, "an https:// URL (http:// only towards 127.0.0.1 or localhost)")
+    return value.rstrip("/")
+
+
+def _hubee(file: Path, table: Any, base: Path) -> Hubee:
+    from .. import __version__
+
+    _known(file, "hubee", table, {"api_url", "token_url", "client_ids", "client_secret_env", "client_secret_files",
+                                  "timeout", "editor_name", "application_name", "software_version", "applicant"})
+    ids = _get(file, "hubee", table, "client_ids", dict)
+    if not ids or not all(k in FLOWS and isinstance(v, str) and v.strip() for k, v in ids.items()):
+        raise ConfigError(file, "hubee.client_ids",
+                          f'a table of client ids per démarche among {", ".join(FLOWS)}, e.g. {{ GRO = "..." }}')
+    if ("client_secret_env" in table) == ("client_secret_files" in table):
+        raise ConfigError(file, "hubee", "one of client_secret_env or client_secret_files (secrets never sit here)")
+    key = "client_secret_env" if "client_secret_env" in table else "client_secret_files"
+    refs = _get(file, "hubee", table, key, dict)
+    if set(refs) != set(ids) or not all(isinstance(v, str) and v for v in refs.values()):
+        raise ConfigError(file, f"hubee.{key}", f"one entry per client id ({', '.join(sorted(ids))}), each a string")
+    secrets = {flow: _secret_from_env(file, f"hubee.{key}.{flow}", ref) if key == "client_secret_env"
+               else _secret_from_file(file, f"hubee.{key}.{flow}", _resolve(base, ref)) for flow, ref in refs.items()}
+    for flow, value in secrets.items():
+        if not value:
+            raise ConfigError(file, f"hubee.{key}.{flow}", "a non-empty client secret")
+    names = {}
+    # The spec caps these three headers at 50 characters.
+    for k, default in (("editor_name", "CNAF"), ("application_name", "flux-pmi"), ("software_version", __version__)):
+        names[k] = _get(file, "hubee", table, k, str, default)
+        if not names[k] or len(names[k]) > 50 or not names[k].isprintable() or not names[k].isascii():
+            raise ConfigError(file, f"hubee.{k}", "1 to 50 printable ASCII characters (an HTTP header)")
+    applicant = _get(file, "hubee", table, "applicant", dict, {"firstName": "CNAF", "lastName": "flux-pmi"})
+    _known(file, "hubee.applicant", applicant, {"firstName", "lastName"})
+    for k in ("firstName", "lastName"):
+        v = _get(file, "hubee.applicant", applicant, k, str)
+        if not v.strip() or len(v) > 255:
+            raise ConfigError(file, f"hubee.applicant.{k}", "the sender's technical identity, 1 to 255 characters")
+    return Hubee(
+        api_url=_url(file, "hubee.api_url", _get(file, "hubee", table, "api_url", str)),
+        token_url=_url(file, "hubee.token_url", _get(file, "hubee", table, "token_url", str)),
+        client_ids={k: v.strip() for k, v in ids.items()}, secrets=secrets,
+        timeout=float(_get(file, "hubee", table, "timeout", _NUM, 30.0, positive=True)),
+        applicant=dict(applicant), **names,
+    )
 
 
 def _flows(file: Path, key: str, value: Any) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ the TOML (`key_passphrase_env` or an owner-only `key_passphrase_file`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from ..config.settings import (
     _known,
     _read_toml,
     _secret,
+    _secret_from_env,
+    _secret_from_file,
+    _url,
     load_registry,
 )
 from ..errors import ConfigError
@@ -31,6 +35,7 @@ from ..errors import ConfigError
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "FORMATS",
+    "HubeeDropConfig",
     "LocalDropConfig",
     "ReceiveConfig",
     "SftpDropConfig",
@@ -77,7 +82,21 @@ class SftpDropConfig:
     type: str = "sftp"
 
 
-DropConfig = LocalDropConfig | SftpDropConfig
+@dataclass(frozen=True, slots=True)
+class HubeeDropConfig:
+    """HubEE, the département's information system as recipient (scope SI): notifications, downloads, statuses."""
+
+    api_url: str
+    token_url: str
+    client_id: str
+    client_secret: bytes = field(repr=False)
+    timeout: float = 60.0
+    # Filled in from [limits] max_file_bytes: a case whose attachment is larger is refused unread.
+    max_file_bytes: int = 0
+    type: str = "hubee"
+
+
+DropConfig = LocalDropConfig | SftpDropConfig | HubeeDropConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +233,9 @@ def load_receive(path: str | Path, *, check_files: bool = True) -> ReceiveConfig
         k: _get(file, "limits", lim, k, ZIP_LIMIT_KEYS[k], positive=True) for k in ZIP_LIMIT_KEYS if k in lim
     }
 
+    if isinstance(drop, HubeeDropConfig):
+        drop = dataclasses.replace(drop, max_file_bytes=max_file_bytes)
+
     return ReceiveConfig(
         file=file,
         base=base,
@@ -236,7 +258,7 @@ def load_receive(path: str | Path, *, check_files: bool = True) -> ReceiveConfig
 
 def _drop(file: Path, table: Any, base: Path, check_files: bool) -> tuple[DropConfig, float]:
     if table is None:
-        raise ConfigError(file, "drop", 'a [drop] table with type = "local" or "sftp"')
+        raise ConfigError(file, "drop", 'a [drop] table with type = "local", "sftp" or "hubee"')
     if not isinstance(table, dict):
         raise ConfigError(file, "drop", "a table")
     kind = _get(file, "drop", table, "type", str)
@@ -244,8 +266,10 @@ def _drop(file: Path, table: Any, base: Path, check_files: bool) -> tuple[DropCo
     if kind == "local":
         _known(file, "drop", table, {"type", "path", "poll_seconds"})
         return LocalDropConfig(_resolve(base, _get(file, "drop", table, "path", str))), poll
+    if kind == "hubee":
+        return _hubee_drop(file, table, base), poll
     if kind != "sftp":
-        raise ConfigError(file, "drop.type", '"local" or "sftp"')
+        raise ConfigError(file, "drop.type", '"local", "sftp" or "hubee"')
     _known(
         file,
         "drop",
@@ -317,4 +341,49 @@ def _drop(file: Path, table: Any, base: Path, check_files: bool) -> tuple[DropCo
             **timeouts,
         ),
         poll,
+    )
+
+
+def _hubee_drop(file: Path, table: dict[str, Any], base: Path) -> HubeeDropConfig:
+    """`[drop] type = "hubee"`: the département's SI client (scope SI); the secret via env or an owner-only file."""
+    _known(
+        file,
+        "drop",
+        table,
+        {
+            "type",
+            "poll_seconds",
+            "api_url",
+            "token_url",
+            "client_id",
+            "client_secret_env",
+            "client_secret_file",
+            "timeout",
+        },
+    )
+    client_id = _get(file, "drop", table, "client_id", str).strip()
+    if not client_id:
+        raise ConfigError(file, "drop.client_id", "the département's HubEE client id (scope SI)")
+    if ("client_secret_env" in table) == ("client_secret_file" in table):
+        raise ConfigError(
+            file,
+            "drop.client_secret_env",
+            "one of client_secret_env or client_secret_file (the secret never sits here)",
+        )
+    if "client_secret_env" in table:
+        secret = _secret_from_env(
+            file, "drop.client_secret_env", _get(file, "drop", table, "client_secret_env", str)
+        )
+    else:
+        ref = _get(file, "drop", table, "client_secret_file", str)
+        secret = _secret_from_file(file, "drop.client_secret_file", _resolve(base, ref))
+    if not secret:
+        raise ConfigError(file, "drop.client_secret_env", "a non-empty client secret")
+    timeout = float(_get(file, "drop", table, "timeout", (int, float), 60.0, positive=True))
+    return HubeeDropConfig(
+        api_url=_url(file, "drop.api_url", _get(file, "drop", table, "api_url", str)),
+        token_url=_url(file, "drop.token_url", _get(file, "drop", table, "token_url", str)),
+        client_id=client_id,
+        client_secret=secret,
+        timeout=timeout,
     )

@@ -1,4 +1,4 @@
-"""Where a département's files arrive, seen from the receiving side: a local folder or its SFTP server.
+"""Where a département's files arrive, seen from the receiving side: a local folder, its SFTP server, or HubEE.
 
 Both say the same three things: which files are *ready* (a sealed `<name>.p7m` once
 `<name>.p7m.sha256`, which the sender writes last, sits beside it; an unsealed HubEE
@@ -14,22 +14,29 @@ names never come from here (pipeline.py builds them from the ledger).
 from __future__ import annotations
 
 import abc
+import base64
+import binascii
 import errno
+import hashlib
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ..errors import TransportError
 from ..fsutil import atomic_write, private_dir
+from ..log import get as get_logger
 from ..transport.local import ACK_DIR
-from .config import DropConfig, LocalDropConfig, SftpDropConfig
+from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
 
 __all__ = [
     "MARKER_SUFFIX",
     "TECHNICAL_NAME",
     "Drop",
     "DropFile",
+    "HubeeDropReader",
     "LocalDropReader",
     "SftpDropReader",
     "is_safe_name",
@@ -225,7 +232,342 @@ class SftpDropReader(Drop):
         self.transport.close()
 
 
+# -- HubEE (scope SI) -----------------------------------------------------------------------------
+
+HUBEE_FLOWS = ("DSG", "GRO", "SGR")  # the three démarches (HubEE processCode) flux-pmi carries
+HUBEE_SCOPE = "SI"
+HUBEE_NEW = frozenset(
+    {"HUBEE_NOTIFIED", "SENT"}
+)  # case statuses that still wait for the département's system
+HUBEE_RECEIVED, HUBEE_INTG_ERROR = "SI_RECEIVED", "SI_INTG_ERROR"
+HUBEE_MAX_NOTIFICATIONS = 100  # per listing; the rest comes at the next poll, once these are deleted
+HUBEE_MAX_MESSAGE = 1000  # Event.message maxLength
+# Refusals the drop makes itself, before the pipeline (a case it cannot hand over as one file).
+HUBEE_REFUSALS = {
+    "NAME": "nom de fichier non conforme",
+    "ATTACHMENTS": "un télédossier flux-pmi porte exactement un fichier",
+}
+_NO_DIGEST = "0" * 64
+
+
+@dataclass
+class _HubeeCase:
+    name: str
+    case_id: str
+    attachment_id: str
+    notification_id: str
+    status: str
+
+
+def _digest_hex(value: str | None) -> str | None:
+    """The `digest` header (base64 SHA-256, optionally `SHA-256=`-prefixed) as hex; None when absent or unusable."""
+    if not value:
+        return None
+    if value.lower().startswith("sha-256="):
+        value = value.split("=", 1)[1]
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def _ns(value: Any) -> int:
+    try:
+        return int(datetime.fromisoformat(str(value)).timestamp() * 1_000_000_000)
+    except (TypeError, ValueError):
+        return 0
+
+
+class HubeeDropReader(Drop):
+    """HubEE as the département's drop: its system (scope SI) takes the cases flux-pmi addressed to it.
+
+    `list_ready` polls GET /notifications (the three démarches only) and reads each notified case
+    (GET /cases/{id}); a case carries one attachment, the sealed .p7m under its technical name. The
+    `.sha256` is replaced by HubEE itself: `read_marker` downloads the attachment (GET
+    /cases/{id}/attachments/{id}) and makes the marker line from the download's `digest` header
+    (from the bytes when HubEE sends none: the CMS signature still protects them); bytes whose size
+    differs from the attachment's metadata get a marker they cannot match (INTEGRITY). Then the
+    pipeline verifies, decrypts, validates and ingests as for any drop.
+
+    The ack is the case status: `write_ack` posts an event SI_RECEIVED (OK, DUPLICATE) or
+    SI_INTG_ERROR (the KO code and its fixed label, never content), then deletes the notification.
+    The sender reads the case status as its ack (transport/hubee.py). Restart safety: the ledger
+    keeps each decision; a status not yet posted is posted at the next run (the notification is
+    still there), and a notification whose case is already decided is only deleted. A case that
+    cannot be one file (no technical name, not exactly one attachment) is refused here:
+    SI_INTG_ERROR, nothing ingested. `remove` does nothing: the folder is the sender's, HubEE purges it.
+    """
+
+    kind = "hubee"
+
+    def __init__(self, cfg: HubeeDropConfig, department: str, *, http_transport: Any = None):
+        import httpx  # loads only for a HubEE drop
+
+        from .. import __version__
+        from ..transport.hubee import TokenCache
+
+        self.cfg = cfg
+        self.department = department
+        self.api_url = cfg.api_url.rstrip("/")
+        self.tokens = TokenCache()
+        self.log = get_logger("flux-pmi.receive.hubee").bind(department=department)
+        self.http = httpx.Client(
+            timeout=httpx.Timeout(cfg.timeout),
+            headers={
+                "editorName": "CNAF",
+                "applicationName": "flux-pmi-receive",
+                "softwareVersion": __version__,
+            },
+            follow_redirects=False,  # a redirect would carry the bearer token somewhere unplanned
+            transport=http_transport,
+        )
+        self._cases: dict[str, _HubeeCase] = {}  # file name -> its case, from the last listing
+        self._settled: set[str] = set()  # names whose case was already decided (status posted)
+        self._data: dict[str, bytes] = {}  # downloaded by read_marker, handed out by read
+
+    @property
+    def where(self) -> str:
+        return f"hubee {self.api_url}"
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _fail(self, reason: str, *, permanent: bool = False) -> TransportError:
+        return TransportError(self.department, f"HubEE {reason}", permanent=permanent)
+
+    def _fetch_token(self) -> tuple[str, float]:
+        import httpx
+
+        from ..transport.hubee import DEFAULT_TOKEN_LIFETIME, _error_detail
+
+        try:
+            r = self.http.post(
+                self.cfg.token_url,
+                auth=(self.cfg.client_id, self.cfg.client_secret.decode()),
+                data={"grant_type": "client_credentials", "scope": HUBEE_SCOPE},
+            )
+        except httpx.HTTPError as exc:
+            raise self._fail(
+                f"token (client {self.cfg.client_id}): no answer ({type(exc).__name__})"
+            ) from None
+        if r.status_code != 200:
+            detail = _error_detail(r)
+            raise self._fail(
+                f"token (client {self.cfg.client_id}): HTTP {r.status_code}"
+                + (f" ({detail})" if detail else "")
+            )
+        try:
+            body = r.json()
+            token, lifetime = body["access_token"], float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, KeyError, TypeError):
+            raise self._fail("token: the answer holds no access_token") from None
+        if not isinstance(token, str) or not token:
+            raise self._fail("token: the answer holds no access_token")
+        return token, max(lifetime, 1.0)
+
+    def _call(self, method: str, path: str, ok: tuple[int, ...], **kw: Any) -> Any:
+        """One API call with the SI token (a 401 renews it once); a status outside `ok` is a TransportError."""
+        import httpx
+
+        from ..transport.hubee import _error_detail
+
+        key = (self.cfg.token_url, self.cfg.client_id)
+        headers = kw.pop("headers", {})
+        for attempt in (1, 2):
+            token = self.tokens.get(key, self._fetch_token)
+            try:
+                r = self.http.request(
+                    method, self.api_url + path, headers={**headers, "Authorization": f"Bearer {token}"}, **kw
+                )
+            except httpx.HTTPError as exc:
+                raise self._fail(f"{method} {path}: no answer ({type(exc).__name__})") from None
+            if r.status_code == 401 and attempt == 1:
+                self.tokens.drop(key, token)
+                continue
+            break
+        if r.status_code not in ok:
+            detail = _error_detail(r)
+            raise self._fail(f"{method} {path}: HTTP {r.status_code}" + (f" ({detail})" if detail else ""))
+        return r
+
+    def _json(self, r: Any, what: str, kind: type) -> Any:
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, kind):
+            raise self._fail(f"{what}: HTTP {r.status_code} without the expected JSON")
+        return body
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def list_ready(self) -> list[DropFile]:
+        self._cases, self._settled, self._data = {}, set(), {}
+        r = self._call(
+            "GET",
+            "/notifications",
+            (200,),
+            params={"maxResult": HUBEE_MAX_NOTIFICATIONS, "processCode": list(HUBEE_FLOWS)},
+        )
+        out: list[DropFile] = []
+        for n in self._json(r, "GET /notifications", list):
+            if (
+                not isinstance(n, dict)
+                or n.get("processCode") not in HUBEE_FLOWS
+                or not isinstance(n.get("id"), str)
+            ):
+                continue  # another démarche's: not ours to touch
+            item = self._notified(n)
+            if item is not None:
+                out.append(item)
+        return sorted(out, key=lambda f: (f.name, f.folder))
+
+    def _notified(self, n: dict[str, Any]) -> DropFile | None:
+        case_id = n.get("caseId")
+        if not isinstance(case_id, str) or n.get("eventId"):
+            # An event on a case (not a new case): nothing to take in for flux-pmi.
+            self.log.info("receive.hubee_notification_skipped", notification=n["id"], event=n.get("eventId"))
+            self._delete_notification(n["id"])
+            return None
+        case = self._json(
+            self._call("GET", f"/cases/{case_id}", (200,), params={"lite": "true"}), "GET /cases", dict
+        )
+        status = str(case.get("status") or "")
+        atts = [a for a in case.get("attachments") or [] if isinstance(a, dict)]
+        names = [str(a.get("fileName") or "") for a in atts]
+        if status not in HUBEE_NEW:
+            # Decided already (a status posted before a crash, or by hand): only the notification is left.
+            self._settled.update(names)
+            self._delete_notification(n["id"])
+            return None
+        if len(atts) != 1:
+            self._refuse(case_id, status, n["id"], "ATTACHMENTS")
+            return None
+        att, name = atts[0], names[0]
+        t = TECHNICAL_NAME.match(name) if is_safe_name(name) else None
+        if (
+            t is None
+            or not t["sealed"]
+            or (t["flow"] == "SGR") != (t["ext"] == "zip")
+            or t["flow"] != n["processCode"]
+        ):
+            self._refuse(case_id, status, n["id"], "NAME")
+            return None
+        if att.get("status") not in (None, "RECEIVED") or not isinstance(att.get("id"), str):
+            return None  # not uploaded (yet): not ready
+        if name in self._cases:
+            return None  # the same name in two cases: the second waits for the first to be decided
+        self._cases[name] = _HubeeCase(name, case_id, att["id"], n["id"], status)
+        size = att.get("size") if isinstance(att.get("size"), int) else 0
+        mtime = _ns(n.get("dateTime"))
+        return DropFile(name, case_id, size, mtime, True, (0, mtime))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _download(self, item: DropFile, cap: int) -> tuple[bytes, str | None]:
+        import httpx
+
+        found = self._case(item.name)
+        path = f"/cases/{found.case_id}/attachments/{found.attachment_id}"
+        key = (self.cfg.token_url, self.cfg.client_id)
+        for attempt in (1, 2):
+            token = self.tokens.get(key, self._fetch_token)
+            try:
+                with self.http.stream(
+                    "GET", self.api_url + path, headers={"Authorization": f"Bearer {token}"}
+                ) as r:
+                    if r.status_code == 401 and attempt == 1:
+                        self.tokens.drop(key, token)
+                        continue
+                    if r.status_code != 200:
+                        r.read()
+                        raise self._fail(f"GET {path}: HTTP {r.status_code}")
+                    chunks, got = [], 0
+                    for chunk in r.iter_bytes():
+                        chunks.append(chunk)
+                        got += len(chunk)
+                        if got > cap:
+                            break  # more than asked: the rest is not read
+                    return b"".join(chunks)[: cap + 1], r.headers.get("digest")
+            except httpx.HTTPError as exc:
+                raise self._fail(f"GET {path}: no answer ({type(exc).__name__})") from None
+        raise self._fail(f"GET {path}: HTTP 401")  # pragma: no cover - the loop returns or raises
+
+    def read_marker(self, item: DropFile) -> bytes | None:
+        limit = self.cfg.max_file_bytes
+        if limit and item.size > limit:
+            return f"{_NO_DIGEST}  {item.name}\n".encode()  # not downloaded: the pipeline refuses TOO_LARGE
+        data, digest = self._download(item, item.size)
+        self._data[item.name] = data
+        declared = _digest_hex(digest) if digest is not None else hashlib.sha256(data).hexdigest()
+        if declared is None or len(data) != item.size:
+            declared = _NO_DIGEST  # a digest HubEE cannot have meant, or a size off its metadata: INTEGRITY
+        return f"{declared}  {item.name}\n".encode()
+
+    def read(self, item: DropFile, max_bytes: int) -> bytes:
+        data = self._data.pop(item.name, None)
+        if data is None:
+            data, _ = self._download(item, max_bytes)
+        return data[: max_bytes + 1]
+
+    # -- the status, in place of an ack file ------------------------------------------------------
+
+    def _case(self, name: str) -> _HubeeCase:
+        found = self._cases.get(name)
+        if found is None:
+            raise self._fail(f"{name}: no notified case carries it")
+        return found
+
+    def write_ack(self, name: str, data: bytes) -> None:
+        from ..acks import parse_ack
+
+        ack = parse_ack(data)
+        if ack.file_name not in self._cases and ack.file_name not in self._settled:
+            self.list_ready()  # a decision of an earlier run whose status was not posted: find its case again
+        found = self._cases.get(ack.file_name)
+        if found is None:
+            if ack.file_name not in self._settled:
+                self.log.warning("receive.hubee_case_gone", file=ack.file_name, code=ack.code)
+            return  # decided already, or no longer notified: nothing left to say
+        status = HUBEE_RECEIVED if ack.status == "OK" else HUBEE_INTG_ERROR
+        self._post_status(found.case_id, found.status, status, f"{ack.code}: {ack.text}")
+        self._delete_notification(found.notification_id)
+        del self._cases[ack.file_name]
+        self._settled.add(ack.file_name)
+        self.log.info(
+            "receive.hubee_status", file=ack.file_name, case=found.case_id, status=status, code=ack.code
+        )
+
+    def _post_status(self, case_id: str, current: str, new: str, message: str) -> None:
+        body = {
+            "actionType": "STATUS_UPDATE",
+            "caseCurrentStatus": current,
+            "caseNewStatus": new,
+            "message": message[:HUBEE_MAX_MESSAGE],
+            "notification": True,
+        }
+        self._call("POST", f"/cases/{case_id}/events", (200, 201), json=body)
+
+    def _delete_notification(self, notification_id: str) -> None:
+        self._call("DELETE", f"/notifications/{notification_id}", (200, 204, 404))  # 404: gone already
+
+    def _refuse(self, case_id: str, current: str, notification_id: str, code: str) -> None:
+        self.log.warning(
+            "receive.refused", file=f"hubee case {case_id}", code=code, reason=HUBEE_REFUSALS[code]
+        )
+        self._post_status(case_id, current, HUBEE_INTG_ERROR, f"{code}: {HUBEE_REFUSALS[code]}")
+        self._delete_notification(notification_id)
+
+    def remove(self, item: DropFile) -> None:
+        """Nothing to remove: the folder is the sender's, and HubEE purges it."""
+
+    def close(self) -> None:
+        self.http.close()
+
+
 def open_drop(cfg: DropConfig, department: str) -> Drop:
     if isinstance(cfg, LocalDropConfig):
         return LocalDropReader(cfg.path)
+    if isinstance(cfg, HubeeDropConfig):
+        return HubeeDropReader(cfg, department)
     return SftpDropReader(cfg, department)

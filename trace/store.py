@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS emissions (
     built_at TEXT, sealed_at TEXT, archived_at TEXT, delivered_at TEXT, acknowledged_at TEXT,
     ack_status TEXT, ack_code TEXT,
     recipient_cert_sha256 TEXT,     -- which certificate it was sealed for (re-seal when it changed)
+    transport_ref TEXT,             -- the transport's own id: CFT IDTU, HubEE folder id, remote path
     purged_at TEXT,
     UNIQUE (batch_id, flow, department, part, reemission_no),
     UNIQUE (flow, department, seq, reemission_no)
