@@ -15,13 +15,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The tests open our files with the tools a département has: OpenSSL, xmllint, OpenSSH.
+# The tests open our files with the tools a département has: OpenSSL, xmllint, OpenSSH;
+# Node.js/npm only to fetch Prism, DINUM's spec validator for the HubEE contract test.
 system-deps:
 	@missing=""; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v xmllint >/dev/null || missing="$$missing libxml2-utils"; \
 	command -v sftp    >/dev/null || missing="$$missing openssh-client"; \
 	[ -x /usr/sbin/sshd ]          || missing="$$missing openssh-server"; \
+	command -v npm     >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
