@@ -73,6 +73,7 @@ class PurgeResult:
     rows: dict[str, int] = field(default_factory=dict)  # other trace rows deleted, by table
     consumed_dirs: int = 0
     duplicates: int = 0
+    quarantined: int = 0  # quarantined input files (personal data) past the retention
 
 
 def purge(
@@ -90,6 +91,7 @@ def purge(
             result.archive_days += 1
             _remove_empty_parents(folder, archive.root)
     result.consumed_dirs, result.duplicates = _purge_consumed(settings.paths.consumed, cutoff)
+    result.quarantined = _purge_quarantine(settings.paths.quarantine, cutoff)
 
     _delete_rows(trace, cutoff, now, result)
     log.info(
@@ -99,6 +101,7 @@ def purge(
         emissions=result.emissions,
         consumed_dirs=result.consumed_dirs,
         duplicates=result.duplicates,
+        quarantined=result.quarantined,
         held=result.held,
     )
     if result.undelivered:
@@ -243,6 +246,30 @@ def _delete_rows(trace: TraceStore, cutoff: date, now: datetime, result: PurgeRe
     result.rows = rows
 
 
+def _purge_quarantine(quarantine: Path, cutoff: date) -> int:
+    """Quarantined input holds personal data too: it goes once its `.reason` is past the retention.
+
+    The `.reason` file is written by flux-pmi when it quarantines, so its mtime is the date of
+    the quarantine (the input's own mtime is the upstream writer's).
+    """
+    n = 0
+    if not quarantine.is_dir():
+        return 0
+    for reason in sorted(quarantine.glob("*/*.reason")):
+        try:
+            st = reason.lstat()
+        except FileNotFoundError:
+            continue
+        if reason.is_symlink() or datetime.fromtimestamp(st.st_mtime, PARIS).date() >= cutoff:
+            continue
+        material = reason.with_name(reason.name.removesuffix(".reason"))
+        if material.is_file() and not material.is_symlink():
+            material.unlink(missing_ok=True)
+            n += 1
+        reason.unlink(missing_ok=True)
+    return n
+
+
 def describe(result: PurgeResult) -> list[str]:
     """Operator-facing lines: counts only, never a name that could point at a person."""
     other = ", ".join(f"{k}={v}" for k, v in result.rows.items() if v)
@@ -251,6 +278,7 @@ def describe(result: PurgeResult) -> list[str]:
         f"archive: {result.archive_files} file(s) in {result.archive_days} day folder(s)",
         f"trace: {result.emissions} emission(s)" + (f"; {other}" if other else ""),
         f"consumed: {result.consumed_dirs} day folder(s), {result.duplicates} set-aside duplicate(s)",
+        f"quarantine: {result.quarantined} file(s)",
     ]
     if result.undelivered:
         lines.append(f"warning: {result.undelivered} purged emission(s) had never been delivered")

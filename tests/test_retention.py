@@ -285,3 +285,18 @@ def test_the_purge_command(site):
     again = run_cli("purge", "--config", str(site / "flux-pmi.toml"))
     assert again.returncode == ExitCode.OK and "purge: cutoff 2026-08-23" in again.stdout
     assert "archive: 0 file(s)" in again.stdout
+
+
+def test_quarantined_input_goes_once_its_reason_is_past_the_retention(tmp_path):
+    from flux_pmi.retention import _purge_quarantine
+
+    folder = tmp_path / "quarantine" / "DSG"
+    folder.mkdir(parents=True)
+    for name, day in (("old.xml", date(2026, 7, 1)), ("young.xml", date(2026, 11, 1))):
+        (folder / name).write_text("<personal data>")
+        (folder / f"{name}.reason").write_text("XML_MALFORMED: line 1\n")
+        stamp = datetime(day.year, day.month, day.day, 12, tzinfo=PARIS).timestamp()
+        os.utime(folder / f"{name}.reason", (stamp, stamp))
+    assert _purge_quarantine(tmp_path / "quarantine", date(2026, 8, 23)) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["young.xml", "young.xml.reason"]
+    assert _purge_quarantine(tmp_path / "quarantine", date(2026, 8, 23)) == 0  # idempotent
