@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from lxml import etree
 
+from . import faults
 from .config.settings import Department, Settings
 from .errors import FluxError, SchemaError, TraceError, TransportError
 from .log import get as get_logger
@@ -404,6 +405,7 @@ def _one(
         )
         if ack.status == KO:
             _maybe_reemit(trace, dept, emission, ack, now, reemit, summary, log)
+        faults.point("ack-recorded")
         # Removed last: a crash before this leaves the ack, which the next collect sees as a duplicate.
         transport.remove_ack(code, name)
     except TraceError as exc:

@@ -8,18 +8,24 @@ the N-th passage write "paused at name" to stderr and block until a line (or end
 can be read from that FIFO: a test can then signal the process at a known step and
 release it by an explicit handshake, with no sleep to guess when the step is reached.
 
+`FLUX_PMI_ENOSPC_AT=name[:N]` makes the N-th passage of `point(name)` raise
+OSError(ENOSPC) instead, as a disk that fills up at that step would.
+
 In production the variables are unset and a point costs two dictionary lookups.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
 import threading
 
 _counts: dict[str, int] = {}
+_enospc_counts: dict[str, int] = {}
 _pause_counts: dict[str, int] = {}
+_enospc_counts: dict[str, int] = {}
 _pause_lock = threading.Lock()  # points are passed by delivery workers in parallel: count each passage once
 
 
@@ -31,6 +37,15 @@ def point(name: str) -> None:
             _counts[name] = _counts.get(name, 0) + 1
             if _counts[name] >= int(nth or 1):
                 os.kill(os.getpid(), signal.SIGKILL)
+    full = os.environ.get("FLUX_PMI_ENOSPC_AT")
+    if full:
+        target, _, nth = full.partition(":")
+        if target == name:
+            with _pause_lock:
+                _enospc_counts[name] = _enospc_counts.get(name, 0) + 1
+                hit = _enospc_counts[name] == int(nth or 1)
+            if hit:
+                raise OSError(errno.ENOSPC, "No space left on device")
     pause = os.environ.get("FLUX_PMI_PAUSE_AT")
     if pause:
         _pause(name, pause)

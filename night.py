@@ -150,7 +150,9 @@ class Night:
             if not self.stop.is_set():
                 self.deliver(trace, run_id, report)
             self._housekeeping(trace, report)
-            report.undelivered = len(trace.to_deliver()) + self._unarchived(trace)
+            # Emissions to deliver, not yet archived, or not even built (their batch is still open).
+            report.undelivered = (len(trace.to_deliver()) + self._unarchived(trace)
+                                  + len([b for b in trace.open_batches() if b["state"] == "claimed"]))
             report.interrupted = self.stop.is_set() and report.undelivered > 0
             status = "done" if report.exit_code == ExitCode.OK else report.exit_code.name.lower()
             return report
@@ -323,8 +325,13 @@ class Night:
             if existing[code] and all(e.archived_at for e in existing[code]):
                 continue  # archived by an earlier, interrupted run: only delivery is left
             recs = sorted(by_dept.get(code, []), key=lambda r: (r.source.file, r.source.line))
-            complete &= self._emit(trace, batch, enabled[code], recs, rejects_by_dept.get(code, 0), run_id, line,
-                                   report)
+            try:
+                complete &= self._emit(trace, batch, enabled[code], recs, rejects_by_dept.get(code, 0), run_id,
+                                       line, report)
+            except OSError as exc:  # a full disk, say: this département waits, the others go on
+                complete = False
+                report.problems.append(f"{flow} {code}: cannot build: {exc.strerror or exc}")
+                self.log.error("emission.build_failed", flow=flow, department=code, error=exc.strerror or str(exc))
         if complete and not self.stop.is_set():
             faults.point("batch-done")
             trace.set_batch_state(batch.id, "done", self.clock.now())

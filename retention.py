@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from . import faults
 from .archive import ArchiveStore
 from .clock import PARIS
 from .config.settings import Settings
@@ -88,6 +89,7 @@ def purge(
     for day, folder in _archive_days(archive.root):
         if day < cutoff and day not in held_days:
             result.archive_files += archive.purge_day(day)
+            faults.point("purge-mid")
             result.archive_days += 1
             _remove_empty_parents(folder, archive.root)
     result.consumed_dirs, result.duplicates = _purge_consumed(settings.paths.consumed, cutoff)

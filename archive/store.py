@@ -14,6 +14,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+from .. import faults
 from ..errors import ArchiveError
 from ..fsutil import atomic_write, private_dir, remove_temp_files
 
@@ -32,6 +33,7 @@ class ArchiveStore:
         """Store both copies; the sealed one is written last, so its presence means both are there."""
         day = private_dir(self.day_dir(business_date))
         atomic_write(day / f"{name}{ARCHIVE_SUFFIX}", archive_copy)
+        faults.point("archive-mid")
         atomic_write(day / f"{name}{SEALED_SUFFIX}", sealed)
         return day / f"{name}{SEALED_SUFFIX}"
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
+from .. import faults
 from ..fsutil import fsync_dir, private_dir
 from ..trace.store import TraceStore
 
@@ -115,6 +116,7 @@ def finish_claim(trace: TraceStore, batch_id: int, *, inbox: Path, work: Path, f
         src, dst = inbox / flow / row["name"], target / row["name"]
         if not dst.exists() and src.exists():
             _move(src, dst)
+            faults.point("claim-move")
     fsync_dir(target)
     if (inbox / flow).exists():
         fsync_dir(inbox / flow)

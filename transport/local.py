@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .. import faults
 from ..errors import TransportError
 from ..fsutil import TMP_PREFIX, atomic_write, fsync_dir, private_dir
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
@@ -63,8 +64,10 @@ class LocalDrop(Transport):
                 if file_sha256(tmp) != item.sha256:
                     tmp.unlink(missing_ok=True)
                     raise TransportError(item.department, f"{item.file_name}: copy does not match its SHA-256")
+                faults.point("drop-before-rename")
                 os.replace(tmp, final)
                 fsync_dir(folder)
+                faults.point("drop-before-marker")
             if not marker.exists() or marker.read_bytes() != sha256_line(item.sha256, item.file_name):
                 atomic_write(marker, sha256_line(item.sha256, item.file_name))
             return Receipt(item.file_name, already_there=already, reference=str(final))

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION, SFTPError
 
+from .. import faults
 from ..config.settings import FLOWS, Department, Settings
 from ..errors import ArchiveError, ConfigError, HostKeyError, TransportError
 from ..log import get as get_logger
@@ -447,6 +448,7 @@ class SftpTransport(Transport):
                 fr.set_pipelined(pending is not None)  # without that hook, wait for each write instead
                 for chunk in iter(lambda: src.read(CHUNK), b""):
                     fr.write(chunk)
+                    faults.point("sftp-uploaded")
                     h.update(chunk)
                     if pending is not None and len(pending) > WRITE_WINDOW:
                         self._collect(sftp, pending, WRITE_WINDOW // 2)
@@ -476,6 +478,7 @@ class SftpTransport(Transport):
             except Exception:  # the session may be gone; the next delivery removes the stale temp
                 pass
             raise
+        faults.point("sftp-before-rename")
         self._rename(sftp, tmp, final)
 
     @staticmethod
@@ -543,6 +546,7 @@ class SftpTransport(Transport):
         # A marker without its file describes nothing a receiver could take: not beside the new one.
         self._remove_quiet(sftp, marker)
         self._upload(sftp, src, posixpath.join(folder, f".{name}.part"), final, item.size, item.sha256)
+        faults.point("sftp-before-marker")
         self._write_marker(sftp, folder, name, marker, expected)
         self.log.info(
             "sftp.delivered",
