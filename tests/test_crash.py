@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import random
 import shutil
 import signal
 from collections import defaultdict
@@ -40,6 +42,22 @@ SFTP_POINTS = [
     "deliver:2",
     "delivered-traced:2",
 ]
+
+
+
+def _soak_points(rounds: int, seed: int = 2026) -> list[str]:
+    """FLUX_PMI_SOAK=N (by hand: `FLUX_PMI_SOAK=200 .venv/bin/python -m pytest tests/test_crash.py`)
+    adds N seeded kills, each at a point drawn from LOCAL_POINTS and a passage drawn from 1 to the
+    listed one, which is known to be reached."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(rounds):
+        name, _, top = rng.choice(LOCAL_POINTS).partition(":")
+        out.append(f"{name}:{rng.randint(1, int(top or 1))}")
+    return out
+
+
+SOAK_POINTS = _soak_points(int(os.environ.get("FLUX_PMI_SOAK", "0")))
 LATER = datetime(2027, 3, 23, 4, 0, tzinfo=PARIS)  # > 3 months after the demo day: its archive is purged
 
 
@@ -110,7 +128,7 @@ def clean(tmp_path_factory) -> dict:
     return {"fingerprints": record_fingerprints(delivered), "files": set(delivered)}
 
 
-@pytest.mark.parametrize("point", LOCAL_POINTS)
+@pytest.mark.parametrize("point", LOCAL_POINTS + SOAK_POINTS)
 def test_sigkill_then_rerun_local_drop(tmp_path, point, clean):
     root = tmp_path / "demo"
     make_demo(root, departments=DEPTS)
