@@ -53,10 +53,11 @@ def _cert_findings(scope: str, path, now: datetime, *, role: str, key=None, pass
 
 def certificate_findings(settings: Settings, now: datetime) -> list[Finding]:
     s = settings.sender
-    out = _cert_findings("sender", s.certificate, now, role="signer", key=s.key, passphrase=s.key_passphrase)
-    out += _cert_findings("archive", s.archive_certificate, now, role="archive")
+    out: list[Finding] = []
+    for scope, role, path in settings.certificates_in_use():
+        out += _cert_findings(scope, path, now, role=role, key=s.key if role == "signer" else None,
+                              passphrase=s.key_passphrase)
     for dept in settings.enabled_departments():
-        out += _cert_findings(dept.code, dept.certificate, now, role="recipient")
         if dept.siret_placeholder and "DSG" in dept.flows:
             out.append(Finding(dept.code, True, "SIRET is a registry placeholder",
                                "replace it from the acte d'adhésion: it is the DSG receiver identity",

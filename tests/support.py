@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import subprocess
 import sys
+import threading
 import zipfile
 from collections import Counter
 from datetime import date, datetime
@@ -73,3 +75,46 @@ def record_fingerprints(delivered: dict[str, bytes]) -> Counter:
             for ident in root.iter("{urn:cnamts:dsgcnaf}Identification"):
                 fps[("DSG", ident.text)] += 1
     return fps
+
+
+class CliProcess:
+    """A `flux-pmi` command as a subprocess whose stderr a thread reads, so that every wait has a
+    deadline and a test can hand-shake on a log line instead of sleeping."""
+
+    def __init__(self, *args: str, env_extra: dict[str, str] | None = None, deadline: float = 60):
+        env = {**os.environ, "FLUX_PMI_NOW": NOW.isoformat(), "FLUX_PMI_LOG_FORMAT": "json", **(env_extra or {})}
+        self.deadline = deadline
+        self.proc = subprocess.Popen([sys.executable, "-m", "flux_pmi.cli", *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.stderr: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            self._lines.put(line)
+
+    def wait_for(self, text: str) -> str:
+        """Block until a stderr line contains `text` (the process's side of a handshake)."""
+        while True:
+            try:
+                line = self._lines.get(timeout=self.deadline)
+            except queue.Empty:
+                raise AssertionError(f"never saw {text!r}; stderr:\n{''.join(self.stderr)}") from None
+            if text in line:
+                return line
+
+    def finish(self) -> tuple[int, str, str]:
+        out = self.proc.stdout.read()
+        code = self.proc.wait(timeout=self.deadline)
+        self._reader.join(timeout=self.deadline)
+        return code, out, "".join(self.stderr)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()

@@ -13,10 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import queue
 import signal
-import subprocess
-import sys
 import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,7 +22,7 @@ import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 from structlog.testing import capture_logs
-from support import NOW, make_demo
+from support import NOW, CliProcess, make_demo
 
 from flux_pmi.clock import PARIS, FixedClock
 from flux_pmi.config.settings import DEFAULT_JOBS, Job, load
@@ -388,55 +385,15 @@ def test_the_sla_job_warns_when_records_are_at_risk(settings):
 # -- serve, end to end -------------------------------------------------------------------------------
 
 
-class Served:
-    """`flux-pmi serve` as a subprocess; stderr read by a thread so that waits have deadlines."""
+class Served(CliProcess):
+    """`flux-pmi serve` as a subprocess (see support.CliProcess)."""
 
     def __init__(self, config: Path, env_extra: dict[str, str] | None = None):
-        env = {
-            **os.environ,
-            "FLUX_PMI_NOW": NOW.isoformat(),
-            "FLUX_PMI_LOG_FORMAT": "json",
-            **(env_extra or {}),
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flux_pmi.cli", "serve", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.stderr: list[str] = []
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__("serve", "--config", str(config), env_extra=env_extra, deadline=DEADLINE)
 
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-            self._lines.put(line)
-
-    def wait_for(self, text: str) -> str:
-        while True:
-            try:
-                line = self._lines.get(timeout=DEADLINE)
-            except queue.Empty:
-                raise AssertionError(f"never saw {text!r}; stderr:\n{''.join(self.stderr)}") from None
-            if text in line:
-                return line
-
-    def finish(self) -> tuple[int, str]:
-        self.proc.stdout.read()
-        code = self.proc.wait(timeout=DEADLINE)
-        self._reader.join(timeout=DEADLINE)
-        return code, "".join(self.stderr)
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+    def finish(self) -> tuple[int, str]:  # type: ignore[override]
+        code, _out, err = super().finish()
+        return code, err
 
 
 @pytest.fixture

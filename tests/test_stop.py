@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from support import BUSINESS_DATE, NOW, make_demo, open_delivered, record_fingerprints, run_cli
+from support import BUSINESS_DATE, NOW, CliProcess, make_demo, open_delivered, record_fingerprints, run_cli
 
 from flux_pmi.clock import FixedClock
 from flux_pmi.config.settings import load
@@ -43,63 +41,18 @@ def _serial_demo(root: Path) -> Path:
     return cfg
 
 
-class PausedRun:
+class PausedRun(CliProcess):
     """`flux-pmi run` as a subprocess, parked at a fault point until released through a FIFO."""
 
     def __init__(self, root: Path, pause_at: str):
         self.fifo = root.parent / "pause.fifo"
         os.mkfifo(self.fifo, 0o600)
-        env = {
-            **os.environ,
-            "FLUX_PMI_NOW": NOW.isoformat(),
-            "FLUX_PMI_LOG_FORMAT": "json",
-            "FLUX_PMI_PAUSE_AT": pause_at,
-            "FLUX_PMI_PAUSE_FIFO": str(self.fifo),
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flux_pmi.cli", *_args(root)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.stderr: list[str] = []
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-            self._lines.put(line)
-
-    def wait_for(self, text: str) -> str:
-        """Block until a stderr line contains `text` (the process's side of a handshake)."""
-        while True:
-            try:
-                line = self._lines.get(timeout=DEADLINE)
-            except queue.Empty:
-                raise AssertionError(f"never saw {text!r}; stderr:\n{''.join(self.stderr)}") from None
-            if text in line:
-                return line
+        super().__init__(*_args(root), deadline=DEADLINE,
+                         env_extra={"FLUX_PMI_PAUSE_AT": pause_at, "FLUX_PMI_PAUSE_FIFO": str(self.fifo)})
 
     def release(self) -> None:
         with open(self.fifo, "wb") as fifo:  # opens once the paused worker has opened its end
             fifo.write(b"go\n")
-
-    def finish(self) -> tuple[int, str, str]:
-        out = self.proc.stdout.read()
-        code = self.proc.wait(timeout=DEADLINE)
-        self._reader.join(timeout=DEADLINE)
-        return code, out, "".join(self.stderr)
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
 
 
 @pytest.fixture
