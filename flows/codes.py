@@ -58,3 +58,18 @@ def department_of_numorg(numorg: str) -> str | None:
         return numorg if numorg in DEPARTMENTS else None
     dept = "0" + numorg[:2]
     return dept if dept in DEPARTMENTS else None
+
+
+def recipient_of_commune(code: str) -> str | None:
+    """The registry code of whoever runs PMI for an INSEE commune (035, 02A, 69M...), or None.
+
+    None means the commune is not in the official list (or has no recipient): its record is
+    rejected, never guessed. Routing code calls this, never department_of_commune directly.
+    """
+    return department_of_commune(code)
+
+
+def recipient_of_idepart(idepart: str) -> str | None:
+    """The registry code for an IDEPARTE value (SGR routes on it: its index has no commune)."""
+    value = idepart.strip().upper()
+    return value if value in DEPARTMENTS else None
