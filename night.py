@@ -34,7 +34,7 @@ from .clock import Clock
 from .config.settings import Department, Settings
 from .errors import ExitCode, FluxError, InputFileError, SchemaError, SealError, TransportError
 from .flows.build import FlowHeader, build
-from .flows.codes import department_of_commune
+from .flows.codes import recipient_of_commune
 from .flows.parse import Limits as ParseLimits
 from .flows.parse import parse_file
 from .flows.records import FLOWS, Reject
@@ -285,9 +285,12 @@ class Night:
         elsewhere = trace.refs_emitted_elsewhere(refs.values(), batch.id)
         seen: set[str] = set()
         for rec in records:
-            dept = department_of_commune(rec.commune_code)
+            dept = recipient_of_commune(rec.commune_code)
             ref = refs[id(rec)]
-            if ref in elsewhere:
+            if dept is None:  # not in INSEE's COG: nobody to send it to
+                rejects.append((Reject(flow, rec.source, "COMMUNE_UNKNOWN", "the commune is not in INSEE's COG"),
+                                None))
+            elif ref in elsewhere:
                 rejects.append((Reject(flow, rec.source, "DUPLICATE", "record already emitted from an earlier input"),
                                 dept))
             elif ref in seen:

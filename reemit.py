@@ -55,7 +55,7 @@ REQUEST_WORKING_DAYS = 8  # annexe 2 §3: re-emit within 8 jours ouvrés of the 
 AUTO_REQUESTER = "flux-pmi (auto)"
 
 _NAME = re.compile(
-    r"^(?P<flow>DSG|SGR|GRO)_(?P<dept>[0-9AB]{3})_(?P<date>\d{8})_(?P<seq>\d{6})"
+    r"^(?P<flow>DSG|SGR|GRO)_(?P<dept>[0-9AB]{3}|69M)_(?P<date>\d{8})_(?P<seq>\d{6})"
     r"(?:_P(?P<part>\d+)of(?P<parts>\d+))?\.(?:xml|zip)\.p7m$"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

@@ -24,7 +24,8 @@ from ..errors import ConfigError
 
 REGISTRY_FILE = Path(__file__).with_name("departments.toml")
 # Shapes only: the base layer does not import the flows (flows/codes.py holds the full lists).
-DEPARTMENT_CODE_RE = re.compile(r"^(?:0(?:0[1-9]|[1-8][0-9]|9[0-5]|2[AB])|97[1-46])$")
+# A recipient code: a département on 3 characters, or 69M (the Métropole de Lyon).
+DEPARTMENT_CODE_RE = re.compile(r"^(?:0(?:0[1-9]|[1-8][0-9]|9[0-5]|2[AB])|97[1-46]|69M)$")
 NUMORG_RE = re.compile(r"^(?:\d{3}|20[12])$")
 FLOWS = ("DSG", "SGR", "GRO")
 
@@ -233,7 +234,7 @@ def load_registry(path: Path = REGISTRY_FILE) -> dict[str, RegistryEntry]:
         _known(path, where, d, {"name", "numorg", "holiday_zone", "siret", "siret_placeholder", "chef_lieu",
                                 "flows", "certificate", "transport"})
         if not DEPARTMENT_CODE_RE.match(code) or code == "020":
-            raise ConfigError(path, where, "a département code on 3 characters (e.g. 035, 02A, 971)")
+            raise ConfigError(path, where, "a département code on 3 characters (e.g. 035, 02A, 971) or 69M")
         for key in ("name", "siret", "holiday_zone"):
             _get(path, where, d, key, str)
         numorg = _get(path, where, d, "numorg", list)

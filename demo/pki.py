@@ -56,7 +56,7 @@ ORG = "flux-pmi demo"
 POOL_THRESHOLD = 8
 POOL_WORKERS = 2
 
-_DEPT = re.compile(r"^(?:\d{3}|02[AB])$")
+_DEPT = re.compile(r"^(?:\d{3}|02[AB]|69M)$")
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 

@@ -117,7 +117,7 @@ def build(
 def _check_header(header: FlowHeader) -> None:
     if header.flow not in FLOWS:
         raise ValueError(f"unknown flow {header.flow!r}")
-    if header.department not in codes.DEPARTMENTS:
+    if header.department not in codes.RECIPIENTS:
         raise ValueError("header.department is not a département on 3 characters")
     if not _NUMORG.fullmatch(header.numorg):
         raise ValueError("header.numorg must be 3 digits")

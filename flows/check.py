@@ -191,7 +191,7 @@ def check_numorg(value: str, field: str = "NUMORG") -> str:
 
 def check_commune(value: str, field: str) -> str:
     """The routing key. Strict (no case folding): the router must see what we saw."""
-    if not codes.COMMUNE_RE.fullmatch(value) or codes.department_of_commune(value) is None:
+    if not codes.COMMUNE_RE.fullmatch(value) or not codes.commune_exists(value):
         raise Invalid("COMMUNE_UNKNOWN", f"{field}: not an INSEE commune code of a served département", field)
     return value
 

@@ -49,7 +49,7 @@ MAX_MARKER_BYTES = 4096
 
 # The sender's technical names (night.emission_name; schemas/ack.xsd accepts these only).
 TECHNICAL_NAME = re.compile(
-    r"^(?P<flow>DSG|GRO|SGR)_(?P<department>0[0-9]{2}|02[AB]|97[1-6])_(?P<date>[0-9]{8})_(?P<seq>[0-9]{6})"
+    r"^(?P<flow>DSG|GRO|SGR)_(?P<department>0[0-9]{2}|02[AB]|97[1-6]|69M)_(?P<date>[0-9]{8})_(?P<seq>[0-9]{6})"
     r"(?:_P(?P<part>[1-9][0-9]*)of(?P<parts>[1-9][0-9]*))?(?:_R(?P<reemission>[0-9]{2,4}))?"
     r"\.(?P<ext>xml|zip)(?P<sealed>\.p7m)?$"
 )

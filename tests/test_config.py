@@ -9,12 +9,14 @@ from support import NOW, run_cli
 
 from flux_pmi.config.settings import load, load_registry
 from flux_pmi.errors import ConfigError, ExitCode
+from flux_pmi.flows.codes import RECIPIENTS
 from flux_pmi.preflight import run_checks
 
 
-def test_the_shipped_registry_holds_all_101_departements_disabled():
+def test_the_shipped_registry_holds_the_101_departements_and_the_metropole_de_lyon_disabled():
     reg = load_registry()
-    assert len(reg) == 101 and {"035", "02A", "02B", "971", "976"} <= set(reg)
+    assert len(reg) == 102 and {"035", "02A", "02B", "971", "976", "69M"} <= set(reg)
+    assert set(reg) == set(RECIPIENTS)
     assert all(r.transport == {"type": "disabled"} and r.certificate == "" for r in reg.values())
     assert reg["02A"].numorg == ("201",) and reg["067"].holiday_zone == "alsace-moselle"
 

@@ -430,7 +430,7 @@ def test_unknown_department_and_overwrite_are_refused(tmp_path, day):
 
 
 def test_registry_and_volume_table_cover_the_same_departments():
-    assert set(gen.load_departments()) == set(gen.POPULATION_K) == set(codes.DEPARTMENTS)
+    assert set(gen.load_departments()) == set(gen.POPULATION_K) == set(codes.RECIPIENTS)
     assert 60 <= gen.daily_volume("013") <= 120 and 1.5 <= gen.daily_volume("048") <= 4
 
 
@@ -471,14 +471,14 @@ def test_personal_values_are_complete_long_enough_and_never_in_file_names(day):
 def test_national_day_volumes_and_speed(tmp_path):
     started = time.perf_counter()
     summary = gen.generate_inbox(
-        tmp_path / "inbox", business_date=BUSINESS_DATE, departments=list(codes.DEPARTMENTS), seed=2026
+        tmp_path / "inbox", business_date=BUSINESS_DATE, departments=list(codes.RECIPIENTS), seed=2026
     )
     elapsed = time.perf_counter() - started
     assert elapsed < 30
     assert 2_000 <= summary.total <= 3_200
     share = {flow: n / summary.total for flow, n in summary.per_flow.items()}
     assert 0.40 <= share["DSG"] <= 0.50 and 0.35 <= share["GRO"] <= 0.45 and 0.11 <= share["SGR"] <= 0.19
-    assert len(summary.per_department) == 101 and all(
+    assert len(summary.per_department) == 102 and all(
         sum(n.values()) for n in summary.per_department.values()
     )
     large = sum(summary.per_department["013"].values())

@@ -71,7 +71,7 @@ CLOSED = "CLOSED"
 MAX_ERROR_CHARS = 200
 
 _FILE_NAME = re.compile(
-    r"^(DSG|SGR|GRO)_(0[0-9]{2}|02[AB]|97[1-6])_([0-9]{8})_([0-9]{6})"
+    r"^(DSG|SGR|GRO)_(0[0-9]{2}|02[AB]|97[1-6]|69M)_([0-9]{8})_([0-9]{6})"
     r"(?:_P[1-9][0-9]*of[1-9][0-9]*)?(?:_R([0-9]{2,4}))?\.(?:xml|zip)\.p7m$"
 )
 _SPACES = re.compile(r"\s+")
