@@ -34,7 +34,7 @@ system-deps:
 	  npm install --no-audit --no-fund --prefix .cache/prism @stoplight/prism-cli@5.16.0
 
 # The night as the CNAF runs it, then the other half: every département takes its files in
-# (one process for all 101, see docs/receive.md) and the last line says where the outputs are.
+# (one process for all 102, see docs/receive.md) and the last line says where the outputs are.
 demo: setup
 	rm -rf $(DEMO)
 	$(VENV)/bin/flux-pmi demo $(DEMO) --departments all

@@ -198,3 +198,14 @@ def test_a_night_rejects_a_commune_not_in_the_cog_and_routes_the_rest_to_lyon_an
         assert schema.validate(doc), (name, schema.error_log.last_error)
         communes = _communes_in(plain)
         assert communes and {codes.recipient_of_commune(c) for c in communes} == {dept}, name
+
+
+def test_the_metropole_keeps_the_working_days_of_metropolitan_france():
+    from datetime import date
+
+    from flux_pmi import workdays
+
+    # 11 November 2026 is a Wednesday holiday; Good Friday counts only in Alsace-Moselle.
+    assert workdays.deadline(date(2026, 11, 6), "69M") == workdays.deadline(date(2026, 11, 6), "069")
+    assert not workdays.is_working_day(date(2026, 11, 11), "69M")
+    assert workdays.is_working_day(date(2026, 4, 3), "69M") and not workdays.is_working_day(date(2026, 4, 3), "067")

@@ -89,6 +89,28 @@ def test_a_departement_is_enabled_by_filling_in_a_copy_of_the_registry(demo):
     assert load(cfg).departments["013"].enabled
 
 
+def test_a_registry_accepts_69m_and_refuses_codes_that_are_no_recipient(tmp_path):
+    text = load_registry.__globals__["REGISTRY_FILE"].read_text()
+    assert load_registry()["69M"].chef_lieu_code == "69123"
+    for bad in ("69X", "020", "975", "69"):
+        (tmp_path / "registry.toml").write_text(text.replace('[departments."69M"]', f'[departments."{bad}"]'))
+        with pytest.raises(ConfigError, match=f"departments.{bad}"):
+            load_registry(tmp_path / "registry.toml")
+
+
+def test_an_operator_can_enable_the_metropole_de_lyon_and_the_demo_knows_it(demo):
+    from flux_pmi.demo.setup import parse_departments
+
+    root, _ = demo
+    cfg = _edit(root, "[delivery]", f'[departments."69M"]\ncertificate = "{root}/pki/035.crt"\n'
+                f'transport = {{ type = "local", root = "drop" }}\n\n[delivery]')
+    s = load(cfg)
+    assert s.departments["69M"].enabled and s.departments["69M"].name == "Métropole de Lyon"
+    assert s.departments["069"].enabled is False
+    assert parse_departments("69m, 069") == ["069", "69M"] and "69M" in parse_departments("all")
+    assert len(parse_departments("all")) == 102
+
+
 def test_check_reports_certificates_and_partners_without_sending_data(demo):
     root, _ = demo
     findings = run_checks(load(root / "flux-pmi.toml"), NOW)
