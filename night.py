@@ -34,10 +34,10 @@ from .clock import Clock
 from .config.settings import Department, Settings
 from .errors import ExitCode, FluxError, InputFileError, SchemaError, SealError, TransportError
 from .flows.build import FlowHeader, build
-from .flows.codes import department_of_commune
+from .flows.codes import recipient_of_commune, recipient_of_idepart
 from .flows.parse import Limits as ParseLimits
 from .flows.parse import parse_file
-from .flows.records import FLOWS, Reject
+from .flows.records import FLOWS, DsgRecord, GroRecord, Reject, SgrRecord
 from .fsutil import atomic_write, private_dir, remove_temp_files
 from .inbox import claim as inbox
 from .log import get as get_logger
@@ -283,11 +283,19 @@ class Night:
         by_dept: dict[str, list[Any]] = defaultdict(list)
         refs = {id(r): trace.record_ref(r.key) for r in records}
         elsewhere = trace.refs_emitted_elsewhere(refs.values(), batch.id)
+        # A DSG rectification is emitted again, not refused: trace it as such when its original was sent.
+        originals = {id(r): trace.record_ref(r.original_key) for r in records
+                     if isinstance(r, DsgRecord) and r.is_rectification}
+        rectified = trace.refs_emitted_elsewhere(originals.values(), batch.id) if originals else set()
+        warnings: list[tuple[Reject, str | None]] = []
         seen: set[str] = set()
         for rec in records:
-            dept = department_of_commune(rec.commune_code)
+            dept = _route(rec)
             ref = refs[id(rec)]
-            if ref in elsewhere:
+            if dept is None:
+                rejects.append((Reject(flow, rec.source, "COMMUNE_UNKNOWN",
+                                       "no recipient runs PMI for this record's commune (or IDEPARTE)"), None))
+            elif ref in elsewhere:
                 rejects.append((Reject(flow, rec.source, "DUPLICATE", "record already emitted from an earlier input"),
                                 dept))
             elif ref in seen:
@@ -298,6 +306,17 @@ class Night:
             else:
                 seen.add(ref)
                 by_dept[dept].append(rec)
+                mismatch = _addressing_mismatch(rec, dept, enabled[dept].siret)
+                if mismatch:
+                    warnings.append((Reject(flow, rec.source, "ADDRESSING_MISMATCH", mismatch), dept))
+                if originals.get(id(rec)) in rectified:
+                    trace.add_anomaly("dsg-rectification", "declaration emitted again as a rectification", now,
+                                      department=dept, file=rec.source.file)
+        for r, d in warnings:
+            self.log.warning("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                             department=d, reason=r.message)
+        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
+                                             for r, d in warnings], now)
         trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
                                              for r, d in rejects], now)
         for r, d in rejects:
@@ -513,3 +532,22 @@ class Night:
             raise
         finally:
             results.put(None)
+
+
+def _route(rec: Any) -> str | None:
+    """The recipient's registry code: SGR from the real index on IDEPARTE, the rest on the commune."""
+    if isinstance(rec, SgrRecord) and rec.idepart:
+        return recipient_of_idepart(rec.idepart)
+    return recipient_of_commune(rec.commune_code)
+
+
+def _addressing_mismatch(rec: Any, dept: str, siret: str | None) -> str | None:
+    """A value-free message when the upstream file addressed the record elsewhere than its route."""
+    if isinstance(rec, DsgRecord):
+        if rec.addressed_to and rec.addressed_to != dept:
+            return f"the envelope's Recepteur names another département than {dept}, where the commune routes"
+        if rec.addressed_siret and siret and rec.addressed_siret != siret:
+            return f"the envelope's Recepteur SIRET is not that of {dept}, where the commune routes"
+    elif isinstance(rec, GroRecord) and rec.idepart and rec.idepart != dept:
+        return f"the case's IDEPARTE names another département than {dept}, where the commune routes"
+    return None

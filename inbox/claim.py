@@ -7,6 +7,11 @@ is never read twice nor forgotten. The same bytes dropped again (same SHA-256) a
 recognised and set aside, never emitted twice.
 
 Upstream writers use a hidden or `.tmp`/`.part` name while writing: those are left alone.
+
+What is claimed, per flow folder (case-insensitive extensions; docs/input-contract.md):
+DSG `*.xml` (DGE envelopes, or bare DSGCNAF documents); GRO `*.xml` (Cristal's XML) and
+`*.csv` (the secondary CSV extract); SGR `*.zip` (the scanning chain's zip, index and PDFs
+inside) and `*.csv` (the secondary CSV index, with the PDFs it names beside it).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from .. import faults
 from ..fsutil import fsync_dir, private_dir
 from ..trace.store import TraceStore
 
-PATTERNS = {"DSG": ".xml", "GRO": ".csv", "SGR": ".csv"}
+PATTERNS: dict[str, tuple[str, ...]] = {"DSG": (".xml",), "GRO": (".xml", ".csv"), "SGR": (".zip", ".csv")}
 IGNORED_SUFFIXES = (".tmp", ".part", ".reason")
 
 
@@ -96,7 +101,7 @@ def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: s
             duplicates.append(path.name)
             continue
         entries.append((path.name, "input", digest, path.stat().st_size))
-        if flow == "SGR":
+        if flow == "SGR" and path.name.lower().endswith(".csv"):
             for rel in _scans_named_by(path, folder):
                 if rel not in taken_scans:
                     taken_scans.add(rel)
