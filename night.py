@@ -28,7 +28,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
-from . import faults, workdays
+from . import faults, guards, workdays
 from .archive import ArchiveStore
 from .clock import Clock
 from .config.settings import Department, Settings
@@ -171,10 +171,12 @@ class Night:
     # -- setup -----------------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        for p in (self.paths.inbox, self.paths.work, self.paths.reports, self.paths.quarantine, self.paths.consumed):
-            private_dir(p)
-        for flow in FLOWS:
-            private_dir(self.paths.inbox / flow)
+        # Refused before anything is claimed or sent. The inbox is never created here: a missing one
+        # is an unmounted share, and creating it would send "nothing today" to every département.
+        guards.require_inbox(self.settings)
+        guards.require_owner_only_keys(self.settings)
+        for p in (self.paths.work, self.paths.reports, self.paths.quarantine, self.paths.consumed):
+            guards.ensure_private_dir(p)
         # Leftovers of writes a crash interrupted never carried a final name: remove them.
         self.archive.cleanup()
         remove_temp_files(self.paths.work)
