@@ -32,7 +32,8 @@ def render(rows: Iterable[Sequence[object]]) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=";", lineterminator="\n")
     w.writerow(COLUMNS)
-    w.writerows([neutralise(v) for v in row] for row in rows)
+    # A lone CR is not quoted by the csv module (only the line terminator's characters are): as LF it is.
+    w.writerows([neutralise(v).replace("\r\n", "\n").replace("\r", "\n") for v in row] for row in rows)
     return buf.getvalue().encode("utf-8")
 
 
