@@ -351,3 +351,60 @@ def test_one_night_with_every_class_delivers_every_valid_record(demo, clean):
     assert not [c for r in rejects(proc) for c in r.values() if c[:1] in ("=", "+", "-", "@")]
 
     rerun_is_clean(demo, expected, unprivileged=True)
+
+
+# -- the table in docs/reliability.md ---------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+BEGIN, END = "<!-- night-classes:begin -->", "<!-- night-classes:end -->"
+# (class, how the test makes it, what the night does now, test)
+CLASSES = [
+    ("file name not valid UTF-8", "Latin-1 bytes in a GRO name",
+     "quarantined `NAME_ENCODING` as `unnamed-<hash>`; the `.reason` holds the hash of the name's bytes, "
+     "never the name", test_a_name_that_is_not_utf8_is_quarantined_under_a_technical_name),
+    ("name fits the inbox, not with a suffix", "255-byte names (DSG malformed; GRO duplicate)",
+     "quarantined / set aside as duplicate under a technical name; the `.reason` names the file",
+     test_a_name_too_long_for_a_suffix_is_quarantined_then_set_aside_as_duplicate),
+    ("not a file", "a FIFO, a folder named `x.xml`, a dangling link (refused to root too)",
+     "quarantined `NOT_A_FILE`, moved as they are (a link is never followed)",
+     test_what_root_cannot_read_either_is_quarantined),
+    ("file or scan the service user cannot read", "mode 000, CLI run without CAP_DAC_OVERRIDE (`setpriv`)",
+     "quarantined `UNREADABLE` / `SCAN_UNREADABLE`; the scan's record rejected `PDF_MISSING`",
+     test_what_the_service_user_cannot_read_is_quarantined),
+    ("index cell naming an over-long path", "a 300-byte component; a 5,000-byte path",
+     "record rejected `PDF_MISSING`", test_an_index_cell_naming_an_over_long_path_rejects_its_record_only),
+    ("folder of the inbox that is a link", "`SGR/linked` and `SGR/scans/linked` → a folder outside",
+     "record rejected `PDF_MISSING`; the outside PDF is neither moved nor sent",
+     test_a_scan_path_through_a_linked_folder_is_not_followed),
+    ("second bad file under the same name", "`broken.xml` again, `quarantine/DSG/broken.xml` already there",
+     "kept as `broken.xml.2` with its own `.reason`; the first is untouched",
+     test_a_second_bad_file_under_the_same_name_does_not_replace_the_first),
+    ("values that start like formulas", "GRO files named `=1+1.csv`, `+SUM(A1).csv`, `-2+3.csv`, `@SUM(A1).csv`",
+     "every rejects-report cell starting with `= + - @`, tab or CR is prefixed with `'`",
+     test_report_cells_that_start_like_formulas_are_neutralised),
+    ("receive: drop name not valid UTF-8", "a `.p7m` + `.sha256` named in Latin-1, sorted first",
+     "refused `NAME` under `unnamed-<hash>`, unread, no ack; the other files are ingested; exit 5",
+     test_receive_sets_aside_a_name_that_is_not_utf8_and_ingests_the_rest),
+    ("one night with one of each", "all of the above (but receive) in one inbox, run without DAC override",
+     "every valid record delivered, exit 5, no traceback; the rerun exits 0 and sends nothing new",
+     test_one_night_with_every_class_delivers_every_valid_record),
+]
+
+
+def classes_table() -> str:
+    lines = ["| class | made by | outcome | test |", "|---|---|---|---|"]
+    lines += [f"| {c} | {how} | {what} | `{t.__name__}` |" for c, how, what, t in CLASSES]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_doc_table_lists_every_class_and_its_test():
+    tests = {n for n, v in globals().items() if n.startswith("test_") and callable(v)} - {
+        "test_the_doc_table_lists_every_class_and_its_test"}
+    assert {t.__name__ for *_, t in CLASSES} == tests
+    text = DOC.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN, 1)
+    _old, tail = rest.split(END, 1)
+    if os.environ.get("FLUX_PMI_WRITE_DOCS") == "1":
+        DOC.write_text(f"{head}{BEGIN}\n{classes_table()}{END}{tail}", encoding="utf-8")
+    else:
+        assert f"{BEGIN}\n{classes_table()}{END}" in text, "docs/reliability.md is stale: FLUX_PMI_WRITE_DOCS=1"
