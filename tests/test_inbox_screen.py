@@ -133,3 +133,21 @@ def test_the_drop_listing_hands_a_name_that_is_not_utf8_over_as_unusable(tmp_pat
     assert not is_safe_name(bad)
     reader.remove(ready[1])  # retention, by its stand-in name
     assert not os.path.lexists(tmp_path / bad) and not os.path.lexists(tmp_path / f"{bad}.sha256")
+
+
+def test_the_purge_removes_what_was_set_aside_as_it_was(tmp_path):
+    """A folder, a link and a FIFO quarantined under an input's name go with their `.reason`."""
+    from datetime import date
+
+    from flux_pmi.retention import _purge_quarantine
+
+    q = tmp_path / "quarantine"
+    for name, make in (("d.xml", lambda p: (p.mkdir(), (p / "x").write_bytes(b"personal"))),
+                       ("l.csv", lambda p: p.symlink_to(tmp_path / "target")),
+                       ("p.csv", os.mkfifo), ("f.csv", lambda p: p.write_bytes(b"personal"))):
+        src = tmp_path / name
+        make(src)
+        claim.quarantine(src, q, "GRO", name, "NOT_A_FILE", "test")
+    (tmp_path / "target").write_bytes(b"kept")
+    assert _purge_quarantine(q, date(2100, 1, 1)) == 4
+    assert list((q / "GRO").iterdir()) == [] and (tmp_path / "target").read_bytes() == b"kept"
