@@ -13,8 +13,6 @@ next one:
 
 from __future__ import annotations
 
-import csv
-import io
 import queue
 import threading
 import time
@@ -38,9 +36,10 @@ from .flows.codes import recipient_of_commune, recipient_of_idepart
 from .flows.parse import Limits as ParseLimits
 from .flows.parse import parse_file
 from .flows.records import FLOWS, DsgRecord, GroRecord, Reject, SgrRecord
-from .fsutil import atomic_write, private_dir, remove_temp_files
+from .fsutil import private_dir, remove_temp_files
 from .inbox import claim as inbox
 from .log import get as get_logger
+from .report import rejects as rejects_report
 from .schemas import validate_file, validate_sgr_zip
 from .seal import certs, cms
 from .trace.lifecycle import Status
@@ -232,6 +231,11 @@ class Night:
                                        inbox.batch_dir(self.paths.work, row["id"], row["flow"])))
         pending_flows = {(b.flow, b.business_date) for b in batches}
         for flow in FLOWS:
+            for aside in inbox.screen(self.paths.inbox, self.paths.quarantine, flow):  # before it can crash a claim
+                report.quarantined.append((flow, aside.name, aside.code))
+                trace.add_anomaly("quarantined-input", f"{flow} input set aside: {aside.code}: {aside.reason}", now,
+                                  file=aside.name)
+                self.log.error("inbox.quarantined", flow=flow, file=aside.name, code=aside.code, reason=aside.reason)
             faults.point("claim")
             batch, dups = inbox.claim(trace, inbox=self.paths.inbox, work=self.paths.work,
                                       consumed=self.paths.consumed, flow=flow, business_date=business_date,
@@ -272,7 +276,9 @@ class Night:
             try:
                 result = parse_file(flow, path, display_name=row["name"], today=self.clock.today(),
                                     inbox_root=batch.dir, limits=limits)
-            except InputFileError as exc:
+            except (InputFileError, OSError) as error:  # OSError: unreadable since it was claimed
+                exc = error if isinstance(error, InputFileError) else InputFileError(
+                    row["name"], None, f"cannot be read ({error.strerror})", "UNREADABLE")
                 inbox.quarantine(path, self.paths.quarantine, flow, row["name"], exc.code, str(exc))
                 trace.quarantine_file(row["id"], exc.code, str(exc))
                 report.quarantined.append((flow, row["name"], exc.code))
@@ -430,13 +436,8 @@ class Night:
                                 " ORDER BY flow, file, line", (run_id,)).fetchall()
         if not rows:
             return
-        buf = io.StringIO()
-        w = csv.writer(buf, delimiter=";", lineterminator="\n")
-        w.writerow(["flow", "department", "file", "line", "code", "message"])
-        w.writerows([tuple(r) for r in rows])
         path = self.paths.reports / f"rejects-{report.business_date:%Y%m%d}-run{run_id:06d}.csv"
-        atomic_write(path, buf.getvalue().encode("utf-8"))
-        report.rejects_report = path
+        report.rejects_report = rejects_report.write(path, [tuple(r) for r in rows])
 
     # -- deliver ---------------------------------------------------------------------------
 
