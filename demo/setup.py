@@ -110,12 +110,15 @@ def receive_config_text(code: str) -> str:
     )
 
 
-def write_demo(root: Path, *, business_date: date, departments: str, seed: int, now: datetime) -> DemoResult:
+def write_demo(
+    root: Path, *, business_date: date, departments: str, seed: int, now: datetime, shapes: str | None = None
+) -> DemoResult:
+    """`shapes`: the inbox's input shapes, "real" by default (demo.generate.SHAPES)."""
     codes = parse_departments(departments)
     root = private_dir(Path(root))
     make_pki(root / "pki", codes, now=now)
     summary = generate_inbox(
-        root / "inbox", business_date=business_date, departments=codes, seed=seed, bad=True
+        root / "inbox", business_date=business_date, departments=codes, seed=seed, bad=True, shapes=shapes
     )
     config = root / "flux-pmi.toml"
     atomic_write(config, config_text(codes).encode())

@@ -30,7 +30,7 @@ SMALL = "035,02A,067,971"
 def make_demo(root: Path, departments: str = SMALL, seed: int = 7):
     from flux_pmi.demo.setup import write_demo
 
-    return write_demo(root, business_date=BUSINESS_DATE, departments=departments, seed=seed, now=NOW)
+    return write_demo(root, business_date=BUSINESS_DATE, departments=departments, seed=seed, now=NOW, shapes="legacy")
 
 
 def run_cli(*args: str, env_extra: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
