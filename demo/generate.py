@@ -6,9 +6,33 @@ few deliberately bad records whose expected reject reason is known in advance, a
 a single real person in it. Everything comes from one seeded `random.Random`: no clock is
 read (the business date is given), so the same arguments give the same bytes.
 
+Shapes (issue 11). By default ("real") the inbox holds what the upstream systems write, as
+the HubEE reference samples show; all of the day's files are dated the working day before the
+business date (the upstream day, D-1 below), one file per Caf for GRO and SGR:
+- inbox/DSG/DGESDSGA_<D-1 YYYYMMDD>_<nnnn>.xml: DGE envelopes (Agregat, profile SORTIEDGE) of
+  at most 50 Documents (Mindex, Trace, Donnee/DSGCNAF). Most are addressed (Recepteur: SIRET
+  and CGD<dept>) to the département of all their declarations; a few mix départements, like
+  DGE's diffusion to the CNAF, and the declarations not of the Recepteur's département are
+  listed in `GenerationSummary.warnings`. A few declarations carry the optional NIR and
+  Telephone; RectifDPG / RectifNbEnfANaitre are "true" only on rectifications of an earlier
+  generated day (`rectify_from`).
+- inbox/GRO/CRI_<numorg>_<D-1 YYYYMMDD>.xml: Cristal's file (UTF-8, APPLIEME CRI), cases in
+  the sample's element order, each person with the NIR Cristal holds (input only: our GRO
+  output never carries it). Some mutations keep the IDEPARTE of the département she left
+  (warnings). One case is Cristal's anomaly "DOSSIER SANS PERSONNES": no Personne, its LIBANO
+  in Anomalie, counted in NBTOTDOSPMITRANSMANO; it is a valid record.
+- inbox/SGR/SDP_<numorg>_<D-1 YYYYMMDD>.zip: the scanning chain's zip: first the ISO-8859-1
+  index CG_<dept>_<D-1 YYYY-MM-DD>_pmiich.xml (IDEPARTE, NOMIMAGED /nnnnn/IMGnnnnn.pdf and
+  DTCREASDP per case), then the PDFs under the NOMIMAGED paths, except that a lone scan sits
+  at the zip root, as in the sample (and at least one scan of the day does).
+What only the real layout needs is drawn from a second seeded stream, so the records (people,
+identifiers, planted faults) are the same in both shapes. shapes="legacy" writes the project's
+earlier shapes, byte for byte as before: DSG_<date>_<n>.xml (one DSGCNAF each),
+GRO_<date>.csv, SGR_<date>_index.csv and scans/<date>/<n>.pdf.
+
 Files hold (fictitious) personal data, so they are created owner-only (0600, folders 0700),
 under technical names only, and each is written under a dot-name and renamed into place, as
-the contract asks of any producer (the SGR index last, after its scans).
+the contract asks of any producer (the SGR index last, after its scans; a zip is one file).
 
 Volumes. About 650,000 births a year over ~250 working days gives ~2,600 declarations a
 working day, split DSG 45 %, GRO 40 %, SGR 15 %. Each département gets a share proportional
@@ -19,7 +43,8 @@ and Rhône, 92 for Seine-Saint-Denis, 108 for Nord, 2-5 for Lozère, Creuse and 
 day's count is drawn around that mean (Poisson-like spread). The shares do not depend on the
 subset asked for, so a département gets the same volume alone as in the national run.
 
-Command line: `python -m flux_pmi.demo.generate INBOX --date 2026-11-20 --seed 1 [--departments 035,056]`.
+Command line: `python -m flux_pmi.demo.generate INBOX --date 2026-11-20 --seed 1 [--departments 035,056]
+[--shapes legacy] [--rectify-from 2026-11-19]`.
 """
 
 from __future__ import annotations
