@@ -121,14 +121,15 @@ def refuse_non_empty(root: Path) -> None:
 
 
 def write_demo(root: Path, *, business_date: date, departments: str, seed: int, now: datetime,
-               force: bool = False) -> DemoResult:
+               force: bool = False, shapes: str | None = None) -> DemoResult:
+    """`shapes`: the inbox's input shapes, "real" by default (demo.generate.SHAPES)."""
     codes = parse_departments(departments)
     if not force:
         refuse_non_empty(root)
     root = private_dir(Path(root))
     make_pki(root / "pki", codes, now=now)
     summary = generate_inbox(
-        root / "inbox", business_date=business_date, departments=codes, seed=seed, bad=True
+        root / "inbox", business_date=business_date, departments=codes, seed=seed, bad=True, shapes=shapes
     )
     for flow in FLOWS:  # a night refuses an inbox without its three flow folders (an unmounted share)
         private_dir(root / "inbox" / flow)
