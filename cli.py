@@ -7,6 +7,7 @@ carries the structured log. Exit codes are `errors.ExitCode` (docs/operations.md
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,6 +18,10 @@ from . import __version__
 from . import log as logging_setup
 from .clock import from_environment
 from .errors import ConfigError, ExitCode, FluxError
+
+# What the file system says when a folder is missing, read-only, not ours or full: the operator's
+# matter (exit STORAGE, the folder named), not a bug with a traceback.
+_STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 def _date(value: str) -> date:
@@ -44,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
     d.add_argument("--departments", default="all", help="comma-separated codes (035,02A,971) or 'all'")
     d.add_argument("--seed", type=int, default=2026)
+    d.add_argument("--force", action="store_true",
+                   help="write into a folder that is not empty (overwrites its config, PKI and inbox)")
 
     r = sub.add_parser("run", help="run the night: claim, build, validate, seal, archive, deliver")
     r.add_argument("--config", type=Path, required=True)
@@ -96,6 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flux-pmi: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS or exc.filename is None:
+            raise
+        print(f"flux-pmi: error: {exc.filename}: {exc.strerror}: a folder flux-pmi needs is missing or not "
+              "writable; `flux-pmi check` lists them (docs/operations.md, \"Folders\")", file=sys.stderr)
+        return int(ExitCode.STORAGE)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -104,7 +117,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     clock = from_environment()
     business_date = args.date or clock.today()
     result = write_demo(args.dir, business_date=business_date, departments=args.departments, seed=args.seed,
-                        now=clock.now())
+                        now=clock.now(), force=args.force)
     print(f"demo day {business_date} written to {args.dir}: {result.records} records "
           f"({', '.join(f'{k} {v}' for k, v in sorted(result.by_flow.items()))}), "
           f"{result.bad} deliberately bad, {len(result.departments)} département(s)")
@@ -120,9 +133,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .stopping import GracefulStop
 
     settings = load(args.config)
+    clock = from_environment()
+    if args.date is not None:
+        from .guards import run_date_problem
+
+        problem = run_date_problem(args.date, clock.today(), settings)
+        if problem:
+            print(f"flux-pmi: error: run refused, nothing changed: {problem}", file=sys.stderr)
+            return int(ExitCode.USAGE)
     # Lock first: a run that only waits for the lock has nothing to finish, so a signal may kill it.
     with run_lock(settings, "run"), GracefulStop() as stop:
-        report = Night(settings, clock=from_environment(), purge=not args.no_purge, stop=stop.event,
+        report = Night(settings, clock=clock, purge=not args.no_purge, stop=stop.event,
                        progress=_progress()).run(args.date)
     for (flow, dept), s in sorted(report.lines.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         print(f"{flow} {dept:>3}  records={s.records:<4} rejects={s.rejects:<3} files={s.files} bytes={s.bytes:<9}"
@@ -234,6 +255,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     settings = load(args.config)
     clock = from_environment()
+    if args.today is not None:
+        from .guards import purge_today_problem
+
+        problem = purge_today_problem(args.today, clock.today())
+        if problem:
+            print(f"flux-pmi: error: purge refused, nothing deleted: {problem}", file=sys.stderr)
+            return int(ExitCode.USAGE)
     # A purge has no file to finish: the first signal lets it end (it is short and marks before it
     # deletes), a second one kills it, and the next purge completes it.
     with run_lock(settings, "purge"), GracefulStop(message="stopping once the purge is finished"):

@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     STALE = 7  # `status`: the last nightly run is older than the configured age
     INTERRUPTED = 8  # stopped by a signal before the work was finished; the next run resumes
     CHECK_FAILED = 9  # `check`: at least one error (certificate, configuration or partner)
+    STORAGE = 10  # a folder flux-pmi needs is missing or not writable (unmounted share, read-only mount)
 
 
 class FluxError(Exception):
@@ -92,6 +93,20 @@ class HostKeyError(TransportError):
 
 class TraceError(FluxError):
     """The trace store refuses a change (e.g. a transition the lifecycle forbids)."""
+
+
+class StorageError(FluxError):
+    """A folder flux-pmi reads or writes is missing or cannot be written: nothing was claimed or sent.
+
+    An operator's matter (mount the share, fix the owner, point [paths] at a writable place),
+    not a bug: the message names the folder and what the system said, never a traceback.
+    """
+
+    exit_code = ExitCode.STORAGE
+
+    def __init__(self, folder: object, reason: str):
+        self.folder, self.reason = str(folder), reason
+        super().__init__(f"{self.folder}: {reason}")
 
 
 class LockBusyError(FluxError):

@@ -7,7 +7,10 @@ Files that may hold personal data are created 0600 and their folders 0700.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import stat
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
@@ -63,3 +66,52 @@ def remove_temp_files(root: Path) -> int:
                 p.unlink(missing_ok=True)
                 n += 1
     return n
+
+
+# -- names and files from outside ------------------------------------------------------------
+# Upstream systems choose the names in the inbox (and senders those in a drop). A name is bytes
+# to the kernel but str to Python: bytes that are not UTF-8 come back surrogate-escaped and make
+# SQLite, the logs and the reports fail. A name is only used as it is when it is "storable".
+
+NAME_MAX = 255  # bytes per path component (Linux, ext4/xfs/tmpfs)
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+
+
+def storable_name(name: str) -> bool:
+    """A name that can go into the trace, a log line and a report as it is: UTF-8, no control character."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return bool(name) and "/" not in name and not _CONTROL.intersection(name)
+
+
+def name_digest(name: str) -> str:
+    """SHA-256 of a name's original bytes: evidence of a name that cannot itself be written down."""
+    return hashlib.sha256(os.fsencode(name)).hexdigest()
+
+
+def open_regular(path: Path) -> int:
+    """Open a file for reading only if it is a regular file, never through a final symlink.
+
+    O_NONBLOCK: a FIFO swapped in after a listing must not hang the night on open().
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def free_name(folder: Path, base: str, companions: tuple[str, ...] = ()) -> str:
+    """`base`, or `base.2`, `base.3`...: the first that neither exists in `folder` nor has a companion
+    (`<name><suffix>` for each suffix of `companions`) there. Setting material aside never overwrites."""
+    n, name = 1, base
+    while any(os.path.lexists(folder / (name + s)) for s in ("", *companions)):
+        n += 1
+        name = f"{base}.{n}"
+    return name

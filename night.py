@@ -13,8 +13,6 @@ next one:
 
 from __future__ import annotations
 
-import csv
-import io
 import queue
 import threading
 import time
@@ -28,19 +26,20 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
-from . import faults, workdays
+from . import faults, guards, workdays
 from .archive import ArchiveStore
 from .clock import Clock
 from .config.settings import Department, Settings
 from .errors import ExitCode, FluxError, InputFileError, SchemaError, SealError, TransportError
 from .flows.build import FlowHeader, build
-from .flows.codes import recipient_of_commune
+from .flows.codes import recipient_of_commune, recipient_of_idepart
 from .flows.parse import Limits as ParseLimits
 from .flows.parse import parse_file
-from .flows.records import FLOWS, Reject
-from .fsutil import atomic_write, private_dir, remove_temp_files
+from .flows.records import FLOWS, DsgRecord, GroRecord, Reject, SgrRecord
+from .fsutil import private_dir, remove_temp_files
 from .inbox import claim as inbox
 from .log import get as get_logger
+from .report import rejects as rejects_report
 from .schemas import validate_file, validate_sgr_zip
 from .seal import certs, cms
 from .trace.lifecycle import Status
@@ -171,10 +170,12 @@ class Night:
     # -- setup -----------------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        for p in (self.paths.inbox, self.paths.work, self.paths.reports, self.paths.quarantine, self.paths.consumed):
-            private_dir(p)
-        for flow in FLOWS:
-            private_dir(self.paths.inbox / flow)
+        # Refused before anything is claimed or sent. The inbox is never created here: a missing one
+        # is an unmounted share, and creating it would send "nothing today" to every département.
+        guards.require_inbox(self.settings)
+        guards.require_owner_only_keys(self.settings)
+        for p in (self.paths.work, self.paths.reports, self.paths.quarantine, self.paths.consumed):
+            guards.ensure_private_dir(p)
         # Leftovers of writes a crash interrupted never carried a final name: remove them.
         self.archive.cleanup()
         remove_temp_files(self.paths.work)
@@ -230,6 +231,11 @@ class Night:
                                        inbox.batch_dir(self.paths.work, row["id"], row["flow"])))
         pending_flows = {(b.flow, b.business_date) for b in batches}
         for flow in FLOWS:
+            for aside in inbox.screen(self.paths.inbox, self.paths.quarantine, flow):  # before it can crash a claim
+                report.quarantined.append((flow, aside.name, aside.code))
+                trace.add_anomaly("quarantined-input", f"{flow} input set aside: {aside.code}: {aside.reason}", now,
+                                  file=aside.name)
+                self.log.error("inbox.quarantined", flow=flow, file=aside.name, code=aside.code, reason=aside.reason)
             faults.point("claim")
             batch, dups = inbox.claim(trace, inbox=self.paths.inbox, work=self.paths.work,
                                       consumed=self.paths.consumed, flow=flow, business_date=business_date,
@@ -270,7 +276,9 @@ class Night:
             try:
                 result = parse_file(flow, path, display_name=row["name"], today=self.clock.today(),
                                     inbox_root=batch.dir, limits=limits)
-            except InputFileError as exc:
+            except (InputFileError, OSError) as error:  # OSError: unreadable since it was claimed
+                exc = error if isinstance(error, InputFileError) else InputFileError(
+                    row["name"], None, f"cannot be read ({error.strerror})", "UNREADABLE")
                 inbox.quarantine(path, self.paths.quarantine, flow, row["name"], exc.code, str(exc))
                 trace.quarantine_file(row["id"], exc.code, str(exc))
                 report.quarantined.append((flow, row["name"], exc.code))
@@ -283,13 +291,18 @@ class Night:
         by_dept: dict[str, list[Any]] = defaultdict(list)
         refs = {id(r): trace.record_ref(r.key) for r in records}
         elsewhere = trace.refs_emitted_elsewhere(refs.values(), batch.id)
+        # A DSG rectification is emitted again, not refused: trace it as such when its original was sent.
+        originals = {id(r): trace.record_ref(r.original_key) for r in records
+                     if isinstance(r, DsgRecord) and r.is_rectification}
+        rectified = trace.refs_emitted_elsewhere(originals.values(), batch.id) if originals else set()
+        warnings: list[tuple[Reject, str | None]] = []
         seen: set[str] = set()
         for rec in records:
-            dept = recipient_of_commune(rec.commune_code)
+            dept = _route(rec)
             ref = refs[id(rec)]
-            if dept is None:  # not in INSEE's COG: nobody to send it to
-                rejects.append((Reject(flow, rec.source, "COMMUNE_UNKNOWN", "the commune is not in INSEE's COG"),
-                                None))
+            if dept is None:
+                rejects.append((Reject(flow, rec.source, "COMMUNE_UNKNOWN",
+                                       "no recipient runs PMI for this record's commune (or IDEPARTE)"), None))
             elif ref in elsewhere:
                 rejects.append((Reject(flow, rec.source, "DUPLICATE", "record already emitted from an earlier input"),
                                 dept))
@@ -301,6 +314,17 @@ class Night:
             else:
                 seen.add(ref)
                 by_dept[dept].append(rec)
+                mismatch = _addressing_mismatch(rec, dept, enabled[dept].siret)
+                if mismatch:
+                    warnings.append((Reject(flow, rec.source, "ADDRESSING_MISMATCH", mismatch), dept))
+                if originals.get(id(rec)) in rectified:
+                    trace.add_anomaly("dsg-rectification", "declaration emitted again as a rectification", now,
+                                      department=dept, file=rec.source.file)
+        for r, d in warnings:
+            self.log.warning("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                             department=d, reason=r.message)
+        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
+                                             for r, d in warnings], now)
         trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
                                              for r, d in rejects], now)
         for r, d in rejects:
@@ -412,13 +436,8 @@ class Night:
                                 " ORDER BY flow, file, line", (run_id,)).fetchall()
         if not rows:
             return
-        buf = io.StringIO()
-        w = csv.writer(buf, delimiter=";", lineterminator="\n")
-        w.writerow(["flow", "department", "file", "line", "code", "message"])
-        w.writerows([tuple(r) for r in rows])
         path = self.paths.reports / f"rejects-{report.business_date:%Y%m%d}-run{run_id:06d}.csv"
-        atomic_write(path, buf.getvalue().encode("utf-8"))
-        report.rejects_report = path
+        report.rejects_report = rejects_report.write(path, [tuple(r) for r in rows])
 
     # -- deliver ---------------------------------------------------------------------------
 
@@ -516,3 +535,22 @@ class Night:
             raise
         finally:
             results.put(None)
+
+
+def _route(rec: Any) -> str | None:
+    """The recipient's registry code: SGR from the real index on IDEPARTE, the rest on the commune."""
+    if isinstance(rec, SgrRecord) and rec.idepart:
+        return recipient_of_idepart(rec.idepart)
+    return recipient_of_commune(rec.commune_code)
+
+
+def _addressing_mismatch(rec: Any, dept: str, siret: str | None) -> str | None:
+    """A value-free message when the upstream file addressed the record elsewhere than its route."""
+    if isinstance(rec, DsgRecord):
+        if rec.addressed_to and rec.addressed_to != dept:
+            return f"the envelope's Recepteur names another département than {dept}, where the commune routes"
+        if rec.addressed_siret and siret and rec.addressed_siret != siret:
+            return f"the envelope's Recepteur SIRET is not that of {dept}, where the commune routes"
+    elif isinstance(rec, GroRecord) and rec.idepart and rec.idepart != dept:
+        return f"the case's IDEPARTE names another département than {dept}, where the commune routes"
+    return None

@@ -5,6 +5,10 @@ need (expired or not yet valid: error; expiring within 30 days: warning), flags
 placeholder SIRETs, and asks each enabled partner's transport to prove connection,
 host key, authentication and a writable remote folder. Partners are checked in
 parallel, so one that is down costs its own timeout and no more.
+
+It also says, as errors, what `run` refuses (guards.py): a missing inbox or flow folder,
+a private key that others may read, a folder flux-pmi writes to that its user cannot
+write (tested with a real file, not with the mode bits only).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
+from . import guards
 from .config.settings import Department, Settings
 from .errors import CertificateError, FluxError
 from .seal import certs
@@ -87,5 +92,33 @@ def partner_findings(settings: Settings, *, parallel: int | None = None) -> list
         return [f for fs in pool.map(lambda d: _partner(settings, d), depts) for f in fs]
 
 
+def key_findings(settings: Settings) -> list[Finding]:
+    bad = dict(guards.key_problems(settings))
+    out = []
+    for scope, what, path in guards.key_files(settings):
+        if scope in bad:
+            out.append(Finding(scope, False, f"{what} not owner-only", bad[scope]))
+        elif path.exists():
+            out.append(Finding(scope, True, f"{what} owner-only", str(path)))
+    return out
+
+
+def storage_findings(settings: Settings) -> list[Finding]:
+    out = []
+    missing = set(guards.missing_inbox_folders(settings))
+    for folder in guards.written_folders(settings):
+        if folder.path in missing or settings.paths.inbox in missing and folder.path.parent == settings.paths.inbox:
+            out.append(Finding("folders", False, f"{folder.what} folder missing", f"{folder.path}: `run` refuses "
+                               "to claim or send anything until it exists (an unmounted share?)"))
+            continue
+        problem = guards.folder_problem(folder)
+        if problem:
+            out.append(Finding("folders", False, f"{folder.what} folder unusable", f"{folder.path}: {problem}"))
+        else:
+            out.append(Finding("folders", True, f"{folder.what} folder writable", str(folder.path)))
+    return out
+
+
 def run_checks(settings: Settings, now: datetime) -> list[Finding]:
-    return certificate_findings(settings, now) + partner_findings(settings)
+    return (storage_findings(settings) + key_findings(settings) + certificate_findings(settings, now)
+            + partner_findings(settings))

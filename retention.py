@@ -28,6 +28,7 @@ how `reemit` tells "purged" from "never emitted" after the fact).
 from __future__ import annotations
 
 import calendar
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -265,7 +266,10 @@ def _purge_quarantine(quarantine: Path, cutoff: date) -> int:
         if reason.is_symlink() or datetime.fromtimestamp(st.st_mtime, PARIS).date() >= cutoff:
             continue
         material = reason.with_name(reason.name.removesuffix(".reason"))
-        if material.is_file() and not material.is_symlink():
+        if material.is_dir() and not material.is_symlink():  # a folder set aside under an input's name
+            shutil.rmtree(material, ignore_errors=True)
+            n += 1
+        elif os.path.lexists(material):  # a file, or a link / FIFO set aside as it was (never followed)
             material.unlink(missing_ok=True)
             n += 1
         reason.unlink(missing_ok=True)

@@ -120,6 +120,9 @@ class Paths:
     reports: Path
     quarantine: Path
     consumed: Path
+    # The folder the others default to and relative ones resolve against: `[paths] state`
+    # (e.g. /var/lib/flux-pmi, the systemd StateDirectory), else the config file's folder.
+    state: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,10 +360,12 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
         raise ConfigError(file, "retention.months", "at least 3: the flows are kept 3 months (annexe 2 §3)")
 
     p = raw.get("paths", {})
-    _known(file, "paths", p, {"inbox", "work", "archive", "trace", "reports", "quarantine", "consumed"})
-    paths = Paths(**{k: _resolve(base, _get(file, "paths", p, k, str, d)) for k, d in {
+    _known(file, "paths", p, {"state", "inbox", "work", "archive", "trace", "reports", "quarantine", "consumed"})
+    # Config (read-only under ProtectSystem=strict) and state (written every night) may live apart.
+    state = _resolve(base, _get(file, "paths", p, "state", str)) if "state" in p else base
+    paths = Paths(**{k: _resolve(state, _get(file, "paths", p, k, str, d)) for k, d in {
         "inbox": "inbox", "work": "work", "archive": "archive", "trace": "trace/flux-pmi.sqlite",
-        "reports": "reports", "quarantine": "quarantine", "consumed": "consumed"}.items()})
+        "reports": "reports", "quarantine": "quarantine", "consumed": "consumed"}.items()}, state=state)
 
     s = raw.get("sender")
     if s is None:

@@ -1,4 +1,4 @@
-"""Write a realistic, reproducible inbox for one business day: DSG XML, GRO CSV, SGR index + PDFs.
+"""Write a realistic, reproducible inbox for one business day, in the shapes the upstream systems write.
 
 The demo, the end-to-end tests and the benchmarks need input that looks like what the CNAF
 systems really drop (docs/input-contract.md), at the national volume of DOMAIN.md, with a
@@ -6,9 +6,33 @@ few deliberately bad records whose expected reject reason is known in advance, a
 a single real person in it. Everything comes from one seeded `random.Random`: no clock is
 read (the business date is given), so the same arguments give the same bytes.
 
+Shapes (issue 11). By default ("real") the inbox holds what the upstream systems write, as
+the HubEE reference samples show; all of the day's files are dated the working day before the
+business date (the upstream day, D-1 below), one file per Caf for GRO and SGR:
+- inbox/DSG/DGESDSGA_<D-1 YYYYMMDD>_<nnnn>.xml: DGE envelopes (Agregat, profile SORTIEDGE) of
+  at most 50 Documents (Mindex, Trace, Donnee/DSGCNAF). Most are addressed (Recepteur: SIRET
+  and CGD<dept>) to the département of all their declarations; a few mix départements, like
+  DGE's diffusion to the CNAF, and the declarations not of the Recepteur's département are
+  listed in `GenerationSummary.warnings`. A few declarations carry the optional NIR and
+  Telephone; RectifDPG / RectifNbEnfANaitre are "true" only on rectifications of an earlier
+  generated day (`rectify_from`).
+- inbox/GRO/CRI_<numorg>_<D-1 YYYYMMDD>.xml: Cristal's file (UTF-8, APPLIEME CRI), cases in
+  the sample's element order, each person with the NIR Cristal holds (input only: our GRO
+  output never carries it). Some mutations keep the IDEPARTE of the département she left
+  (warnings). One case is Cristal's anomaly "DOSSIER SANS PERSONNES": no Personne, its LIBANO
+  in Anomalie, counted in NBTOTDOSPMITRANSMANO; it is a valid record.
+- inbox/SGR/SDP_<numorg>_<D-1 YYYYMMDD>.zip: the scanning chain's zip: first the ISO-8859-1
+  index CG_<dept>_<D-1 YYYY-MM-DD>_pmiich.xml (IDEPARTE, NOMIMAGED /nnnnn/IMGnnnnn.pdf and
+  DTCREASDP per case), then the PDFs under the NOMIMAGED paths, except that a lone scan sits
+  at the zip root, as in the sample (and at least one scan of the day does).
+What only the real layout needs is drawn from a second seeded stream, so the records (people,
+identifiers, planted faults) are the same in both shapes. shapes="legacy" writes the project's
+earlier shapes, byte for byte as before: DSG_<date>_<n>.xml (one DSGCNAF each),
+GRO_<date>.csv, SGR_<date>_index.csv and scans/<date>/<n>.pdf.
+
 Files hold (fictitious) personal data, so they are created owner-only (0600, folders 0700),
 under technical names only, and each is written under a dot-name and renamed into place, as
-the contract asks of any producer (the SGR index last, after its scans).
+the contract asks of any producer (the SGR index last, after its scans; a zip is one file).
 
 Volumes. About 650,000 births a year over ~250 working days gives ~2,600 declarations a
 working day, split DSG 45 %, GRO 40 %, SGR 15 %. Each département gets a share proportional
@@ -19,7 +43,8 @@ and Rhône, 92 for Seine-Saint-Denis, 108 for Nord, 2-5 for Lozère, Creuse and 
 day's count is drawn around that mean (Poisson-like spread). The shares do not depend on the
 subset asked for, so a département gets the same volume alone as in the national run.
 
-Command line: `python -m flux_pmi.demo.generate INBOX --date 2026-11-20 --seed 1 [--departments 035,056]`.
+Command line: `python -m flux_pmi.demo.generate INBOX --date 2026-11-20 --seed 1 [--departments 035,056]
+[--shapes legacy] [--rectify-from 2026-11-19]`.
 """
 
 from __future__ import annotations
@@ -31,6 +56,7 @@ import math
 import os
 import random
 import tomllib
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -43,7 +69,6 @@ import flux_pmi.config
 from flux_pmi.demo import people
 from flux_pmi.demo.pdf import one_page_pdf
 from flux_pmi.flows import codes
-from flux_pmi.flows.parse_dsg import ADDRESS_PARTS
 
 DAILY_NATIONAL = 2_600
 FLOW_SHARES: tuple[tuple[str, int], ...] = (("DSG", 45), ("GRO", 40), ("SGR", 15))
@@ -97,10 +122,52 @@ GRO_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 SGR_COLUMNS: tuple[str, ...] = ("DTRECEP", "NUMORG", "MATRICULE", "NUMCOM", "DTCREASDP", "FICHIER")
 
+# beneficiaire:Adresse's children, in the order of the DGE sample and beneficiaire.xsd.
+ADDRESS_PARTS: tuple[str, ...] = (
+    "Destinataire", "PointRemise", "Complement", "NumeroVoie", "IndiceRepetition", "TypeVoie",
+    "NomVoie", "MentionDistribution", "CodePostal", "Localite", "CodePays", "CodeInsee",
+)  # fmt: skip
+
 NS_DSG = "urn:cnamts:dsgcnaf"
 NS_BEN = "urn:siram:beneficiaire"
 NS_PS = "urn:siram:partenairesante"
 _NSMAP = {"dsgcnaf": NS_DSG, "beneficiaire": NS_BEN, "partenairesante": NS_PS}
+NS_DGE = "urn:ops:rncps:dge"
+NS_SNGI = "urn:cnav:sngi"
+NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+_XML_UTF8 = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+# "real": what the upstream systems write (DGE envelopes, Cristal XML, SDP zips: issue 11,
+# the samples in the HubEE reference folder). "legacy": the project's own earlier shapes
+# (one DSGCNAF per file, GRO CSV, SGR CSV index), kept while the parsers move over.
+SHAPES = ("real", "legacy")
+DEFAULT_SHAPES = "real"
+
+# The DGE envelope: constants of the sample, and how the demo fills it.
+DGE_EMETTEUR_RFO = "99640000"
+DGE_TRANSMIS_RFO = "00810011"
+DGE_VERSION = "01.01"
+DGE_ECHEANCE = "FREQ=DAILY;BYHOUR=20;BYMINUTE=15"
+DGE_MAX_DOCUMENTS = 50
+DSG_MIXED_SHARE = 0.08  # declarations diffused in an envelope addressed to another département
+DSG_WITH_NIR = 0.05  # the sample carries neither; annexe 1 allows both
+DSG_WITH_PHONE = 0.08
+RECTIFICATION_SHARE = 0.02  # of an earlier day's valid declarations, when rectify_from is given
+RECTIFICATIONS_MAX = 5
+# Cristal.
+CRISTAL_VERSION = "6200"
+ANOMALY_LABEL = " DOSSIER SANS PERSONNES"  # with its leading space, as in the sample
+GRO_STALE_IDEPARTE = 0.3  # of mutations: still addressed to the département she left
+# Where a planted GRO fault sits (DATE_FUTURE: on the first date of the case, see _cristal_case).
+GRO_FAULTY_ELEMENT = {
+    "COMMUNE_UNKNOWN": "DonneesAdministratives/Adresse/AdresseDetailleeFrance/NUMCOM",
+    "MATRICULE_SHAPE": "IdentificationDossier/Organisme/MATRICULE",
+    "CODE_UNKNOWN": "DonneesAdministratives/Personne/QUAL",
+}
+# Expected warnings (not rejects): the upstream addressing disagrees with the commune's route.
+WARNING_RECEPTEUR = "ADDRESSING_MISMATCH"
+WARNING_IDEPARTE = "ADDRESSING_MISMATCH"
 
 REASONS = (
     "NIR_KEY",
@@ -149,6 +216,8 @@ class Department:
     commune: str  # the chef-lieu's INSEE code: the address of everyone generated here
     commune_name: str
     postcode: str
+    siret: str  # the DGE envelope's Recepteur identity
+
 
     @property
     def commune_label(self) -> str:
@@ -180,6 +249,7 @@ def load_departments() -> dict[str, Department]:
             commune=entry["chef_lieu"]["code"],
             commune_name=entry["chef_lieu"]["name"],
             postcode=_postcode(code),
+            siret=entry["siret"],
         )
         for code, entry in table.items()
     }
@@ -198,8 +268,10 @@ class BadRecord(NamedTuple):
     """A record made wrong on purpose, and the reason code the checks must give it.
 
     `file` is the name inside the flow folder (inbox/<flow>/), as the rejects report names
-    it; `line` is 1-based: the physical CSV line (the header is line 1), or for a DSG
+    it; `line` is 1-based: the physical CSV line (the header is line 1), or for an XML
     document the line of the faulty element (flows/parse_dsg.py points a reject there).
+    Real shapes: the DGE envelope's line of the faulty element; the Cristal file's line of
+    the faulty element; for an SDP zip, the line of the case's NOMIMAGED in the index.
     """
 
     flow: str
@@ -223,6 +295,13 @@ class GenerationSummary:
     personal_values: set[str] = field(repr=False)
     files: list[str] = field(repr=False)  # paths written, relative to the inbox
     pdf_bytes: int = 0
+    shapes: str = DEFAULT_SHAPES
+    # Real shapes only: records whose upstream addressing (an envelope's Recepteur, a case's
+    # IDEPARTE) disagrees with their commune, reason WARNING_*; they are valid all the same.
+    warnings: list[BadRecord] = field(default_factory=list)
+    # Real shapes only: rectifications of an earlier day's declarations, reason the flag set
+    # ("RectifDPG" or "RectifNbEnfANaitre"), line that flag's. They are valid records.
+    rectifications: list[BadRecord] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -499,7 +578,7 @@ class _Generator:
             "NUMORGCED": numorg_ced,
             "MATRICULECED": matricule_ced,
         }
-        return {"dept": dept.code, "row": row}
+        return {"dept": dept.code, "row": row, "_received": received}
 
     def sgr(self, dept: Department) -> dict:
         rng = self.rng
@@ -599,7 +678,7 @@ def dsg_xml(record: dict) -> bytes:
         _el(ben, NS_BEN, tag, record[tag])
     address = _el(ben, NS_BEN, "Adresse")
     fixed = {"CodePays": "F", "CodeInsee": record["CodeInsee"]}
-    for tag in ADDRESS_PARTS:  # the contract's order, as the parser reads it
+    for tag in ADDRESS_PARTS:  # the sample's order
         _el(address, NS_BEN, tag, fixed.get(tag, record.get(tag, "")))
     for tag in ("Telephone", "DateNai", "Rang"):
         _el(ben, NS_BEN, tag, record[tag])
@@ -647,24 +726,12 @@ def _normalise(departments: Iterable[str], registry: dict[str, Department]) -> l
     return [code for code in registry if code in selected]
 
 
-def generate_inbox(
-    inbox: Path,
-    *,
-    business_date: date,
-    departments: list[str],
-    seed: int,
-    bad: bool = True,
-) -> GenerationSummary:
-    """Write one business day's DSG, GRO and SGR input for `departments` under `inbox`.
-
-    The random stream is seeded with the seed *and* the business date, so that a
-    multi-day demo run with one seed gets different people and identifiers each day.
-    """
-    registry = load_departments()
-    selected = _normalise(departments, registry)
+def _draw(
+    registry: dict[str, Department], selected: list[str], seed: int, business_date: date, bad: bool
+) -> tuple[_Generator, dict[str, list[dict]]]:
+    """The day's records, whatever their shape: one seeded stream, so both shapes hold the same people."""
     rng = random.Random(f"flux-pmi-demo/{seed}/{business_date.isoformat()}")
     gen = _Generator(rng, business_date, registry)
-
     records: dict[str, list[dict]] = {"DSG": [], "GRO": [], "SGR": []}
     flows = [flow for flow, _ in FLOW_SHARES]
     shares = [share for _, share in FLOW_SHARES]
@@ -678,52 +745,61 @@ def generate_inbox(
             record = gen.bad(flow, reason, registry[rng.choice(selected)])
             # Anywhere in the batch, not at its end: a reader must not stop at the first fault.
             records[flow].insert(rng.randint(0, len(records[flow])), record)
+    return gen, records
+
+
+def generate_inbox(
+    inbox: Path,
+    *,
+    business_date: date,
+    departments: list[str],
+    seed: int,
+    bad: bool = True,
+    shapes: str | None = None,
+    rectify_from: date | None = None,
+) -> GenerationSummary:
+    """Write one business day's DSG, GRO and SGR input for `departments` under `inbox`.
+
+    The random stream is seeded with the seed *and* the business date, so that a
+    multi-day demo run with one seed gets different people and identifiers each day.
+
+    `shapes` is "real" (the default, DEFAULT_SHAPES: DGE envelopes, Cristal XML, SDP zips)
+    or "legacy" (the project's own DSGCNAF-per-file, GRO CSV and SGR CSV index). Both draw
+    the same records from the same stream; what only the real shapes need comes from a
+    second stream, so the legacy bytes do not depend on it.
+
+    `rectify_from`: the business date of an earlier demo day generated with the same seed
+    and départements (real shapes only). A few of that day's valid declarations come
+    again, rectified (RectifDPG or RectifNbEnfANaitre true). Without it, no rectification:
+    the generator never flags a declaration that was not emitted before.
+    """
+    shapes = shapes or DEFAULT_SHAPES
+    if shapes not in SHAPES:
+        raise ValueError(f"unknown shapes {shapes!r}; expected one of {', '.join(SHAPES)}")
+    if rectify_from is not None and (shapes != "real" or rectify_from >= business_date):
+        raise ValueError("rectify_from must be an earlier business date, with the real shapes")
+    registry = load_departments()
+    selected = _normalise(departments, registry)
+    gen, records = _draw(registry, selected, seed, business_date, bad)
 
     inbox = Path(inbox)
-    day = f"{business_date:%Y%m%d}"
     _ensure_dir(inbox)
     for flow in records:
         _ensure_dir(inbox / flow)
-    written: list[str] = []
-    bad_records: list[BadRecord] = []
-
-    for n, record in enumerate(records["DSG"], start=1):
-        name = f"DSG_{day}_{n:06d}.xml"
-        data = dsg_xml(record)
-        _write_private(inbox / "DSG" / name, data)
-        written.append(f"DSG/{name}")
-        if "bad" in record:
-            bad_records.append(BadRecord("DSG", name, _line_of(data, record["_field"]), record["bad"]))
-
-    name = f"GRO_{day}.csv"
-    if records["GRO"]:
-        _write_private(inbox / "GRO" / name, _csv_bytes(GRO_COLUMNS, (r["row"] for r in records["GRO"])))
-        written.append(f"GRO/{name}")
-        for line, record in enumerate(records["GRO"], start=2):
-            if "bad" in record:
-                bad_records.append(BadRecord("GRO", name, line, record["bad"]))
-
-    if records["SGR"]:
-        scans = Path("scans") / day
-        _ensure_dir(inbox / "SGR" / "scans")
-        _ensure_dir(inbox / "SGR" / scans)
-        index = f"SGR_{day}_index.csv"
-        pdf_bytes = 0
-        # The scans first, the index last: the index must never name a scan still being written.
-        for n, record in enumerate(records["SGR"], start=1):
-            relative = (scans / f"{n:06d}.pdf").as_posix()
-            record["row"]["FICHIER"] = relative
-            if record["pdf"] is not None:
-                _write_private(inbox / "SGR" / relative, record["pdf"])
-                written.append(f"SGR/{relative}")
-                pdf_bytes += len(record["pdf"])
-        _write_private(inbox / "SGR" / index, _csv_bytes(SGR_COLUMNS, (r["row"] for r in records["SGR"])))
-        written.append(f"SGR/{index}")
-        for line, record in enumerate(records["SGR"], start=2):
-            if "bad" in record:
-                bad_records.append(BadRecord("SGR", index, line, record["bad"]))
+    warnings: list[BadRecord] = []
+    rectifications: list[BadRecord] = []
+    if shapes == "legacy":
+        written, bad_records, pdf_bytes = _write_legacy(inbox, records, business_date)
     else:
-        pdf_bytes = 0
+        shape_rng = random.Random(f"flux-pmi-demo/{seed}/{business_date.isoformat()}/real-shapes")
+        writer = _RealWriter(inbox, gen, shape_rng, registry, selected)
+        if rectify_from is not None:
+            earlier, earlier_records = _draw(registry, selected, seed, rectify_from, bad)
+            writer.add_rectifications(earlier, earlier_records["DSG"], records["DSG"])
+        writer.add_anomaly(records["GRO"])
+        writer.write(records)
+        written, bad_records, pdf_bytes = writer.written, writer.bad, writer.pdf_bytes
+        warnings, rectifications = writer.warnings, writer.rectifications
 
     per_department = {code: dict.fromkeys(records, 0) for code in selected}
     valid = {code: dict.fromkeys(records, 0) for code in selected}
@@ -748,7 +824,461 @@ def generate_inbox(
         personal_values=personal,
         files=written,
         pdf_bytes=pdf_bytes,
+        shapes=shapes,
+        warnings=warnings,
+        rectifications=rectifications,
     )
+
+
+def _write_legacy(inbox: Path, records: dict[str, list[dict]], business_date: date) -> tuple[list[str], list[BadRecord], int]:
+    """The project's own shapes: one DSGCNAF per file, a GRO CSV, an SGR CSV index beside scans/."""
+    day = f"{business_date:%Y%m%d}"
+    written: list[str] = []
+    bad_records: list[BadRecord] = []
+
+    for n, record in enumerate(records["DSG"], start=1):
+        name = f"DSG_{day}_{n:06d}.xml"
+        data = dsg_xml(record)
+        _write_private(inbox / "DSG" / name, data)
+        written.append(f"DSG/{name}")
+        if "bad" in record:
+            bad_records.append(BadRecord("DSG", name, _line_of(data, record["_field"]), record["bad"]))
+
+    name = f"GRO_{day}.csv"
+    if records["GRO"]:
+        _write_private(inbox / "GRO" / name, _csv_bytes(GRO_COLUMNS, (r["row"] for r in records["GRO"])))
+        written.append(f"GRO/{name}")
+        for line, record in enumerate(records["GRO"], start=2):
+            if "bad" in record:
+                bad_records.append(BadRecord("GRO", name, line, record["bad"]))
+
+    pdf_bytes = 0
+    if records["SGR"]:
+        scans = Path("scans") / day
+        _ensure_dir(inbox / "SGR" / "scans")
+        _ensure_dir(inbox / "SGR" / scans)
+        index = f"SGR_{day}_index.csv"
+        # The scans first, the index last: the index must never name a scan still being written.
+        for n, record in enumerate(records["SGR"], start=1):
+            relative = (scans / f"{n:06d}.pdf").as_posix()
+            record["row"]["FICHIER"] = relative
+            if record["pdf"] is not None:
+                _write_private(inbox / "SGR" / relative, record["pdf"])
+                written.append(f"SGR/{relative}")
+                pdf_bytes += len(record["pdf"])
+        _write_private(inbox / "SGR" / index, _csv_bytes(SGR_COLUMNS, (r["row"] for r in records["SGR"])))
+        written.append(f"SGR/{index}")
+        for line, record in enumerate(records["SGR"], start=2):
+            if "bad" in record:
+                bad_records.append(BadRecord("SGR", index, line, record["bad"]))
+    return written, bad_records, pdf_bytes
+
+
+# --- real shapes: DGE envelopes, Cristal XML, SDP zips --------------------------------------
+
+
+def _chunks(items: list[dict], size: int) -> list[list[dict]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _leaf(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
+    """A no-namespace child; a leaf's empty text is kept as <X></X>, as Cristal writes it."""
+    element = etree.SubElement(parent, tag)
+    if text is not None:
+        element.text = text
+    return element
+
+
+class _RealWriter:
+    """Lays the day's records out as the upstream systems do, from its own random stream.
+
+    Everything here (which DSG carries a NIR, which envelope mixes départements, where a
+    PDF sits in its zip...) is drawn from `rng`, never from the generator's stream, so that
+    the records themselves, and the legacy bytes, do not depend on the real layout.
+    """
+
+    def __init__(
+        self,
+        inbox: Path,
+        gen: _Generator,
+        rng: random.Random,
+        registry: dict[str, Department],
+        selected: list[str],
+    ):
+        self.inbox = inbox
+        self.gen = gen
+        self.rng = rng
+        self.registry = registry
+        self.selected = selected
+        # Upstream files of the day: written the working day before the business date.
+        self.flow_day = working_days_before(gen.business_date, 1)
+        self.refdge = rng.randrange(10**7, 5 * 10**7)
+        self.written: list[str] = []
+        self.bad: list[BadRecord] = []
+        self.warnings: list[BadRecord] = []
+        self.rectifications: list[BadRecord] = []
+        self.pdf_bytes = 0
+
+    # -- records only the real shapes have
+
+    def add_rectifications(self, earlier: _Generator, earlier_dsg: list[dict], dsg: list[dict]) -> None:
+        """A few valid declarations of an earlier demo day, again, with one value rectified."""
+        rng = self.rng
+        candidates = [r for r in earlier_dsg if "bad" not in r]
+        if not candidates:
+            return
+        count = min(len(candidates), RECTIFICATIONS_MAX, max(1, round(len(candidates) * RECTIFICATION_SHARE)))
+        for original in rng.sample(candidates, count):
+            record = dict(original)
+            record["Date"] = self._stamp(self.flow_day)
+            record["RectifDPG"] = record["RectifNbEnfANaitre"] = "false"
+            if rng.random() < 0.6:
+                exam, old = original["_exam"], date.fromisoformat(original["DateDPG"][:10])
+                back = rng.choice([d for d in range(6 * 7, 14 * 7 + 1) if exam - timedelta(days=d) != old])
+                new = exam - timedelta(days=back)
+                record["DateDPG"] = f"{new.isoformat()}{paris_offset(new)}"
+                record["RectifDPG"] = "true"
+                record["_rectif"] = "RectifDPG"
+            else:
+                record["NbEnfANaitre"] = "2" if original["NbEnfANaitre"] == "1" else "1"
+                record["RectifNbEnfANaitre"] = "true"
+                record["_rectif"] = "RectifNbEnfANaitre"
+            # The earlier day's person: her values are personal data of this day's inbox too.
+            self.gen.remember(*(record[k] for k in ("NomFamille", "NomUsage", "Prenom", "NIR", "Telephone",
+                                                    "NomVoie", "DateNai")))
+            dsg.insert(rng.randint(0, len(dsg)), record)
+
+    def add_anomaly(self, gro: list[dict]) -> None:
+        """One case Cristal flags 'DOSSIER SANS PERSONNES', like the GRO sample: an address, no person."""
+        rng = self.rng
+        without = [c for c in self.selected if not any(r["dept"] == c for r in gro)]
+        dept = self.registry[rng.choice(without or self.selected)]
+        while True:
+            number = f"{rng.randrange(10**6, 10**7):07d}"
+            if (dept.numorg, number) not in self.gen.allocataires:
+                self.gen.allocataires.add((dept.numorg, number))
+                break
+        street = rng.choice(people.STREET_NAMES)
+        self.gen.remember(street)
+        row = {
+            "NUMORG": dept.numorg, "MATRICULE": number + "00000000",
+            "DTEMM": (self.flow_day - timedelta(days=rng.randint(30, 3 * 365))).isoformat(),
+            "TYPEADR": "D", "ETATADR": "VC", "COMPLIDEADR": "", "COMPLADR": "",
+            "NUMVOIE": str(rng.randint(1, 180)), "LIBTYPEVOIE": people.weighted(rng, people.STREET_TYPES),
+            "NOMVOIE": street, "LIEUDIST": "", "NUMCOM": dept.commune, "CODEPOS": dept.postcode,
+            "NOMCOM": dept.commune_label, "MOTITRANSMDOSPMI": "01", "NBENFCHAPF": "0",
+        }  # fmt: skip
+        gro.insert(rng.randint(0, len(gro)), {"dept": dept.code, "row": row, "anomaly": ANOMALY_LABEL})
+
+    # -- writing
+
+    def write(self, records: dict[str, list[dict]]) -> None:
+        self.write_dsg(records["DSG"])
+        self.write_gro(records["GRO"])
+        self.write_sgr(records["SGR"])
+
+    def _stamp(self, day: date, hours: tuple[int, int] = (7, 19)) -> str:
+        rng = self.rng
+        return (
+            f"{day.isoformat()}T{rng.randint(*hours):02d}:{rng.randint(0, 59):02d}:"
+            f"{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}{paris_offset(day)}"
+        )
+
+    def _store(self, flow: str, name: str, data: bytes) -> None:
+        _write_private(self.inbox / flow / name, data)
+        self.written.append(f"{flow}/{name}")
+
+    def write_dsg(self, dsg: list[dict]) -> None:
+        rng = self.rng
+        for record in dsg:
+            record["_with_nir"] = record.get("bad") == "NIR_KEY" or rng.random() < DSG_WITH_NIR
+            record["_with_phone"] = rng.random() < DSG_WITH_PHONE
+        # Most envelopes carry one département's declarations; a few, like DGE's daily
+        # diffusion to the CNAF, several (one of them at least three when there are).
+        present = [c for c in self.selected if any(r["dept"] == c for r in dsg)]
+        mixed: list[dict] = []
+        if len(present) >= 2:
+            for code in sorted(rng.sample(present, min(3, len(present)))):
+                mixed.append(next(r for r in dsg if r["dept"] == code))
+        chosen = {id(r) for r in mixed}
+        by_dept: dict[str, list[dict]] = {c: [] for c in self.selected}
+        for record in dsg:
+            if id(record) in chosen:
+                continue
+            if len(present) >= 2 and rng.random() < DSG_MIXED_SHARE:
+                mixed.append(record)
+            else:
+                by_dept[record["dept"]].append(record)
+        envelopes = [(code, chunk) for code in self.selected for chunk in _chunks(by_dept[code], DGE_MAX_DOCUMENTS)]
+        envelopes += [(chunk[0]["dept"], chunk) for chunk in _chunks(mixed, DGE_MAX_DOCUMENTS)]
+        for n, (code, docs) in enumerate(envelopes, start=1):
+            name = f"DGESDSGA_{self.flow_day:%Y%m%d}_{n:04d}.xml"
+            data = self.dge_envelope(n, self.registry[code], docs)
+            self._store("DSG", name, data)
+            documents = etree.fromstring(data, _SAFE_PARSER).findall(f"{{{NS_DGE}}}Document")
+            for record, document in zip(docs, documents, strict=True):
+                def line(tag: str, document=document) -> int:
+                    prefix, local = tag.split(":")
+                    return document.find(f".//{{{_NSMAP[prefix]}}}{local}").sourceline
+
+                if "bad" in record:
+                    self.bad.append(BadRecord("DSG", name, line(record["_field"]), record["bad"]))
+                if record["dept"] != code:
+                    self.warnings.append(BadRecord("DSG", name, line("beneficiaire:CodeInsee"), WARNING_RECEPTEUR))
+                if "_rectif" in record:
+                    self.rectifications.append(
+                        BadRecord("DSG", name, line(f"dsgcnaf:{record['_rectif']}"), record["_rectif"])
+                    )
+
+    def dge_envelope(self, n: int, recepteur: Department, docs: list[dict]) -> bytes:
+        """An Agregat of profile SORTIEDGE, element for element as the DGE sample."""
+        rng = self.rng
+        # Diffused in the evening, after the day's last declaration.
+        diffused = (
+            f"{self.flow_day.isoformat()}T20:{rng.randint(15, 59):02d}:{rng.randint(0, 59):02d}."
+            f"{rng.randint(0, 999):03d}{paris_offset(self.flow_day)}"
+        )
+        root = etree.Element("Agregat", nsmap={"ns2": NS_SNGI, "ns3": NS_DGE})
+        entete = _el(root, NS_DGE, "Entete", Profil_Version="01.02", PGMD_Profil="SORTIEDGE")
+        _el(entete, NS_DGE, "Identification", f"CNAF.DGESDSGA.D{self.flow_day:%Y%m%d}.{n:04d}")
+        _el(entete, NS_DGE, "Temps", diffused)
+        _el(entete, NS_DGE, "RefService", "M0002E001")
+        _el(entete, NS_DGE, "VersionService", DGE_VERSION)
+        _el(entete, NS_DGE, "NbDoc", str(len(docs)))
+        sender = _el(entete, NS_DGE, "Emetteur")
+        _el(sender, NS_DGE, "Identite", DGE_EMETTEUR_RFO, R="RFO")
+        _el(sender, NS_DGE, "Qualite", "OPDGE")
+        receiver = _el(entete, NS_DGE, "Recepteur")
+        _el(receiver, NS_DGE, "Identite", recepteur.siret, R="SIRET")
+        _el(receiver, NS_DGE, "Qualite", f"CGD{recepteur.code}")
+        for record in docs:
+            document = _el(root, NS_DGE, "Document")
+            mindex = _el(document, NS_DGE, "Mindex")
+            _el(mindex, NS_DGE, "Profil", "DSGCNAF")
+            _el(mindex, NS_DGE, "Identification", record["Identification"])
+            _el(mindex, NS_DGE, "Temps", record["Date"])
+            self.refdge += 1
+            _el(mindex, NS_DGE, "RefDGE", f"DGEM{self.refdge:08d}")
+            _el(mindex, NS_DGE, "VersionService", DGE_VERSION)
+            producer = _el(mindex, NS_DGE, "Producteur")
+            # The CPAM that received the declaration: an RFO-shaped code of its département.
+            _el(producer, NS_DGE, "Identite", f"0{self.registry[record['dept']].numorg}0021", R="RFO")
+            trace = _el(document, NS_DGE, "Trace")
+            _el(trace, NS_DGE, "Activite", "DIFFUSION")
+            _el(trace, NS_DGE, "Temps", diffused)
+            sent = _el(trace, NS_DGE, "Transmis")
+            _el(sent, NS_DGE, "Identite", DGE_TRANSMIS_RFO, R="RFO")
+            _el(sent, NS_DGE, "LibOrganisme", "CNAF")
+            _el(sent, NS_DGE, "Echeance", DGE_ECHEANCE)
+            _el(sent, NS_DGE, "VersionService", DGE_VERSION)
+            _dsgcnaf(_el(document, NS_DGE, "Donnee"), record)
+        return _XML_UTF8 + etree.tostring(root, encoding="UTF-8", pretty_print=True)
+
+    def _by_caf(self, records: list[dict]) -> list[tuple[Department, list[dict]]]:
+        """The records of each selected Caf (NUMORG), in registry order: one upstream file each."""
+        out = []
+        for code in self.selected:
+            dept = self.registry[code]
+            mine = [r for r in records if r["row"]["NUMORG"] == dept.numorg]
+            if mine:
+                out.append((dept, mine))
+        return out
+
+    def _flux_header(self, root: etree._Element, appli: str, typeflux: str, natflux: str, numorg: str,
+                     hours: tuple[int, int]) -> None:
+        rng = self.rng
+        head = _leaf(root, "IdentificationFlux")
+        _leaf(head, "APPLIEME", appli)
+        _leaf(head, "NUMVERSIONAPPLIEME", CRISTAL_VERSION)
+        _leaf(head, "TYPEFLUX", typeflux)
+        _leaf(head, "NATFLUX", natflux)
+        _leaf(head, "DTCREAFLUX", self.flow_day.isoformat())
+        _leaf(head, "HEUCREAFLUX", f"{rng.randint(*hours):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.0000")
+        _leaf(head, "DTREF", self.flow_day.isoformat())
+        _leaf(head, "FONORG", "CAF")
+        _leaf(head, "NUMORG", numorg)
+
+    def write_gro(self, gro: list[dict]) -> None:
+        rng = self.rng
+        mutations = [r for r in gro if r["row"].get("MOTITRANSMDOSPMI") == "03" and "bad" not in r]
+        stale = {id(r) for r in mutations if rng.random() < GRO_STALE_IDEPARTE}
+        if mutations and not stale:
+            stale.add(id(mutations[0]))
+        numorg_dept = {d.numorg: d.code for d in self.registry.values()}
+        for dept, cases in self._by_caf(gro):
+            root = etree.Element("Racine")
+            self._flux_header(root, "CRI", "H", "G", dept.numorg, (19, 22))
+            for record in cases:
+                # A mutation Cristal still addresses to the département she left.
+                record["_idepart"] = numorg_dept[record["row"]["NUMORGCED"]] if id(record) in stale else record["dept"]
+                _cristal_case(root, record)
+            anomalies = [r["anomaly"] for r in cases if "anomaly" in r]
+            if anomalies:
+                anomaly = _leaf(root, "Anomalie")
+                for label in anomalies:
+                    _leaf(anomaly, "LIBANO", label)
+            total = _leaf(root, "TransmissionFlux")
+            if len(cases) > len(anomalies):
+                _leaf(total, "NBTOTDOSPMITRANSM", str(len(cases) - len(anomalies)))
+            if anomalies:
+                _leaf(total, "NBTOTDOSPMITRANSMANO", str(len(anomalies)))
+            name = f"CRI_{dept.numorg}_{self.flow_day:%Y%m%d}.xml"
+            data = _XML_UTF8 + etree.tostring(root, encoding="UTF-8", pretty_print=True)
+            self._store("GRO", name, data)
+            elements = etree.fromstring(data, _SAFE_PARSER).findall("InfoSuiviGrossessePMI")
+            for record, case in zip(cases, elements, strict=True):
+                if "bad" in record:
+                    path = GRO_FAULTY_ELEMENT.get(record["bad"]) or f"DossierPMI/{record['_future']}"
+                    self.bad.append(BadRecord("GRO", name, case.find(path).sourceline, record["bad"]))
+                if record["_idepart"] != record["dept"]:
+                    line = case.find("IdentificationDossier/Partenaire/IDEPARTE").sourceline
+                    self.warnings.append(BadRecord("GRO", name, line, WARNING_IDEPARTE))
+
+    def write_sgr(self, sgr: list[dict]) -> None:
+        zips = self._by_caf(sgr)
+        # Like the sample, a lone scan sits at the zip root whatever NOMIMAGED says; at least one does.
+        at_root = {id(cases[0]) for _, cases in zips if len(cases) == 1 and cases[0]["pdf"] is not None}
+        if not at_root:
+            first = next((r for _, cases in zips for r in cases if r["pdf"] is not None), None)
+            if first is not None:
+                at_root.add(id(first))
+        for dept, cases in zips:
+            root = etree.Element("Racine", {f"{{{NS_XSI}}}noNamespaceSchemaLocation": "vsgp0101.xsd"},
+                                 nsmap={"xsi": NS_XSI})
+            self._flux_header(root, "SDP", "J", "P", dept.numorg, (18, 21))
+            members: list[tuple[str, bytes]] = []
+            for rank, record in enumerate(cases, start=1):
+                row = record["row"]
+                case = _leaf(root, "InfoSuiviGrossessePMI")
+                ident = _leaf(case, "IdentificationDossier")
+                org = _leaf(ident, "Organisme")
+                _leaf(org, "FONORG", "CAF")
+                _leaf(org, "NUMORG", row["NUMORG"])
+                _leaf(org, "MATRICULE", row["MATRICULE"])
+                partner = _leaf(ident, "Partenaire")
+                _leaf(partner, "TYPEPARTE", "CG")
+                _leaf(partner, "IDEPARTE", record["dept"])
+                folder = _leaf(case, "DossierPMI")
+                _leaf(folder, "NOMIMAGED", f"/{rank:05d}/IMG{rank:05d}.pdf")
+                # The scan's own date: the day the paper form was scanned and indexed.
+                _leaf(folder, "DTCREASDP", row["DTCREASDP"])
+                if record["pdf"] is not None:
+                    member = f"IMG{rank:05d}.pdf" if id(record) in at_root else f"{rank:05d}/IMG{rank:05d}.pdf"
+                    members.append((member, record["pdf"]))
+            _leaf(_leaf(root, "TransmissionFlux"), "NBTOTDOSPMITRANSM", f"{len(cases):05d}")
+            index_name = f"CG_{dept.code}_{self.flow_day.isoformat()}_pmiich.xml"
+            index = b'<?xml version="1.0" encoding="ISO-8859-1"?>\n' + etree.tostring(
+                root, encoding="ISO-8859-1", xml_declaration=False, pretty_print=True
+            )
+            name = f"SDP_{dept.numorg}_{self.flow_day:%Y%m%d}.zip"
+            self._store("SGR", name, self._zip([(index_name, index), *members]))
+            self.pdf_bytes += sum(len(data) for _, data in members)
+            elements = etree.fromstring(index, _SAFE_PARSER).findall("InfoSuiviGrossessePMI")
+            for record, case in zip(cases, elements, strict=True):
+                if "bad" in record:
+                    self.bad.append(BadRecord("SGR", name, case.find("DossierPMI/NOMIMAGED").sourceline, record["bad"]))
+
+    def _zip(self, members: list[tuple[str, bytes]]) -> bytes:
+        buffer = io.BytesIO()
+        stamp = (self.flow_day.year, self.flow_day.month, self.flow_day.day, 19, 46, 0)
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name, data in members:
+                info = zipfile.ZipInfo(name, date_time=stamp)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o600 << 16
+                archive.writestr(info, data)
+        return buffer.getvalue()
+
+
+def _dsgcnaf(parent: etree._Element, record: dict) -> etree._Element:
+    """One DSGCNAF inside a DGE Donnee; the NIR and phone only where the record carries them."""
+    root = etree.SubElement(
+        parent, f"{{{NS_DSG}}}DSGCNAF", {"Nature": "DSGCNAF", "Version": "00.03"}, nsmap=_NSMAP
+    )
+    _el(root, NS_DSG, "Identification", record["Identification"])
+    _el(root, NS_DSG, "Date", record["Date"])
+    ben = _el(root, NS_DSG, "BENEFICIAIRE")
+    for tag in ("NomFamille", "NomUsage", "Prenom"):
+        _el(ben, NS_BEN, tag, record[tag])
+    if record.get("_with_nir"):
+        _el(ben, NS_BEN, "NIR", record["NIR"])
+    address = _el(ben, NS_BEN, "Adresse")
+    fixed = {"CodePays": "F", "CodeInsee": record["CodeInsee"]}
+    for tag in ADDRESS_PARTS:
+        _el(address, NS_BEN, tag, fixed.get(tag, record.get(tag, "")))
+    if record.get("_with_phone"):
+        _el(ben, NS_BEN, "Telephone", record["Telephone"])
+    for tag in ("DateNai", "Rang"):
+        _el(ben, NS_BEN, tag, record[tag])
+    # Only a rectification of an emitted declaration says "true" (add_rectifications).
+    rectified = record.get("_rectif", "")
+    mat = _el(ben, NS_BEN, "MAT")
+    _el(mat, NS_BEN, "DateDPG", record["DateDPG"])
+    _el(mat, NS_DSG, "RectifDPG", "true" if rectified == "RectifDPG" else "false")
+    _el(mat, NS_BEN, "NbEnfANaitre", record["NbEnfANaitre"])
+    _el(mat, NS_DSG, "RectifNbEnfANaitre", "true" if rectified == "RectifNbEnfANaitre" else "false")
+    _el(mat, NS_BEN, "DateExamen", record["DateExamen"])
+    ident, kind, am, nom, prenom = record["ps"]
+    partner = _el(root, NS_DSG, "PARTENAIRE")
+    _el(partner, NS_PS, "Numero", ident, R=kind)
+    provider = _el(partner, NS_PS, "PRESTATAIRE")
+    _el(provider, NS_PS, "Numero", am, R="AM")
+    _el(provider, NS_PS, "NomFamille", nom)
+    _el(provider, NS_PS, "Prenom", prenom)
+    return root
+
+
+def _cristal_case(root: etree._Element, record: dict) -> None:
+    """One InfoSuiviGrossessePMI, in the GRO sample's element order (schemas/gro.xsd)."""
+    row = record["row"]
+    case = _leaf(root, "InfoSuiviGrossessePMI")
+    ident = _leaf(case, "IdentificationDossier")
+    org = _leaf(ident, "Organisme")
+    _leaf(org, "FONORG", "CAF")
+    _leaf(org, "NUMORG", row["NUMORG"])
+    _leaf(org, "MATRICULE", row["MATRICULE"])
+    partner = _leaf(ident, "Partenaire")
+    _leaf(partner, "TYPEPARTE", "CG  ")
+    _leaf(partner, "IDEPARTE", record["_idepart"])
+    admin = _leaf(case, "DonneesAdministratives")
+    if "anomaly" not in record:
+        person = _leaf(admin, "Personne")
+        for tag in ("QUAL", "NOM", "NOMNAI", "PRENOMS"):
+            _leaf(person, tag, row[tag])
+        # Cristal's own data holds the NIR; annexe 1 does not let it leave in the GRO flow.
+        _leaf(person, "NIR", row["NIR"])
+        for tag in ("DTNAI", "TYPEDTNAI", "NOMCOMNAI", "SITUPRO"):
+            _leaf(person, tag, row[tag])
+    address = _leaf(admin, "Adresse")
+    common = _leaf(address, "TroncCommunAdresse")
+    _leaf(common, "RGADR", "1")
+    _leaf(common, "DTEMM", row["DTEMM"])
+    _leaf(common, "PAYS", "FRA")
+    _leaf(common, "TYPEADR", row["TYPEADR"])
+    _leaf(common, "ETATADR", row["ETATADR"])
+    detail = _leaf(address, "AdresseDetailleeFrance")
+    for tag in ("COMPLIDEADR", "COMPLADR", "NUMVOIE", "LIBTYPEVOIE", "NOMVOIE", "LIEUDIST", "NUMCOM", "CODEPOS",
+                "NOMCOM"):
+        value = row[tag]
+        if tag == "LIBTYPEVOIE":
+            value = people.STREET_TYPE_LABELS.get(value, value)  # Cristal writes the label: AVENUE
+        _leaf(detail, tag, value)
+    folder = _leaf(case, "DossierPMI")
+    _leaf(folder, "MOTITRANSMDOSPMI", row["MOTITRANSMDOSPMI"])
+    _leaf(folder, "NBENFCHAPF", row["NBENFCHAPF"])
+    dates = {tag: row.get(tag, "") for tag in ("DTDECLGRO", "DTDEBGRO")}
+    if record.get("bad") == "DATE_FUTURE":
+        # A year typed one too high on the case's first date.
+        future = "DTDECLGRO" if dates["DTDECLGRO"] else "DTDEBGRO"
+        dates[future] = _years_after(date.fromisoformat(dates[future]), 1).isoformat()
+        record["_future"] = future
+    for tag, value in dates.items():
+        if value:
+            _leaf(folder, tag, value)
+    if row.get("NUMORGCED"):
+        mutation = _leaf(folder, "MutationPrenante")
+        _leaf(mutation, "NUMORG", row["NUMORGCED"])
+        _leaf(mutation, "MATRICULE", row["MATRICULECED"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -758,10 +1288,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--departments", default="", help="comma-separated codes (default: all)")
     parser.add_argument("--no-bad", action="store_true", help="no deliberately bad records")
+    parser.add_argument("--shapes", choices=SHAPES, default=DEFAULT_SHAPES, help="real (default) or legacy")
+    parser.add_argument("--rectify-from", type=date.fromisoformat, default=None,
+                        help="an earlier business date generated with the same seed: rectify a few of its DSG")
     args = parser.parse_args(argv)
     codes_wanted = [c for c in args.departments.split(",") if c] or list(load_departments())
     summary = generate_inbox(
-        args.inbox, business_date=args.date, departments=codes_wanted, seed=args.seed, bad=not args.no_bad
+        args.inbox, business_date=args.date, departments=codes_wanted, seed=args.seed, bad=not args.no_bad,
+        shapes=args.shapes, rectify_from=args.rectify_from,
     )
     # Counts only: the summary's personal values must not reach a terminal or a log.
     print(

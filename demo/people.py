@@ -200,6 +200,18 @@ STREET_TYPES: tuple[tuple[str, int], ...] = (
     ("RTE", 5),
 )
 
+# What Cristal writes in LIBTYPEVOIE for each abbreviation: the label, as in the GRO sample.
+STREET_TYPE_LABELS: dict[str, str] = {
+    "RUE": "RUE",
+    "AV": "AVENUE",
+    "BD": "BOULEVARD",
+    "CHE": "CHEMIN",
+    "IMP": "IMPASSE",
+    "ALL": "ALLEE",
+    "PL": "PLACE",
+    "RTE": "ROUTE",
+}
+
 # RFC 2606 reserved domains: the fictitious addresses can never reach a real mailbox.
 MAIL_DOMAINS: tuple[str, ...] = ("example.com", "example.fr", "example.org", "example.net")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from ..config.settings import load_registry
+from ..config.settings import FLOWS, load_registry
 from ..errors import ConfigError
 from ..fsutil import atomic_write, private_dir
 from .generate import generate_inbox
@@ -110,13 +110,29 @@ def receive_config_text(code: str) -> str:
     )
 
 
-def write_demo(root: Path, *, business_date: date, departments: str, seed: int, now: datetime) -> DemoResult:
+def refuse_non_empty(root: Path) -> None:
+    """A folder that holds anything may be a real installation: its config, its `pki/cnaf.key`, its
+    inbox with real declarations. The demo overwrites all three, so it only writes there on --force."""
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ConfigError(root, "demo DIR", "a new or empty folder: this one is not empty (an existing "
+                          "installation?) and the demo would overwrite its flux-pmi.toml, pki/ and inbox/; "
+                          "choose another folder, or add --force to overwrite it")
+
+
+def write_demo(root: Path, *, business_date: date, departments: str, seed: int, now: datetime,
+               force: bool = False, shapes: str | None = None) -> DemoResult:
+    """`shapes`: the inbox's input shapes, "real" by default (demo.generate.SHAPES)."""
     codes = parse_departments(departments)
+    if not force:
+        refuse_non_empty(root)
     root = private_dir(Path(root))
     make_pki(root / "pki", codes, now=now)
     summary = generate_inbox(
-        root / "inbox", business_date=business_date, departments=codes, seed=seed, bad=True
+        root / "inbox", business_date=business_date, departments=codes, seed=seed, bad=True, shapes=shapes
     )
+    for flow in FLOWS:  # a night refuses an inbox without its three flow folders (an unmounted share)
+        private_dir(root / "inbox" / flow)
     config = root / "flux-pmi.toml"
     atomic_write(config, config_text(codes).encode())
     receive = private_dir(root / "receive")

@@ -195,6 +195,9 @@ def write_xml(
     with etree.xmlfile(fobj, encoding=layout.encoding) as xf:
         with xf.element(layout.root_tag, layout.root_attrib, nsmap=layout.root_nsmap):
             out = Out(xf, layout.indent)
+            start_part = getattr(layout, "start_part", None)
+            if start_part is not None:  # a layout whose trailer depends on the part's records (GRO)
+                start_part(records)
             layout.header(out, count, seq)
             for index, record in enumerate(records, 1):
                 layout.record(out, record, index, seq)

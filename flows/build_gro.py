@@ -2,9 +2,15 @@
 
 UTF-8, no namespace, root `Racine`: IdentificationFlux (APPLIEME CRI, TYPEFLUX H,
 NATFLUX G, our NUMSEQFLUX), one InfoSuiviGrossessePMI per case, then TransmissionFlux
-with the count. There is no `Anomalie`: every record that reaches a builder has passed
-the checks, so none is incomplete. There is no NIR either: annexe 1 does not let it leave
-in this flow, GroRecord does not hold one, and gro.xsd refuses the element.
+with the count. There is no NIR: annexe 1 does not let it leave in this flow, GroRecord
+does not hold one, and gro.xsd refuses the element.
+
+A case that Cristal marked with an Anomalie passes through as the real flow carries it:
+the case (without Personne when it had none), then its own `Anomalie` with its LIBANO
+texts. When the emission holds any such case, TransmissionFlux also carries
+NBTOTDOSPMITRANSMANO, the number of marked cases in the part, written on as many digits as
+NBTOTDOSPMITRANSM (so a part's size does not depend on which of its cases are marked,
+which the exact part sizing needs); NBTOTDOSPMITRANSM counts every case.
 """
 
 from __future__ import annotations
@@ -34,8 +40,13 @@ class GroLayout:
     root_attrib: dict[str, str] = {}
     root_nsmap = None
 
-    def __init__(self, header: FlowHeader):
+    def __init__(self, header: FlowHeader, with_anomalies: bool = False):
         self.flow_header = header
+        self.with_anomalies = with_anomalies
+        self._part_anomalies = 0
+
+    def start_part(self, records) -> None:
+        self._part_anomalies = sum(1 for r in records if r.anomalies)
 
     def header(self, out: Out, count: int, seq: int) -> None:
         cristal_identification_flux(out, self.flow_header, applieme="CRI", typeflux="H", natflux="G", seq=seq)
@@ -50,15 +61,16 @@ class GroLayout:
                 typeparte=TYPEPARTE,
             )
             with out.node("DonneesAdministratives"):
-                with out.node("Personne"):
-                    out.leaf("QUAL", r.qual)
-                    out.leaf("NOM", r.nom)
-                    out.leaf("NOMNAI", r.nomnai)
-                    out.leaf("PRENOMS", r.prenoms)
-                    out.leaf("DTNAI", r.dtnai)
-                    out.leaf("TYPEDTNAI", r.typedtnai)
-                    out.leaf("NOMCOMNAI", r.nomcomnai)
-                    out.leaf("SITUPRO", r.situpro)
+                if r.has_person:
+                    with out.node("Personne"):
+                        out.leaf("QUAL", r.qual)
+                        out.leaf("NOM", r.nom)
+                        out.leaf("NOMNAI", r.nomnai)
+                        out.leaf("PRENOMS", r.prenoms)
+                        out.leaf("DTNAI", r.dtnai)
+                        out.leaf("TYPEDTNAI", r.typedtnai)
+                        out.leaf("NOMCOMNAI", r.nomcomnai)
+                        out.leaf("SITUPRO", r.situpro)
                 with out.node("Adresse"):
                     with out.node("TroncCommunAdresse"):
                         out.leaf("RGADR", "1")
@@ -87,10 +99,16 @@ class GroLayout:
                     with out.node("MutationPrenante"):
                         out.leaf("NUMORG", r.numorg_ced)
                         out.leaf("MATRICULE", r.matricule_ced)
+        if r.anomalies:
+            with out.node("Anomalie"):
+                for text in r.anomalies:
+                    out.leaf("LIBANO", text)
 
     def trailer(self, out: Out, count: int) -> None:
         with out.node("TransmissionFlux"):
             out.leaf("NBTOTDOSPMITRANSM", str(count))
+            if self.with_anomalies:
+                out.leaf("NBTOTDOSPMITRANSMANO", str(self._part_anomalies).zfill(len(str(count))))
 
 
 def build_gro(
@@ -101,6 +119,8 @@ def build_gro(
     max_bytes: int,
     seq_for_part: Callable[[int], int],
 ) -> list[BuiltPart]:
+    records = list(records)
+    layout = GroLayout(header, with_anomalies=any(r.anomalies for r in records))
     return build_xml(
-        header, GroLayout(header), records, out_dir=out_dir, max_bytes=max_bytes, seq_for_part=seq_for_part
+        header, layout, records, out_dir=out_dir, max_bytes=max_bytes, seq_for_part=seq_for_part
     )

@@ -57,7 +57,8 @@ from . import codes
 # Record-level reasons: the record is refused, the rest of the file goes on.
 REASONS: dict[str, str] = {
     "FIELD_MISSING": "a required field or element is absent or empty",
-    "FIELD_REPEATED": "an element that must appear once appears several times (DSG)",
+    "FIELD_REPEATED": "an element that must appear once appears several times (XML shapes)",
+    "FIELD_TOO_LONG": "a field is longer than its maximum length (MAX_LENGTHS, mirrored by the XSDs' maxLength)",
     "TEXT_INVALID": "a text field holds a control/invisible character or starts like a spreadsheet formula",
     "NIR_FORMAT": "the NIR is not 15 characters of the NIR shape, or its sex digit is not 1, 2, 3, 4, 7 or 8",
     "NIR_KEY": "the NIR's control key does not match its first 13 characters",
@@ -78,6 +79,15 @@ REASONS: dict[str, str] = {
     "PDF_MISSING": "an SGR scan does not exist, is a symlink or is not a regular file",
     "PDF_TOO_LARGE": "an SGR scan is larger than limits.max_pdf_bytes",
     "PDF_NOT_PDF": "an SGR scan does not start with %PDF- or has no %%EOF in its last 1024 bytes",
+    "PDF_ENCRYPTED": "an SGR zip member holding a scan is encrypted",
+    "ZIP_BOMB": "an SGR zip member inflates beyond its bound (size or compression ratio)",
+    "ZIP_INVALID": "an SGR zip member cannot be read (corrupt, unsupported compression, a directory)",
+}
+
+# Warnings: the record is delivered, but the rejects report carries a row with this code.
+WARNINGS: dict[str, str] = {
+    "ADDRESSING_MISMATCH": "the upstream file's own addressing (a DGE Recepteur, a case's IDEPARTE) disagrees "
+    "with the recipient the record's commune routes to; the record goes where its commune says",
 }
 
 # Whole-file reasons (errors.InputFileError.code): the file is quarantined.
@@ -87,10 +97,14 @@ FILE_REASONS: dict[str, str] = {
     "ENCODING": "a CSV is not ISO-8859-1: UTF-8/UTF-16 byte-order mark, UTF-8 text, or NUL bytes",
     "CSV_HEADER": "the CSV header is missing, lacks a required column, or has an empty or duplicate column",
     "CSV_SHAPE": "a CSV row has more or fewer fields than the header, or broken quoting",
-    "XML_ENCODING": "a DSG document is not UTF-8 (declared encoding, byte-order mark or bytes)",
-    "XML_DTD": "a DSG document carries a DOCTYPE, an entity declaration or an entity reference",
-    "XML_MALFORMED": "a DSG document is not well-formed XML",
-    "XML_ROOT": "a DSG document's root is not dsgcnaf:DSGCNAF",
+    "XML_ENCODING": "an XML file is not in its expected encoding (UTF-8; the SDP index may be ISO-8859-1)",
+    "XML_DTD": "an XML file carries a DOCTYPE, an entity declaration or an entity reference",
+    "XML_MALFORMED": "an XML file is not well-formed XML",
+    "XML_ROOT": "an XML file's root is not the flow's (DSG: Agregat or dsgcnaf:DSGCNAF; GRO/SGR index: Racine)",
+    "XML_SHAPE": "an XML file's frame is wrong: envelope header, IdentificationFlux, Anomalie placement or count",
+    "ZIP_INVALID": "an SGR zip cannot be read as a zip, its index is encrypted or unreadable",
+    "ZIP_INDEX": "an SGR zip holds no CG_<dept>_<date>_pmiich.xml index, or more than one",
+    "ZIP_BOMB": "an SGR zip has too many members, or its index inflates beyond its bound",
 }
 
 MAX_PREGNANCY_DAYS = 305  # ~10 months: beyond that a "pregnancy start" is a typo
@@ -139,6 +153,63 @@ def check_texts(values: dict[str, str], free_text: frozenset[str]) -> None:
     for name, value in values.items():
         if name in free_text and value.startswith(_FORMULA_PREFIXES):
             raise Invalid("TEXT_INVALID", f"{name}: must not start with =, +, - or @", name)
+
+
+# Maximum lengths (characters) of the free-text and coded fields, per the real formats and
+# the AFNOR address lines (38) with room to spare; the XSDs carry the same xs:maxLength.
+MAX_LENGTHS: dict[str, int] = {
+    # DSG (beneficiaire / partenairesante)
+    "Identification": 64,
+    "NomFamille": 80,
+    "NomUsage": 80,
+    "Prenom": 80,
+    "Destinataire": 80,
+    "PointRemise": 80,
+    "Complement": 80,
+    "NumeroVoie": 10,
+    "IndiceRepetition": 10,
+    "TypeVoie": 30,
+    "NomVoie": 80,
+    "MentionDistribution": 80,
+    "CodePostal": 5,
+    "Localite": 80,
+    "CodePays": 3,
+    "CodeInsee": 5,
+    "Telephone": 32,
+    "PRESTATAIRE/NomFamille": 80,
+    "PRESTATAIRE/Prenom": 80,
+    "PRESTATAIRE/Numero": 20,
+    "PARTENAIRE/Numero": 11,
+    # GRO (Cristal)
+    "NOM": 80,
+    "NOMNAI": 80,
+    "PRENOMS": 100,
+    "NOMCOMNAI": 80,
+    "COMPLIDEADR": 80,
+    "COMPLADR": 80,
+    "NUMVOIE": 10,
+    "LIBTYPEVOIE": 30,
+    "NOMVOIE": 80,
+    "LIEUDIST": 80,
+    "NUMCOM": 5,
+    "CODEPOS": 5,
+    "NOMCOM": 80,
+    "LIBANO": 200,
+    # SGR
+    "NOMIMAGED": 255,
+    "FICHIER": 255,
+}
+# Anything else a parser reads (dates, codes, numbers) has its own shape check; this
+# ceiling stops a megabyte-long value before any other check looks at it.
+DEFAULT_MAX_LENGTH = 64
+
+
+def check_lengths(values: dict[str, str]) -> None:
+    """FIELD_TOO_LONG for the first field beyond its maximum length."""
+    for name, value in values.items():
+        limit = MAX_LENGTHS.get(name, DEFAULT_MAX_LENGTH)
+        if len(value) > limit:
+            raise Invalid("FIELD_TOO_LONG", f"{name}: longer than {limit} characters", name)
 
 
 def require(value: str, field: str) -> str:

@@ -1,22 +1,26 @@
-"""DSG: one DSGCNAF XML document per declaration, into a DsgRecord.
+"""DSG: DGE envelopes (Assurance Maladie's exchange platform) of DSGCNAF declarations, into DsgRecords.
 
-The file is the record, so there are two ways to fail. A file that cannot be read as
-XML we trust is quarantined (InputFileError): wrong encoding (XML_ENCODING), any
-DOCTYPE, entity declaration or entity reference (XML_DTD: refused from the raw bytes
-before a parser sees them, so nothing is ever expanded or fetched), not well-formed
-(XML_MALFORMED, with the line; the parser's own text is not quoted, only its error
-type, since it may echo content), a root that is not dsgcnaf:DSGCNAF (XML_ROOT; the
-HubEE envelope `Agregat` is refused too). A readable document whose content fails a
-check is a reject, at the line of the offending element (of its parent when it is
-missing), like a bad CSV row.
+The primary shape is the DGE envelope HubEE's DSG.xml shows: root `Agregat`, one
+`ns3:Entete` (PGMD_Profil SORTIEDGE, NbDoc, Recepteur: the département's SIRET and
+quality CGDnnn), then one `ns3:Document` per declaration (Mindex, Trace, Donnee holding a
+`dsgcnaf:DSGCNAF`). Each Document is one record, checked and routed on its own
+CodeInsee: an envelope may hold declarations for several départements. The Recepteur is
+kept on the record only so that the router can warn when it disagrees with the route
+(ADDRESSING_MISMATCH); it never decides. A bare `dsgcnaf:DSGCNAF` document (the shape this
+project first defined) is still read, as the documented secondary shape.
 
-Decisions: elements are looked up by namespace and name under their expected parent;
-an expected element that appears twice is refused (FIELD_REPEATED: which one would we
-send?), an element holding child elements where text is expected is TEXT_INVALID,
-and unknown elements are ignored (never read). Values are stripped of surrounding XML
-whitespace. A missing or empty RectifDPG / RectifNbEnfANaitre means "not rectified"
-(false): the flow only has to say when it rectifies. Telephone, NomUsage, the address
-parts other than CodeInsee, and PRESTATAIRE are optional.
+Two ways to fail. A file that cannot be read as XML we trust is quarantined
+(InputFileError, see parse.load_xml): encoding, DTD/entities, not well-formed, a root
+that is neither (XML_ROOT), an envelope frame that is wrong (XML_SHAPE: no or two Entete,
+a profile other than SORTIEDGE, an NbDoc that disagrees with the Documents). A readable
+declaration whose content fails a check is a reject at the line of the offending element
+(of its parent when it is missing); the other Documents go on.
+
+Decisions: a missing or empty RectifDPG / RectifNbEnfANaitre means "not rectified"
+(false). NIR, Telephone, NomUsage, the address parts other than CodeInsee, and PRESTATAIRE
+are optional: annexe 1 allows them, the real sample lacks the NIR and the phone; when
+present they are checked and carried. Nothing else of the envelope (Mindex, Trace,
+Producteur) is carried: the builder writes its own.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from lxml import etree
 from ..errors import InputFileError
 from . import check
 from .check import Invalid
-from .parse import Limits, ParseResult, read_bytes, reject
+from .parse import Limits, ParseResult, XmlFields, load_xml, read_bytes, reject
 from .records import DsgAddress, DsgRecord, Source
 
 FLOW = "DSG"
+DGE = "urn:ops:rncps:dge"
+ENVELOPE_TAGS = ("Agregat", f"{{{DGE}}}Agregat")
 
 DSGCNAF = "urn:cnamts:dsgcnaf"
 BENEF = "urn:siram:beneficiaire"
@@ -65,7 +71,6 @@ REQUIRED = (
     "Date",
     "NomFamille",
     "Prenom",
-    "NIR",
     "CodeInsee",
     "DateNai",
     "Rang",
@@ -75,73 +80,80 @@ REQUIRED = (
     "PARTENAIRE/Numero",
 )
 
-_XML_DECL = re.compile(rb"<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']")
-_FOREIGN_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
-# Any "&name" other than the five predefined entities is an entity reference.
-_ENTITY_REF = re.compile(rb"&(?!(?:lt|gt|amp|quot|apos);)(?=[^\s#;&<])")
 _AM_ID = re.compile(r"[A-Za-z0-9]{1,20}")
 
 
+_QUALITE = re.compile(r"CGD([0-9]{2}[0-9AB]|[0-9]{2}M|97[0-9])")
+
+
 def parse_dsg(path: Path, *, display_name: str, today: date, limits: Limits) -> ParseResult:
-    root = load_dsg(read_bytes(path, display_name, limits), display_name)
+    root = load_xml(read_bytes(path, display_name, limits), display_name)
     result = ParseResult()
-    doc = _Doc()
-    try:
-        result.records.append(dsg_record(root, doc, Source(display_name, 1), today))
-    except Invalid as invalid:
-        result.rejects.append(reject(FLOW, display_name, doc.line(invalid.field), invalid))
+    if root.tag == ROOT_TAG:
+        _one(result, root, Source(display_name, 1), today, "", "")
+        return result
+    if root.tag not in ENVELOPE_TAGS:
+        raise InputFileError(
+            display_name, root.sourceline or 1, "root element is neither Agregat nor dsgcnaf:DSGCNAF",
+            code="XML_ROOT",
+        )
+    addressed_to, siret = _entete(root, display_name)
+    documents = root.findall(f"{{{DGE}}}Document")
+    if len(documents) > limits.max_records_per_file:
+        raise InputFileError(
+            display_name, None, f"more than {limits.max_records_per_file} records", code="TOO_LARGE"
+        )
+    for document in documents:
+        line = document.sourceline or 1
+        found = document.findall(f"{{{DGE}}}Donnee/{ROOT_TAG}")
+        if len(found) != 1:
+            what = "no" if not found else "more than one"
+            result.rejects.append(
+                reject(FLOW, display_name, line,
+                       Invalid("FIELD_MISSING" if not found else "FIELD_REPEATED",
+                               f"Document: {what} Donnee/dsgcnaf:DSGCNAF", "Donnee"))
+            )
+            continue
+        _one(result, found[0], Source(display_name, line), today, addressed_to, siret)
     return result
 
 
-def _line_of(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
+def _one(result: ParseResult, root: etree._Element, source: Source, today: date, addressed_to: str,
+         siret: str) -> None:
+    doc = XmlFields()
+    try:
+        result.records.append(dsg_record(root, doc, source, today, addressed_to=addressed_to, siret=siret))
+    except Invalid as invalid:
+        result.rejects.append(reject(FLOW, source.file, doc.line(invalid.field), invalid))
+
+
+def _entete(root: etree._Element, display_name: str) -> tuple[str, str]:
+    """Check the envelope's frame; return its Recepteur (département code from CGDnnn, SIRET)."""
+    entetes = root.findall(f"{{{DGE}}}Entete")
+    if len(entetes) != 1:
+        raise InputFileError(display_name, root.sourceline or 1, "the envelope needs exactly one Entete",
+                             code="XML_SHAPE")
+    entete = entetes[0]
+    at = entete.sourceline or 1
+    if entete.get("PGMD_Profil") != "SORTIEDGE":
+        raise InputFileError(display_name, at, "Entete: PGMD_Profil must be SORTIEDGE", code="XML_SHAPE")
+    nbdoc = (entete.findtext(f"{{{DGE}}}NbDoc") or "").strip()
+    count = len(root.findall(f"{{{DGE}}}Document"))
+    if nbdoc and (not nbdoc.isascii() or not nbdoc.isdigit() or int(nbdoc) != count):
+        raise InputFileError(display_name, at, f"Entete: NbDoc disagrees with the {count} Document(s)",
+                             code="XML_SHAPE")
+    qualite = (entete.findtext(f"{{{DGE}}}Recepteur/{{{DGE}}}Qualite") or "").strip()
+    m = _QUALITE.fullmatch(qualite)
+    siret = ""
+    for ident in entete.findall(f"{{{DGE}}}Recepteur/{{{DGE}}}Identite"):
+        if ident.get("R") == "SIRET":
+            siret = (ident.text or "").strip()
+    return (m[1] if m else ""), (siret if siret.isascii() and siret.isdigit() and len(siret) == 14 else "")
 
 
 def load_dsg(data: bytes, display_name: str) -> etree._Element:
-    """Parse the bytes as a safe DSGCNAF document or raise InputFileError."""
-    if data.startswith(_FOREIGN_BOMS):
-        raise InputFileError(
-            display_name, 1, "UTF-16/32 byte-order mark: UTF-8 expected", code="XML_ENCODING"
-        )
-    decl = _XML_DECL.match(data.removeprefix(b"\xef\xbb\xbf"))
-    if decl and decl[1].lower() != b"utf-8":
-        raise InputFileError(display_name, 1, "declared encoding is not UTF-8", code="XML_ENCODING")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise InputFileError(
-            display_name, _line_of(data, nul), "NUL byte: UTF-8 expected", code="XML_ENCODING"
-        )
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputFileError(
-            display_name, _line_of(data, exc.start), "bytes that are not UTF-8", code="XML_ENCODING"
-        ) from None
-    for marker in (b"<!DOCTYPE", b"<!ENTITY"):
-        at = data.find(marker)
-        if at >= 0:
-            raise InputFileError(
-                display_name, _line_of(data, at), "DOCTYPE or entity declaration refused", code="XML_DTD"
-            )
-    ref = _ENTITY_REF.search(data)
-    if ref:
-        raise InputFileError(
-            display_name, _line_of(data, ref.start()), "entity reference refused", code="XML_DTD"
-        )
-
-    parser = etree.XMLParser(
-        resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False, dtd_validation=False
-    )
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        kind = exc.error_log.last_error.type_name if exc.error_log.last_error else "syntax error"
-        raise InputFileError(
-            display_name, exc.lineno or None, f"not well-formed XML ({kind})", code="XML_MALFORMED"
-        ) from None
-    # Belt and braces: the byte scan above should have made these impossible.
-    if root.getroottree().docinfo.doctype or next(root.iter(etree.Entity), None) is not None:
-        raise InputFileError(display_name, 1, "DOCTYPE or entity refused", code="XML_DTD")
+    """A bare DSGCNAF document (kept for callers of the secondary shape)."""
+    root = load_xml(data, display_name)
     if root.tag != ROOT_TAG:
         raise InputFileError(
             display_name, root.sourceline or 1, "root element is not dsgcnaf:DSGCNAF", code="XML_ROOT"
@@ -149,46 +161,8 @@ def load_dsg(data: bytes, display_name: str) -> etree._Element:
     return root
 
 
-class _Doc:
-    """Field values and the line each came from, so a reject points at its element."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-        self.lines: dict[str, int] = {}
-        self.attrs: dict[str, str] = {}
-
-    def line(self, field: str | None) -> int:
-        return self.lines.get(field or "", 1)
-
-    def element(self, parent: etree._Element | None, ns: str, name: str, field: str, at: int):
-        """The single child `name` of `parent`, or None; records its line (or `at`)."""
-        if parent is None:
-            self.lines[field] = at
-            return None
-        found = parent.findall(f"{{{ns}}}{name}")
-        if len(found) > 1:
-            self.lines[field] = found[1].sourceline or at
-            raise Invalid("FIELD_REPEATED", f"{field}: must appear once", field)
-        if not found:
-            self.lines[field] = parent.sourceline or at
-            return None
-        self.lines[field] = found[0].sourceline or at
-        return found[0]
-
-    def text(self, parent: etree._Element | None, ns: str, name: str, field: str, at: int) -> str:
-        el = self.element(parent, ns, name, field, at)
-        value = ""
-        if el is not None:
-            if len(el):
-                raise Invalid("TEXT_INVALID", f"{field}: must hold text only", field)
-            value = (el.text or "").strip(" \t\r\n")
-            if field == "PARTENAIRE/Numero":
-                self.attrs[field] = (el.get("R") or "").strip(" \t\r\n")
-        self.values[field] = value
-        return value
-
-
-def dsg_record(root: etree._Element, doc: _Doc, source: Source, today: date) -> DsgRecord:
+def dsg_record(root: etree._Element, doc: XmlFields, source: Source, today: date, *, addressed_to: str = "",
+               siret: str = "") -> DsgRecord:
     """Extract and check the declaration (first failure raises Invalid), then build it."""
     top = root.sourceline or 1
     doc.text(root, DSGCNAF, "Identification", "Identification", top)
@@ -210,19 +184,21 @@ def dsg_record(root: etree._Element, doc: _Doc, source: Source, today: date) -> 
     doc.text(mat, DSGCNAF, "RectifNbEnfANaitre", "RectifNbEnfANaitre", at_mat)
     doc.text(mat, BENEF, "DateExamen", "DateExamen", at_mat)
     partner = doc.element(root, DSGCNAF, "PARTENAIRE", "PARTENAIRE", top)
-    doc.text(partner, PS, "Numero", "PARTENAIRE/Numero", doc.lines["PARTENAIRE"])
+    doc.text(partner, PS, "Numero", "PARTENAIRE/Numero", doc.lines["PARTENAIRE"], attr="R")
     provider = doc.element(partner, PS, "PRESTATAIRE", "PRESTATAIRE", doc.lines["PARTENAIRE"])
     for name in ("Numero", "NomFamille", "Prenom"):
         doc.text(provider, PS, name, f"PRESTATAIRE/{name}", doc.lines["PRESTATAIRE"])
 
     v = doc.values
+    check.check_lengths(v)
     check.check_texts(v, FREE_TEXT)
     for name in REQUIRED:
         check.require(v[name], name)
 
     check.check_identifier(v["Identification"], "Identification")
     received = check.not_future(check.parse_received_datetime(v["Date"], "Date"), "Date", today)
-    check.check_nir(v["NIR"], None, "NIR")
+    if v["NIR"]:
+        check.check_nir(v["NIR"], None, "NIR")
     if v["CodePostal"]:
         check.check_postcode(v["CodePostal"], "CodePostal")
     check.check_commune(v["CodeInsee"], "CodeInsee")
@@ -237,7 +213,8 @@ def dsg_record(root: etree._Element, doc: _Doc, source: Source, today: date) -> 
     examen = check.not_future(check.parse_xs_date(v["DateExamen"], "DateExamen"), "DateExamen", today)
     check.check_pregnancy(dpg, examen, "DateDPG", "DateExamen")
     check.check_age(born, born, examen, "DateNai", "DateExamen")
-    check.check_nir(v["NIR"], born, "NIR")
+    if v["NIR"]:
+        check.check_nir(v["NIR"], born, "NIR")
     kind = doc.attrs.get("PARTENAIRE/Numero", "")
     check.check_ps_id(v["PARTENAIRE/Numero"], kind, "PARTENAIRE/Numero")
     if v["PRESTATAIRE/Numero"] and not _AM_ID.fullmatch(v["PRESTATAIRE/Numero"]):
@@ -281,4 +258,6 @@ def dsg_record(root: etree._Element, doc: _Doc, source: Source, today: date) -> 
         ps_numero_am=v["PRESTATAIRE/Numero"],
         ps_nom=v["PRESTATAIRE/NomFamille"],
         ps_prenom=v["PRESTATAIRE/Prenom"],
+        addressed_to=addressed_to,
+        addressed_siret=siret,
     )

@@ -1,4 +1,7 @@
-"""GRO: the daily Cristal extract (ISO-8859-1 CSV) into GroRecords.
+"""GRO: the daily Cristal extract (ISO-8859-1 CSV, the secondary shape) into GroRecords.
+
+The primary shape is Cristal's own XML (parse_gro_xml); both feed `gro_record`, so a
+case is checked the same way whichever shape it came in.
 
 A real extract carries more than annexe 1 lets leave (NIR, phone, e-mail...). Only the
 contract's columns are copied out of each row (parse.read_csv), so nothing else can
@@ -105,20 +108,48 @@ def parse_gro(path: Path, *, display_name: str, today: date, limits: Limits) -> 
     return result
 
 
-def gro_record(v: dict[str, str], source: Source, today: date) -> GroRecord:
-    """Check one row's contract columns (first failure raises Invalid) and build the record."""
+PERSON = ("QUAL", "NOM", "NOMNAI", "PRENOMS", "DTNAI", "TYPEDTNAI", "NOMCOMNAI", "SITUPRO")
+
+
+def gro_record(
+    v: dict[str, str],
+    source: Source,
+    today: date,
+    *,
+    received: date | None = None,
+    anomalies: tuple[str, ...] = (),
+    idepart: str = "",
+) -> GroRecord:
+    """Check one case's contract fields (first failure raises Invalid) and build the record.
+
+    `received` is given by the XML shape (which has no DTRECEP column). A case Cristal
+    marked with an Anomalie (`anomalies`) and that carries no person block at all is not
+    refused for it: its person fields stay empty, and so may its declaration dates.
+    """
+    check.check_lengths(v)
     check.check_texts(v, FREE_TEXT)
+    personless = bool(anomalies) and not any(v[name] for name in PERSON)
     for name in REQUIRED:
+        if name == "DTRECEP" and received is not None:
+            continue
+        if personless and name in PERSON:
+            continue
         check.require(v[name], name)
 
-    received = check.not_future(check.parse_date(v["DTRECEP"], "DTRECEP"), "DTRECEP", today)
+    if received is None:
+        received = check.not_future(check.parse_date(v["DTRECEP"], "DTRECEP"), "DTRECEP", today)
+    else:
+        check.not_future(received, "DTREF", today)
     check.check_numorg(v["NUMORG"], "NUMORG")
     check.check_matricule(v["MATRICULE"], "MATRICULE")
-    check.check_code(v["QUAL"], codes.QUAL, "QUAL")
-    typedtnai = check.check_code(v["TYPEDTNAI"], codes.TYPEDTNAI, "TYPEDTNAI")
-    born_earliest, born_latest = check.parse_gro_birth(v["DTNAI"], typedtnai, "DTNAI")
-    check.not_future(born_earliest, "DTNAI", today)
-    check.check_code(v["SITUPRO"], codes.SITUPRO, "SITUPRO")
+    typedtnai = ""
+    born_earliest = born_latest = None
+    if not personless:
+        check.check_code(v["QUAL"], codes.QUAL, "QUAL")
+        typedtnai = check.check_code(v["TYPEDTNAI"], codes.TYPEDTNAI, "TYPEDTNAI")
+        born_earliest, born_latest = check.parse_gro_birth(v["DTNAI"], typedtnai, "DTNAI")
+        check.not_future(born_earliest, "DTNAI", today)
+        check.check_code(v["SITUPRO"], codes.SITUPRO, "SITUPRO")
     dtemm = check.parse_date(v["DTEMM"], "DTEMM")
     check.check_code(v["TYPEADR"], codes.TYPEADR, "TYPEADR")
     if v["ETATADR"] and not _ETATADR.fullmatch(v["ETATADR"]):
@@ -131,7 +162,7 @@ def gro_record(v: dict[str, str], source: Source, today: date) -> GroRecord:
 
     during_pregnancy = motif != "02"
     dtdeclgro = dtdebgro = None
-    if during_pregnancy:
+    if during_pregnancy and not personless:
         check.require(v["DTDECLGRO"], "DTDECLGRO")
         check.require(v["DTDEBGRO"], "DTDEBGRO")
     if v["DTDECLGRO"]:
@@ -140,7 +171,9 @@ def gro_record(v: dict[str, str], source: Source, today: date) -> GroRecord:
         dtdebgro = check.not_future(check.parse_date(v["DTDEBGRO"], "DTDEBGRO"), "DTDEBGRO", today)
     if dtdebgro is not None and dtdeclgro is not None:
         check.check_pregnancy(dtdebgro, dtdeclgro, "DTDEBGRO", "DTDECLGRO", span=during_pregnancy)
-    if dtdeclgro is not None:
+    if born_earliest is None or born_latest is None:
+        pass  # no person block: no age to check
+    elif dtdeclgro is not None:
         check.check_age(born_earliest, born_latest, dtdeclgro, "DTNAI", "DTDECLGRO")
     else:
         check.check_age(born_earliest, born_latest, received, "DTNAI", "DTRECEP")
@@ -177,4 +210,6 @@ def gro_record(v: dict[str, str], source: Source, today: date) -> GroRecord:
         motif=motif,
         numorg_ced=v["NUMORGCED"],
         matricule_ced=v["MATRICULECED"],
+        anomalies=anomalies,
+        idepart=idepart,
     )

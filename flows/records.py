@@ -78,18 +78,41 @@ class DsgRecord:
     ps_numero_am: str
     ps_nom: str
     ps_prenom: str
+    # The envelope's Recepteur (CGDnnn's nnn, SIRET), for the ADDRESSING_MISMATCH warning only.
+    addressed_to: str = ""
+    addressed_siret: str = ""
 
     @property
     def commune_code(self) -> str:
         return self.adresse.code_insee
 
     @property
-    def key(self) -> str:
-        """Stable identity of the declaration, used to refuse a duplicate."""
+    def is_rectification(self) -> bool:
+        return self.rectif_dpg or self.rectif_nb_enf_a_naitre
+
+    @property
+    def original_key(self) -> str:
+        """The identity of the declaration itself, whether this is it or a rectification of it."""
         return f"DSG:{self.identification}"
+
+    @property
+    def key(self) -> str:
+        """Stable identity used to refuse a duplicate.
+
+        A rectification is a new emission of an already-emitted declaration: its identity adds
+        what it rectifies and when (dsgcnaf:Date), so that it is not refused as a duplicate of
+        the original, while the same rectification received twice still is.
+        """
+        if not self.is_rectification:
+            return self.original_key
+        return (f"DSG:{self.identification}:R:{self.date}:{int(self.rectif_dpg)}{int(self.rectif_nb_enf_a_naitre)}"
+                f":{self.date_dpg}:{self.nb_enf_a_naitre}")
 
 
 # --- GRO: case data from Cristal ---------------------------------------------------------
+
+# A case Cristal marked with an Anomalie may lack the person block: its person fields are
+# then empty (qual, nomnai, prenoms, dtnai, typedtnai, situpro), and it carries its LIBANO.
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +147,12 @@ class GroRecord:
     motif: str  # MOTITRANSMDOSPMI: 01 declaration, 02 birth without declaration, 03 mutation prenante
     numorg_ced: str  # mutation: the previous Caf's NUMORG
     matricule_ced: str  # mutation: the previous allocataire number
+    anomalies: tuple[str, ...] = ()  # Cristal's LIBANO texts for this case (Cristal XML only)
+    idepart: str = ""  # the case's IDEPARTE as Cristal wrote it: ADDRESSING_MISMATCH warning only
+
+    @property
+    def has_person(self) -> bool:
+        return bool(self.qual)
 
     @property
     def commune_code(self) -> str:
@@ -140,13 +169,15 @@ class GroRecord:
 @dataclass(frozen=True, slots=True)
 class SgrRecord:
     source: Source
-    received: date  # DTRECEP
+    received: date  # DTRECEP (CSV index), or the earliest of DTCREASDP / DTREF (SDP zip)
     numorg: str
     matricule: str
-    num_com: str  # residence commune, for routing only: it never leaves
+    num_com: str  # residence commune (CSV index only), for routing only: it never leaves
     dtcreasdp: date  # date the scan was indexed
     pdf: Path  # resolved path of the scan, inside the claimed batch
     pdf_size: int
+    idepart: str = ""  # IDEPARTE (SDP zip): the routing key, since the real index has no commune
+    image: str = ""  # NOMIMAGED as the index names it (SDP zip)
 
     @property
     def commune_code(self) -> str:
@@ -154,7 +185,7 @@ class SgrRecord:
 
     @property
     def key(self) -> str:
-        return f"SGR:{self.numorg}:{self.matricule}:{self.pdf.name}:{self.received}"
+        return f"SGR:{self.numorg}:{self.matricule}:{self.image or self.pdf.name}:{self.received}"
 
 
 Record = DsgRecord | GroRecord | SgrRecord

@@ -7,25 +7,61 @@ is never read twice nor forgotten. The same bytes dropped again (same SHA-256) a
 recognised and set aside, never emitted twice.
 
 Upstream writers use a hidden or `.tmp`/`.part` name while writing: those are left alone.
+
+What is claimed, per flow folder (case-insensitive extensions; docs/input-contract.md):
+DSG `*.xml` (DGE envelopes, or bare DSGCNAF documents); GRO `*.xml` (Cristal's XML) and
+`*.csv` (the secondary CSV extract); SGR `*.zip` (the scanning chain's zip, index and PDFs
+inside) and `*.csv` (the secondary CSV index, with the PDFs it names beside it).
+
+The inbox is written by others, so before a claim `screen` sets aside, each with a `.reason`,
+what the night cannot take: a name that is not UTF-8 (or holds a control character), a link,
+a FIFO or a folder under an input's name, a file the service user cannot read, an SGR scan it
+cannot read. Material set aside is never written over, and a name that cannot be written down
+(or is too long to take a suffix) is replaced by a technical one, with its hash as evidence.
+SGR scan paths are confined to the flow folder: no link in any component, and the resolved
+path inside the folder.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
 from .. import faults
-from ..fsutil import fsync_dir, private_dir
+from ..fsutil import (
+    NAME_MAX,
+    atomic_write,
+    free_name,
+    fsync_dir,
+    name_digest,
+    open_regular,
+    private_dir,
+    storable_name,
+)
 from ..trace.store import TraceStore
 
-PATTERNS = {"DSG": ".xml", "GRO": ".csv", "SGR": ".csv"}
+PATTERNS: dict[str, tuple[str, ...]] = {"DSG": (".xml",), "GRO": (".xml", ".csv"), "SGR": (".zip", ".csv")}
 IGNORED_SUFFIXES = (".tmp", ".part", ".reason")
+REASON_SUFFIX = ".reason"
+# Room kept after a name set aside: its `.reason` and a `.<n>` that keeps it unique.
+_SUFFIX_ROOM = len(REASON_SUFFIX) + len(".9999")
+
+# Codes of what `screen` sets aside (the parser's codes are in flows/check.py).
+SCREEN_REASONS = {
+    "NAME_ENCODING": "the file name is not valid UTF-8",
+    "NAME_UNSAFE": "the file name holds a control character",
+    "NOT_A_FILE": "not a regular file",
+    "UNREADABLE": "the file cannot be read by the service user",
+    "SCAN_UNREADABLE": "a scan named by an SGR index cannot be read by the service user",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +72,42 @@ class Batch:
     dir: Path  # the claimed material: <work>/batch-<id>/<FLOW>/
 
 
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """An inbox entry the night cannot take, and where it went."""
+
+    flow: str
+    name: str  # printable: the original name, or `unnamed-<hash>` when it cannot be written down
+    code: str
+    reason: str  # no personal data: codes, error strings, technical names
+    path: Path | None  # where it is now in quarantine/ (None: it could not be moved, retried next night)
+
+
 def batch_dir(work: Path, batch_id: int, flow: str) -> Path:
     return work / f"batch-{batch_id:06d}" / flow
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
+def shown_name(name: str) -> str:
+    """The name as the trace, the logs and the reports may carry it."""
+    return name if storable_name(name) else f"unnamed-{name_digest(name)[:16]}"
+
+
+def _digest_and_size(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with os.fdopen(open_regular(path), "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _sha256(path: Path) -> str:
+    return _digest_and_size(path)[0]
+
+
+def _is_ours(name: str, flow: str) -> bool:
+    return (not name.startswith(".") and name.lower().endswith(PATTERNS[flow])
+            and not name.endswith(IGNORED_SUFFIXES))
 
 
 def candidates(inbox: Path, flow: str) -> list[Path]:
@@ -53,32 +115,172 @@ def candidates(inbox: Path, flow: str) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
-                  and p.name.lower().endswith(PATTERNS[flow]) and not p.name.endswith(IGNORED_SUFFIXES))
+                  if _is_ours(p.name, flow) and storable_name(p.name) and p.is_file() and not p.is_symlink())
+
+
+def confined(folder: Path, rel: str) -> Path | None:
+    """`folder/rel` if it is a regular file reached through real folders only, inside `folder`; else None.
+
+    An SGR index is data from outside: a FICHIER must not make us move (and then send) a file
+    from elsewhere, through `..`, an absolute path, or a folder of the inbox that is a link.
+    Any error on the way (too long a name or path, a loop, no permission) means "not there".
+    """
+    parts = rel.split("/")
+    if (not rel or rel.startswith("/") or "\\" in rel or not storable_name(rel.replace("/", "_"))
+            or any(p in ("", ".", "..") for p in parts)):
+        return None
+    try:
+        if any(len(os.fsencode(p)) > NAME_MAX for p in parts):
+            return None
+        path = folder
+        for i, part in enumerate(parts):
+            path = path / part
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) if i == len(parts) - 1 else stat.S_ISDIR(mode)):
+                return None  # a link (file or folder), a FIFO...: never followed
+        root = os.path.realpath(folder)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            return None
+    except (OSError, ValueError):
+        return None
+    return path
+
+
+def _index_cells(index: Path) -> list[str]:
+    """The FICHIER cells of an SGR index (the parser judges the index itself)."""
+    try:
+        with os.fdopen(open_regular(index), "rb") as fh:
+            text = fh.read().decode("iso-8859-1")
+        rows = csv.DictReader(io.StringIO(text), delimiter=";")
+        return [(r.get("FICHIER") or "").strip() for r in rows]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
 
 
 def _scans_named_by(index: Path, folder: Path) -> list[str]:
     """The PDFs an SGR index names that are safe to move (the parser judges the rest)."""
-    try:
-        text = index.read_bytes().decode("iso-8859-1")
-        rows = csv.DictReader(io.StringIO(text), delimiter=";")
-        names = [r.get("FICHIER") or "" for r in rows]
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-    safe = []
-    for name in names:
-        rel = PurePosixPath(name.strip())
-        if not name.strip() or rel.is_absolute() or ".." in rel.parts or "\\" in name:
-            continue
-        p = folder / rel
-        if p.is_file() and not p.is_symlink():
-            safe.append(rel.as_posix())
-    return sorted(set(safe))
+    return sorted({PurePosixPath(c).as_posix() for c in _index_cells(index) if confined(folder, c) is not None})
 
 
 def _move(src: Path, dst: Path) -> None:
     private_dir(dst.parent)
     os.replace(src, dst)
+
+
+def _aside_base(name: str, suffix: str = "") -> str:
+    """The name material is set aside under: its own when it can be written down and takes suffixes."""
+    if storable_name(name) and len((name + suffix).encode("utf-8")) + _SUFFIX_ROOM <= NAME_MAX:
+        return name + suffix
+    return f"unnamed-{name_digest(name)[:16]}{suffix}"
+
+
+def _reason_text(name: str, code: str, reason: str) -> str:
+    if storable_name(name):
+        origin = f"file: {name}"
+    else:  # the raw name may hold anything (a person's name in another encoding): its hash only
+        raw = os.fsencode(name)
+        origin = f"file: name not storable ({len(raw)} bytes), sha256 of its bytes {name_digest(name)}"
+    return f"{code}: {reason}\n{origin}\n"
+
+
+def quarantine(src: Path, quarantine_root: Path, flow: str, name: str, code: str, reason: str) -> Path:
+    """Set a whole unreadable input file aside, with a `.reason` file an operator can read.
+
+    Never over another one: a second bad file under the same name gets `<name>.2`. The `.reason`
+    is written first, so that no material sits in quarantine/ without the date the retention needs;
+    after a crash in between, the next attempt finds its own `.reason` alone and completes it.
+    """
+    folder = private_dir(quarantine_root / flow)
+    text = _reason_text(name, code, reason)
+    base, n, target = _aside_base(name), 1, ""
+    while not target:
+        candidate = base if n == 1 else f"{base}.{n}"
+        material, note = folder / candidate, folder / f"{candidate}{REASON_SUFFIX}"
+        if not os.path.lexists(material):
+            if not os.path.lexists(note) or _same_text(note, text):
+                target = candidate
+        n += 1
+    atomic_write(folder / f"{target}{REASON_SUFFIX}", text.encode("utf-8"))
+    if os.path.lexists(src):
+        _move(src, folder / target)
+        faults.point("quarantine-move")
+    return folder / target
+
+
+def _same_text(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _problem(path: Path, name: str) -> tuple[str, str] | None:
+    """(code, reason) when this inbox entry cannot be claimed, None when it can (or is gone)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "NAME_ENCODING", SCREEN_REASONS["NAME_ENCODING"]
+    if not storable_name(name):
+        return "NAME_UNSAFE", SCREEN_REASONS["NAME_UNSAFE"]
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return "UNREADABLE", f"{SCREEN_REASONS['UNREADABLE']} ({exc.strerror or errno.errorcode.get(exc.errno)})"
+    if stat.S_ISLNK(st.st_mode):
+        return "NOT_A_FILE", "a symbolic link (links in the inbox are never followed)"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a special file"
+        return "NOT_A_FILE", f"{SCREEN_REASONS['NOT_A_FILE']} ({kind})"
+    return _unreadable(path, "UNREADABLE")
+
+
+def _unreadable(path: Path, code: str) -> tuple[str, str] | None:
+    try:
+        fd = open_regular(path)
+        try:
+            os.read(fd, 1)
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return code, f"{SCREEN_REASONS[code]} ({exc.strerror or errno.errorcode.get(exc.errno)})"
+    return None
+
+
+def _set_aside(src: Path, quarantine_root: Path, flow: str, name: str, code: str, reason: str) -> SetAside:
+    shown = shown_name(name)
+    try:
+        return SetAside(flow, shown, code, reason, quarantine(src, quarantine_root, flow, name, code, reason))
+    except OSError as exc:  # cannot even be moved: reported, and tried again next night
+        return SetAside(flow, shown, code, f"{reason}; not moved ({exc.strerror or exc.errno})", None)
+
+
+def screen(inbox: Path, quarantine_root: Path, flow: str) -> list[SetAside]:
+    """Set aside, before the claim, every entry of the flow's inbox folder the night cannot take."""
+    folder = inbox / flow
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    out: list[SetAside] = []
+    for name in names:
+        if not _is_ours(name, flow):
+            continue
+        problem = _problem(folder / name, name)
+        if problem is not None:
+            out.append(_set_aside(folder / name, quarantine_root, flow, name, *problem))
+        elif flow == "SGR" and name.lower().endswith(".csv"):  # a zip carries its scans inside
+            for cell in _index_cells(folder / name):
+                scan = confined(folder, cell)
+                problem = _unreadable(scan, "SCAN_UNREADABLE") if scan is not None else None
+                if scan is not None and problem is not None:
+                    code, reason = problem
+                    out.append(_set_aside(scan, quarantine_root, flow, scan.name, code,
+                                          f"{reason}; named by the index {name}"))
+    return out
 
 
 def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: str, business_date: date,
@@ -89,19 +291,25 @@ def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: s
     duplicates: list[str] = []
     taken_scans: set[str] = set()
     for path in candidates(inbox, flow):
-        digest = _sha256(path)
+        try:
+            digest, size = _digest_and_size(path)
+        except OSError:
+            continue  # changed since `screen` looked at it: left in place, screened again next night
         if trace.known_input(flow, digest) is not None:
             dup_dir = private_dir(consumed / "duplicates" / flow)
-            _move(path, dup_dir / f"{path.name}.{digest[:12]}")
+            _move(path, dup_dir / free_name(dup_dir, _aside_base(path.name, f".{digest[:12]}")))
             duplicates.append(path.name)
             continue
-        entries.append((path.name, "input", digest, path.stat().st_size))
-        if flow == "SGR":
+        entries.append((path.name, "input", digest, size))
+        if flow == "SGR" and path.name.lower().endswith(".csv"):
             for rel in _scans_named_by(path, folder):
                 if rel not in taken_scans:
+                    try:
+                        scan_digest, scan_size = _digest_and_size(folder / rel)
+                    except OSError:
+                        continue  # the parser finds it missing and rejects its record
                     taken_scans.add(rel)
-                    scan = folder / rel
-                    entries.append((rel, "scan", _sha256(scan), scan.stat().st_size))
+                    entries.append((rel, "scan", scan_digest, scan_size))
     if not entries:
         return None, duplicates
     batch_id = trace.create_batch(flow, business_date, run_id, now, entries)
@@ -113,24 +321,16 @@ def finish_claim(trace: TraceStore, batch_id: int, *, inbox: Path, work: Path, f
     """Move the files of a `claiming` batch; safe to call again after a crash midway."""
     target = private_dir(batch_dir(work, batch_id, flow))
     for row in trace.batch_files(batch_id):
-        src, dst = inbox / flow / row["name"], target / row["name"]
-        if not dst.exists() and src.exists():
+        dst = target / row["name"]
+        # Confined again: a folder of the inbox swapped for a link since the claim is not followed.
+        src = confined(inbox / flow, row["name"])
+        if src is not None and not dst.exists():
             _move(src, dst)
             faults.point("claim-move")
     fsync_dir(target)
     if (inbox / flow).exists():
         fsync_dir(inbox / flow)
     trace.set_batch_state(batch_id, "claimed", now)
-
-
-def quarantine(src: Path, quarantine_root: Path, flow: str, name: str, code: str, reason: str) -> Path:
-    """Set a whole unreadable input file aside, with a `.reason` file an operator can read."""
-    folder = private_dir(quarantine_root / flow)
-    dst = folder / name
-    if src.exists():
-        _move(src, dst)
-    (folder / f"{name}.reason").write_text(f"{code}: {reason}\n", encoding="utf-8")
-    return dst
 
 
 def retire_batch(work: Path, consumed: Path, batch_id: int, business_date: date) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TransportError
-from ..fsutil import atomic_write, private_dir
+from ..fsutil import atomic_write, name_digest, private_dir, storable_name
 from ..log import get as get_logger
 from ..transport.local import ACK_DIR
 from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
@@ -58,8 +58,14 @@ UNSEALED_SUFFIXES = (".xml", ".zip")
 
 
 def is_safe_name(name: str) -> bool:
-    """A plain basename a drop may hand us: no path, no control character, not hidden."""
-    return bool(name) and len(name) <= 255 and not name.startswith(".") and not _UNSAFE.search(name)
+    """A plain basename a drop may hand us: UTF-8, no path, no control character, not hidden."""
+    return (bool(name) and len(name) <= 255 and not name.startswith(".") and not _UNSAFE.search(name)
+            and storable_name(name))
+
+
+def stand_in(name: str) -> str:
+    """The technical name a listed file whose own name cannot be stored (not UTF-8) goes under."""
+    return f"unnamed-{name_digest(name)[:16]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,9 @@ class DropFile:
     # (size, mtime) of its `.sha256`, None when there is none. The marker's bytes are read only
     # for a file the ledger does not know yet: a drop keeps months of files, polled every minute.
     marker_stat: tuple[int, int] | None
+    # Why it cannot be taken at all, from its listing alone ('' when it can): the file is refused
+    # unread under `name`, a stand-in (its own name would make the ledger, the logs and acks fail).
+    unusable: str = ""
 
     @property
     def technical(self) -> re.Match[str] | None:
@@ -119,6 +128,12 @@ def _ready(names: dict[str, tuple[int, int]], folder: str) -> list[DropFile]:
     """Pick ready files from a folder's {name: (size, mtime)}: `.p7m` with their marker, unsealed files."""
     out = []
     for name, (size, mtime) in sorted(names.items()):
+        if not storable_name(name) and not name.startswith("."):
+            # Set aside with a reason, not skipped in silence nor stopping the files behind it.
+            sealed = name.endswith(".p7m")
+            if (sealed and name + MARKER_SUFFIX in names) or name.endswith(UNSEALED_SUFFIXES):
+                out.append(DropFile(stand_in(name), folder, size, mtime, sealed, None, "NAME_ENCODING"))
+            continue
         if not is_safe_name(name):
             continue
         marker = names.get(name + MARKER_SUFFIX)
@@ -173,8 +188,18 @@ class LocalDropReader(Drop):
         atomic_write(private_dir(self.path / ACK_DIR) / name, data)
 
     def remove(self, item: DropFile) -> None:
-        for name in (item.name, item.name + MARKER_SUFFIX):
+        listed = self._listed_as(item.name)
+        for name in (listed, listed + MARKER_SUFFIX):
             (self.path / name).unlink(missing_ok=True)
+
+    def _listed_as(self, name: str) -> str:
+        """The name in the folder of a file the ledger knows under `name` (its stand-in, maybe)."""
+        if name.startswith("unnamed-") and not os.path.lexists(self.path / name):
+            try:
+                return next((n for n in os.listdir(self.path) if not storable_name(n) and stand_in(n) == name), name)
+            except OSError:
+                return name
+        return name
 
 
 class SftpDropReader(Drop):

@@ -393,12 +393,16 @@ def _extract_gro(root: etree._Element, digest: str) -> Extracted:
     business = _date(_text(root, "IdentificationFlux/DTREF"), "GRO DTREF")
     cases = root.findall("InfoSuiviGrossessePMI")
     _check_count(_text(root, "TransmissionFlux/NBTOTDOSPMITRANSM"), len(cases), "GRO")
-    # Anomalie belongs to the file, not to a case: every row of the file carries it.
-    anomalie = " | ".join(
-        text for text in ((e.text or "").strip() for e in root.findall("Anomalie/LIBANO")) if text
-    )
     rows: list[dict[str, str]] = []
     for index, case in enumerate(cases, 1):
+        # An Anomalie qualifies the case it follows (Cristal's layout, as in HubEE's sample).
+        libano: list[str] = []
+        sibling = case.getnext()
+        while sibling is not None and (sibling.tag == "Anomalie" or not isinstance(sibling.tag, str)):
+            if sibling.tag == "Anomalie":  # (comments and processing instructions are skipped)
+                libano.extend((e.text or "").strip() for e in sibling.findall("LIBANO"))
+            sibling = sibling.getnext()
+        anomalie = " | ".join(text for text in libano if text)
         person = case.find("DonneesAdministratives/Personne")
         address = case.find("DonneesAdministratives/Adresse")
         pmi = case.find("DossierPMI")

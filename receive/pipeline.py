@@ -317,6 +317,10 @@ class Receiver:
         marker_stat = "" if item.marker_stat is None else "{}:{}".format(*item.marker_stat)
         if ledger.listed_before(name, item.folder, item.size, item.mtime, marker_stat) is not None:
             return None
+        if item.unusable:  # refused unread under its stand-in name, never acknowledged (an ack names the file)
+            base = {"name": name, "folder": item.folder, "size": item.size, "mtime": item.mtime,
+                    "marker_stat": marker_stat, "marker_sha256": "", "sealed": int(item.sealed)}
+            return self._refuse(ledger, drop, base, "", None, _Refused("NAME", "its name is not valid UTF-8"), report)
         try:
             marker = drop.read_marker(item) if item.marker_stat is not None else None
         except (FluxError, OSError) as exc:

@@ -297,7 +297,7 @@ def test_dsg_routes_by_commune_not_postcode(tmp_path: Path):
 
 
 def test_dsg_missing_element_points_at_its_parent(tmp_path: Path):
-    xml = dsg_xml(NIR=DROP)
+    xml = dsg_xml(Prenom=DROP)
     rejected = dsg_result(tmp_path, xml).rejects[0]
     assert (rejected.code, rejected.source.line) == ("FIELD_MISSING", line_of(xml, "BENEFICIAIRE>"))
     assert rejected.flow == "DSG" and rejected.source.file == "dsg-0001.xml"
@@ -383,15 +383,16 @@ def test_dsg_malformed_names_the_line(tmp_path: Path):
     assert_no_personal_data(str(err))
 
 
-def test_dsg_root_must_be_dsgcnaf(tmp_path: Path):
-    # The HubEE transport envelope is not what the inbox takes.
+def test_dsg_root_must_be_dsgcnaf_or_a_dge_envelope(tmp_path: Path):
+    # An Agregat without the DGE envelope's Entete is not an envelope we trust.
     body = dsg_xml().split(b"?>", 1)[1]
     wrapped = (
         b'<?xml version="1.0" encoding="UTF-8"?>\n<Agregat><Document><Donnee>'
         + body
         + b"</Donnee></Document></Agregat>"
     )
-    assert file_error("DSG", write(tmp_path, "d.xml", wrapped)).code == "XML_ROOT"
+    assert file_error("DSG", write(tmp_path, "d.xml", wrapped)).code == "XML_SHAPE"
+    assert file_error("DSG", write(tmp_path, "f.xml", b"<Racine/>")).code == "XML_ROOT"
     other_ns = dsg_xml().replace(b'xmlns:dsgcnaf="urn:cnamts:dsgcnaf"', b'xmlns:dsgcnaf="urn:other"')
     assert file_error("DSG", write(tmp_path, "e.xml", other_ns)).code == "XML_ROOT"
 
@@ -755,7 +756,7 @@ def test_sgr_symlinked_scan_refused(tmp_path: Path):
 # (flow, overrides, expected code): together they cover every record-level reason code.
 REJECT_CASES = [
     ("DSG", {"NomFamille": ""}, "FIELD_MISSING"),
-    ("DSG", {"NIR": DROP}, "FIELD_MISSING"),
+    ("DSG", {"Prenom": DROP}, "FIELD_MISSING"),
     ("DSG", {"NomFamille": NOM + "\u202e"}, "TEXT_INVALID"),
     ("DSG", {"NomVoie": STREET + "\t1"}, "TEXT_INVALID"),
     ("DSG", {"NomVoie": "=" + STREET}, "TEXT_INVALID"),
@@ -851,8 +852,13 @@ def test_reject_codes_carry_no_personal_data(tmp_path: Path, flow: str, override
             assert value not in rejected.message
 
 
+# Covered by tests/test_parse_real.py (the real shapes: long fields, zips).
+REAL_SHAPE_REASONS = {"FIELD_TOO_LONG", "PDF_ENCRYPTED", "ZIP_BOMB", "ZIP_INVALID"}
+REAL_SHAPE_FILE_REASONS = {"XML_SHAPE", "ZIP_INVALID", "ZIP_INDEX", "ZIP_BOMB"}
+
+
 def test_reject_cases_cover_every_reason_code():
-    assert {code for _, _, code in REJECT_CASES} | {"FIELD_REPEATED"} == set(check.REASONS)
+    assert {code for _, _, code in REJECT_CASES} | {"FIELD_REPEATED"} | REAL_SHAPE_REASONS == set(check.REASONS)
 
 
 def test_file_errors_carry_no_personal_data(tmp_path: Path):
@@ -887,4 +893,4 @@ def test_file_errors_carry_no_personal_data(tmp_path: Path):
         assert err.code in check.FILE_REASONS
         assert_no_personal_data(str(err))
         assert_no_personal_data(err.reason)
-    assert {code for _, _, code in cases} == set(check.FILE_REASONS)
+    assert {code for _, _, code in cases} | REAL_SHAPE_FILE_REASONS == set(check.FILE_REASONS)

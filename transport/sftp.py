@@ -35,9 +35,9 @@ from typing import Any, BinaryIO
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION, SFTPError
 
-from .. import faults
+from .. import faults, keyfiles
 from ..config.settings import FLOWS, Department, Settings
-from ..errors import ArchiveError, ConfigError, HostKeyError, TransportError
+from ..errors import ArchiveError, CertificateError, ConfigError, HostKeyError, TransportError
 from ..log import get as get_logger
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
 
@@ -197,18 +197,15 @@ class SftpTransport(Transport):
             return self._pkey
         path = self.key_path
         try:
-            mode = path.stat().st_mode
+            path.stat()
         except OSError as exc:
             raise TransportError(
                 self.department, f"SFTP client key {path} cannot be read ({exc.strerror})", permanent=True
             ) from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise TransportError(
-                self.department,
-                f"SFTP client key {path} is readable by others: it must be "
-                "owner-only (chmod 600), as OpenSSH demands",
-                permanent=True,
-            )
+        try:
+            keyfiles.check_key_permissions(path, "SFTP client key")  # the one rule for every key flux-pmi holds
+        except CertificateError as exc:
+            raise TransportError(self.department, str(exc), permanent=True) from None
         try:
             self._pkey = paramiko.PKey.from_path(path, self._passphrase)  # positional: renamed in 5.0
         except (

@@ -1,0 +1,173 @@
+"""GRO: Cristal's own XML (the primary GRO shape) into GroRecords.
+
+Cristal writes the file itself, in UTF-8, as HubEE's GRO.xml shows: root `Racine`,
+`IdentificationFlux` (APPLIEME CRI, NATFLUX G, DTCREAFLUX, DTREF, the Caf's NUMORG), one
+`InfoSuiviGrossessePMI` per case, optionally followed by an `Anomalie` (one or more LIBANO)
+that qualifies the case it follows, then `TransmissionFlux` with the counts. A file may
+hold cases for several départements (a mutation prenante moves a case): each case is
+routed on its own commune (NUMCOM); its IDEPARTE is kept only to warn when it disagrees.
+
+Each case is read into the same field names as the secondary CSV shape and checked by
+parse_gro.gro_record, so the rules are the same. What Cristal sends beyond annexe 1 (a
+NIR in the person block, say) is never read.
+
+Decisions:
+- Receipt date (the 8-working-day clock): the earliest of the case's DTDECLGRO (the date
+  the Caf registered the declaration), the flow's DTREF and DTCREAFLUX. The Caf cannot
+  have received the case after it extracted it, so the deadline is never later than the
+  truth; DTDECLGRO, when there is one, is the truth itself.
+- A case followed by an Anomalie is delivered with its LIBANO texts; when it lacks the
+  person block (the sample's "DOSSIER SANS PERSONNES") it is not refused for that.
+- Whole-file refusals (XML_SHAPE): no or two IdentificationFlux, APPLIEME other than CRI
+  or NATFLUX other than G, DTREF/DTCREAFLUX not dates, an Anomalie that follows no case,
+  counts in TransmissionFlux that disagree with the cases (NBTOTDOSPMITRANSMANO with the
+  cases marked; NBTOTDOSPMITRANSM with all the cases, or with the unmarked ones).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from lxml import etree
+
+from ..errors import InputFileError
+from . import check
+from .check import Invalid
+from .parse import Limits, ParseResult, XmlFields, load_xml, read_bytes, reject
+from .parse_gro import FLOW, gro_record
+from .records import Source
+
+ROOT = "Racine"
+
+_PERSON = ("QUAL", "NOM", "NOMNAI", "PRENOMS", "DTNAI", "TYPEDTNAI", "NOMCOMNAI", "SITUPRO")
+_TRONC = ("DTEMM", "TYPEADR", "ETATADR")
+_DETAIL = ("COMPLIDEADR", "COMPLADR", "NUMVOIE", "LIBTYPEVOIE", "NOMVOIE", "LIEUDIST", "NUMCOM", "CODEPOS",
+           "NOMCOM")
+
+
+def _flux_date(flux: etree._Element, name: str, display_name: str) -> date:
+    text = (flux.findtext(name) or "").strip()
+    try:
+        return check.parse_date(text, name)
+    except Invalid:
+        raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} is not a date",
+                             code="XML_SHAPE") from None
+
+
+def _count(root: etree._Element, name: str, display_name: str) -> int | None:
+    el = root.find(f"TransmissionFlux/{name}")
+    if el is None:
+        return None
+    text = (el.text or "").strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise InputFileError(display_name, el.sourceline or 1, f"TransmissionFlux: {name} is not a number",
+                             code="XML_SHAPE")
+    return int(text)
+
+
+def parse_gro_xml(path: Path, *, display_name: str, today: date, limits: Limits) -> ParseResult:
+    root = load_xml(read_bytes(path, display_name, limits), display_name)
+    if root.tag != ROOT:
+        raise InputFileError(display_name, root.sourceline or 1, "root element is not Racine", code="XML_ROOT")
+    fluxes = root.findall("IdentificationFlux")
+    if len(fluxes) != 1:
+        raise InputFileError(display_name, 1, "exactly one IdentificationFlux expected", code="XML_SHAPE")
+    flux = fluxes[0]
+    for name, expected in (("APPLIEME", "CRI"), ("NATFLUX", "G")):
+        if (flux.findtext(name) or "").strip() != expected:
+            raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} must be "
+                                 f"{expected}", code="XML_SHAPE")
+    earliest = min(_flux_date(flux, "DTREF", display_name), _flux_date(flux, "DTCREAFLUX", display_name))
+
+    # Each case with the LIBANO of the Anomalie element(s) that follow it.
+    cases: list[tuple[etree._Element, list[etree._Element]]] = []
+    for child in root.iterchildren(tag=etree.Element):
+        if child.tag == "InfoSuiviGrossessePMI":
+            cases.append((child, []))
+        elif child.tag == "Anomalie":
+            if not cases:
+                raise InputFileError(display_name, child.sourceline or 1, "an Anomalie follows no case",
+                                     code="XML_SHAPE")
+            cases[-1][1].extend(child.findall("LIBANO"))
+    if len(cases) > limits.max_records_per_file:
+        raise InputFileError(display_name, None, f"more than {limits.max_records_per_file} records",
+                             code="TOO_LARGE")
+    marked = sum(1 for _case, libano in cases if libano)
+    n_ano = _count(root, "NBTOTDOSPMITRANSMANO", display_name)
+    n_all = _count(root, "NBTOTDOSPMITRANSM", display_name)
+    if (n_ano is not None and n_ano != marked) or (n_all is not None and n_all not in (len(cases),
+                                                                                       len(cases) - marked)):
+        raise InputFileError(display_name, None, "TransmissionFlux counts disagree with the cases",
+                             code="XML_SHAPE")
+
+    result = ParseResult()
+    for case, libanos in cases:
+        line = case.sourceline or 1
+        doc = XmlFields()
+        try:
+            values, idepart, anomalies = _read_case(case, libanos, doc, line)
+            received = min(earliest, _declared(values) or earliest)
+            record = gro_record(values, Source(display_name, line), today, received=received,
+                                anomalies=anomalies, idepart=idepart)
+        except Invalid as invalid:
+            result.rejects.append(reject(FLOW, display_name, doc.line(invalid.field), invalid))
+        else:
+            result.records.append(record)
+    return result
+
+
+def _declared(values: dict[str, str]) -> date | None:
+    text = values.get("DTDECLGRO", "")
+    if not text:
+        return None
+    return check.parse_date(text, "DTDECLGRO")
+
+
+def _read_case(case: etree._Element, libanos: list[etree._Element], doc: XmlFields,
+               line: int) -> tuple[dict[str, str], str, tuple[str, ...]]:
+    ident = doc.element(case, None, "IdentificationDossier", "IdentificationDossier", line)
+    at = doc.line("IdentificationDossier")
+    org = doc.element(ident, None, "Organisme", "Organisme", at)
+    doc.text(org, None, "NUMORG", "NUMORG", doc.line("Organisme"))
+    doc.text(org, None, "MATRICULE", "MATRICULE", doc.line("Organisme"))
+    partner = doc.element(ident, None, "Partenaire", "Partenaire", at)
+    idepart = doc.text(partner, None, "IDEPARTE", "IDEPARTE", doc.line("Partenaire"))
+
+    admin = doc.element(case, None, "DonneesAdministratives", "DonneesAdministratives", line)
+    at = doc.line("DonneesAdministratives")
+    person = doc.element(admin, None, "Personne", "Personne", at)
+    for name in _PERSON:
+        doc.text(person, None, name, name, doc.line("Personne"))
+    address = doc.element(admin, None, "Adresse", "Adresse", at)
+    tronc = doc.element(address, None, "TroncCommunAdresse", "TroncCommunAdresse", doc.line("Adresse"))
+    for name in _TRONC:
+        doc.text(tronc, None, name, name, doc.line("TroncCommunAdresse"))
+    detail = doc.element(address, None, "AdresseDetailleeFrance", "AdresseDetailleeFrance", doc.line("Adresse"))
+    for name in _DETAIL:
+        doc.text(detail, None, name, name, doc.line("AdresseDetailleeFrance"))
+
+    pmi = doc.element(case, None, "DossierPMI", "DossierPMI", line)
+    at = doc.line("DossierPMI")
+    for name in ("MOTITRANSMDOSPMI", "NBENFCHAPF", "DTDECLGRO", "DTDEBGRO"):
+        doc.text(pmi, None, name, name, at)
+    mutation = doc.element(pmi, None, "MutationPrenante", "MutationPrenante", at)
+    doc.text(mutation, None, "NUMORG", "NUMORGCED", doc.line("MutationPrenante"))
+    doc.text(mutation, None, "MATRICULE", "MATRICULECED", doc.line("MutationPrenante"))
+
+    anomalies: list[str] = []
+    for el in libanos:
+        doc.lines["LIBANO"] = el.sourceline or line
+        if len(el):
+            raise Invalid("TEXT_INVALID", "LIBANO: must hold text only", "LIBANO")
+        text = (el.text or "").strip(" \t\r\n")
+        check.check_lengths({"LIBANO": text})
+        check.check_text(text, "LIBANO", free_text=False)
+        if text:
+            anomalies.append(text)
+    if libanos and not anomalies:
+        anomalies.append("")  # an Anomalie without text still marks the case
+    values = {name: doc.values.get(name, "") for name in doc.values if name not in ("IDEPARTE",)}
+    values["DTRECEP"] = ""
+    check.check_lengths({"IDEPARTE": idepart})
+    return values, idepart.strip(), tuple(anomalies)

@@ -1,0 +1,259 @@
+"""SGR: the scanning chain's zip (APPLIEME SDP, the primary SGR shape) into SgrRecords.
+
+One zip per Caf, as HubEE's SGR.zip shows: an index `CG_<dept>_<YYYY-MM-DD>_pmiich.xml` in
+ISO-8859-1 (root `Racine`, IdentificationFlux APPLIEME SDP / NATFLUX P, one
+InfoSuiviGrossessePMI per case with Organisme, Partenaire IDEPARTE and DossierPMI
+NOMIMAGED / DTCREASDP, then TransmissionFlux NBTOTDOSPMITRANSM) plus the PDF scans. The
+index has no commune: each case routes on its IDEPARTE.
+
+The zip is hostile until proven otherwise. Nothing is extracted under a name the zip
+chose: each case's scan is streamed, with a byte cap, to `<work>/<zip name>.scans/<rank>.pdf`
+(0600), then checked as any scan (check.check_pdf), and the builder copies those bytes
+unchanged, so the delivered PDF is byte-identical to the one in the zip.
+
+Finding a case's scan: NOMIMAGED names e.g. `/00001/IMG00001.pdf` while the sample's PDF
+sits at the zip root, so the exact path (without its leading `/`) is tried first, then a
+member with the same base name if exactly one has it. Members whose names are unsafe
+(absolute, `..`, backslash, control characters) are never matched: a case that would
+resolve to one is PATH_TRAVERSAL.
+
+Refusals. Whole file (InputFileError): not a zip or unreadable directory (ZIP_INVALID),
+too many members (ZIP_BOMB), no index or several (ZIP_INDEX), an encrypted or unreadable
+index (ZIP_INVALID), an index inflating beyond its cap (ZIP_BOMB), an index that is not
+XML we trust or has the wrong frame (XML_*). One case (a reject, the others go on): its
+scan is missing or ambiguous (PDF_MISSING), a directory (PDF_MISSING), encrypted
+(PDF_ENCRYPTED), too large (PDF_TOO_LARGE), inflating beyond the ratio or the zip's total
+(ZIP_BOMB), corrupt (ZIP_INVALID), not a PDF (PDF_NOT_PDF).
+
+Receipt date (the 8-working-day clock): the earliest of the case's DTCREASDP (the day the
+scan was indexed) and the flow's DTREF and DTCREAFLUX. The paper reached the Caf on or
+before the day it was scanned, so the deadline is never later than what these dates prove.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+import zlib
+from datetime import date
+from pathlib import Path
+
+from lxml import etree
+
+from ..errors import InputFileError
+from ..fsutil import private_dir
+from . import check, codes
+from .check import Invalid
+from .parse import Limits, ParseResult, XmlFields, check_file_size, load_xml, reject
+from .records import SgrRecord, Source
+
+FLOW = "SGR"
+INDEX_NAME = re.compile(r"CG_[0-9A-Z]{3}_[0-9]{4}-[0-9]{2}-[0-9]{2}_pmiich\.xml")
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+_RATIO_FLOOR = 1024 * 1024  # below this, a high ratio (a page of zeros) is harmless
+_CHUNK = 1 << 20
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError)
+_ALLOWED = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def _basename(name: str) -> str:
+    return name.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _safe_name(info: zipfile.ZipInfo) -> bool:
+    name = info.filename
+    if not name or name != info.orig_filename or any(ord(c) < 32 for c in name):
+        return False
+    if name.startswith("/") or "\\" in name or re.match(r"[A-Za-z]:", name):
+        return False
+    parts = name.rstrip("/").split("/")
+    return not any(part in ("", ".", "..") for part in parts)
+
+
+def _stream(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, code: str, what: str):
+    """Yield the member's bytes, never more than `cap` whatever its header says."""
+    got = 0
+    try:
+        with archive.open(info) as fh:
+            while chunk := fh.read(min(_CHUNK, cap + 1 - got)):
+                got += len(chunk)
+                if got > cap:
+                    raise Invalid(code, f"{what}: inflates beyond {cap} bytes", "NOMIMAGED")
+                yield chunk
+    except _ZIP_ERRORS as exc:
+        raise Invalid("ZIP_INVALID", f"{what}: unreadable ({type(exc).__name__})", "NOMIMAGED") from None
+    if got != info.file_size:
+        raise Invalid("ZIP_INVALID", f"{what}: its size disagrees with its header", "NOMIMAGED")
+
+
+def _read_index(archive: zipfile.ZipFile, display_name: str, limits: Limits) -> bytes:
+    infos = [i for i in archive.infolist() if not i.is_dir() and INDEX_NAME.fullmatch(_basename(i.filename))]
+    if len(infos) != 1:
+        what = "no" if not infos else "more than one"
+        raise InputFileError(display_name, None, f"{what} CG_<dept>_<date>_pmiich.xml index", code="ZIP_INDEX")
+    info = infos[0]
+    if info.flag_bits & 0x1:
+        raise InputFileError(display_name, None, "the index is encrypted", code="ZIP_INVALID")
+    if info.compress_type not in _ALLOWED:
+        raise InputFileError(display_name, None, "the index uses an unsupported compression", code="ZIP_INVALID")
+    cap = min(MAX_INDEX_BYTES, limits.max_input_bytes)
+    try:
+        return b"".join(_stream(archive, info, cap, "ZIP_BOMB", "index"))
+    except Invalid as invalid:
+        code = "ZIP_BOMB" if invalid.code == "ZIP_BOMB" else "ZIP_INVALID"
+        raise InputFileError(display_name, None, invalid.message, code=code) from None
+
+
+def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path, limits: Limits) -> ParseResult:
+    check_file_size(path, display_name, limits)
+    try:
+        archive = zipfile.ZipFile(path)
+    except _ZIP_ERRORS:
+        raise InputFileError(display_name, None, "not a readable zip file", code="ZIP_INVALID") from None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > limits.max_zip_members:
+            raise InputFileError(display_name, None, f"more than {limits.max_zip_members} members",
+                                 code="ZIP_BOMB")
+        root = load_xml(_read_index(archive, display_name, limits), display_name, latin1=True)
+        flux_dates = _frame(root, display_name)
+        cases = root.findall("InfoSuiviGrossessePMI")
+        if len(cases) > limits.max_records_per_file:
+            raise InputFileError(display_name, None, f"more than {limits.max_records_per_file} records",
+                                 code="TOO_LARGE")
+        declared = (root.findtext("TransmissionFlux/NBTOTDOSPMITRANSM") or "").strip()
+        if declared and (not declared.isascii() or not declared.isdigit() or int(declared) != len(cases)):
+            raise InputFileError(display_name, None, "NBTOTDOSPMITRANSM disagrees with the cases",
+                                 code="XML_SHAPE")
+
+        safe: dict[str, list[zipfile.ZipInfo]] = {}
+        safe_base: dict[str, list[zipfile.ZipInfo]] = {}
+        unsafe: set[str] = set()
+        for info in infos:
+            if _safe_name(info):
+                safe.setdefault(info.filename.rstrip("/"), []).append(info)
+                safe_base.setdefault(_basename(info.filename), []).append(info)
+            else:
+                unsafe.add(info.filename)
+                unsafe.add(_basename(info.filename))
+
+        scans = work_root / f"{display_name}.scans"
+        budget = [limits.max_zip_total_bytes]
+        result = ParseResult()
+        for rank, case in enumerate(cases, 1):
+            line = case.sourceline or 1
+            doc = XmlFields()
+            try:
+                record = _case(case, doc, Source(display_name, line), today, flux_dates, archive, safe,
+                               safe_base, unsafe, scans, rank, limits, budget)
+            except Invalid as invalid:
+                result.rejects.append(reject(FLOW, display_name, doc.line(invalid.field), invalid))
+            else:
+                result.records.append(record)
+        return result
+
+
+def _frame(root: etree._Element, display_name: str) -> date:
+    if root.tag != "Racine":
+        raise InputFileError(display_name, root.sourceline or 1, "index root is not Racine", code="XML_ROOT")
+    fluxes = root.findall("IdentificationFlux")
+    if len(fluxes) != 1:
+        raise InputFileError(display_name, 1, "exactly one IdentificationFlux expected", code="XML_SHAPE")
+    flux = fluxes[0]
+    for name, expected in (("APPLIEME", "SDP"), ("NATFLUX", "P")):
+        if (flux.findtext(name) or "").strip() != expected:
+            raise InputFileError(display_name, flux.sourceline or 1,
+                                 f"IdentificationFlux: {name} must be {expected}", code="XML_SHAPE")
+    found = []
+    for name in ("DTREF", "DTCREAFLUX"):
+        try:
+            found.append(check.parse_date((flux.findtext(name) or "").strip(), name))
+        except Invalid:
+            raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} is not a date",
+                                 code="XML_SHAPE") from None
+    return min(found)
+
+
+def _case(case, doc: XmlFields, source: Source, today: date, flux_date: date, archive: zipfile.ZipFile,
+          safe, safe_base, unsafe: set[str], scans: Path, rank: int, limits: Limits, budget: list[int]) -> SgrRecord:
+    line = source.line
+    ident = doc.element(case, None, "IdentificationDossier", "IdentificationDossier", line)
+    at = doc.line("IdentificationDossier")
+    org = doc.element(ident, None, "Organisme", "Organisme", at)
+    doc.text(org, None, "NUMORG", "NUMORG", doc.line("Organisme"))
+    doc.text(org, None, "MATRICULE", "MATRICULE", doc.line("Organisme"))
+    partner = doc.element(ident, None, "Partenaire", "Partenaire", at)
+    doc.text(partner, None, "IDEPARTE", "IDEPARTE", doc.line("Partenaire"))
+    pmi = doc.element(case, None, "DossierPMI", "DossierPMI", line)
+    doc.text(pmi, None, "NOMIMAGED", "NOMIMAGED", doc.line("DossierPMI"))
+    doc.text(pmi, None, "DTCREASDP", "DTCREASDP", doc.line("DossierPMI"))
+    v = doc.values
+    check.check_lengths(v)
+    check.check_texts(v, frozenset())
+    for name in ("NUMORG", "MATRICULE", "IDEPARTE", "NOMIMAGED", "DTCREASDP"):
+        check.require(v[name], name)
+    check.check_numorg(v["NUMORG"], "NUMORG")
+    check.check_matricule(v["MATRICULE"], "MATRICULE")
+    if codes.recipient_of_idepart(v["IDEPARTE"]) is None:
+        raise Invalid("CODE_UNKNOWN", "IDEPARTE: not a served département", "IDEPARTE")
+    dtcreasdp = check.not_future(check.parse_date(v["DTCREASDP"], "DTCREASDP"), "DTCREASDP", today)
+    received = min(dtcreasdp, flux_date)
+
+    info = _resolve(v["NOMIMAGED"], safe, safe_base, unsafe)
+    target = _extract(archive, info, scans, rank, limits, budget)
+    pdf, size = check.check_pdf(target.name, scans, limits.max_pdf_bytes, "NOMIMAGED")
+    return SgrRecord(
+        source=source,
+        received=received,
+        numorg=v["NUMORG"],
+        matricule=v["MATRICULE"],
+        num_com="",
+        dtcreasdp=dtcreasdp,
+        pdf=pdf,
+        pdf_size=size,
+        idepart=v["IDEPARTE"],
+        image=v["NOMIMAGED"],
+    )
+
+
+def _resolve(nomimaged: str, safe, safe_base, unsafe: set[str]) -> zipfile.ZipInfo:
+    wanted = nomimaged.removeprefix("/")
+    if ".." in wanted.split("/") or "\\" in wanted:
+        raise Invalid("PATH_TRAVERSAL", "NOMIMAGED: must not hold '..' or a backslash", "NOMIMAGED")
+    exact = safe.get(wanted, [])
+    if len(exact) == 1:
+        return exact[0]
+    candidates = [] if exact else safe_base.get(_basename(wanted), [])
+    if len(candidates) == 1:
+        return candidates[0]
+    if not exact and not candidates and (wanted in unsafe or _basename(wanted) in unsafe):
+        raise Invalid("PATH_TRAVERSAL", "NOMIMAGED: names a member whose name is unsafe", "NOMIMAGED")
+    why = "names no member of the zip" if not (exact or candidates) else "matches several members"
+    raise Invalid("PDF_MISSING", f"NOMIMAGED: {why}", "NOMIMAGED")
+
+
+def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, scans: Path, rank: int, limits: Limits,
+             budget: list[int]) -> Path:
+    if info.is_dir():
+        raise Invalid("PDF_MISSING", "NOMIMAGED: names a folder of the zip", "NOMIMAGED")
+    if info.flag_bits & 0x1:
+        raise Invalid("PDF_ENCRYPTED", "NOMIMAGED: the scan is encrypted", "NOMIMAGED")
+    if info.compress_type not in _ALLOWED:
+        raise Invalid("ZIP_INVALID", "NOMIMAGED: unsupported compression", "NOMIMAGED")
+    if info.file_size > limits.max_pdf_bytes:
+        raise Invalid("PDF_TOO_LARGE", f"NOMIMAGED: the scan exceeds {limits.max_pdf_bytes} bytes", "NOMIMAGED")
+    if info.file_size >= _RATIO_FLOOR and info.file_size > limits.max_zip_ratio * max(info.compress_size, 1):
+        raise Invalid("ZIP_BOMB", f"NOMIMAGED: compression ratio above {limits.max_zip_ratio:g}", "NOMIMAGED")
+    if info.file_size > budget[0]:
+        raise Invalid("ZIP_BOMB", "NOMIMAGED: the zip's scans inflate beyond the total allowed", "NOMIMAGED")
+    budget[0] -= info.file_size
+    private_dir(scans)
+    target = scans / f"{rank:05d}.pdf"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for chunk in _stream(archive, info, min(limits.max_pdf_bytes, info.file_size), "ZIP_BOMB", "scan"):
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return target

@@ -1,0 +1,1 @@
+"""Reports people open: what the night tells operators in files (rejects report)."""

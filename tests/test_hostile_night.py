@@ -1,0 +1,410 @@
+"""Hostile input that used to stop whole nights (issue 12), through the real CLI.
+
+Each class has its own test on a small demo install, then ONE night holds one of each: it
+must deliver every valid record of the day (the record fingerprints of a clean night of the
+same seeded demo), exit 5 (something was set aside), crash nowhere, and a rerun is clean.
+
+"Cannot read" is made honest for a test that runs as root: the CLI is started by
+`setpriv` without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so the kernel applies the
+file modes to it like to any service user, and `open()` of a mode-000 file fails with
+EACCES (a real PermissionError, not a simulated one). The FIFO, the folder under an
+input's name and the dangling link are refused to root as well.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from support import BUSINESS_DATE, NOW, make_demo, open_delivered, record_fingerprints, run_cli
+
+from flux_pmi.demo import generate as g
+from flux_pmi.fsutil import name_digest
+
+DAY = BUSINESS_DATE.isoformat()
+# Root, minus the two capabilities that let it read whatever the file modes say.
+UNPRIVILEGED = ("setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search")
+
+
+def cli(*args: str, unprivileged: bool = False) -> subprocess.CompletedProcess:
+    if not unprivileged:
+        return run_cli(*args)
+    env = {**os.environ, "FLUX_PMI_NOW": NOW.isoformat(), "FLUX_PMI_LOG_FORMAT": "json"}
+    return subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "flux_pmi.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=300, check=False)
+
+
+def night(root: Path, *, unprivileged: bool = False) -> subprocess.CompletedProcess:
+    proc = cli("run", "--config", str(root / "flux-pmi.toml"), "--date", DAY, unprivileged=unprivileged)
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode != 1, proc.stderr[-3000:]
+    return proc
+
+
+def delivered(root: Path) -> Counter:
+    return record_fingerprints(open_delivered(root))
+
+
+def quarantined(root: Path, flow: str) -> dict[str, bytes]:
+    folder = root / "quarantine" / flow
+    return {p.name: (p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+            for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+
+
+def anomalies(root: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(root / "trace" / "flux-pmi.sqlite") as db:
+        return db.execute("SELECT kind, file FROM anomalies ORDER BY id").fetchall()
+
+
+def rejects(proc: subprocess.CompletedProcess) -> list[dict[str, str]]:
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("rejects report: "))
+    with open(line.removeprefix("rejects report: "), encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter=";"))
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Counter:
+    """Every valid record of the seeded demo day, from a night without hostile input."""
+    root = tmp_path_factory.mktemp("clean") / "demo"
+    make_demo(root)
+    assert night(root).returncode == 0
+    fps = delivered(root)
+    assert sum(fps.values()) > 50 and max(fps.values()) == 1
+    return fps
+
+
+@pytest.fixture
+def demo(tmp_path) -> Path:
+    root = tmp_path / "demo"
+    make_demo(root)
+    return root
+
+
+def rerun_is_clean(root: Path, before: Counter, *, unprivileged: bool = False) -> None:
+    again = night(root, unprivileged=unprivileged)
+    assert again.returncode == 0, again.stdout
+    assert "quarantined:" not in again.stdout
+    assert delivered(root) == before
+
+
+# -- hostile material -------------------------------------------------------------------------------
+
+GRO_FILE = "GRO_20261123.csv"
+SGR_INDEX = "SGR_20261123_index.csv"
+LATIN1_NAME = b"GRO_\xe9t\xe9_HELENE.csv"  # a Latin-1 name: not UTF-8, and it could name a person
+LONG_NAME = "D" * 251 + ".xml"  # 255 bytes: fits the inbox, not with `.reason` added
+NOT_FILES = {"GRO": "fifo.csv", "DSG": "folder.xml", "SGR": "dangling.csv"}
+FORMULA_NAMES = ("=1+1.csv", "+SUM(A1).csv", "-2+3.csv", "@SUM(A1).csv")
+
+
+def put_latin1_name(root: Path) -> str:
+    """The day's extract again, under a name that is not UTF-8. Returns its stand-in name."""
+    data = (root / "inbox" / "GRO" / GRO_FILE).read_bytes()
+    (root / "inbox" / "GRO" / os.fsdecode(LATIN1_NAME)).write_bytes(data + b"\r\n")
+    return f"unnamed-{hashlib.sha256(LATIN1_NAME).hexdigest()[:16]}"
+
+
+def put_long_name(root: Path) -> None:
+    (root / "inbox" / "DSG" / LONG_NAME).write_bytes(b"<broken")
+
+
+def put_not_files(root: Path) -> None:
+    os.mkfifo(root / "inbox" / "GRO" / NOT_FILES["GRO"])
+    (root / "inbox" / "DSG" / NOT_FILES["DSG"]).mkdir()
+    (root / "inbox" / "SGR" / NOT_FILES["SGR"]).symlink_to(root / "nowhere.csv")
+
+
+def append_index_rows(root: Path, *fichiers: str) -> None:
+    index = root / "inbox" / "SGR" / SGR_INDEX
+    rows = "".join(f"2026-11-18;351;3498826{n:08d};35238;2026-11-18;{f}\r\n" for n, f in enumerate(fichiers))
+    index.write_bytes(index.read_bytes() + rows.encode("iso-8859-1"))
+
+
+def put_long_fichier(root: Path) -> None:
+    append_index_rows(root, "scans/" + "a" * 300 + ".pdf", "/".join(["b" * 200] * 25) + "/x.pdf")
+
+
+def put_linked_folders(root: Path) -> Path:
+    """Two folders of the inbox that are links to a folder outside it. Returns the outside PDF."""
+    outside = root / "elsewhere"
+    outside.mkdir()
+    pdf = outside / "secret.pdf"
+    pdf.write_bytes(g.one_page_pdf(random.Random("outside"), 2000))
+    (root / "inbox" / "SGR" / "linked").symlink_to(outside)
+    (root / "inbox" / "SGR" / "scans" / "linked").symlink_to(outside)
+    append_index_rows(root, "linked/secret.pdf", "scans/linked/secret.pdf")
+    return pdf
+
+
+def put_second_bad_file(root: Path) -> tuple[bytes, bytes]:
+    """An earlier night's quarantined `broken.xml`, and a new, different `broken.xml` in the inbox."""
+    earlier, now = b"<earlier", b"<this night"
+    (root / "quarantine" / "DSG").mkdir(parents=True)
+    (root / "quarantine" / "DSG" / "broken.xml").write_bytes(earlier)
+    (root / "quarantine" / "DSG" / "broken.xml.reason").write_text("XML_MALFORMED: earlier\n")
+    (root / "inbox" / "DSG" / "broken.xml").write_bytes(now)
+    return earlier, now
+
+
+def put_formula_names(root: Path) -> None:
+    """Small GRO files named like formulas, each holding one record that is rejected (QUAL XX)."""
+    text = (root / "inbox" / "GRO" / GRO_FILE).read_bytes().decode("iso-8859-1")
+    header, first = list(csv.reader(io.StringIO(text), delimiter=";"))[:2]
+    first[header.index("QUAL")] = "XX"
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=";", lineterminator="\r\n").writerows([header, first])
+    for name in FORMULA_NAMES:
+        (root / "inbox" / "GRO" / name).write_bytes(buf.getvalue().encode("iso-8859-1"))
+
+
+def lock_files(root: Path) -> bytes:
+    """A DSG file and an SGR scan the service user cannot read. Returns the locked scan's bytes."""
+    dsg = root / "inbox" / "DSG" / "locked.xml"
+    dsg.write_bytes(b"<whatever")
+    dsg.chmod(0)
+    scan = root / "inbox" / "SGR" / "scans" / "20261123" / "000001.pdf"
+    data = scan.read_bytes()
+    scan.chmod(0)
+    return data
+
+
+def without_scan(fps: Counter, scan: bytes) -> Counter:
+    sha = hashlib.sha256(scan).hexdigest()
+    out = Counter({k: v for k, v in fps.items() if not (k[0] == "SGR" and k[2] == sha)})
+    assert sum(out.values()) == sum(fps.values()) - 1
+    return out
+
+
+def delivered_scans(root: Path) -> set[str]:
+    out = set()
+    for name, data in open_delivered(root).items():
+        if name.split("/")[1].startswith("SGR"):
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                out |= {hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist() if n.endswith(".pdf")}
+    return out
+
+
+# -- one class at a time ----------------------------------------------------------------------------
+
+
+def test_a_name_that_is_not_utf8_is_quarantined_under_a_technical_name(demo, clean):
+    stand_in = put_latin1_name(demo)
+    proc = night(demo)
+    assert proc.returncode == 5, proc.stdout
+    assert f"quarantined: GRO/{stand_in} (NAME_ENCODING)" in proc.stdout
+    kept = quarantined(demo, "GRO")
+    assert set(kept) == {stand_in, f"{stand_in}.reason"}
+    consumed = next((demo / "consumed").glob(f"*/batch-*/GRO/{GRO_FILE}")).read_bytes()
+    assert kept[stand_in] == consumed + b"\r\n"
+    reason = kept[f"{stand_in}.reason"].decode("utf-8")
+    assert reason.startswith("NAME_ENCODING:") and hashlib.sha256(LATIN1_NAME).hexdigest() in reason
+    # The raw name (it could hold a person's name) is nowhere: not in the reason, the trace or the logs.
+    trace = (demo / "trace" / "flux-pmi.sqlite").read_bytes().decode("latin-1")
+    for text in (reason, proc.stdout, proc.stderr, trace):
+        assert "HELENE" not in text
+    assert ("quarantined-input", stand_in) in anomalies(demo)
+    assert delivered(demo) == clean
+    rerun_is_clean(demo, clean)
+
+
+def test_a_name_too_long_for_a_suffix_is_quarantined_then_set_aside_as_duplicate(demo, clean):
+    put_long_name(demo)
+    proc = night(demo)
+    assert proc.returncode == 5, proc.stdout
+    kept = quarantined(demo, "DSG")
+    stand_in = f"unnamed-{name_digest(LONG_NAME)[:16]}"
+    assert kept[stand_in] == b"<broken" and LONG_NAME in kept[f"{stand_in}.reason"].decode()
+    # The next day, the consumed extract dropped again under a 255-byte name: a duplicate, set aside.
+    long_gro = "G" * 251 + ".csv"
+    consumed = next((demo / "consumed").glob(f"*/batch-*/GRO/{GRO_FILE}")).read_bytes()
+    (demo / "inbox" / "GRO" / long_gro).write_bytes(consumed)
+    again = night(demo)
+    assert again.returncode == 0, again.stdout
+    dups = list((demo / "consumed" / "duplicates" / "GRO").iterdir())
+    assert [p.read_bytes() for p in dups] == [consumed] and len(dups[0].name.encode()) <= 255
+    assert delivered(demo) == clean
+
+
+def test_what_root_cannot_read_either_is_quarantined(demo, clean):
+    """A FIFO (open would block), a folder under an input's name, a dangling link."""
+    put_not_files(demo)
+    proc = night(demo)
+    assert proc.returncode == 5, proc.stdout
+    for flow, name in NOT_FILES.items():
+        assert f"quarantined: {flow}/{name} (NOT_A_FILE)" in proc.stdout
+        assert {name, f"{name}.reason"} <= set(quarantined(demo, flow))
+        assert not os.path.lexists(demo / "inbox" / flow / name)
+    assert delivered(demo) == clean
+    rerun_is_clean(demo, clean)
+
+
+def test_what_the_service_user_cannot_read_is_quarantined(demo, clean):
+    """Mode 000, read by a process the file modes apply to (see the module docstring)."""
+    scan = lock_files(demo)
+    proc = night(demo, unprivileged=True)
+    assert proc.returncode == 5, proc.stdout
+    assert "quarantined: DSG/locked.xml (UNREADABLE)" in proc.stdout
+    assert "quarantined: SGR/000001.pdf (SCAN_UNREADABLE)" in proc.stdout
+    assert "Permission denied" in quarantined(demo, "DSG")["locked.xml.reason"].decode()
+    # The scan's record is rejected (its scan is not there); every other record is delivered.
+    assert any(r["code"] == "PDF_MISSING" for r in rejects(proc))
+    assert delivered(demo) == without_scan(clean, scan)
+    rerun_is_clean(demo, without_scan(clean, scan), unprivileged=True)
+
+
+def test_an_index_cell_naming_an_over_long_path_rejects_its_record_only(demo, clean):
+    put_long_fichier(demo)
+    proc = night(demo)
+    assert proc.returncode == 0, proc.stdout
+    long_rows = [r for r in rejects(proc) if r["file"] == SGR_INDEX and r["code"] == "PDF_MISSING"]
+    assert len(long_rows) == 1 + 2  # the demo's own missing scan, and the two over-long paths
+    assert delivered(demo) == clean
+    rerun_is_clean(demo, clean)
+
+
+def test_a_scan_path_through_a_linked_folder_is_not_followed(demo, clean):
+    outside = put_linked_folders(demo)
+    data = outside.read_bytes()
+    proc = night(demo)
+    assert proc.returncode == 0, proc.stdout
+    assert outside.read_bytes() == data  # not moved out of its folder
+    assert hashlib.sha256(data).hexdigest() not in delivered_scans(demo)
+    assert sum(r["code"] == "PDF_MISSING" for r in rejects(proc)) == 1 + 2
+    assert delivered(demo) == clean
+
+
+def test_a_second_bad_file_under_the_same_name_does_not_replace_the_first(demo, clean):
+    earlier, now = put_second_bad_file(demo)
+    proc = night(demo)
+    assert proc.returncode == 5, proc.stdout
+    kept = quarantined(demo, "DSG")
+    assert kept["broken.xml"] == earlier and kept["broken.xml.reason"] == b"XML_MALFORMED: earlier\n"
+    assert kept["broken.xml.2"] == now and kept["broken.xml.2.reason"].startswith(b"XML_MALFORMED")
+    assert delivered(demo) == clean
+
+
+def test_report_cells_that_start_like_formulas_are_neutralised(demo, clean):
+    put_formula_names(demo)
+    proc = night(demo)
+    assert proc.returncode == 0, proc.stdout
+    cells = [c for r in rejects(proc) for c in r.values()]
+    assert {r["file"] for r in rejects(proc) if r["code"] == "CODE_UNKNOWN"} >= {"'" + n for n in FORMULA_NAMES}
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert delivered(demo) == clean
+
+
+def test_receive_sets_aside_a_name_that_is_not_utf8_and_ingests_the_rest(demo):
+    assert night(demo).returncode == 0
+    drop = demo / "drop" / "035"
+    good = sorted(p.name for p in drop.glob("*.p7m"))
+    raw = b"A\xe9.xml.p7m"  # sorts before every technical name
+    bad = os.fsdecode(raw)
+    (drop / bad).write_bytes((drop / good[0]).read_bytes())
+    (drop / f"{bad}.sha256").write_bytes(hashlib.sha256((drop / bad).read_bytes()).hexdigest().encode() + b"\n")
+    stand_in = f"unnamed-{hashlib.sha256(raw).hexdigest()[:16]}"
+    args = ("receive", "--config-dir", str(demo / "receive"), "--once")
+    proc = cli(*args)
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 5, proc.stdout
+    assert f"refused: {stand_in} (NAME)" in proc.stdout
+    assert f"035: {len(good)} ingested, 1 refused" in proc.stdout
+    assert os.path.lexists(drop / bad)  # left where the sender put it, for the sender to see
+    again = cli(*args)
+    assert again.returncode == 0 and "0 refused" in again.stdout, again.stdout
+
+
+# -- one night with one of each ---------------------------------------------------------------------
+
+
+def test_one_night_with_every_class_delivers_every_valid_record(demo, clean):
+    latin1 = put_latin1_name(demo)
+    put_long_name(demo)
+    put_not_files(demo)
+    put_long_fichier(demo)
+    outside = put_linked_folders(demo)
+    earlier, now = put_second_bad_file(demo)
+    put_formula_names(demo)
+    scan = lock_files(demo)
+    outside_bytes = outside.read_bytes()
+
+    proc = night(demo, unprivileged=True)
+    assert proc.returncode == 5, proc.stdout
+    expected = without_scan(clean, scan)
+    assert delivered(demo) == expected
+    set_aside = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("quarantined: ")}
+    assert set_aside == {
+        f"GRO/{latin1}", f"DSG/{LONG_NAME}", "DSG/broken.xml", "DSG/locked.xml", "SGR/000001.pdf",
+        *(f"{flow}/{name}" for flow, name in NOT_FILES.items()),
+    }
+    assert quarantined(demo, "DSG")["broken.xml"] == earlier and quarantined(demo, "DSG")["broken.xml.2"] == now
+    assert outside.read_bytes() == outside_bytes
+    assert not [c for r in rejects(proc) for c in r.values() if c[:1] in ("=", "+", "-", "@")]
+
+    rerun_is_clean(demo, expected, unprivileged=True)
+
+
+# -- the table in docs/reliability.md ---------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+BEGIN, END = "<!-- night-classes:begin -->", "<!-- night-classes:end -->"
+# (class, how the test makes it, what the night does now, test)
+CLASSES = [
+    ("file name not valid UTF-8", "Latin-1 bytes in a GRO name",
+     "quarantined `NAME_ENCODING` as `unnamed-<hash>`; the `.reason` holds the hash of the name's bytes, "
+     "never the name", test_a_name_that_is_not_utf8_is_quarantined_under_a_technical_name),
+    ("name fits the inbox, not with a suffix", "255-byte names (DSG malformed; GRO duplicate)",
+     "quarantined / set aside as duplicate under a technical name; the `.reason` names the file",
+     test_a_name_too_long_for_a_suffix_is_quarantined_then_set_aside_as_duplicate),
+    ("not a file", "a FIFO, a folder named `x.xml`, a dangling link (refused to root too)",
+     "quarantined `NOT_A_FILE`, moved as they are (a link is never followed)",
+     test_what_root_cannot_read_either_is_quarantined),
+    ("file or scan the service user cannot read", "mode 000, CLI run without CAP_DAC_OVERRIDE (`setpriv`)",
+     "quarantined `UNREADABLE` / `SCAN_UNREADABLE`; the scan's record rejected `PDF_MISSING`",
+     test_what_the_service_user_cannot_read_is_quarantined),
+    ("index cell naming an over-long path", "a 300-byte component; a 5,000-byte path",
+     "record rejected `PDF_MISSING`", test_an_index_cell_naming_an_over_long_path_rejects_its_record_only),
+    ("folder of the inbox that is a link", "`SGR/linked` and `SGR/scans/linked` → a folder outside",
+     "record rejected `PDF_MISSING`; the outside PDF is neither moved nor sent",
+     test_a_scan_path_through_a_linked_folder_is_not_followed),
+    ("second bad file under the same name", "`broken.xml` again, `quarantine/DSG/broken.xml` already there",
+     "kept as `broken.xml.2` with its own `.reason`; the first is untouched",
+     test_a_second_bad_file_under_the_same_name_does_not_replace_the_first),
+    ("values that start like formulas", "GRO files named `=1+1.csv`, `+SUM(A1).csv`, `-2+3.csv`, `@SUM(A1).csv`",
+     "every rejects-report cell starting with `= + - @`, tab or CR is prefixed with `'`",
+     test_report_cells_that_start_like_formulas_are_neutralised),
+    ("receive: drop name not valid UTF-8", "a `.p7m` + `.sha256` named in Latin-1, sorted first",
+     "refused `NAME` under `unnamed-<hash>`, unread, no ack; the other files are ingested; exit 5",
+     test_receive_sets_aside_a_name_that_is_not_utf8_and_ingests_the_rest),
+    ("one night with one of each", "all of the above (but receive) in one inbox, run without DAC override",
+     "every valid record delivered, exit 5, no traceback; the rerun exits 0 and sends nothing new",
+     test_one_night_with_every_class_delivers_every_valid_record),
+]
+
+
+def classes_table() -> str:
+    lines = ["| class | made by | outcome | test |", "|---|---|---|---|"]
+    lines += [f"| {c} | {how} | {what} | `{t.__name__}` |" for c, how, what, t in CLASSES]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_doc_table_lists_every_class_and_its_test():
+    tests = {n for n, v in globals().items() if n.startswith("test_") and callable(v)} - {
+        "test_the_doc_table_lists_every_class_and_its_test"}
+    assert {t.__name__ for *_, t in CLASSES} == tests
+    text = DOC.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN, 1)
+    _old, tail = rest.split(END, 1)
+    if os.environ.get("FLUX_PMI_WRITE_DOCS") == "1":
+        DOC.write_text(f"{head}{BEGIN}\n{classes_table()}{END}{tail}", encoding="utf-8")
+    else:
+        assert f"{BEGIN}\n{classes_table()}{END}" in text, "docs/reliability.md is stale: FLUX_PMI_WRITE_DOCS=1"
