@@ -1076,9 +1076,12 @@ class _RealWriter:
 
     def _by_caf(self, records: list[dict]) -> list[tuple[Department, list[dict]]]:
         """The records of each selected Caf (NUMORG), in registry order: one upstream file each."""
-        out = []
+        out, cafs = [], set()
         for code in self.selected:
             dept = self.registry[code]
+            if dept.numorg in cafs:  # one Caf serves two recipients (691: the Rhône and the Métropole)
+                continue
+            cafs.add(dept.numorg)
             mine = [r for r in records if r["row"]["NUMORG"] == dept.numorg]
             if mine:
                 out.append((dept, mine))
@@ -1112,11 +1115,9 @@ class _RealWriter:
                 # A mutation Cristal still addresses to the département she left.
                 record["_idepart"] = numorg_dept[record["row"]["NUMORGCED"]] if id(record) in stale else record["dept"]
                 _cristal_case(root, record)
+                if "anomaly" in record:  # Cristal's Anomalie follows the case it marks, as in the sample
+                    _leaf(_leaf(root, "Anomalie"), "LIBANO", record["anomaly"])
             anomalies = [r["anomaly"] for r in cases if "anomaly" in r]
-            if anomalies:
-                anomaly = _leaf(root, "Anomalie")
-                for label in anomalies:
-                    _leaf(anomaly, "LIBANO", label)
             total = _leaf(root, "TransmissionFlux")
             if len(cases) > len(anomalies):
                 _leaf(total, "NBTOTDOSPMITRANSM", str(len(cases) - len(anomalies)))
