@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
@@ -133,9 +134,17 @@ def quarantine(src: Path, quarantine_root: Path, flow: str, name: str, code: str
     return dst
 
 
-def retire_batch(work: Path, consumed: Path, batch_id: int, business_date: date) -> None:
-    """Move a finished batch's material to `consumed/<date>/` (kept until the purge)."""
+def retire_batch(work: Path, consumed: Path, batch_id: int, business_date: date,
+                 keep: Callable[[Path], object] | None = None) -> None:
+    """Move a finished batch's material to `consumed/<date>/` (kept until the purge).
+
+    With `keep` (the night's: archive/consumed.keep), the material is handed to it instead,
+    to be kept encrypted only: plaintext consumed input must not stay readable at rest.
+    """
     src = work / f"batch-{batch_id:06d}"
+    if keep is not None:
+        keep(src)
+        return
     if src.exists():
         dst = private_dir(consumed / business_date.isoformat()) / src.name
         if dst.exists():
