@@ -274,6 +274,12 @@ class TraceStore:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> TraceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """An immediate transaction: it takes the write lock first, so it never deadlocks midway."""
