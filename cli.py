@@ -73,10 +73,21 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--to", type=_date, help="last business date of a range (default: --date)")
     rr.add_argument("--reason", default="", help="why (traced: no personal data)")
     rr.add_argument("--by", help="who asks (traced; default: the OS user)")
+    rr.add_argument("--dry-run", action="store_true", help="print what would be re-emitted and sent; change nothing")
 
     pg = sub.add_parser("purge", help="delete archive files, trace rows and consumed input older than the retention")
     pg.add_argument("--config", type=Path, required=True)
     pg.add_argument("--today", type=_date, help="count the retention back from this day (default: today)")
+    pg.add_argument("--dry-run", action="store_true", help="print what would be deleted (counts); change nothing")
+
+    for name, what in (("hold", "hold a département's deliveries: its files are built and archived, and wait"),
+                       ("resume", "lift a hold: the next run delivers the waiting files in sequence order")):
+        h = sub.add_parser(name, help=what)
+        h.add_argument("department", help="a département code (035, 02A, 971)")
+        h.add_argument("--config", type=Path, required=True)
+        h.add_argument("--by", help="who (traced; default: the OS user)")
+        if name == "hold":
+            h.add_argument("--reason", default="", help="why (traced: no personal data)")
 
     sv = sub.add_parser("serve", help="run the scheduled jobs (nightly, purge, SLA report) until SIGTERM; exit 0")
     sv.add_argument("--config", type=Path, required=True)
@@ -159,6 +170,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"quarantined: {flow}/{name} ({code})")
     for flow, name in report.duplicates:
         print(f"already consumed, set aside: {flow}/{name}")
+    for dept, n in report.held.items():
+        print(f"held: {n} file(s) for département {dept} wait for `flux-pmi resume {dept}`")
+    if report.parked:
+        print(f"kept: {report.parked} record(s) of départements not enabled (DEPARTMENT_NOT_ENABLED_KEPT);"
+              " enabling them emits these records")
+    if report.replayed:
+        print(f"emitted: {report.replayed} kept record(s) of départements enabled since")
     code = report.exit_code
     if code != ExitCode.OK:
         reason = {ExitCode.UNDELIVERED: f"{report.undelivered} emission(s) not delivered yet; the next run retries",
@@ -226,7 +244,7 @@ def cmd_reemit(args: argparse.Namespace) -> int:
         try:
             result = request(settings, trace, flows=[args.flow], departments=[args.department],
                              date_from=args.date, date_to=args.to, reason=args.reason, by=args.by or requester(),
-                             clock=clock, progress=progress,
+                             clock=clock, progress=progress, dry_run=args.dry_run,
                              night=Night(settings, clock=clock, stop=stop.event, progress=progress))
         except RefusedError as exc:
             print(exc)  # "re-emission refused: ...": what was refused and why
@@ -268,10 +286,26 @@ def cmd_purge(args: argparse.Namespace) -> int:
         trace = TraceStore(settings.paths.trace)
         try:
             result = purge(settings, trace, ArchiveStore(settings.paths.archive),
-                           today=args.today or clock.today(), now=clock.now())
+                           today=args.today or clock.today(), now=clock.now(), dry_run=args.dry_run)
         finally:
             trace.close()
     for line in describe(result):
+        print(line)
+    return int(ExitCode.OK)
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    from .holds import hold
+
+    for line in hold(args.config, args.department, by=args.by, reason=args.reason, now=from_environment().now()):
+        print(line)
+    return int(ExitCode.OK)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .holds import resume
+
+    for line in resume(args.config, args.department, by=args.by, now=from_environment().now()):
         print(line)
     return int(ExitCode.OK)
 

@@ -13,11 +13,14 @@ next one:
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import queue
+import shutil
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -28,6 +31,7 @@ from cryptography.hazmat.primitives import hashes
 
 from . import faults, guards, workdays
 from .archive import ArchiveStore
+from .archive import consumed as consumed_store
 from .clock import Clock
 from .config.settings import Department, Settings
 from .errors import ExitCode, FluxError, InputFileError, SchemaError, SealError, TransportError
@@ -42,7 +46,7 @@ from .log import get as get_logger
 from .report import rejects as rejects_report
 from .schemas import validate_file, validate_sgr_zip
 from .seal import certs, cms
-from .trace.lifecycle import Status
+from .trace.lifecycle import ParkedState, RunStatus, Status
 from .trace.store import Emission, TraceStore
 from .transport.base import Delivery, Transport
 from .transport.factory import transport_for
@@ -83,6 +87,9 @@ class NightReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # operator-facing, no personal data
     undelivered: int = 0
+    held: dict[str, int] = field(default_factory=dict)  # held département -> files waiting for its resume
+    parked: int = 0  # records kept for a département that is not enabled (DEPARTMENT_NOT_ENABLED_KEPT)
+    replayed: int = 0  # parked records emitted tonight, their département being enabled now
     rejects_report: Path | None = None
     seconds: float = 0.0
     interrupted: bool = False
@@ -134,10 +141,11 @@ class Night:
         run_id = trace.start_run("run", business_date, self.clock.now())
         report = NightReport(run_id, business_date)
         self.log.info("run.start", run=run_id, business_date=business_date.isoformat())
-        status = "failed"
+        status = RunStatus.FAILED
         try:
             self._prepare()
             self._load_sender()
+            self._secure_consumed(trace)
             self._collect_acks(trace, run_id, report)
             batches = self._batches(trace, business_date, run_id, report)
             for i, batch in enumerate(batches, 1):
@@ -145,20 +153,27 @@ class Night:
                     break
                 self._process_batch(trace, batch, run_id, report)
                 self.progress(f"{batch.flow} {batch.business_date}: batch {i}/{len(batches)} built")
+            if not self.stop.is_set():
+                self._replay_parked(trace, run_id, report)
             self._write_rejects_report(trace, run_id, report)
             if not self.stop.is_set():
                 self.deliver(trace, run_id, report)
             self._housekeeping(trace, report)
             # Emissions to deliver, not yet archived, or not even built (their batch is still open).
-            report.undelivered = (len(trace.to_deliver()) + self._unarchived(trace)
+            # Files that wait only for a held département are not "undelivered": the operator asked.
+            held = trace.active_holds()
+            waiting = [e for e in trace.to_deliver() if e.department not in held]
+            report.held = dict(sorted(Counter(e.department for e in trace.to_deliver()
+                                              if e.department in held).items()))
+            report.undelivered = (len(waiting) + self._unarchived(trace)
                                   + len([b for b in trace.open_batches() if b["state"] == "claimed"]))
             report.interrupted = self.stop.is_set() and report.undelivered > 0
-            status = "done" if report.exit_code == ExitCode.OK else report.exit_code.name.lower()
+            status = RunStatus.of_exit(report.exit_code.name)
             return report
         finally:
             report.seconds = time.monotonic() - started
             t = report.totals()
-            code = report.exit_code if status != "failed" else ExitCode.INTERNAL
+            code = report.exit_code if status != RunStatus.FAILED else ExitCode.INTERNAL
             trace.finish_run(run_id, self.clock.now(), status=status, exit_code=int(code), records=t.records,
                              rejects=t.rejects, files=t.files, nbytes=t.bytes,
                              message="; ".join(report.problems)[:2000])
@@ -204,7 +219,11 @@ class Night:
             return reemit.reemit_emission(self.settings, trace, self.archive, emission_id, now=now,
                                           by=reemit.AUTO_REQUESTER, reason=reason)
 
-        summary = acks.collect(self.settings, trace, self.transport_factory, now, reemit=auto_reemit,
+        # A held département is not connected to at all, not even for its acks: they wait for the resume.
+        held = trace.active_holds()
+        settings = self.settings if not held else dataclasses.replace(self.settings, departments={
+            c: dataclasses.replace(d, enabled=False) if c in held else d for c, d in self.settings.departments.items()})
+        summary = acks.collect(settings, trace, self.transport_factory, now, reemit=auto_reemit,
                                run_id=run_id)
         report.acks = summary
         report.problems.extend(f"acks: {e}" for e in summary.errors)
@@ -297,6 +316,7 @@ class Night:
         rectified = trace.refs_emitted_elsewhere(originals.values(), batch.id) if originals else set()
         warnings: list[tuple[Reject, str | None]] = []
         seen: set[str] = set()
+        parked: dict[str, int] = defaultdict(int)
         for rec in records:
             dept = _route(rec)
             ref = refs[id(rec)]
@@ -308,6 +328,12 @@ class Night:
                                 dept))
             elif ref in seen:
                 rejects.append((Reject(flow, rec.source, "DUPLICATE", "record appears twice in this batch"), dept))
+            elif dept not in enabled and dept in self.settings.departments:
+                # Kept: the input is kept (encrypted) and enabling the flow later emits these records.
+                rejects.append((Reject(flow, rec.source, "DEPARTMENT_NOT_ENABLED_KEPT",
+                                       f"département {dept} has no enabled {flow} flow: kept, emitted once"
+                                       " it is enabled"), dept))
+                parked[dept] += 1
             elif dept not in enabled:
                 rejects.append((Reject(flow, rec.source, "DEPARTMENT_NOT_ENABLED",
                                        f"département {dept} has no enabled {flow} flow"), dept))
@@ -327,6 +353,9 @@ class Night:
                                              for r, d in warnings], now)
         trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
                                              for r, d in rejects], now)
+        for code, n in sorted(parked.items()):
+            trace.park(batch.id, flow, code, batch.business_date, n, now)
+            report.parked += n
         for r, d in rejects:
             self.log.warning("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                              department=d, reason=r.message)
@@ -362,7 +391,8 @@ class Night:
         if complete and not self.stop.is_set():
             faults.point("batch-done")
             trace.set_batch_state(batch.id, "done", self.clock.now())
-            inbox.retire_batch(self.paths.work, self.paths.consumed, batch.id, batch.business_date)
+            inbox.retire_batch(self.paths.work, self.paths.consumed, batch.id, batch.business_date,
+                               keep=lambda src, b=batch: self._keep_consumed(src, b.id, b.business_date))
 
     def _emit(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any], rejects: int,
               run_id: int, line: LineSummary, report: NightReport) -> bool:
@@ -426,6 +456,93 @@ class Night:
         self.log.info("emission.archived", flow=row.flow, department=dept.code, seq=row.seq, file=name,
                       records=len(part.record_keys))
 
+    def _stamp_transmission(self, emission: Emission, now: Any) -> None:
+        """The archived files' mtime becomes their last transmission: the purge of files whose trace
+        rows are already gone (archive_months > trace_months) counts from it."""
+        day = date.fromisoformat(emission.business_date)
+        for path in (self.archive.sealed_path(day, emission.file_name or ""),
+                     self.archive.archive_copy_path(day, emission.file_name or "")):
+            try:
+                os.utime(path, (now.timestamp(), now.timestamp()))
+            except OSError:
+                pass  # only a date for the purge: never a reason to fail a delivery that happened
+
+    # -- consumed input, kept encrypted; parked records -------------------------------------
+
+    def _encrypt_for_archive(self, data: bytes) -> bytes:
+        return cms.envelope(data, self.archive_cert)
+
+    def _decrypt_from_archive(self, data: bytes) -> bytes:
+        s = self.settings.sender
+        key = certs.load_private_key(s.archive_key, s.archive_key_passphrase)
+        return cms.decrypt_envelope(data, cert=self.archive_cert, key=key, what="kept consumed input")
+
+    def _keep_consumed(self, src: Path, batch_id: int, business_date: date) -> None:
+        consumed_store.keep(src, self.paths.consumed, batch_id, business_date, self._encrypt_for_archive)
+
+    def _secure_consumed(self, trace: TraceStore) -> None:
+        """Nothing consumed stays in clear: finish a retirement a crash interrupted, encrypt old leftovers."""
+        done = {r["id"]: r for r in trace.db.execute("SELECT id, business_date FROM batches WHERE state='done'")}
+        for folder in sorted(self.paths.work.glob("batch-*")):
+            try:
+                batch_id = int(folder.name.removeprefix("batch-"))
+            except ValueError:
+                continue
+            if batch_id in done:
+                self._keep_consumed(folder, batch_id, date.fromisoformat(done[batch_id]["business_date"]))
+        for folder in sorted(self.paths.work.glob("replay-*")):
+            shutil.rmtree(folder, ignore_errors=True)  # a replay killed midway: its plaintext goes
+        consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
+
+    def _replay_parked(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        """Emit the parked records of départements enabled since, from their kept input, exactly once."""
+        limits = ParseLimits(max_input_bytes=self.settings.limits.max_input_bytes,
+                             max_pdf_bytes=self.settings.limits.max_pdf_bytes)
+        for row in trace.parked():
+            dept = self.settings.departments.get(row["department"])
+            if dept is None or not dept.enabled or row["flow"] not in dept.flows:
+                continue
+            if self.stop.is_set():
+                return
+            batch_id, flow, now = row["batch_id"], row["flow"], self.clock.now()
+            where = f"{flow} {dept.code} (kept input of batch {batch_id})"
+            work = self.paths.work / f"replay-{batch_id:06d}"
+            try:
+                consumed_store.restore(self.paths.consumed, batch_id, work, self._decrypt_from_archive)
+                folder = work / flow
+                records = []
+                for path in sorted(folder.glob(f"*{inbox.PATTERNS[flow]}")) if folder.is_dir() else []:
+                    try:
+                        records.extend(parse_file(flow, path, display_name=path.name, today=self.clock.today(),
+                                                  inbox_root=folder, limits=limits).records)
+                    except InputFileError:
+                        continue  # quarantined the first time: never part of the kept batch's records
+                mine = [r for r in records if _route(r) == dept.code]
+                refs = {id(r): trace.record_ref(r.key) for r in mine}
+                emitted = trace.refs_emitted(refs.values())
+                todo, seen = [], set()
+                for r in sorted(mine, key=lambda r: (r.source.file, r.source.line)):
+                    if refs[id(r)] not in emitted and refs[id(r)] not in seen:
+                        seen.add(refs[id(r)])
+                        todo.append(r)
+                ok = True
+                if todo:
+                    batch = inbox.Batch(batch_id, flow, date.fromisoformat(row["business_date"]), folder)
+                    ok = self._emit(trace, batch, dept, todo, 0, run_id, report.lines[(flow, dept.code)], report)
+                    shutil.rmtree(self.paths.work / f"batch-{batch_id:06d}", ignore_errors=True)  # its `out/`
+                if ok:
+                    trace.close_parked(row["id"], self.clock.now(), ParkedState.EMITTED, len(todo))
+                    report.replayed += len(todo)
+                    self.log.info("parked.emitted", flow=flow, department=dept.code, batch=batch_id,
+                                  records=len(todo))
+            except (FluxError, OSError) as exc:
+                if isinstance(exc, consumed_store.KeptInputMissing):
+                    trace.close_parked(row["id"], now, ParkedState.LOST, 0)
+                report.problems.append(f"{where}: not emitted: {exc}")
+                self.log.error("parked.failed", flow=flow, department=dept.code, batch=batch_id, error=str(exc))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
     def _unarchived(self, trace: TraceStore) -> int:
         return trace.db.execute("SELECT COUNT(*) FROM emissions WHERE archived_at IS NULL").fetchone()[0]
 
@@ -441,9 +558,22 @@ class Night:
 
     # -- deliver ---------------------------------------------------------------------------
 
-    def deliver(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
-        """Deliver every archived emission not yet delivered (night, re-emissions, retries)."""
+    def deliver(self, trace: TraceStore, run_id: int, report: NightReport, *,
+                only: Collection[int] | None = None) -> None:
+        """Deliver every archived emission not yet delivered (night, re-emissions, retries).
+
+        `only`: these emission ids and nothing else (a re-emission request sends what it asked
+        for; the rest waits for the night). A held département's files wait for its resume:
+        no connection is opened to it.
+        """
         pending = trace.to_deliver()
+        if only is not None:
+            pending = [e for e in pending if e.id in only]
+        held = trace.active_holds()
+        for e in pending:
+            if e.department in held:
+                report.held[e.department] = report.held.get(e.department, 0) + 1
+        pending = [e for e in pending if e.department not in held]
         if not pending:
             return
         by_dept: dict[str, list[Emission]] = defaultdict(list)
@@ -481,6 +611,7 @@ class Night:
                                      + attempts, transport=transports[emission.department].name, last_error=None,
                                      transport_ref=reference or None)
                     faults.point("delivered-traced")
+                    self._stamp_transmission(emission, now)
                     line.delivered += 1
                     done += 1
                     self.progress(f"{emission.flow} {emission.department}: {done}/{len(pending)} files delivered")

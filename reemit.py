@@ -31,6 +31,7 @@ import hashlib
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -135,6 +136,8 @@ class ReemitResult:
     files: list[ReemittedFile] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # originals that could not be re-emitted, with why
     problems: list[str] = field(default_factory=list)  # delivery problems, operator-facing
+    held: dict[str, int] = field(default_factory=dict)  # held département -> re-emitted files waiting for it
+    planned: list[str] = field(default_factory=list)  # --dry-run: the names that would be re-emitted and sent
 
     @property
     def pending(self) -> int:
@@ -144,7 +147,8 @@ class ReemitResult:
     def exit_code(self) -> ExitCode:
         if self.failed:
             return ExitCode.INTERNAL
-        return ExitCode.UNDELIVERED if self.pending else ExitCode.OK
+        # Waiting for a held département is what the operator asked for, not a failure.
+        return ExitCode.UNDELIVERED if self.pending > sum(self.held.values()) else ExitCode.OK
 
 
 # -- one emission ----------------------------------------------------------------------------
@@ -311,12 +315,16 @@ def request(
     clock: Clock,
     night: Night | None = None,
     progress: Callable[[str], None] | None = None,
+    dry_run: bool = False,
 ) -> ReemitResult:
     """Re-emit every archived emission of the flows and départements over [date_from, date_to], and deliver.
 
     `flows` / `departments` may be ["all"]. Raises RefusedError (traced, nothing sent) when a
     date is outside retention, when nothing was emitted in the range, or when a département
     is not enabled; ConfigError for a malformed request (not traced).
+
+    `dry_run`: the same checks, then the names that would be re-emitted and sent, in
+    `planned`; nothing is written (not even a refusal) and nothing is sent.
     """
     now = clock.now()
     date_to = date_to or date_from
@@ -333,6 +341,8 @@ def request(
     log = get_logger("flux-pmi.reemit")
 
     def refuse(message: str) -> RefusedError:
+        if dry_run:
+            return RefusedError(message)
         trace.create_request(
             now,
             by=by,
@@ -400,6 +410,11 @@ def request(
             keys.archive()
 
     deadline = min(workdays.add_working_days(now.date(), REQUEST_WORKING_DAYS, c) for c in involved)
+    if dry_run:
+        plan = ReemitResult(0, 0, deadline, "dry-run")
+        plan.planned = [reemission_name(r["file_name"], trace.next_reemission_no(r["id"])) for r in eligible]
+        plan.held = dict(Counter(r["department"] for r in eligible if r["department"] in trace.active_holds()))
+        return plan
     request_id = trace.create_request(
         now,
         by=by,
@@ -442,7 +457,8 @@ def request(
                 progress(f"{dept}: {made} file(s) re-emitted ({i}/{len(involved)} départements)")
 
         report = night_mod.NightReport(run_id, date_from)
-        night.deliver(trace, run_id, report)
+        night.deliver(trace, run_id, report, only={f.emission.id for f in result.files})
+        result.held = dict(report.held)
         result.problems = report.problems
         result.files = [
             ReemittedFile(f.emission, f.original_id, f.resealed, trace.emission(f.emission.id).status in DONE)
@@ -511,6 +527,12 @@ def close_completed_requests(trace: TraceStore, now: datetime) -> list[int]:
 
 def describe(result: ReemitResult) -> list[str]:
     """Operator-facing lines: one per re-emitted file, then a total (technical names only)."""
+    if result.status == "dry-run":
+        lines = [f"would re-emit and send: {name}" for name in result.planned]
+        lines += [f"would wait: département {d} is held ({n} file(s))" for d, n in sorted(result.held.items())]
+        lines.append(f"TOTAL dry run: {len(result.planned)} file(s) would be re-emitted; deadline would be "
+                     f"{result.deadline}; nothing was changed")
+        return lines
     lines = [
         f"{f.emission.file_name}  {f.emission.department}  "
         f"{'re-sealed for the current certificate' if f.resealed else 'as archived'}  "
@@ -523,7 +545,9 @@ def describe(result: ReemitResult) -> list[str]:
         f"{sum(f.resealed for f in result.files)} re-sealed, {len(result.files) - result.pending} delivered,"
         f" {result.pending} pending; deadline {result.deadline}; status {result.status}"
     )
-    if result.pending:
+    lines += [f"waiting: département {d} is held ({n} file(s)); sent on `flux-pmi resume {d}` and the next run"
+              for d, n in sorted(result.held.items())]
+    if result.exit_code == ExitCode.UNDELIVERED:
         lines.append(
             f"exit {int(ExitCode.UNDELIVERED)}: {result.pending} file(s) not delivered yet; "
             "the next run retries"

@@ -14,6 +14,8 @@ operator identities. Records are counted, never listed (their rows hold HMAC ref
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections import Counter
 from datetime import date, datetime
 from typing import Any
@@ -22,9 +24,10 @@ from . import workdays
 from .clock import PARIS
 from .config.settings import FLOWS, Settings
 from .errors import ConfigError, FluxError
+from .lock import lock_path
 from .preflight import EXPIRY_WARNING_DAYS
 from .seal import certs
-from .trace.lifecycle import Status
+from .trace.lifecycle import RunStatus, Status
 from .trace.store import TraceStore
 
 SCHEMA = "flux-pmi.status/1"
@@ -66,8 +69,28 @@ def _local_date(stamp: str) -> date:
     return (at if at.tzinfo else at.replace(tzinfo=PARIS)).astimezone(PARIS).date()
 
 
-def _run(row: Any) -> dict[str, Any]:
-    return {k: row[k] for k in _RUN_FIELDS}
+def _run(row: Any, alive: bool = True) -> dict[str, Any]:
+    run = {k: row[k] for k in _RUN_FIELDS}
+    if run["status"] == RunStatus.RUNNING and not alive:
+        # Nobody holds the run lock, so the process is gone: the next command marks it `died` too.
+        run["status"] = RunStatus.DIED
+    return run
+
+
+def _lock_held(settings: Settings) -> bool:
+    """Whether a live process holds the run lock (read-only probe: a shared lock taken and dropped)."""
+    try:
+        fd = os.open(lock_path(settings.paths.trace), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _on_time(delivered_at: str | None, deadline: str | None, today: date) -> bool | None:
@@ -98,14 +121,14 @@ def _deadline(row: Any, request_deadlines: dict[int, str | None]) -> str | None:
 # -- sections -----------------------------------------------------------------------------
 
 
-def _last_nightly(trace: TraceStore, settings: Settings, now: datetime) -> dict[str, Any]:
+def _last_nightly(trace: TraceStore, settings: Settings, now: datetime, alive: bool = True) -> dict[str, Any]:
     limit = max_age_hours(settings)
     row = trace.db.execute("SELECT * FROM runs WHERE command='run' ORDER BY id DESC LIMIT 1").fetchone()
     if row is None:
         return {"run": None, "age_hours": None, "max_age_hours": limit, "stale": True}
     # Measured from the start: a run that started on time and is still going is not a scheduler problem.
     age = round((now - datetime.fromisoformat(row["started_at"])).total_seconds() / 3600, 2)
-    return {"run": _run(row), "age_hours": age, "max_age_hours": limit, "stale": age > limit}
+    return {"run": _run(row, alive), "age_hours": age, "max_age_hours": limit, "stale": age > limit}
 
 
 def _flows(trace: TraceStore, settings: Settings, today: date) -> list[dict[str, Any]]:
@@ -301,17 +324,70 @@ def _anomalies(trace: TraceStore) -> list[dict[str, Any]]:
     ]
 
 
+def _holds(trace: TraceStore, today: date) -> dict[str, Any]:
+    """Active holds with the files waiting for them and the deadlines those files' records run."""
+    request_deadlines = _request_deadlines(trace)
+    waiting: dict[str, list[Any]] = {}
+    for e in trace.to_deliver():
+        waiting.setdefault(e.department, []).append(e)
+    active = []
+    for code, h in trace.active_holds().items():
+        files = [
+            {
+                "file_name": e.file_name,
+                "flow": e.flow,
+                "seq": e.seq,
+                "reemission_no": e.reemission_no,
+                "deadline": _deadline(trace.db.execute("SELECT * FROM emissions WHERE id=?", (e.id,)).fetchone(),
+                                      request_deadlines),
+            }
+            for e in waiting.get(code, [])
+        ]
+        deadlines = sorted(f["deadline"] for f in files if f["deadline"])
+        active.append({
+            "department": code,
+            "since": h["held_at"],
+            "by": h["held_by"],
+            "reason": h["reason"],
+            "waiting": len(files),
+            "next_deadline": deadlines[0] if deadlines else None,
+            "late": bool(deadlines) and date.fromisoformat(deadlines[0]) < today,
+            "files": files,
+        })
+    history = [
+        {"department": r["department"], "since": r["held_at"], "by": r["held_by"], "reason": r["reason"],
+         "resumed_at": r["resumed_at"], "resumed_by": r["resumed_by"]}
+        for r in trace.holds_history()
+    ]
+    return {"active": active, "history": history}
+
+
+def _parked(trace: TraceStore, settings: Settings) -> dict[str, Any]:
+    """Records kept for départements that are not enabled (DEPARTMENT_NOT_ENABLED_KEPT)."""
+    rows = trace.parked()
+    by: dict[str, dict[str, int]] = {}
+    for r in rows:
+        by.setdefault(r["department"], {}).setdefault(r["flow"], 0)
+        by[r["department"]][r["flow"]] += r["count"]
+    return {
+        "records": sum(r["count"] for r in rows),
+        "batches": len({r["batch_id"] for r in rows}),
+        "by_department": {d: dict(sorted(f.items())) for d, f in sorted(by.items())},
+    }
+
+
 def gather(settings: Settings, trace: TraceStore, *, now: datetime) -> dict[str, Any]:
     """The status document (docs/status-json.md). Reads the trace and the certificates; writes nothing."""
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     today = now.astimezone(PARIS).date()
+    alive = _lock_held(settings)
     return {
         "schema": SCHEMA,
         "generated_at": now.isoformat(),
         "today": today.isoformat(),
-        "runs": [_run(r) for r in trace.last_runs(RUNS_SHOWN)],
-        "last_nightly": _last_nightly(trace, settings, now),
+        "runs": [_run(r, alive) for r in trace.last_runs(RUNS_SHOWN)],
+        "last_nightly": _last_nightly(trace, settings, now, alive),
         "flows": _flows(trace, settings, today),
         "undelivered": _undelivered(trace),
         "sla": _sla(trace, settings, today),
@@ -319,6 +395,8 @@ def gather(settings: Settings, trace: TraceStore, *, now: datetime) -> dict[str,
         "reemissions": _reemissions(trace, today),
         "certificates": _certificates(settings, now),
         "anomalies": _anomalies(trace),
+        "holds": _holds(trace, today),
+        "parked": _parked(trace, settings),
     }
 
 
@@ -433,6 +511,20 @@ def render_text(data: dict[str, Any]) -> str:
             ]
             for e in u["emissions"]
         ],
+    )
+
+    h = data["holds"]
+    out += ["", f"HOLDS ({len(h['active'])} département(s) held)"]
+    out += _table(
+        ["DEPT", "SINCE", "BY", "WAITING", "NEXT DEADLINE", "LATE", "REASON"],
+        [[x["department"], x["since"], x["by"], x["waiting"], x["next_deadline"], x["late"], x["reason"]]
+         for x in h["active"]],
+    )
+    p = data["parked"]
+    out += ["", f"KEPT FOR DÉPARTEMENTS NOT ENABLED ({p['records']} record(s) in {p['batches']} batch(es))"]
+    out += _table(
+        ["DEPT", "RECORDS BY FLOW"],
+        [[d, ", ".join(f"{f} {n}" for f, n in flows.items())] for d, flows in p["by_department"].items()],
     )
 
     s = data["sla"]

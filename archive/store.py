@@ -40,6 +40,17 @@ class ArchiveStore:
     def sealed_path(self, business_date: date, name: str) -> Path:
         return self.day_dir(business_date) / f"{name}{SEALED_SUFFIX}"
 
+    def archive_copy_path(self, business_date: date, name: str) -> Path:
+        return self.day_dir(business_date) / f"{name}{ARCHIVE_SUFFIX}"
+
+    def purge_file(self, business_date: date, name: str) -> int:
+        """Delete one emission's two copies; 1 if its sealed file was there."""
+        sealed = self.sealed_path(business_date, name)
+        n = int(sealed.exists())
+        sealed.unlink(missing_ok=True)  # the sealed one first: its absence means "gone" (see put)
+        self.archive_copy_path(business_date, name).unlink(missing_ok=True)
+        return n
+
     def get_sealed(self, business_date: date, name: str) -> bytes:
         return self._read(self.sealed_path(business_date, name))
 

@@ -154,9 +154,16 @@ class DeliveryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    # Archive, trace rows and consumed input all follow one period: a trace row is what lets an
-    # archived file be re-emitted. Annexe 2: keep the flows 3 months; the trace at most 3 months.
-    months: int = 3
+    # The convention sets two counts that pull in opposite directions: annexe 2 §3 keeps the
+    # flows (the archive) at least 3 months after their transmission, art. 5 keeps the trace of
+    # the exchanges at most 3 months. Consumed input follows the trace (it is personal data).
+    archive_months: int = 3  # >= 3, counted from each file's last transmission
+    trace_months: int = 3  # <= 3, counted from the last transmission (business date for the rest)
+
+    @property
+    def months(self) -> int:
+        """How far back a re-emission can be asked for: the trace rows are what make a file re-emittable."""
+        return self.trace_months
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +353,34 @@ def _transport(file: Path, where: str, table: Any, base: Path) -> TransportConfi
     return TransportConfig(kind, params, _secret(file, where, table, "key", base))
 
 
+def _retention(file: Path, ret: Any) -> Retention:
+    """[retention] archive_months (>= 3) and trace_months (<= 3).
+
+    The old single key `months` is still read when neither new key is given: archive_months =
+    months, trace_months = min(months, 3). Giving it beside a new key is refused as ambiguous.
+    """
+    if not isinstance(ret, dict):
+        raise ConfigError(file, "retention", "a table")
+    _known(file, "retention", ret, {"months", "archive_months", "trace_months"})
+    if "months" in ret:
+        if "archive_months" in ret or "trace_months" in ret:
+            raise ConfigError(file, "retention.months",
+                              "not beside archive_months / trace_months (months is their old single form)")
+        legacy = _get(file, "retention", ret, "months", int, 3)
+        if legacy < 3:
+            raise ConfigError(file, "retention.months", "at least 3: the flows are kept 3 months (annexe 2 §3)")
+        return Retention(archive_months=legacy, trace_months=min(legacy, 3))
+    archive = _get(file, "retention", ret, "archive_months", int, 3)
+    trace = _get(file, "retention", ret, "trace_months", int, 3)
+    if archive < 3:
+        raise ConfigError(file, "retention.archive_months",
+                          "at least 3: the flows are kept 3 months after their transmission (annexe 2 §3)")
+    if not 1 <= trace <= 3:
+        raise ConfigError(file, "retention.trace_months",
+                          "from 1 to 3: the trace of the exchanges is kept at most 3 months (convention art. 5)")
+    return Retention(archive_months=archive, trace_months=trace)
+
+
 def load(path: str | Path, *, check_files: bool = True) -> Settings:
     file = Path(path).resolve()
     raw = _read_toml(file)
@@ -353,11 +388,7 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
     _known(file, "", raw, {"paths", "sender", "limits", "delivery", "defaults", "departments", "service",
                            "registry", "retention", "hubee"})
     service = _service(file, raw.get("service", {}), base)
-    ret = raw.get("retention", {})
-    _known(file, "retention", ret, {"months"})
-    retention = Retention(_get(file, "retention", ret, "months", int, 3))
-    if retention.months < 3:
-        raise ConfigError(file, "retention.months", "at least 3: the flows are kept 3 months (annexe 2 §3)")
+    retention = _retention(file, raw.get("retention", {}))
 
     p = raw.get("paths", {})
     _known(file, "paths", p, {"state", "inbox", "work", "archive", "trace", "reports", "quarantine", "consumed"})

@@ -31,6 +31,7 @@ import io
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
@@ -333,9 +334,17 @@ def finish_claim(trace: TraceStore, batch_id: int, *, inbox: Path, work: Path, f
     trace.set_batch_state(batch_id, "claimed", now)
 
 
-def retire_batch(work: Path, consumed: Path, batch_id: int, business_date: date) -> None:
-    """Move a finished batch's material to `consumed/<date>/` (kept until the purge)."""
+def retire_batch(work: Path, consumed: Path, batch_id: int, business_date: date,
+                 keep: Callable[[Path], object] | None = None) -> None:
+    """Move a finished batch's material to `consumed/<date>/` (kept until the purge).
+
+    With `keep` (the night's: archive/consumed.keep), the material is handed to it instead,
+    to be kept encrypted only: plaintext consumed input must not stay readable at rest.
+    """
     src = work / f"batch-{batch_id:06d}"
+    if keep is not None:
+        keep(src)
+        return
     if src.exists():
         dst = private_dir(consumed / business_date.isoformat()) / src.name
         if dst.exists():

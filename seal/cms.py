@@ -164,6 +164,13 @@ def _decrypt(
         raise SealError(f"{what}: {reason}") from None
 
 
+def decrypt_envelope(
+    p7m: bytes, *, cert: x509.Certificate, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, what: str
+) -> bytes:
+    """The content of an `envelope` made for `cert` (the kept consumed input, say); SealError otherwise."""
+    return _decrypt(p7m, cert, key, what)
+
+
 def _is_one_der_sequence(data: bytes) -> bool:
     """True when `data` is exactly one definite-length DER SEQUENCE, nothing after it."""
     if len(data) < 2 or data[0] != 0x30:

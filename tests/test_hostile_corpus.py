@@ -415,7 +415,7 @@ def _cases() -> list[Case]:
             "gro_department_not_enabled",
             "GRO",
             gro_rows(_gro("067")),
-            (r, "DEPARTMENT_NOT_ENABLED"),
+            (r, "DEPARTMENT_NOT_ENABLED_KEPT"),
             "commune of a served but not enabled département",
         ),
         Case(

@@ -60,6 +60,8 @@ def site(tmp_path):
     root = tmp_path / "demo"
     make_demo(root, departments="035,02A")
     cfg = root / "flux-pmi.toml"
+    gro_input = next((root / "inbox" / "GRO").glob("*.csv"))
+    gro_bytes = gro_input.read_bytes()
     assert Night(load(cfg), clock=_clock(OLD), sleep=lambda _s: None, purge=False).run(OLD).exit_code == ExitCode.OK
     with _store(root) as trace:
         asked = _clock(date(2026, 11, 24), hour=10)
@@ -75,8 +77,7 @@ def site(tmp_path):
             clock=asked,
             night=Night(settings, clock=asked, sleep=lambda _s: None),
         )
-    consumed_gro = next((root / "consumed" / OLD.isoformat()).glob("batch-*/GRO/*.csv"))
-    shutil.copy(consumed_gro, root / "inbox" / "GRO" / consumed_gro.name)  # the same bytes dropped again
+    (root / "inbox" / "GRO" / gro_input.name).write_bytes(gro_bytes)  # the same bytes dropped again
     assert Night(load(cfg), clock=_clock(YOUNG), sleep=lambda _s: None, purge=False).run(YOUNG).exit_code == ExitCode.OK
     old_dup = next((root / "consumed" / "duplicates" / "GRO").iterdir())
     _mtime(old_dup, OLD)
@@ -136,7 +137,8 @@ def test_purge_deletes_what_is_older_than_the_cutoff_and_keeps_the_rest(site):
             len(sealed),
             old_emissions,
         )
-        assert (result.consumed_dirs, result.duplicates, result.undelivered, result.held) == (1, 1, 0, 0)
+        # consumed: OLD's three batches (DSG, SGR, GRO), kept encrypted, one file each
+        assert (result.consumed_dirs, result.duplicates, result.undelivered, result.held) == (3, 1, 0, 0)
         assert (
             _count(trace, "SELECT COUNT(*) FROM emissions WHERE business_date < ?", CUTOFF.isoformat()) == 0
         )
@@ -164,7 +166,7 @@ def test_purge_deletes_what_is_older_than_the_cutoff_and_keeps_the_rest(site):
         assert trace.db.execute("PRAGMA foreign_key_check").fetchall() == []
         p = trace.db.execute("SELECT * FROM purges").fetchall()
         assert [(r["archive_cutoff"], r["archive_files"], r["emissions"], r["consumed_dirs"]) for r in p] == [
-            ("2026-12-01", len(sealed), old_emissions, 1)
+            ("2026-12-01", len(sealed), old_emissions, 3)
         ]
 
     assert not (archive / "2026" / "11").exists()  # the emptied month goes too
@@ -174,6 +176,8 @@ def test_purge_deletes_what_is_older_than_the_cutoff_and_keeps_the_rest(site):
     assert [p.name for p in (site / "consumed" / "duplicates" / "GRO").iterdir()] == [
         "young-copy.csv.0123456789ab"
     ]
+    # consumed input is never readable at rest: only encrypted batches
+    assert all(p.name.endswith(".tar.p7m") for p in (site / "consumed" / YOUNG.isoformat()).iterdir())
 
 
 def test_purge_is_idempotent_and_a_purged_date_cannot_be_re_emitted(site):
@@ -204,12 +208,12 @@ def test_purge_is_idempotent_and_a_purged_date_cannot_be_re_emitted(site):
 
 
 def test_a_purge_killed_after_marking_is_finished_by_the_next_one(site, monkeypatch):
-    def crash(self, day):
+    def crash(self, day, name):
         raise OSError("killed")
 
     with _store(site) as trace:
         with monkeypatch.context() as m:
-            m.setattr(ArchiveStore, "purge_day", crash)
+            m.setattr(ArchiveStore, "purge_file", crash)
             with pytest.raises(OSError):
                 _purge(site, trace)
         marked = _count(trace, "SELECT COUNT(*) FROM emissions WHERE purged_at IS NOT NULL")
@@ -264,12 +268,32 @@ def test_retention_below_three_months_is_refused_at_load_and_a_longer_one_keeps_
     cfg.write_text(text + "\n[retention]\nmonths = 2\n")
     with pytest.raises(ConfigError, match="retention.months"):
         load(cfg)
+    # The old single key maps to archive_months = months, trace_months = min(months, 3).
     cfg.write_text(text + "\n[retention]\nmonths = 6\n")
-    assert load(cfg).retention.months == 6
+    assert (load(cfg).retention.archive_months, load(cfg).retention.trace_months) == (6, 3)
     with _store(site) as trace:
         result = _purge(site, trace)
-    assert result.cutoff == date(2026, 9, 1) and result.emissions == 0 and result.archive_files == 0
+    # The rows go at 3 months (the trace's maximum); the files stay 6 months after their transmission.
+    assert result.cutoff == date(2026, 12, 1) and result.archive_cutoff == date(2026, 9, 1)
+    assert result.emissions == 7 and result.archive_files == 0
     assert (site / "archive" / "2026" / "11" / "23").exists()
+    # Later, with no row left, the orphan files go by their date (the last transmission).
+    with _store(site) as trace:
+        later = _purge(site, trace, today=date(2027, 6, 1))
+    assert later.archive_files == 7 and not (site / "archive" / "2026" / "11").exists()
+
+
+def test_trace_months_above_three_and_archive_months_below_three_are_refused(site):
+    cfg = site / "flux-pmi.toml"
+    text = cfg.read_text()
+    cfg.write_text(text + "\n[retention]\ntrace_months = 12\n")
+    with pytest.raises(ConfigError, match=r"flux-pmi.toml: retention.trace_months: from 1 to 3"):
+        load(cfg)
+    cfg.write_text(text + "\n[retention]\narchive_months = 2\n")
+    with pytest.raises(ConfigError, match="retention.archive_months: at least 3"):
+        load(cfg)
+    cfg.write_text(text + "\n[retention]\narchive_months = 4\ntrace_months = 2\n")
+    assert (load(cfg).retention.archive_months, load(cfg).retention.trace_months) == (4, 2)
 
 
 def test_the_purge_command(site):
@@ -277,15 +301,15 @@ def test_the_purge_command(site):
     out = run_cli("purge", "--config", str(site / "flux-pmi.toml"), "--today", TODAY.isoformat(),
                   env_extra={"FLUX_PMI_NOW": datetime(2027, 3, 1, 5, 30, tzinfo=PARIS).isoformat()})
     assert out.returncode == ExitCode.OK, out.stdout + out.stderr
-    assert "purge: cutoff 2026-12-01" in out.stdout
+    assert "purge: trace cutoff 2026-12-01, archive cutoff 2026-12-01" in out.stdout
     assert (
         "trace: 7 emission(s)" in out.stdout
-        and "consumed: 1 day folder(s), 1 set-aside duplicate(s)" in out.stdout
+        and "consumed: 3 batch(es), 1 set-aside duplicate(s)" in out.stdout
     )
     assert not (site / "archive" / "2026" / "11").exists()
     # Without --today the (pinned) clock says 2026-11-23: nothing is old enough.
     again = run_cli("purge", "--config", str(site / "flux-pmi.toml"))
-    assert again.returncode == ExitCode.OK and "purge: cutoff 2026-08-23" in again.stdout
+    assert again.returncode == ExitCode.OK and "purge: trace cutoff 2026-08-23" in again.stdout
     assert "archive: 0 file(s)" in again.stdout
 
 

@@ -490,6 +490,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                 "detail": "acknowledgement names a file never sent",
             }
         ],
+        "holds": {"active": [], "history": []},
+        "parked": {"batches": 0, "by_department": {}, "records": 0},
     }
     assert data == expected
     # What `status --json` prints is exactly this, through a JSON round trip.

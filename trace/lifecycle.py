@@ -47,6 +47,36 @@ TO_DELIVER = (Status.ARCHIVED, Status.REEMITTED, Status.FAILED)
 DONE = (Status.DELIVERED, Status.ACKNOWLEDGED)
 
 
+class RunStatus(StrEnum):
+    """A `runs` row's status. `running` while the process lives; `died` once the next command
+    holding the run lock finds it still `running` (only the lock holder is alive); the others
+    are the exit of a command that ended by itself."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    DIED = "died"
+    UNDELIVERED = "undelivered"
+    QUARANTINED = "quarantined"
+    INTERRUPTED = "interrupted"
+    REFUSED = "refused"
+    INTERNAL = "internal"
+
+    @classmethod
+    def of_exit(cls, code_name: str) -> RunStatus:
+        """The status of a command that ended with ExitCode `code_name` (OK is `done`)."""
+        name = code_name.lower()
+        return cls.DONE if name == "ok" else cls(name) if name in cls._value2member_map_ else cls.FAILED
+
+
+class ParkedState(StrEnum):
+    """A `parked` row: records of a département that was not enabled, kept to be emitted later."""
+
+    PARKED = "parked"  # the input is kept (encrypted); the département is not enabled yet
+    EMITTED = "emitted"  # the département was enabled and its records were emitted from the input
+    LOST = "lost"  # the kept input is gone (purged by hand, unreadable): reported, never retried
+
+
 def check_transition(current: str, target: str) -> Status:
     cur, tgt = Status(current), Status(target)
     if tgt not in ALLOWED[cur]:

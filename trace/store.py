@@ -24,9 +24,9 @@ from pathlib import Path
 
 from ..errors import TraceError
 from ..fsutil import private_dir
-from .lifecycle import TO_DELIVER, Status, check_transition
+from .lifecycle import TO_DELIVER, ParkedState, RunStatus, Status, check_transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -164,6 +164,39 @@ CREATE TABLE IF NOT EXISTS purges (
     emissions INTEGER NOT NULL,
     consumed_dirs INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sequences (
+    -- the last sequence handed out per flow and département: a fact of its own, never purged,
+    -- so that a sequence never goes back nor repeats whatever emissions rows were deleted
+    flow TEXT NOT NULL,
+    department TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    PRIMARY KEY (flow, department)
+);
+CREATE TABLE IF NOT EXISTS holds (
+    -- an operator's hold on a département's deliveries, with its history (who, when, why)
+    id INTEGER PRIMARY KEY,
+    department TEXT NOT NULL,
+    held_at TEXT NOT NULL,
+    held_by TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    resumed_at TEXT,
+    resumed_by TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS holds_active ON holds(department) WHERE resumed_at IS NULL;
+CREATE TABLE IF NOT EXISTS parked (
+    -- records of a département that was not enabled, kept (encrypted input) to be emitted later
+    id INTEGER PRIMARY KEY,
+    batch_id INTEGER NOT NULL,      -- not a foreign key: the batch row may be purged, the input is kept
+    flow TEXT NOT NULL,
+    department TEXT NOT NULL,
+    business_date TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    state TEXT NOT NULL,            -- trace.lifecycle.ParkedState
+    parked_at TEXT NOT NULL,
+    closed_at TEXT,
+    emitted INTEGER,
+    UNIQUE (batch_id, flow, department)
+);
 CREATE TABLE IF NOT EXISTS anomalies (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -225,6 +258,11 @@ class TraceStore:
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
                             self.db.execute(stmt)
+                    # Version 2: the sequences table starts from what the emissions rows still say.
+                    self.db.execute(
+                        "INSERT INTO sequences(flow, department, last_seq) SELECT flow, department, MAX(seq)"
+                        " FROM emissions WHERE true GROUP BY flow, department"
+                        " ON CONFLICT(flow, department) DO UPDATE SET last_seq=MAX(last_seq, excluded.last_seq)")
                     self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.OperationalError as exc:
             self.db.close()
@@ -235,6 +273,12 @@ class TraceStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> TraceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -276,20 +320,26 @@ class TraceStore:
     # -- runs ------------------------------------------------------------------------------
 
     def start_run(self, command: str, business_date: date | None, now: datetime) -> int:
+        """A new `running` row. Commands start runs only while holding the run lock (lock.py), and
+        only the lock holder is alive: any other row still `running` is a process that died."""
         with self.tx():
+            self.db.execute(
+                "UPDATE runs SET status=?, finished_at=COALESCE(finished_at, ?),"
+                " message=TRIM(COALESCE(message, '') || ' process gone: found running at a later start')"
+                " WHERE status=?", (RunStatus.DIED, _iso(now), RunStatus.RUNNING))
             cur = self.db.execute(
                 "INSERT INTO runs(command, business_date, started_at, pid) VALUES (?,?,?,?)",
                 (command, _iso(business_date), _iso(now), os.getpid()),
             )
             return int(cur.lastrowid)
 
-    def finish_run(self, run_id: int, now: datetime, *, status: str, exit_code: int, records: int = 0,
+    def finish_run(self, run_id: int, now: datetime, *, status: RunStatus | str, exit_code: int, records: int = 0,
                    rejects: int = 0, files: int = 0, nbytes: int = 0, message: str = "") -> None:
         with self.tx():
             self.db.execute(
                 "UPDATE runs SET finished_at=?, status=?, exit_code=?, records=?, rejects=?, files=?, bytes=?,"
                 " message=? WHERE id=?",
-                (_iso(now), status, exit_code, records, rejects, files, nbytes, message, run_id),
+                (_iso(now), RunStatus(status), exit_code, records, rejects, files, nbytes, message, run_id),
             )
 
     def last_runs(self, limit: int = 10) -> list[sqlite3.Row]:
@@ -357,9 +407,7 @@ class TraceStore:
                 "SELECT * FROM emissions WHERE batch_id=? AND flow=? AND department=? AND part=?"
                 " AND reemission_no=0", (batch_id, flow, department, part)).fetchone()
             if row is None:
-                seq = self.db.execute(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM emissions WHERE flow=? AND department=?",
-                    (flow, department)).fetchone()[0]
+                seq = self._next_seq(flow, department)
                 cur = self.db.execute(
                     "INSERT INTO emissions(batch_id, flow, department, business_date, part, seq, status, built_at)"
                     " VALUES (?,?,?,?,?,?,?,?)",
@@ -368,6 +416,26 @@ class TraceStore:
                 self._event(int(cur.lastrowid), None, Status.BUILT, now, "allocated")
                 row = self.db.execute("SELECT * FROM emissions WHERE id=?", (cur.lastrowid,)).fetchone()
             return Emission.from_row(row)
+
+    def _next_seq(self, flow: str, department: str) -> int:
+        """Hand out the next sequence, inside the caller's transaction (the one inserting the emission).
+
+        The sequences table is the memory; the emissions rows are consulted too so that a row
+        written by an older version (before the table existed) can never be repeated.
+        """
+        seq = self.db.execute(
+            "SELECT MAX(COALESCE((SELECT last_seq FROM sequences WHERE flow=? AND department=?), 0),"
+            " COALESCE((SELECT MAX(seq) FROM emissions WHERE flow=? AND department=?), 0)) + 1",
+            (flow, department, flow, department)).fetchone()[0]
+        self.db.execute(
+            "INSERT INTO sequences(flow, department, last_seq) VALUES (?,?,?)"
+            " ON CONFLICT(flow, department) DO UPDATE SET last_seq=excluded.last_seq", (flow, department, seq))
+        return int(seq)
+
+    def last_seq(self, flow: str, department: str) -> int:
+        row = self.db.execute("SELECT last_seq FROM sequences WHERE flow=? AND department=?",
+                              (flow, department)).fetchone()
+        return int(row[0]) if row else 0
 
     def emission(self, emission_id: int) -> Emission:
         row = self.db.execute("SELECT * FROM emissions WHERE id=?", (emission_id,)).fetchone()
@@ -525,6 +593,73 @@ class TraceStore:
     def emissions_of_request(self, request_id: int) -> list[Emission]:
         rows = self.db.execute("SELECT * FROM emissions WHERE request_id=? ORDER BY id", (request_id,))
         return [Emission.from_row(r) for r in rows]
+
+    # -- holds -------------------------------------------------------------------------------
+
+    def hold(self, department: str, now: datetime, *, by: str, reason: str) -> tuple[sqlite3.Row, bool]:
+        """Hold a département's deliveries; (the active hold, True if it was created now)."""
+        with self.tx():
+            row = self.db.execute("SELECT * FROM holds WHERE department=? AND resumed_at IS NULL",
+                                  (department,)).fetchone()
+            if row is not None:
+                return row, False
+            cur = self.db.execute("INSERT INTO holds(department, held_at, held_by, reason) VALUES (?,?,?,?)",
+                                  (department, _iso(now), by, reason))
+            return self.db.execute("SELECT * FROM holds WHERE id=?", (cur.lastrowid,)).fetchone(), True
+
+    def resume(self, department: str, now: datetime, *, by: str) -> sqlite3.Row | None:
+        """Lift the active hold of a département; the hold row (now closed), or None if none was active."""
+        with self.tx():
+            row = self.db.execute("SELECT * FROM holds WHERE department=? AND resumed_at IS NULL",
+                                  (department,)).fetchone()
+            if row is None:
+                return None
+            self.db.execute("UPDATE holds SET resumed_at=?, resumed_by=? WHERE id=?", (_iso(now), by, row["id"]))
+            return self.db.execute("SELECT * FROM holds WHERE id=?", (row["id"],)).fetchone()
+
+    def active_holds(self) -> dict[str, sqlite3.Row]:
+        rows = self.db.execute("SELECT * FROM holds WHERE resumed_at IS NULL ORDER BY department")
+        return {r["department"]: r for r in rows}
+
+    def holds_history(self, limit: int = 20) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM holds ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+
+    # -- parked records (département not enabled) --------------------------------------------
+
+    def park(self, batch_id: int, flow: str, department: str, business_date: date, count: int,
+             now: datetime) -> None:
+        """Note that a batch holds `count` records of a département that is not enabled (idempotent)."""
+        with self.tx():
+            self.db.execute(
+                "INSERT INTO parked(batch_id, flow, department, business_date, count, state, parked_at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(batch_id, flow, department) DO NOTHING",
+                (batch_id, flow, department, _iso(business_date), count, ParkedState.PARKED, _iso(now)))
+
+    def parked(self, state: ParkedState | None = ParkedState.PARKED) -> list[sqlite3.Row]:
+        if state is None:
+            return self.db.execute("SELECT * FROM parked ORDER BY batch_id, flow, department").fetchall()
+        return self.db.execute("SELECT * FROM parked WHERE state=? ORDER BY batch_id, flow, department",
+                               (state,)).fetchall()
+
+    def close_parked(self, parked_id: int, now: datetime, state: ParkedState, emitted: int) -> None:
+        with self.tx():
+            self.db.execute("UPDATE parked SET state=?, closed_at=?, emitted=? WHERE id=?",
+                            (state, _iso(now), emitted, parked_id))
+
+    def parked_batches(self) -> set[int]:
+        """Batches whose kept input still waits for a département to be enabled: not to be purged."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT batch_id FROM parked WHERE state=?",
+                                              (ParkedState.PARKED,))}
+
+    def refs_emitted(self, refs: Iterable[str]) -> set[str]:
+        """The refs among `refs` already carried by any emission."""
+        refs = list(refs)
+        found: set[str] = set()
+        for i in range(0, len(refs), 500):
+            chunk = refs[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(f"SELECT ref FROM records WHERE ref IN ({marks})", chunk))
+        return found
 
     # -- acknowledgements ------------------------------------------------------------------
 
