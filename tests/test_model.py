@@ -48,7 +48,6 @@ DEPTS = (LOCAL, REMOTE)
 FLOWS = ("DSG", "GRO", "SGR")
 START = date(2026, 11, 23)  # a Monday
 SEED = 11
-HOLD = os.environ.get("NOHOLD") is None  # TEMP
 EXAMPLES = int(os.environ.get("FLUX_PMI_MODEL_EXAMPLES", "3"))
 STEPS = int(os.environ.get("FLUX_PMI_MODEL_STEPS", "12"))
 # Fault points reached on every run that has input (test_crash.py proves each one on its own).
@@ -187,7 +186,6 @@ class OperatorDays(RuleBasedStateMachine):
         self.partner.start()
         self._expect_nothing_sent()
 
-    @precondition(lambda self: HOLD)
     @rule(dept=st.sampled_from(DEPTS))
     def hold(self, dept: str) -> None:
         done = self.cli("hold", dept, "--reason", "maintenance", "--by", "model")
@@ -195,7 +193,6 @@ class OperatorDays(RuleBasedStateMachine):
         self.held.add(dept)
         self._expect_nothing_sent()
 
-    @precondition(lambda self: HOLD)
     @rule(dept=st.sampled_from(DEPTS))
     def resume(self, dept: str) -> None:
         done = self.cli("resume", dept, "--by", "model")
