@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from lxml import etree
-from sshd import PartnerPool, generate_key, require_tools
+from sshd import FLOW_DIRS, PartnerPool, generate_key, require_tools
 from structlog.testing import capture_logs
 from support import BUSINESS_DATE, make_demo, open_delivered, run_cli
 
@@ -503,8 +503,18 @@ def test_a_departement_pulls_its_files_from_its_own_sftp_server(tmp_path):
                 f"ack_directory = {json.dumps(partner.remote('acks'))}\nconnect_timeout = 5\ntimeout = 10\n",
             )
         )
+        # A name that is not UTF-8 on the server: set aside under a stand-in, the good files behind
+        # it still ingested (paramiko's own listing fails the whole folder on such a name).
+        dsg_dir = partner.root / FLOW_DIRS["DSG"]
+        good = sorted(dsg_dir.glob("*.p7m"))[0]
+        bad = dsg_dir / os.fsdecode(b"A\xe9.xml.p7m")
+        bad.write_bytes(good.read_bytes())
+        bad.with_name(bad.name + ".sha256").write_bytes(
+            hashlib.sha256(good.read_bytes()).hexdigest().encode() + b"\n")
         report = receive(recv)
-        assert (report.ingested, report.refused, report.errors) == (3, 0, [])
+        assert (report.ingested, report.refused, report.errors) == (3, 1, [])
+        bad.unlink()
+        bad.with_name(bad.name + ".sha256").unlink()
         acks_on_server = sorted(f for f in partner.files() if f.startswith("acks/"))
         assert len(acks_on_server) == 3 and all(f.endswith(".ack.xml") for f in acks_on_server)
         assert receive(recv).outcomes == []

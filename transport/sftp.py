@@ -33,11 +33,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import paramiko
-from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION, SFTPError
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_EXTENDED,
+    CMD_HANDLE,
+    CMD_INIT,
+    CMD_NAME,
+    CMD_OPENDIR,
+    CMD_READDIR,
+    CMD_VERSION,
+    SFTPError,
+)
 
 from .. import faults, keyfiles
 from ..config.settings import FLOWS, Department, Settings
 from ..errors import ArchiveError, CertificateError, ConfigError, HostKeyError, TransportError
+from ..fsutil import storable_name
 from ..log import get as get_logger
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
 
@@ -64,6 +75,38 @@ def key_fingerprint(key: paramiko.PKey) -> str:
     """`SHA256:...`, as `ssh-keygen -l` and the partner's own tools print it."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
+
+
+def listdir_attr(sftp: paramiko.SFTPClient, path: str) -> list[paramiko.SFTPAttributes]:
+    """A folder's entries, whatever bytes their names hold.
+
+    paramiko's own listdir_attr decodes every name as strict UTF-8, so one name that is not
+    UTF-8 fails the whole listing and every good file behind it waits. Here such a name comes
+    back surrogate-escaped, one entry the caller sets aside (fsutil.storable_name), and the
+    rest of the folder is read. Same requests as paramiko's (OPENDIR, READDIR until EOF, CLOSE).
+    """
+    t, msg = sftp._request(CMD_OPENDIR, sftp._adjust_cwd(path))
+    if t != CMD_HANDLE:
+        raise SFTPError("Expected handle")
+    handle = msg.get_binary()
+    entries = []
+    try:
+        while True:
+            try:
+                t, msg = sftp._request(CMD_READDIR, handle)
+            except EOFError:
+                break
+            if t != CMD_NAME:
+                raise SFTPError("Expected name response")
+            for _ in range(msg.get_int()):
+                filename = msg.get_string().decode("utf-8", "surrogateescape")
+                longname = msg.get_string().decode("utf-8", "replace")
+                attr = paramiko.SFTPAttributes._from_msg(msg, filename, longname)
+                if filename not in (".", ".."):
+                    entries.append(attr)
+    finally:
+        sftp._request(CMD_CLOSE, handle)
+    return entries
 
 @dataclass(frozen=True, slots=True)
 class RemoteFile:
@@ -614,8 +657,11 @@ class SftpTransport(Transport):
         sftp = self._sftp()
         try:
             out = []
-            for a in sorted(sftp.listdir_attr(self.ack_directory), key=lambda a: a.filename):
+            for a in sorted(listdir_attr(sftp, self.ack_directory), key=lambda a: a.filename):
                 if a.filename.startswith(".") or a.st_mode is None or not stat.S_ISREG(a.st_mode):
+                    continue
+                if not storable_name(a.filename):  # not ours: an ack is named after our file
+                    self.log.warning("sftp.ack_name_unusable", department=department)
                     continue
                 if (a.st_size or 0) > MAX_ACK_BYTES:
                     self.log.warning(
@@ -665,7 +711,7 @@ class SftpTransport(Transport):
         """The regular files of `folder` (hidden ones, i.e. uploads in progress, left out), by name."""
         sftp = self._sftp()
         try:
-            entries = sftp.listdir_attr(folder)
+            entries = listdir_attr(sftp, folder)
         except Exception as exc:
             raise self._remote_error(exc, f"listing {folder}") from exc
         out = [
