@@ -40,7 +40,7 @@ from sshd import FLOW_DIRS, PartnerPool, generate_key, require_tools
 from support import make_demo, record_fingerprints, run_cli
 
 from flux_pmi.clock import PARIS
-from flux_pmi.demo.generate import generate_inbox
+from flux_pmi.demo.generate import generate_inbox, working_days_before
 from flux_pmi.seal import certs, cms
 
 LOCAL, REMOTE = "035", "02A"
@@ -48,12 +48,13 @@ DEPTS = (LOCAL, REMOTE)
 FLOWS = ("DSG", "GRO", "SGR")
 START = date(2026, 11, 23)  # a Monday
 SEED = 11
-EXAMPLES = int(os.environ.get("FLUX_PMI_MODEL_EXAMPLES", "3"))
-STEPS = int(os.environ.get("FLUX_PMI_MODEL_STEPS", "12"))
+EXAMPLES = int(os.environ.get("FLUX_PMI_MODEL_EXAMPLES", "8"))
+STEPS = int(os.environ.get("FLUX_PMI_MODEL_STEPS", "20"))
 # Fault points reached on every run that has input (test_crash.py proves each one on its own).
 KILL_POINTS = ("claim-move:1", "parse:1", "sealed:1", "archived:1", "deliver:1", "delivered-traced:1",
                "sftp-before-rename:1")
 NAME_RE = re.compile(r"^(DSG|SGR|GRO)_(\w{3})_(\d{8})_(\d{6})(?:_P\d+of\d+)?(_R\d{2})?\.(?:xml|zip)\.p7m$")
+ACTIONS: Counter = Counter()  # CLI commands the examples ran: the test proves it exercised them
 HOLDERS = {"inbox", "work", "pki", "received", "partners", "regen"}  # legitimate holders of plaintext
 
 
@@ -81,6 +82,7 @@ class OperatorDays(RuleBasedStateMachine):
         self._configure_sftp()
         self.today = START
         self.dropped: set[date] = set()
+        self.flow_days: set[date] = set()
         self.expected: Counter = Counter()  # (dept, flow) -> valid records dropped
         self.personal: set[str] = set()
         self.held: set[str] = set()
@@ -108,13 +110,15 @@ class OperatorDays(RuleBasedStateMachine):
         cfg.write_text(text)
 
     def cli(self, *args: str, env: dict[str, str] | None = None):
+        ACTIONS[args[0]] += 1
         return run_cli(*args, "--config", str(self.install / "flux-pmi.toml"),
                        env_extra={"FLUX_PMI_NOW": _now(self.today), **(env or {})})
 
-    def _partner_files(self) -> dict[tuple[str, str], Path]:
-        files = {(LOCAL, p.name): p for p in (self.install / "drop" / LOCAL).glob("*.p7m")}
+    def _partner_files(self, pattern: str = "[!.]*.p7m") -> dict[tuple[str, str], Path]:
+        """What a partner can take: final names only (a writer's temporary name starts with a dot)."""
+        files = {(LOCAL, p.name): p for p in (self.install / "drop" / LOCAL).glob(pattern)}
         for flow_dir in FLOW_DIRS.values():
-            files |= {(REMOTE, p.name): p for p in (self.partner.root / flow_dir).glob("*.p7m")}
+            files |= {(REMOTE, p.name): p for p in (self.partner.root / flow_dir).glob(pattern)}
         return files
 
     def _open(self, dept: str, path: Path) -> bytes:
@@ -147,6 +151,10 @@ class OperatorDays(RuleBasedStateMachine):
     def next_day_with_input(self, days: int) -> None:
         """Time passes and upstream drops the day's input (valid records only: the model counts them)."""
         self.today += timedelta(days=days)
+        # Upstream writes one set of files per working day: two business days on one D-1 would collide.
+        while working_days_before(self.today, 1) in self.flow_days:
+            self.today += timedelta(days=1)
+        self.flow_days.add(working_days_before(self.today, 1))
         summary = generate_inbox(self.install / "inbox", business_date=self.today, departments=list(DEPTS),
                                  seed=SEED, bad=False)
         self.dropped.add(self.today)
@@ -154,6 +162,7 @@ class OperatorDays(RuleBasedStateMachine):
             for flow, n in flows.items():
                 self.expected[(dept, flow)] += n
         self.personal |= summary.personal_values
+        ACTIONS["drop"] += 1
         self._expect_nothing_sent()
 
     @rule(days=st.sampled_from([10, 40, 100]))
@@ -170,6 +179,7 @@ class OperatorDays(RuleBasedStateMachine):
 
     @rule(point=st.sampled_from(KILL_POINTS))
     def run_killed(self, point: str) -> None:
+        ACTIONS["kill"] += 1
         done = self.cli("run", "--date", self.today.isoformat(), env={"FLUX_PMI_CRASH_AT": point})
         assert done.returncode in (-signal.SIGKILL, 0, 3), done.stdout + done.stderr[-3000:]
         self._expect_only_unheld()
@@ -177,6 +187,7 @@ class OperatorDays(RuleBasedStateMachine):
     @precondition(lambda self: self.partner.running)
     @rule()
     def partner_down(self) -> None:
+        ACTIONS["partner-down"] += 1
         self.partner.stop()
         self._expect_nothing_sent()
 
@@ -224,6 +235,7 @@ class OperatorDays(RuleBasedStateMachine):
 
     @rule()
     def receive(self) -> None:
+        ACTIONS["receive"] += 1
         done = run_cli("receive", "--config", str(self.install / "receive" / f"{LOCAL}.toml"), "--once",
                        env_extra={"FLUX_PMI_NOW": _now(self.today)})
         assert done.returncode in (0, 3, 5), done.stdout + done.stderr[-3000:]
@@ -284,6 +296,8 @@ class OperatorDays(RuleBasedStateMachine):
             assert not missing, f"(delivered, dropped) differ: {missing}"
             self.every_record_at_most_once()
             self.sequences_have_no_gap()
+            left = [k for k in self._partner_files(".*") if k not in self.seen]
+            assert not left, f"temporary files left in the drops after a clean run: {left}"
         finally:
             self.pool.close()
 
@@ -313,3 +327,4 @@ def test_operator_days_lose_nothing_and_send_nothing_unasked(tmp_path, client_ke
         phases=list(Phase) if os.environ.get("FLUX_PMI_MODEL_SHRINK") else [Phase.explicit, Phase.generate],
     )
     OperatorDays.TestCase().runTest()
+    print(f"model: {dict(ACTIONS)}")
