@@ -141,7 +141,7 @@ class Night:
         run_id = trace.start_run("run", business_date, self.clock.now())
         report = NightReport(run_id, business_date)
         self.log.info("run.start", run=run_id, business_date=business_date.isoformat())
-        status = RunStatus.FAILED
+        status, failure = RunStatus.FAILED, ExitCode.INTERNAL
         try:
             self._prepare()
             self._load_sender()
@@ -170,10 +170,16 @@ class Night:
             report.interrupted = self.stop.is_set() and report.undelivered > 0
             status = RunStatus.of_exit(report.exit_code.name)
             return report
+        except FluxError as exc:
+            # A refusal on purpose (no inbox, a loose key): the trace keeps the operator's code and
+            # reason, as the command line gave them, not a bug's. Messages carry no personal data.
+            failure = exc.exit_code
+            report.problems.append(str(exc))
+            raise
         finally:
             report.seconds = time.monotonic() - started
             t = report.totals()
-            code = report.exit_code if status != RunStatus.FAILED else ExitCode.INTERNAL
+            code = report.exit_code if status != RunStatus.FAILED else failure
             trace.finish_run(run_id, self.clock.now(), status=status, exit_code=int(code), records=t.records,
                              rejects=t.rejects, files=t.files, nbytes=t.bytes,
                              message="; ".join(report.problems)[:2000])

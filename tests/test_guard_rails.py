@@ -86,6 +86,12 @@ def test_a_missing_flow_folder_refuses_to_run_and_claims_nothing(site, tmp_path)
     assert not (site / "inbox" / "SGR").exists()
     assert _inbox_files(site) == before  # DSG and GRO still wait in the inbox: nothing claimed
     assert _delivered(site) == [] and _emissions(site) == 0
+    trace = TraceStore(site / "trace" / "flux-pmi.sqlite")
+    try:  # the trace keeps the operator's code and reason, not a bug's (exit 1)
+        last = trace.db.execute("SELECT exit_code, message FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        trace.close()
+    assert last["exit_code"] == ExitCode.STORAGE and "inbox folder missing" in last["message"]
     check = run_cli("check", "--config", _cfg(site))
     assert check.returncode == ExitCode.CHECK_FAILED
     assert "ERROR folders inbox SGR folder missing" in check.stdout
