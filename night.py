@@ -517,7 +517,9 @@ class Night:
                 consumed_store.restore(self.paths.consumed, batch_id, work, self._decrypt_from_archive)
                 folder = work / flow
                 records = []
-                for path in sorted(folder.glob(f"*{inbox.PATTERNS[flow]}")) if folder.is_dir() else []:
+                inputs = sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()
+                                and p.name.lower().endswith(inbox.PATTERNS[flow])) if folder.is_dir() else []
+                for path in inputs:
                     try:
                         records.extend(parse_file(flow, path, display_name=path.name, today=self.clock.today(),
                                                   inbox_root=folder, limits=limits).records)

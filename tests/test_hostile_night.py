@@ -4,6 +4,12 @@ Each class has its own test on a small demo install, then ONE night holds one of
 must deliver every valid record of the day (the record fingerprints of a clean night of the
 same seeded demo), exit 5 (something was set aside), crash nowhere, and a rerun is clean.
 
+The inbox holds the real upstream shapes (DGE envelopes, Cristal XML, SDP zips). The classes
+about the legacy SGR CSV index and the scans it names beside it (an over-long FICHIER path, a
+scan path through a linked folder, a scan the service user cannot read) run on that same inbox
+plus one legacy SGR index of another seed with its scans: the "mixed" inbox, whose clean night
+gives its own fingerprints.
+
 "Cannot read" is made honest for a test that runs as root: the CLI is started by
 `setpriv` without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so the kernel applies the
 file modes to it like to any service user, and `open()` of a mode-000 file fails with
@@ -26,9 +32,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import BUSINESS_DATE, NOW, make_demo, open_delivered, record_fingerprints, run_cli
+from lxml import etree
+from support import BUSINESS_DATE, NOW, SMALL, make_demo, open_delivered, record_fingerprints, run_cli
 
 from flux_pmi.demo import generate as g
+from flux_pmi.demo.setup import parse_departments
 from flux_pmi.fsutil import name_digest
 
 DAY = BUSINESS_DATE.isoformat()
@@ -72,14 +80,50 @@ def rejects(proc: subprocess.CompletedProcess) -> list[dict[str, str]]:
         return list(csv.DictReader(fh, delimiter=";"))
 
 
+LEGACY_SEED = 8  # other people than the real shapes' seed 7: the legacy index adds records, never repeats them
+
+
+def add_legacy_sgr(root: Path) -> None:
+    """One legacy SGR CSV index and its scans (another seed), dropped beside the day's SDP zips."""
+    other = root.parent / "legacy-inbox"
+    g.generate_inbox(other, business_date=BUSINESS_DATE, departments=parse_departments(SMALL), seed=LEGACY_SEED,
+                     shapes="legacy")
+    src = other / "SGR"
+    for path in sorted(src.rglob("*")):
+        dst = root / "inbox" / "SGR" / path.relative_to(src)
+        if path.is_dir():
+            dst.mkdir(mode=0o700, exist_ok=True)
+        else:
+            dst.write_bytes(path.read_bytes())
+            dst.chmod(0o600)
+    assert (root / "inbox" / "SGR" / SGR_INDEX).is_file() and (root / "inbox" / "SGR" / LOCKED_SCAN).is_file()
+
+
+def clean_night(root: Path) -> Counter:
+    assert night(root).returncode == 0
+    fps = delivered(root)
+    assert sum(fps.values()) > 50 and max(fps.values()) == 1
+    return fps
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> Counter:
     """Every valid record of the seeded demo day, from a night without hostile input."""
     root = tmp_path_factory.mktemp("clean") / "demo"
     make_demo(root)
-    assert night(root).returncode == 0
-    fps = delivered(root)
-    assert sum(fps.values()) > 50 and max(fps.values()) == 1
+    return clean_night(root)
+
+
+@pytest.fixture(scope="module")
+def clean_mixed(tmp_path_factory, clean) -> Counter:
+    """The same for the mixed inbox: the real shapes' records and the legacy index's."""
+    root = tmp_path_factory.mktemp("clean-mixed") / "demo"
+    make_demo(root)
+    add_legacy_sgr(root)
+    fps = clean_night(root)
+    legacy = fps - clean
+    assert fps - legacy == clean and sum(legacy.values()) > 5  # the legacy index's records are delivered too
+    assert {k[0] for k in legacy} == {"SGR"}
     return fps
 
 
@@ -88,6 +132,12 @@ def demo(tmp_path) -> Path:
     root = tmp_path / "demo"
     make_demo(root)
     return root
+
+
+@pytest.fixture
+def mixed(demo) -> Path:
+    add_legacy_sgr(demo)
+    return demo
 
 
 def rerun_is_clean(root: Path, before: Counter, *, unprivileged: bool = False) -> None:
@@ -99,19 +149,20 @@ def rerun_is_clean(root: Path, before: Counter, *, unprivileged: bool = False) -
 
 # -- hostile material -------------------------------------------------------------------------------
 
-GRO_FILE = "GRO_20261123.csv"
-SGR_INDEX = "SGR_20261123_index.csv"
-LATIN1_NAME = b"GRO_\xe9t\xe9_HELENE.csv"  # a Latin-1 name: not UTF-8, and it could name a person
+GRO_FILE = "CRI_351_20261120.xml"  # a Caf's Cristal extract of the day (D-1 of the business date)
+SGR_INDEX = "SGR_20261123_index.csv"  # the legacy index of the mixed inbox
+LOCKED_SCAN = "scans/20261123/000001.pdf"  # a scan that index names
+LATIN1_NAME = b"CRI_\xe9t\xe9_HELENE.xml"  # a Latin-1 name: not UTF-8, and it could name a person
 LONG_NAME = "D" * 251 + ".xml"  # 255 bytes: fits the inbox, not with `.reason` added
-NOT_FILES = {"GRO": "fifo.csv", "DSG": "folder.xml", "SGR": "dangling.csv"}
-FORMULA_NAMES = ("=1+1.csv", "+SUM(A1).csv", "-2+3.csv", "@SUM(A1).csv")
+NOT_FILES = {"GRO": "fifo.xml", "DSG": "folder.xml", "SGR": "dangling.zip"}
+FORMULA_NAMES = ("=1+1.xml", "+SUM(A1).xml", "-2+3.xml", "@SUM(A1).xml")
 
 
-def put_latin1_name(root: Path) -> str:
-    """The day's extract again, under a name that is not UTF-8. Returns its stand-in name."""
-    data = (root / "inbox" / "GRO" / GRO_FILE).read_bytes()
-    (root / "inbox" / "GRO" / os.fsdecode(LATIN1_NAME)).write_bytes(data + b"\r\n")
-    return f"unnamed-{hashlib.sha256(LATIN1_NAME).hexdigest()[:16]}"
+def put_latin1_name(root: Path) -> tuple[str, bytes]:
+    """The day's extract again, under a name that is not UTF-8. Returns its stand-in name and its bytes."""
+    data = (root / "inbox" / "GRO" / GRO_FILE).read_bytes() + b"\r\n"
+    (root / "inbox" / "GRO" / os.fsdecode(LATIN1_NAME)).write_bytes(data)
+    return f"unnamed-{hashlib.sha256(LATIN1_NAME).hexdigest()[:16]}", data
 
 
 def put_long_name(root: Path) -> None:
@@ -157,22 +208,28 @@ def put_second_bad_file(root: Path) -> tuple[bytes, bytes]:
 
 
 def put_formula_names(root: Path) -> None:
-    """Small GRO files named like formulas, each holding one record that is rejected (QUAL XX)."""
-    text = (root / "inbox" / "GRO" / GRO_FILE).read_bytes().decode("iso-8859-1")
-    header, first = list(csv.reader(io.StringIO(text), delimiter=";"))[:2]
-    first[header.index("QUAL")] = "XX"
-    buf = io.StringIO()
-    csv.writer(buf, delimiter=";", lineterminator="\r\n").writerows([header, first])
+    """Small Cristal files named like formulas, each holding the extract's first record, rejected (QUAL XX)."""
+    tree = etree.parse(str(root / "inbox" / "GRO" / GRO_FILE))
+    cases = tree.getroot().findall("InfoSuiviGrossessePMI")
+    assert len(cases) > 1
+    for extra in [*cases[1:], *tree.getroot().findall("Anomalie")]:
+        tree.getroot().remove(extra)
+    for count, n in (("NBTOTDOSPMITRANSM", "1"), ("NBTOTDOSPMITRANSMANO", "0")):  # the trailer counts the cases
+        for element in tree.getroot().iter(count):
+            element.text = n
+    (qual,) = cases[0].iter("QUAL")
+    qual.text = "XX"
+    data = etree.tostring(tree, xml_declaration=True, encoding="UTF-8", standalone=True)
     for name in FORMULA_NAMES:
-        (root / "inbox" / "GRO" / name).write_bytes(buf.getvalue().encode("iso-8859-1"))
+        (root / "inbox" / "GRO" / name).write_bytes(data)
 
 
 def lock_files(root: Path) -> bytes:
-    """A DSG file and an SGR scan the service user cannot read. Returns the locked scan's bytes."""
+    """A DSG file and a legacy index's scan the service user cannot read. Returns the locked scan's bytes."""
     dsg = root / "inbox" / "DSG" / "locked.xml"
     dsg.write_bytes(b"<whatever")
     dsg.chmod(0)
-    scan = root / "inbox" / "SGR" / "scans" / "20261123" / "000001.pdf"
+    scan = root / "inbox" / "SGR" / LOCKED_SCAN
     data = scan.read_bytes()
     scan.chmod(0)
     return data
@@ -198,14 +255,13 @@ def delivered_scans(root: Path) -> set[str]:
 
 
 def test_a_name_that_is_not_utf8_is_quarantined_under_a_technical_name(demo, clean):
-    stand_in = put_latin1_name(demo)
+    stand_in, data = put_latin1_name(demo)
     proc = night(demo)
     assert proc.returncode == 5, proc.stdout
     assert f"quarantined: GRO/{stand_in} (NAME_ENCODING)" in proc.stdout
     kept = quarantined(demo, "GRO")
     assert set(kept) == {stand_in, f"{stand_in}.reason"}
-    consumed = next((demo / "consumed").glob(f"*/batch-*/GRO/{GRO_FILE}")).read_bytes()
-    assert kept[stand_in] == consumed + b"\r\n"
+    assert kept[stand_in] == data
     reason = kept[f"{stand_in}.reason"].decode("utf-8")
     assert reason.startswith("NAME_ENCODING:") and hashlib.sha256(LATIN1_NAME).hexdigest() in reason
     # The raw name (it could hold a person's name) is nowhere: not in the reason, the trace or the logs.
@@ -219,14 +275,14 @@ def test_a_name_that_is_not_utf8_is_quarantined_under_a_technical_name(demo, cle
 
 def test_a_name_too_long_for_a_suffix_is_quarantined_then_set_aside_as_duplicate(demo, clean):
     put_long_name(demo)
+    consumed = (demo / "inbox" / "GRO" / GRO_FILE).read_bytes()  # consumed tonight (and kept only encrypted)
     proc = night(demo)
     assert proc.returncode == 5, proc.stdout
     kept = quarantined(demo, "DSG")
     stand_in = f"unnamed-{name_digest(LONG_NAME)[:16]}"
     assert kept[stand_in] == b"<broken" and LONG_NAME in kept[f"{stand_in}.reason"].decode()
     # The next day, the consumed extract dropped again under a 255-byte name: a duplicate, set aside.
-    long_gro = "G" * 251 + ".csv"
-    consumed = next((demo / "consumed").glob(f"*/batch-*/GRO/{GRO_FILE}")).read_bytes()
+    long_gro = "G" * 251 + ".xml"
     (demo / "inbox" / "GRO" / long_gro).write_bytes(consumed)
     again = night(demo)
     assert again.returncode == 0, again.stdout
@@ -248,8 +304,9 @@ def test_what_root_cannot_read_either_is_quarantined(demo, clean):
     rerun_is_clean(demo, clean)
 
 
-def test_what_the_service_user_cannot_read_is_quarantined(demo, clean):
+def test_what_the_service_user_cannot_read_is_quarantined(mixed, clean_mixed):
     """Mode 000, read by a process the file modes apply to (see the module docstring)."""
+    demo = mixed
     scan = lock_files(demo)
     proc = night(demo, unprivileged=True)
     assert proc.returncode == 5, proc.stdout
@@ -257,30 +314,33 @@ def test_what_the_service_user_cannot_read_is_quarantined(demo, clean):
     assert "quarantined: SGR/000001.pdf (SCAN_UNREADABLE)" in proc.stdout
     assert "Permission denied" in quarantined(demo, "DSG")["locked.xml.reason"].decode()
     # The scan's record is rejected (its scan is not there); every other record is delivered.
-    assert any(r["code"] == "PDF_MISSING" for r in rejects(proc))
-    assert delivered(demo) == without_scan(clean, scan)
-    rerun_is_clean(demo, without_scan(clean, scan), unprivileged=True)
+    assert any(r["code"] == "PDF_MISSING" and r["file"] == SGR_INDEX for r in rejects(proc))
+    assert delivered(demo) == without_scan(clean_mixed, scan)
+    rerun_is_clean(demo, without_scan(clean_mixed, scan), unprivileged=True)
 
 
-def test_an_index_cell_naming_an_over_long_path_rejects_its_record_only(demo, clean):
+def test_an_index_cell_naming_an_over_long_path_rejects_its_record_only(mixed, clean_mixed):
+    demo = mixed
     put_long_fichier(demo)
     proc = night(demo)
     assert proc.returncode == 0, proc.stdout
     long_rows = [r for r in rejects(proc) if r["file"] == SGR_INDEX and r["code"] == "PDF_MISSING"]
     assert len(long_rows) == 1 + 2  # the demo's own missing scan, and the two over-long paths
-    assert delivered(demo) == clean
-    rerun_is_clean(demo, clean)
+    assert delivered(demo) == clean_mixed
+    rerun_is_clean(demo, clean_mixed)
 
 
-def test_a_scan_path_through_a_linked_folder_is_not_followed(demo, clean):
+def test_a_scan_path_through_a_linked_folder_is_not_followed(mixed, clean_mixed):
+    demo = mixed
     outside = put_linked_folders(demo)
     data = outside.read_bytes()
     proc = night(demo)
     assert proc.returncode == 0, proc.stdout
     assert outside.read_bytes() == data  # not moved out of its folder
     assert hashlib.sha256(data).hexdigest() not in delivered_scans(demo)
-    assert sum(r["code"] == "PDF_MISSING" for r in rejects(proc)) == 1 + 2
-    assert delivered(demo) == clean
+    # The legacy index's own missing scan and the two linked paths (the SDP zips have their own PDF_MISSING).
+    assert sum(r["code"] == "PDF_MISSING" and r["file"] == SGR_INDEX for r in rejects(proc)) == 1 + 2
+    assert delivered(demo) == clean_mixed
 
 
 def test_a_second_bad_file_under_the_same_name_does_not_replace_the_first(demo, clean):
@@ -326,8 +386,10 @@ def test_receive_sets_aside_a_name_that_is_not_utf8_and_ingests_the_rest(demo):
 # -- one night with one of each ---------------------------------------------------------------------
 
 
-def test_one_night_with_every_class_delivers_every_valid_record(demo, clean):
-    latin1 = put_latin1_name(demo)
+def test_one_night_with_every_class_delivers_every_valid_record(mixed, clean_mixed):
+    """The real shapes with one of each, plus the legacy index of the mixed inbox and its own classes."""
+    demo = mixed
+    latin1, _ = put_latin1_name(demo)
     put_long_name(demo)
     put_not_files(demo)
     put_long_fichier(demo)
@@ -339,7 +401,7 @@ def test_one_night_with_every_class_delivers_every_valid_record(demo, clean):
 
     proc = night(demo, unprivileged=True)
     assert proc.returncode == 5, proc.stdout
-    expected = without_scan(clean, scan)
+    expected = without_scan(clean_mixed, scan)
     assert delivered(demo) == expected
     set_aside = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("quarantined: ")}
     assert set_aside == {
@@ -368,24 +430,24 @@ CLASSES = [
     ("not a file", "a FIFO, a folder named `x.xml`, a dangling link (refused to root too)",
      "quarantined `NOT_A_FILE`, moved as they are (a link is never followed)",
      test_what_root_cannot_read_either_is_quarantined),
-    ("file or scan the service user cannot read", "mode 000, CLI run without CAP_DAC_OVERRIDE (`setpriv`)",
+    ("file or scan the service user cannot read", "mode 000 (a DSG file; a scan a legacy SGR index names), CLI run without CAP_DAC_OVERRIDE (`setpriv`)",
      "quarantined `UNREADABLE` / `SCAN_UNREADABLE`; the scan's record rejected `PDF_MISSING`",
      test_what_the_service_user_cannot_read_is_quarantined),
-    ("index cell naming an over-long path", "a 300-byte component; a 5,000-byte path",
+    ("index cell naming an over-long path", "legacy SGR index: a 300-byte component; a 5,000-byte path",
      "record rejected `PDF_MISSING`", test_an_index_cell_naming_an_over_long_path_rejects_its_record_only),
-    ("folder of the inbox that is a link", "`SGR/linked` and `SGR/scans/linked` → a folder outside",
+    ("folder of the inbox that is a link", "`SGR/linked` and `SGR/scans/linked` → a folder outside, named by a legacy SGR index",
      "record rejected `PDF_MISSING`; the outside PDF is neither moved nor sent",
      test_a_scan_path_through_a_linked_folder_is_not_followed),
     ("second bad file under the same name", "`broken.xml` again, `quarantine/DSG/broken.xml` already there",
      "kept as `broken.xml.2` with its own `.reason`; the first is untouched",
      test_a_second_bad_file_under_the_same_name_does_not_replace_the_first),
-    ("values that start like formulas", "GRO files named `=1+1.csv`, `+SUM(A1).csv`, `-2+3.csv`, `@SUM(A1).csv`",
+    ("values that start like formulas", "GRO files named `=1+1.xml`, `+SUM(A1).xml`, `-2+3.xml`, `@SUM(A1).xml`",
      "every rejects-report cell starting with `= + - @`, tab or CR is prefixed with `'`",
      test_report_cells_that_start_like_formulas_are_neutralised),
     ("receive: drop name not valid UTF-8", "a `.p7m` + `.sha256` named in Latin-1, sorted first",
      "refused `NAME` under `unnamed-<hash>`, unread, no ack; the other files are ingested; exit 5",
      test_receive_sets_aside_a_name_that_is_not_utf8_and_ingests_the_rest),
-    ("one night with one of each", "all of the above (but receive) in one inbox, run without DAC override",
+    ("one night with one of each", "all of the above (but receive) in one inbox of real shapes plus a legacy SGR index, run without DAC override",
      "every valid record delivered, exit 5, no traceback; the rerun exits 0 and sends nothing new",
      test_one_night_with_every_class_delivers_every_valid_record),
 ]

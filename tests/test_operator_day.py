@@ -229,13 +229,15 @@ def test_dry_runs_print_and_change_nothing(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "would re-emit and send: DSG_02A_20261123_000001_R01.xml.p7m" in r.stdout
     assert "TOTAL dry run: 3 file(s)" in r.stdout
-    p = run_cli("purge", "--config", cfg, "--today", "2027-03-15", "--dry-run")
+    # The purge's --today must be within a day of the clock (a guard rail): the clock moves on too.
+    later = {"FLUX_PMI_NOW": "2027-03-15T10:00:00+01:00"}
+    p = run_cli("purge", "--config", cfg, "--today", "2027-03-15", "--dry-run", env_extra=later)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "dry run, nothing changed" in p.stdout and "trace: 6 emission(s)" in p.stdout
     after = _snapshot(root)
     assert after.pop("trace/flux-pmi.lock") == b""  # the run lock, taken and released: empty
     assert after == before  # trace, archive, consumed, drop: byte-identical
-    real = run_cli("purge", "--config", cfg, "--today", "2027-03-15")
+    real = run_cli("purge", "--config", cfg, "--today", "2027-03-15", env_extra=later)
     assert "trace: 6 emission(s)" in real.stdout and _snapshot(root) != before
 
 
