@@ -18,7 +18,7 @@ from support import BUSINESS_DATE, SMALL, make_demo, run_cli
 
 FLOWS = {"DSG", "GRO", "SGR"}
 # Legitimate holders of personal data: the input material, work areas and keys.
-HOLDERS = {"inbox", "work", "consumed", "quarantine", "pki"}
+HOLDERS = {"inbox", "work", "quarantine", "pki"}  # consumed/ is kept encrypted: scanned like the rest
 PRIVATE = ("inbox", "consumed", "archive", "trace", "drop", "received")
 
 
@@ -86,6 +86,8 @@ def test_no_personal_data_leaks_anywhere_across_a_whole_day(tmp_path):
     assert any(k.startswith("dump:received/") and "ledger.sqlite" in k for k in scanned), sorted(scanned)
     assert any(k.startswith("reports/") for k in scanned) and any(k.startswith("drop/") for k in scanned)
     assert any(k.startswith("archive/") for k in scanned) and "prom/flux-pmi.prom" in scanned
+    # The consumed input (upstream's raw files, NIR and phones included) is scanned too: kept encrypted.
+    assert any(k.startswith("consumed/") and k.endswith(".tar.p7m") for k in scanned), sorted(scanned)
 
     needles = [(v, v.encode()) for v in values] + [(v, v.encode("iso-8859-1", "ignore")) for v in values]
     hits = sorted({(where, v) for where, data in haystacks.items() for v, n in needles if n and n in data})
