@@ -38,6 +38,9 @@ from .fsutil import atomic_write
 from .log import get as get_logger
 
 JOB_SUCCESS = "flux_pmi_job_last_success_timestamp_seconds"
+# Rows of the rejects table that are warnings, not rejects: the record was still delivered
+# (docs/input-contract.md). Counting them would make the metric disagree with the night's report.
+WARNING_CODES = ("ADDRESSING_MISMATCH",)
 _JOB_SUCCESS_LINE = re.compile(rf'^{JOB_SUCCESS}\{{job="((?:[^"\\]|\\.)*)"\}}\s+(\S+)\s*$')
 
 
@@ -98,7 +101,9 @@ def last_nightly_run(trace: Any) -> dict[str, Any] | None:
     ):
         flows.setdefault(flow, {"records": 0, "rejects": 0, "files": 0}).update(files=files, records=records)
     for flow, n in trace.db.execute(
-        "SELECT flow, COUNT(*) FROM rejects WHERE run_id = ? GROUP BY flow", (run["id"],)
+        f"SELECT flow, COUNT(*) FROM rejects WHERE run_id = ? AND code NOT IN ({','.join('?' * len(WARNING_CODES))})"
+        " GROUP BY flow",
+        (run["id"], *WARNING_CODES),
     ):
         flows.setdefault(flow, {"records": 0, "rejects": 0, "files": 0})["rejects"] = n
     return {
@@ -171,7 +176,7 @@ def render(
     per_flow = (last_run or {}).get("flows") or {}
     for key, help_text in (
         ("records", "Records the last nightly run archived for delivery, per flow."),
-        ("rejects", "Records the last nightly run rejected, per flow."),
+        ("rejects", "Records the last nightly run rejected, per flow (warnings not counted)."),
         ("files", "Files the last nightly run sealed and archived, per flow."),
     ):
         fam = family(f"last_run_{key}", help_text)

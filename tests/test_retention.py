@@ -60,7 +60,7 @@ def site(tmp_path):
     root = tmp_path / "demo"
     make_demo(root, departments="035,02A")
     cfg = root / "flux-pmi.toml"
-    gro_input = next((root / "inbox" / "GRO").glob("*.csv"))
+    gro_input = next((root / "inbox" / "GRO").glob("CRI_*.xml"))  # a Cristal file, as Cristal writes it
     gro_bytes = gro_input.read_bytes()
     assert Night(load(cfg), clock=_clock(OLD), sleep=lambda _s: None, purge=False).run(OLD).exit_code == ExitCode.OK
     with _store(root) as trace:
@@ -81,7 +81,7 @@ def site(tmp_path):
     assert Night(load(cfg), clock=_clock(YOUNG), sleep=lambda _s: None, purge=False).run(YOUNG).exit_code == ExitCode.OK
     old_dup = next((root / "consumed" / "duplicates" / "GRO").iterdir())
     _mtime(old_dup, OLD)
-    young_dup = old_dup.with_name("young-copy.csv.0123456789ab")
+    young_dup = old_dup.with_name("young-copy.xml.0123456789ab")
     shutil.copy(old_dup, young_dup)
     _mtime(young_dup, YOUNG)
     return root
@@ -174,7 +174,7 @@ def test_purge_deletes_what_is_older_than_the_cutoff_and_keeps_the_rest(site):
     assert not (site / "consumed" / OLD.isoformat()).exists()
     assert list((site / "consumed" / YOUNG.isoformat()).iterdir())
     assert [p.name for p in (site / "consumed" / "duplicates" / "GRO").iterdir()] == [
-        "young-copy.csv.0123456789ab"
+        "young-copy.xml.0123456789ab"
     ]
     # consumed input is never readable at rest: only encrypted batches
     assert all(p.name.endswith(".tar.p7m") for p in (site / "consumed" / YOUNG.isoformat()).iterdir())

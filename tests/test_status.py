@@ -32,15 +32,28 @@ AT_S = "2026-11-23T04:30:00+01:00"
 NOW_S = "2026-11-23T04:00:00+01:00"
 ACK_OK_AT = "2026-11-23T04:20:00+01:00"  # the partner's own timestamp in its OK ack
 
-# 067's records by deadline (seed 7), all undelivered since 067 is down. Each deadline is
-# received + 8 jours ouvrés in Bas-Rhin; e.g. Fri 13 Nov -> Mon16 .. Fri20, Mon23, Tue24, Wed25.
+# 067's records by deadline (seed 7, real shapes), all undelivered since 067 is down. Each deadline
+# is received + 8 jours ouvrés in Bas-Rhin, received as docs/input-contract.md says: DSG the Paris
+# date of dsgcnaf:Date; GRO the earliest of DTDECLGRO and the flow's DTREF/DTCREAFLUX (Fri 20 Nov);
+# SGR the earliest of DTCREASDP and those. The inbox holds, for 067 (commune 67482), valid records:
+#   DSG (15; the DATE_ORDER reject is a Thu 19): Mon16 x2, Tue17 x1, Wed18 x4, Thu19 x3, Fri20 x5;
+#   GRO (16; the CODE_UNKNOWN reject aside): DTDECLGRO Sat 1 Aug (a mutation; the case whose IDEPARTE
+#     is wrong), Wed 7 Oct (a mutation), Tue 10 Nov, Thu 12 Nov, Mon16 x2, Tue17 x1, Wed18 x2,
+#     Thu19 x4, Fri20 x2, and one birth without DTDECLGRO (-> DTREF Fri 20);
+#   SGR (12): DTCREASDP Tue17 x3, Wed18 x1, Thu19 x4, Fri20 x4.
+# Mon16 -> Tue17 .. Fri20, Mon23 .. Thu26: Thu 26 Nov; Tue17 -> Fri 27; Wed18 -> Mon 30;
+# Thu19 -> Tue 1 Dec; Fri20 -> Wed 2 Dec; Thu12 -> Fri13 .. Tue24: Tue 24 Nov; Tue 10 Nov -> (Wed 11
+# Armistice) Thu12 .. Mon23: Mon 23 Nov; Wed 7 Oct -> Thu8 .. Mon 19 Oct; Sat 1 Aug -> Mon3 .. Wed 12 Aug.
 DEADLINES_067 = {
-    "2026-11-25": 2,
-    "2026-11-26": 3,
-    "2026-11-27": 3,
-    "2026-11-30": 9,
-    "2026-12-01": 8,
-    "2026-12-02": 18,
+    "2026-08-12": 1,  # GRO
+    "2026-10-19": 1,  # GRO
+    "2026-11-23": 1,  # GRO
+    "2026-11-24": 1,  # GRO
+    "2026-11-26": 4,  # DSG 2 + GRO 2
+    "2026-11-27": 5,  # DSG 1 + GRO 1 + SGR 3
+    "2026-11-30": 7,  # DSG 4 + GRO 2 + SGR 1
+    "2026-12-01": 11,  # DSG 3 + GRO 4 + SGR 4
+    "2026-12-02": 12,  # DSG 5 + GRO 3 + SGR 4
 }
 
 
@@ -210,7 +223,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
     totals = trace.db.execute(
         "SELECT SUM(record_count), SUM(size), COUNT(*) FROM emissions WHERE reemission_no=0"
     ).fetchone()
-    rejects = trace.db.execute("SELECT COUNT(*) FROM rejects").fetchone()[0]
+    # The report's ADDRESSING_MISMATCH rows are warnings (records still delivered), not rejects.
+    rejects = trace.db.execute("SELECT COUNT(*) FROM rejects WHERE code != 'ADDRESSING_MISMATCH'").fetchone()[0]
     run1 = {
         "id": 1,
         "command": "run",
@@ -224,16 +238,20 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
         "files": totals[2],
         "bytes": totals[1],
     }
-    assert (run1["records"], run1["files"]) == (108, 12)
+    assert (run1["records"], run1["rejects"], run1["files"]) == (109, 8, 12)
 
     # The important keys one by one, so a failure says which.
     assert data["schema"] == SCHEMA == "flux-pmi.status/1"
     assert data["today"] == "2026-11-23" and data["generated_at"] == "2026-11-23T05:00:00+01:00"
     assert data["last_nightly"] == {"run": run1, "age_hours": 1.0, "max_age_hours": 26, "stale": False}
     assert data["undelivered"]["by_department"] == {"035": 1, "067": 3, "971": 1}
-    # At Mon 23 Nov only 067's two records due Wed 25 Nov (Tue24, Wed25: 2 working days) are at risk;
-    # those due Thu 26 Nov are 3 working days away. 035's KO'd DSG file was delivered on time: not late.
-    assert data["sla"]["totals"] == {"at_risk": 2, "late": 0, "late_delivered": 0}
+    # At Mon 23 Nov, 067's records due Mon 23 (today) and Tue 24 (1 working day) are at risk (none is
+    # due Wed 25, 2 working days away); those due Thu 26 Nov are 3 working days away. Its two GRO
+    # mutations due 12 Aug and 19 Oct are late. Delivered late today: 035's GRO mutation (DTDECLGRO
+    # Mon 28 Sep -> Thu 8 Oct) and 971's GRO mutation (Thu 13 Aug -> Tue 25 Aug) and declaration
+    # (Mon 9 Nov -> Tue10, (Wed 11 Armistice), Thu12 .. Fri 20 Nov). 035's KO'd DSG file was
+    # delivered on time: not late.
+    assert data["sla"]["totals"] == {"at_risk": 2, "late": 2, "late_delivered": 3}
     assert (data["acks"]["ok"], data["acks"]["ko"], data["acks"]["anomalies"]) == (1, 1, 1)
 
     expected = {
@@ -260,7 +278,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                 "department": "02A",
                 "flow": "GRO",
                 "last_emission": last(
-                    "GRO_02A_20261123_000001.xml.p7m", "delivered", 4, "2026-12-01", on_time=True
+                    # 5 records, the earliest a declaration of Mon 16 Nov: due Thu 26 Nov.
+                    "GRO_02A_20261123_000001.xml.p7m", "delivered", 5, "2026-11-26", on_time=True
                 ),
             },
             {
@@ -289,8 +308,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "GRO_035_20261123_000001.xml.p7m",
                     "acknowledged",
                     16,
-                    "2026-11-30",
-                    on_time=True,
+                    "2026-10-08",  # a mutation declared Mon 28 Sep: delivered after its deadline
+                    on_time=False,
                     ack=("OK", "000"),
                 ),
             },
@@ -306,14 +325,20 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                 "department": "067",
                 "flow": "SGR",
                 "last_emission": last(
-                    "SGR_067_20261123_000001.zip.p7m", "archived", 12, "2026-11-25", delivered=False
+                    "SGR_067_20261123_000001.zip.p7m", "archived", 12, "2026-11-27", delivered=False
                 ),
             },
+            # Not delivered and already past its deadline (the 1 Aug mutation): it can no longer be on time.
             {
                 "department": "067",
                 "flow": "GRO",
                 "last_emission": last(
-                    "GRO_067_20261123_000001.xml.p7m", "archived", 16, "2026-11-25", delivered=False
+                    "GRO_067_20261123_000001.xml.p7m",
+                    "archived",
+                    16,
+                    "2026-08-12",
+                    delivered=False,
+                    on_time=False,
                 ),
             },
             {
@@ -387,7 +412,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "status": "archived",
                     "attempts": 0,
                     "last_error": None,
-                    "deadline": "2026-11-25",
+                    "deadline": "2026-11-27",
                     "ack_status": None,
                 },
                 {
@@ -401,7 +426,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "status": "archived",
                     "attempts": 0,
                     "last_error": None,
-                    "deadline": "2026-11-25",
+                    "deadline": "2026-08-12",
                     "ack_status": None,
                 },
                 {
@@ -422,12 +447,12 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
         },
         "sla": {
             "at_risk_working_days": 2,
-            "totals": {"at_risk": 2, "late": 0, "late_delivered": 0},
+            "totals": {"at_risk": 2, "late": 2, "late_delivered": 3},
             "by_department": {
                 "02A": {"at_risk": 0, "late": 0, "late_delivered": 0},
-                "035": {"at_risk": 0, "late": 0, "late_delivered": 0},
-                "067": {"at_risk": 2, "late": 0, "late_delivered": 0},
-                "971": {"at_risk": 0, "late": 0, "late_delivered": 0},
+                "035": {"at_risk": 0, "late": 0, "late_delivered": 1},
+                "067": {"at_risk": 2, "late": 2, "late_delivered": 0},
+                "971": {"at_risk": 0, "late": 0, "late_delivered": 2},
             },
         },
         "acks": {
@@ -507,16 +532,17 @@ def test_records_at_risk_and_late_as_the_clock_moves(state):
     zero = {"at_risk": 0, "late": 0, "late_delivered": 0}
 
     # Mon 30 Nov (5 working days after Mon 23: Tue24 Wed25 Thu26 Fri27 Mon30). Due Tue 1 Dec (1 working day)
-    # and Wed 2 Dec (2) are at risk: 8 + 18 + the 9 due today = 35; due 25, 26, 27 Nov are late: 2 + 3 + 3.
+    # and Wed 2 Dec (2) are at risk: 11 + 12 + the 7 due today = 30; due 12 Aug, 19 Oct, 23, 24, 26 and
+    # 27 Nov are late: 1 + 1 + 1 + 1 + 4 + 5 = 13.
     sla = sla_at(settings, trace, paris(2026, 11, 30, 4, 0))
-    assert sla["by_department"]["067"] == {"at_risk": 35, "late": 8, "late_delivered": 0}
-    assert sla["by_department"]["035"] == zero
+    assert sla["by_department"]["067"] == {"at_risk": 30, "late": 13, "late_delivered": 0}
+    assert sla["by_department"]["02A"] == zero
 
-    # Wed 2 Dec, 7 working days later (.. Mon30 Tue1 Wed2): only the 18 due today are at risk; the rest
-    # (2 + 3 + 3 + 9 + 8 = 25) are late.
+    # Wed 2 Dec, 7 working days later (.. Mon30 Tue1 Wed2): only the 12 due today are at risk; the rest
+    # (13 + 7 + 11 = 31) are late. 035's one and 971's two late deliveries of Mon 23 stay as they were.
     sla = sla_at(settings, trace, paris(2026, 12, 2, 4, 0))
-    assert sla["by_department"]["067"] == {"at_risk": 18, "late": 25, "late_delivered": 0}
-    assert sla["totals"] == {"at_risk": 18, "late": 25, "late_delivered": 0}
+    assert sla["by_department"]["067"] == {"at_risk": 12, "late": 31, "late_delivered": 0}
+    assert sla["totals"] == {"at_risk": 12, "late": 31, "late_delivered": 3}
 
     # Mon 7 Dec, 10 working days later (.. Wed2 Thu3 Fri4 Mon7): all 43 are late, none at risk.
     later = paris(2026, 12, 7, 4, 0)
@@ -525,7 +551,7 @@ def test_records_at_risk_and_late_as_the_clock_moves(state):
     # Past its deadline and still not delivered: it can no longer be on time.
     on_time = {(f["department"], f["flow"]): f["last_emission"]["on_time"] for f in data["flows"]}
     assert [on_time[("067", f)] for f in ("DSG", "SGR", "GRO")] == [False, False, False]
-    assert on_time[("035", "DSG")] is True and on_time[("02A", "SGR")] is None
+    assert on_time[("035", "DSG")] is True and on_time[("02A", "SGR")] is None and on_time[("035", "GRO")] is False
 
     # 067 comes back on Mon 7 Dec and gets its files: now they are late *deliveries*.
     night = Night(
@@ -539,7 +565,7 @@ def test_records_at_risk_and_late_as_the_clock_moves(state):
     trace.finish_run(run_id, later, status="done", exit_code=0)
     data = gather(settings, trace, now=later + timedelta(hours=1))
     assert data["sla"]["by_department"]["067"] == {"at_risk": 0, "late": 0, "late_delivered": 43}
-    assert data["sla"]["totals"] == {"at_risk": 0, "late": 0, "late_delivered": 43}
+    assert data["sla"]["totals"] == {"at_risk": 0, "late": 0, "late_delivered": 43 + 3}
     assert data["undelivered"] == {"total": 0, "by_department": {}, "emissions": []}
     e067 = [f["last_emission"] for f in data["flows"] if f["department"] == "067"]
     assert [(e["status"], e["delivered_at"], e["on_time"]) for e in e067] == [
@@ -617,7 +643,11 @@ def test_text_output_has_every_section_and_every_departement(state):
     # Fixed-width columns: every row's ON TIME cell starts under its heading.
     col = header.index("ON TIME")
     rows = [line for line in flows if line.startswith("  0") or line.startswith("  9")]
-    assert len(rows) == 12 and all(line[col : col + 3] in ("yes", "-") for line in rows)
+    assert len(rows) == 12
+    cells = [line[col : col + 3].strip() for line in rows]
+    assert all(c in ("yes", "no", "-") for c in cells)
+    # 035's GRO (delivered after its 8 Oct deadline) and 067's GRO (past 12 Aug, undelivered): "no".
+    assert cells.count("no") == 2
 
 
 def test_status_is_free_of_personal_data(state):
