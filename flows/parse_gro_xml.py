@@ -12,10 +12,14 @@ parse_gro.gro_record, so the rules are the same. What Cristal sends beyond annex
 NIR in the person block, say) is never read.
 
 Decisions:
-- Receipt date (the 8-working-day clock): the earliest of the case's DTDECLGRO (the date
-  the Caf registered the declaration), the flow's DTREF and DTCREAFLUX. The Caf cannot
-  have received the case after it extracted it, so the deadline is never later than the
-  truth; DTDECLGRO, when there is one, is the truth itself.
+- Receipt date (the 8-working-day clock): for a declaration (motif 01), the earliest of the
+  case's DTDECLGRO (the date this Caf registered the declaration), the flow's DTREF and
+  DTCREAFLUX. The Caf cannot have received the case after it extracted it, so the deadline
+  is never later than the truth; DTDECLGRO, when there is one, is the truth itself. For a
+  birth without declaration (02) or a mutation prenante (03), DTDECLGRO is the pregnancy's
+  declaration to the Caf she left, months back: this Caf received the case when Cristal
+  recorded it, so the flow's dates (the earlier of DTREF and DTCREAFLUX) are used. Counting
+  from the old declaration would show every mutation late on arrival, a false alarm each night.
 - A case followed by an Anomalie is delivered with its LIBANO texts; when it lacks the
   person block (the sample's "DOSSIER SANS PERSONNES") it is not refused for that.
 - Whole-file refusals (XML_SHAPE): no or two IdentificationFlux, APPLIEME other than CRI
@@ -107,7 +111,8 @@ def parse_gro_xml(path: Path, *, display_name: str, today: date, limits: Limits)
         doc = XmlFields()
         try:
             values, idepart, anomalies = _read_case(case, libanos, doc, line)
-            received = min(earliest, _declared(values) or earliest)
+            declared = _declared(values) if values.get("MOTITRANSMDOSPMI") == "01" else None
+            received = min(earliest, declared or earliest)
             record = gro_record(values, Source(display_name, line), today, received=received,
                                 anomalies=anomalies, idepart=idepart)
         except Invalid as invalid:

@@ -165,6 +165,22 @@ def test_gro_cases_for_several_departements_and_receipt_date(tmp_path):
     assert all(not hasattr(r, "nir") for r in result.records)  # the NIR in Personne is never read
 
 
+def test_gro_a_mutation_counts_from_the_day_this_caf_recorded_it_not_its_old_declaration(tmp_path):
+    """A mutation prenante's DTDECLGRO is the declaration to the Caf she left, months back: counting
+    the 8 working days from it would make every mutation late on arrival."""
+    mutation = (gro_case().replace(b"<MOTITRANSMDOSPMI>01", b"<MOTITRANSMDOSPMI>03")
+                .replace(b"<DTDECLGRO>2022-02-01", b"<DTDECLGRO>2021-10-01")
+                .replace(b"<DTDEBGRO>2021-12-01</DTDEBGRO>", b"<DTDEBGRO>2021-09-01</DTDEBGRO><MutationPrenante>"
+                         b"<NUMORG>351</NUMORG><MATRICULE>123456700000000</MATRICULE></MutationPrenante>"))
+    data = gro_file(gro_case() + mutation, b"<NBTOTDOSPMITRANSM>2</NBTOTDOSPMITRANSM>")
+    result = parse(tmp_path, "GRO", "g.xml", data)
+    assert result.rejects == []
+    declaration, moved = result.records
+    assert (declaration.motif, declaration.received) == ("01", date(2022, 2, 1))  # its DTDECLGRO
+    assert (moved.motif, moved.received) == ("03", date(2022, 2, 10))  # DTREF, not 2021-10-01
+    assert moved.dtdeclgro == date(2021, 10, 1)  # still carried as annexe 1 asks
+
+
 def test_gro_an_unmarked_case_without_person_is_refused_alone(tmp_path):
     data = gro_file(gro_case(person=False) + gro_case(), b"<NBTOTDOSPMITRANSM>2</NBTOTDOSPMITRANSM>")
     result = parse(tmp_path, "GRO", "g.xml", data)

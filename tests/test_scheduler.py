@@ -378,10 +378,11 @@ def test_the_sla_job_warns_when_records_are_at_risk(settings):
     with capture_logs() as logs:
         assert ServiceJobs(settings, clock=FixedClock(NOW)).run_job("sla") is True
     (report,) = [e for e in logs if e["event"] == "sla.report"]
-    # At risk: 067's records due Mon 23 and Tue 24 (tests/test_status.py works the deadlines out). Late
-    # already: its two GRO mutations, whose receipt is their DTDECLGRO (1 Aug, 7 Oct; due 12 Aug, 19 Oct).
-    assert report["log_level"] == "warning" and report["at_risk"] == 2 and report["late"] == 2
-    assert report["at_risk_departments"] == ["067"] and report["late_departments"] == ["067"]
+    # At risk: 067's records due Mon 23 and Tue 24 (tests/test_status.py works the deadlines out). None
+    # late: its two GRO mutations count from the day its Caf recorded them (DTREF), not from their
+    # declaration to the Caf she left.
+    assert report["log_level"] == "warning" and report["at_risk"] == 2 and report["late"] == 0
+    assert report["at_risk_departments"] == ["067"] and report["late_departments"] == []
     assert report["undelivered"] == 3
 
 

@@ -34,26 +34,25 @@ ACK_OK_AT = "2026-11-23T04:20:00+01:00"  # the partner's own timestamp in its OK
 
 # 067's records by deadline (seed 7, real shapes), all undelivered since 067 is down. Each deadline
 # is received + 8 jours ouvrés in Bas-Rhin, received as docs/input-contract.md says: DSG the Paris
-# date of dsgcnaf:Date; GRO the earliest of DTDECLGRO and the flow's DTREF/DTCREAFLUX (Fri 20 Nov);
-# SGR the earliest of DTCREASDP and those. The inbox holds, for 067 (commune 67482), valid records:
+# date of dsgcnaf:Date; GRO motif 01 the earliest of DTDECLGRO and the flow's DTREF/DTCREAFLUX
+# (Fri 20 Nov), GRO motifs 02/03 the flow's dates (their DTDECLGRO is a declaration to another Caf);
+# SGR the earliest of DTCREASDP and the flow's dates. The inbox holds, for 067 (commune 67482):
 #   DSG (15; the DATE_ORDER reject is a Thu 19): Mon16 x2, Tue17 x1, Wed18 x4, Thu19 x3, Fri20 x5;
-#   GRO (16; the CODE_UNKNOWN reject aside): DTDECLGRO Sat 1 Aug (a mutation; the case whose IDEPARTE
-#     is wrong), Wed 7 Oct (a mutation), Tue 10 Nov, Thu 12 Nov, Mon16 x2, Tue17 x1, Wed18 x2,
-#     Thu19 x4, Fri20 x2, and one birth without DTDECLGRO (-> DTREF Fri 20);
+#   GRO (16; the CODE_UNKNOWN reject aside): two mutations (declared Sat 1 Aug and Wed 7 Oct to the
+#     Caf she left: received Fri 20, DTREF), DTDECLGRO Tue 10 Nov, Thu 12 Nov, Mon16 x2, Tue17 x1,
+#     Wed18 x2, Thu19 x4, Fri20 x2, and one birth without DTDECLGRO (-> DTREF Fri 20);
 #   SGR (12): DTCREASDP Tue17 x3, Wed18 x1, Thu19 x4, Fri20 x4.
 # Mon16 -> Tue17 .. Fri20, Mon23 .. Thu26: Thu 26 Nov; Tue17 -> Fri 27; Wed18 -> Mon 30;
 # Thu19 -> Tue 1 Dec; Fri20 -> Wed 2 Dec; Thu12 -> Fri13 .. Tue24: Tue 24 Nov; Tue 10 Nov -> (Wed 11
-# Armistice) Thu12 .. Mon23: Mon 23 Nov; Wed 7 Oct -> Thu8 .. Mon 19 Oct; Sat 1 Aug -> Mon3 .. Wed 12 Aug.
+# Armistice) Thu12 .. Mon23: Mon 23 Nov.
 DEADLINES_067 = {
-    "2026-08-12": 1,  # GRO
-    "2026-10-19": 1,  # GRO
     "2026-11-23": 1,  # GRO
     "2026-11-24": 1,  # GRO
     "2026-11-26": 4,  # DSG 2 + GRO 2
     "2026-11-27": 5,  # DSG 1 + GRO 1 + SGR 3
     "2026-11-30": 7,  # DSG 4 + GRO 2 + SGR 1
     "2026-12-01": 11,  # DSG 3 + GRO 4 + SGR 4
-    "2026-12-02": 12,  # DSG 5 + GRO 3 + SGR 4
+    "2026-12-02": 14,  # DSG 5 + GRO 5 (3 + the 2 mutations) + SGR 4
 }
 
 
@@ -247,11 +246,11 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
     assert data["undelivered"]["by_department"] == {"035": 1, "067": 3, "971": 1}
     # At Mon 23 Nov, 067's records due Mon 23 (today) and Tue 24 (1 working day) are at risk (none is
     # due Wed 25, 2 working days away); those due Thu 26 Nov are 3 working days away. Its two GRO
-    # mutations due 12 Aug and 19 Oct are late. Delivered late today: 035's GRO mutation (DTDECLGRO
-    # Mon 28 Sep -> Thu 8 Oct) and 971's GRO mutation (Thu 13 Aug -> Tue 25 Aug) and declaration
-    # (Mon 9 Nov -> Tue10, (Wed 11 Armistice), Thu12 .. Fri 20 Nov). 035's KO'd DSG file was
-    # delivered on time: not late.
-    assert data["sla"]["totals"] == {"at_risk": 2, "late": 2, "late_delivered": 3}
+    # mutations were received by its Caf on Fri 20 Nov (DTREF): due Wed 2 Dec, not late. Delivered
+    # late today: 971's GRO declaration (Mon 9 Nov -> Tue10, (Wed 11 Armistice), Thu12 .. Fri 20 Nov).
+    # 035's and 971's GRO mutations count from DTREF too: on time. 035's KO'd DSG file was delivered
+    # on time: not late.
+    assert data["sla"]["totals"] == {"at_risk": 2, "late": 0, "late_delivered": 1}
     assert (data["acks"]["ok"], data["acks"]["ko"], data["acks"]["anomalies"]) == (1, 1, 1)
 
     expected = {
@@ -308,8 +307,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "GRO_035_20261123_000001.xml.p7m",
                     "acknowledged",
                     16,
-                    "2026-10-08",  # a mutation declared Mon 28 Sep: delivered after its deadline
-                    on_time=False,
+                    "2026-11-25",  # its mutation counts from DTREF, not its Mon 28 Sep declaration
+                    on_time=True,
                     ack=("OK", "000"),
                 ),
             },
@@ -328,7 +327,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "SGR_067_20261123_000001.zip.p7m", "archived", 12, "2026-11-27", delivered=False
                 ),
             },
-            # Not delivered and already past its deadline (the 1 Aug mutation): it can no longer be on time.
+            # Not delivered, due today (the Tue 10 Nov declaration): still undecided.
             {
                 "department": "067",
                 "flow": "GRO",
@@ -336,9 +335,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "GRO_067_20261123_000001.xml.p7m",
                     "archived",
                     16,
-                    "2026-08-12",
+                    "2026-11-23",
                     delivered=False,
-                    on_time=False,
                 ),
             },
             {
@@ -426,7 +424,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "status": "archived",
                     "attempts": 0,
                     "last_error": None,
-                    "deadline": "2026-08-12",
+                    "deadline": "2026-11-23",
                     "ack_status": None,
                 },
                 {
@@ -447,12 +445,12 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
         },
         "sla": {
             "at_risk_working_days": 2,
-            "totals": {"at_risk": 2, "late": 2, "late_delivered": 3},
+            "totals": {"at_risk": 2, "late": 0, "late_delivered": 1},
             "by_department": {
                 "02A": {"at_risk": 0, "late": 0, "late_delivered": 0},
-                "035": {"at_risk": 0, "late": 0, "late_delivered": 1},
-                "067": {"at_risk": 2, "late": 2, "late_delivered": 0},
-                "971": {"at_risk": 0, "late": 0, "late_delivered": 2},
+                "035": {"at_risk": 0, "late": 0, "late_delivered": 0},
+                "067": {"at_risk": 2, "late": 0, "late_delivered": 0},
+                "971": {"at_risk": 0, "late": 0, "late_delivered": 1},
             },
         },
         "acks": {
@@ -532,17 +530,17 @@ def test_records_at_risk_and_late_as_the_clock_moves(state):
     zero = {"at_risk": 0, "late": 0, "late_delivered": 0}
 
     # Mon 30 Nov (5 working days after Mon 23: Tue24 Wed25 Thu26 Fri27 Mon30). Due Tue 1 Dec (1 working day)
-    # and Wed 2 Dec (2) are at risk: 11 + 12 + the 7 due today = 30; due 12 Aug, 19 Oct, 23, 24, 26 and
-    # 27 Nov are late: 1 + 1 + 1 + 1 + 4 + 5 = 13.
+    # and Wed 2 Dec (2) are at risk: 11 + 14 + the 7 due today = 32; due 23, 24, 26 and 27 Nov are
+    # late: 1 + 1 + 4 + 5 = 11.
     sla = sla_at(settings, trace, paris(2026, 11, 30, 4, 0))
-    assert sla["by_department"]["067"] == {"at_risk": 30, "late": 13, "late_delivered": 0}
+    assert sla["by_department"]["067"] == {"at_risk": 32, "late": 11, "late_delivered": 0}
     assert sla["by_department"]["02A"] == zero
 
-    # Wed 2 Dec, 7 working days later (.. Mon30 Tue1 Wed2): only the 12 due today are at risk; the rest
-    # (13 + 7 + 11 = 31) are late. 035's one and 971's two late deliveries of Mon 23 stay as they were.
+    # Wed 2 Dec, 7 working days later (.. Mon30 Tue1 Wed2): only the 14 due today are at risk; the rest
+    # (11 + 7 + 11 = 29) are late. 971's late delivery of Mon 23 stays as it was.
     sla = sla_at(settings, trace, paris(2026, 12, 2, 4, 0))
-    assert sla["by_department"]["067"] == {"at_risk": 12, "late": 31, "late_delivered": 0}
-    assert sla["totals"] == {"at_risk": 12, "late": 31, "late_delivered": 3}
+    assert sla["by_department"]["067"] == {"at_risk": 14, "late": 29, "late_delivered": 0}
+    assert sla["totals"] == {"at_risk": 14, "late": 29, "late_delivered": 1}
 
     # Mon 7 Dec, 10 working days later (.. Wed2 Thu3 Fri4 Mon7): all 43 are late, none at risk.
     later = paris(2026, 12, 7, 4, 0)
@@ -551,7 +549,7 @@ def test_records_at_risk_and_late_as_the_clock_moves(state):
     # Past its deadline and still not delivered: it can no longer be on time.
     on_time = {(f["department"], f["flow"]): f["last_emission"]["on_time"] for f in data["flows"]}
     assert [on_time[("067", f)] for f in ("DSG", "SGR", "GRO")] == [False, False, False]
-    assert on_time[("035", "DSG")] is True and on_time[("02A", "SGR")] is None and on_time[("035", "GRO")] is False
+    assert on_time[("035", "DSG")] is True and on_time[("02A", "SGR")] is None and on_time[("035", "GRO")] is True
 
     # 067 comes back on Mon 7 Dec and gets its files: now they are late *deliveries*.
     night = Night(
@@ -565,7 +563,7 @@ def test_records_at_risk_and_late_as_the_clock_moves(state):
     trace.finish_run(run_id, later, status="done", exit_code=0)
     data = gather(settings, trace, now=later + timedelta(hours=1))
     assert data["sla"]["by_department"]["067"] == {"at_risk": 0, "late": 0, "late_delivered": 43}
-    assert data["sla"]["totals"] == {"at_risk": 0, "late": 0, "late_delivered": 43 + 3}
+    assert data["sla"]["totals"] == {"at_risk": 0, "late": 0, "late_delivered": 43 + 1}
     assert data["undelivered"] == {"total": 0, "by_department": {}, "emissions": []}
     e067 = [f["last_emission"] for f in data["flows"] if f["department"] == "067"]
     assert [(e["status"], e["delivered_at"], e["on_time"]) for e in e067] == [
@@ -646,8 +644,10 @@ def test_text_output_has_every_section_and_every_departement(state):
     assert len(rows) == 12
     cells = [line[col : col + 3].strip() for line in rows]
     assert all(c in ("yes", "no", "-") for c in cells)
-    # 035's GRO (delivered after its 8 Oct deadline) and 067's GRO (past 12 Aug, undelivered): "no".
-    assert cells.count("no") == 2
+    # Nothing is late on this screen: 035's GRO is on time (its mutation counts from DTREF), 067's
+    # files are undelivered but not past their deadlines (GRO due today), 971's last GRO is a
+    # re-emission not yet delivered, and the empty SGR flows of 02A and 971 have no deadline.
+    assert sorted(cells) == ["-"] * 6 + ["yes"] * 6
 
 
 def test_status_is_free_of_personal_data(state):
