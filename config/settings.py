@@ -268,7 +268,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
-        raise ConfigError(path, "(file)", "the file exists") from exc
+        raise ConfigError(path, "(file)", "no such file: check the --config path") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "(syntax)", f"valid TOML ({exc})") from exc
 

@@ -137,3 +137,8 @@ def test_check_command_exit_codes(demo):
     (root / "pki" / "067.crt").write_text("not a certificate")
     bad = run_cli("check", "--config", str(root / "flux-pmi.toml"))
     assert bad.returncode == ExitCode.CHECK_FAILED and "ERROR 067" in bad.stdout
+
+
+def test_a_config_path_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=r"missing\.toml: \(file\): no such file: check the --config path"):
+        load(tmp_path / "missing.toml")
