@@ -46,6 +46,7 @@ from pathlib import Path
 from lxml import etree
 
 from ..errors import InputFileError
+from . import check
 from .check import Invalid
 from .records import Record, Reject, Source
 
@@ -385,3 +386,27 @@ class XmlFields:
                 self.attrs[field] = (el.get(attr) or "").strip(" \t\r\n")
         self.values[field] = value
         return value
+
+
+def cristal_frame(root: etree._Element, display_name: str, *, appli: str, natflux: str) -> date:
+    """Check the frame Cristal and the scanning chain share (root `Racine`, one IdentificationFlux
+    naming its application and nature) and return the flow's earliest date, DTREF or DTCREAFLUX:
+    the day the case was extracted at the latest, hence a bound on its receipt date."""
+    if root.tag != "Racine":
+        raise InputFileError(display_name, root.sourceline or 1, "root element is not Racine", code="XML_ROOT")
+    fluxes = root.findall("IdentificationFlux")
+    if len(fluxes) != 1:
+        raise InputFileError(display_name, 1, "exactly one IdentificationFlux expected", code="XML_SHAPE")
+    flux = fluxes[0]
+    for name, expected in (("APPLIEME", appli), ("NATFLUX", natflux)):
+        if (flux.findtext(name) or "").strip() != expected:
+            raise InputFileError(display_name, flux.sourceline or 1,
+                                 f"IdentificationFlux: {name} must be {expected}", code="XML_SHAPE")
+    found = []
+    for name in ("DTREF", "DTCREAFLUX"):
+        try:
+            found.append(check.parse_date((flux.findtext(name) or "").strip(), name))
+        except Invalid:
+            raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} is not a date",
+                                 code="XML_SHAPE") from None
+    return min(found)

@@ -38,25 +38,14 @@ from lxml import etree
 from ..errors import InputFileError
 from . import check
 from .check import Invalid
-from .parse import Limits, ParseResult, XmlFields, load_xml, read_bytes, reject
+from .parse import Limits, ParseResult, XmlFields, cristal_frame, load_xml, read_bytes, reject
 from .parse_gro import FLOW, gro_record
 from .records import Source
-
-ROOT = "Racine"
 
 _PERSON = ("QUAL", "NOM", "NOMNAI", "PRENOMS", "DTNAI", "TYPEDTNAI", "NOMCOMNAI", "SITUPRO")
 _TRONC = ("DTEMM", "TYPEADR", "ETATADR")
 _DETAIL = ("COMPLIDEADR", "COMPLADR", "NUMVOIE", "LIBTYPEVOIE", "NOMVOIE", "LIEUDIST", "NUMCOM", "CODEPOS",
            "NOMCOM")
-
-
-def _flux_date(flux: etree._Element, name: str, display_name: str) -> date:
-    text = (flux.findtext(name) or "").strip()
-    try:
-        return check.parse_date(text, name)
-    except Invalid:
-        raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} is not a date",
-                             code="XML_SHAPE") from None
 
 
 def _count(root: etree._Element, name: str, display_name: str) -> int | None:
@@ -72,17 +61,7 @@ def _count(root: etree._Element, name: str, display_name: str) -> int | None:
 
 def parse_gro_xml(path: Path, *, display_name: str, today: date, limits: Limits) -> ParseResult:
     root = load_xml(read_bytes(path, display_name, limits), display_name)
-    if root.tag != ROOT:
-        raise InputFileError(display_name, root.sourceline or 1, "root element is not Racine", code="XML_ROOT")
-    fluxes = root.findall("IdentificationFlux")
-    if len(fluxes) != 1:
-        raise InputFileError(display_name, 1, "exactly one IdentificationFlux expected", code="XML_SHAPE")
-    flux = fluxes[0]
-    for name, expected in (("APPLIEME", "CRI"), ("NATFLUX", "G")):
-        if (flux.findtext(name) or "").strip() != expected:
-            raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} must be "
-                                 f"{expected}", code="XML_SHAPE")
-    earliest = min(_flux_date(flux, "DTREF", display_name), _flux_date(flux, "DTCREAFLUX", display_name))
+    earliest = cristal_frame(root, display_name, appli="CRI", natflux="G")
 
     # Each case with the LIBANO of the Anomalie element(s) that follow it.
     cases: list[tuple[etree._Element, list[etree._Element]]] = []

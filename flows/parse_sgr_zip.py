@@ -39,13 +39,11 @@ import zlib
 from datetime import date
 from pathlib import Path
 
-from lxml import etree
-
 from ..errors import InputFileError
 from ..fsutil import private_dir
 from . import check, codes
 from .check import Invalid
-from .parse import Limits, ParseResult, XmlFields, check_file_size, load_xml, reject
+from .parse import Limits, ParseResult, XmlFields, check_file_size, cristal_frame, load_xml, reject
 from .records import SgrRecord, Source
 
 FLOW = "SGR"
@@ -117,7 +115,7 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
             raise InputFileError(display_name, None, f"more than {limits.max_zip_members} members",
                                  code="ZIP_BOMB")
         root = load_xml(_read_index(archive, display_name, limits), display_name, latin1=True)
-        flux_dates = _frame(root, display_name)
+        flux_dates = cristal_frame(root, display_name, appli="SDP", natflux="P")
         cases = root.findall("InfoSuiviGrossessePMI")
         if len(cases) > limits.max_records_per_file:
             raise InputFileError(display_name, None, f"more than {limits.max_records_per_file} records",
@@ -154,25 +152,6 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
         return result
 
 
-def _frame(root: etree._Element, display_name: str) -> date:
-    if root.tag != "Racine":
-        raise InputFileError(display_name, root.sourceline or 1, "index root is not Racine", code="XML_ROOT")
-    fluxes = root.findall("IdentificationFlux")
-    if len(fluxes) != 1:
-        raise InputFileError(display_name, 1, "exactly one IdentificationFlux expected", code="XML_SHAPE")
-    flux = fluxes[0]
-    for name, expected in (("APPLIEME", "SDP"), ("NATFLUX", "P")):
-        if (flux.findtext(name) or "").strip() != expected:
-            raise InputFileError(display_name, flux.sourceline or 1,
-                                 f"IdentificationFlux: {name} must be {expected}", code="XML_SHAPE")
-    found = []
-    for name in ("DTREF", "DTCREAFLUX"):
-        try:
-            found.append(check.parse_date((flux.findtext(name) or "").strip(), name))
-        except Invalid:
-            raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} is not a date",
-                                 code="XML_SHAPE") from None
-    return min(found)
 
 
 def _case(case, doc: XmlFields, source: Source, today: date, flux_date: date, archive: zipfile.ZipFile,
