@@ -224,6 +224,23 @@ def put_formula_names(root: Path) -> None:
         (root / "inbox" / "GRO" / name).write_bytes(data)
 
 
+SAMPLE_DSG = Path(__file__).resolve().parent / "data" / "hubee" / "DSG.xml"
+
+
+def put_bad_fields(root: Path) -> None:
+    """A DGE envelope (HubEE's sample, two declarations) whose fields are bad, not its frame: a 1 MB
+    street name, and a shape-valid commune that INSEE's list does not hold. Each rejects its record."""
+    sample = SAMPLE_DSG.read_bytes()
+    start, end = sample.index(b"    <ns3:Document>"), sample.index(b"</Agregat>")
+    document = sample[start:end]
+    long_street = document.replace(b"DU CLOCHER", b"X" * 1_000_000).replace(b"d88000250510001320064",
+                                                                            b"d88000250510001329901")
+    no_commune = document.replace(b"<beneficiaire:CodeInsee>08435", b"<beneficiaire:CodeInsee>35999")
+    no_commune = no_commune.replace(b"d88000250510001320064", b"d88000250510001329902")
+    data = sample[:start].replace(b"<ns3:NbDoc>1<", b"<ns3:NbDoc>2<") + long_street + no_commune + sample[end:]
+    (root / "inbox" / "DSG" / "fields.xml").write_bytes(data)
+
+
 def lock_files(root: Path) -> bytes:
     """A DSG file and a legacy index's scan the service user cannot read. Returns the locked scan's bytes."""
     dsg = root / "inbox" / "DSG" / "locked.xml"
@@ -396,11 +413,14 @@ def test_one_night_with_every_class_delivers_every_valid_record(mixed, clean_mix
     outside = put_linked_folders(demo)
     earlier, now = put_second_bad_file(demo)
     put_formula_names(demo)
+    put_bad_fields(demo)
     scan = lock_files(demo)
     outside_bytes = outside.read_bytes()
 
     proc = night(demo, unprivileged=True)
     assert proc.returncode == 5, proc.stdout
+    codes = {r["code"] for r in rejects(proc) if r["file"] == "fields.xml"}
+    assert codes == {"FIELD_TOO_LONG", "COMMUNE_UNKNOWN"}  # record by record: the file is not quarantined
     expected = without_scan(clean_mixed, scan)
     assert delivered(demo) == expected
     set_aside = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("quarantined: ")}
