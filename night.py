@@ -148,6 +148,8 @@ class Night:
             self._secure_consumed(trace)
             self._collect_acks(trace, run_id, report)
             batches = self._batches(trace, business_date, run_id, report)
+            # Input set aside tonight as a duplicate is a plaintext copy of upstream's file: sealed now.
+            consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
             for i, batch in enumerate(batches, 1):
                 if self.stop.is_set():
                     break

@@ -285,7 +285,9 @@ def test_a_rectification_is_emitted_again_flagged_and_the_same_bytes_twice_once(
     emitted = _dsg_documents(root)["008"]
     assert [(d.findtext(f".//{{{DSGCNAF}}}RectifDPG"), d.findtext(".//{urn:siram:beneficiaire}DateDPG"))
             for d in emitted] == [("false", "2021-12-03+01:00"), ("true", "2021-12-05+01:00")]
-    assert list((root / "consumed" / "duplicates" / "DSG").glob("rectif-again.xml.*"))
+    # Kept as evidence, and encrypted at once like all consumed input (never readable at rest).
+    dups = list((root / "consumed" / "duplicates" / "DSG").glob("rectif-again.xml.*"))
+    assert dups and all(p.name.endswith(".p7m") for p in dups)
     assert [r["code"] for r in _rejects(root)] == ["DUPLICATE"]
     db = sqlite3.connect(f"file:{root / 'trace' / 'flux-pmi.sqlite'}?mode=ro", uri=True)
     try:
