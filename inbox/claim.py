@@ -205,7 +205,21 @@ def quarantine(src: Path, quarantine_root: Path, flow: str, name: str, code: str
     if os.path.lexists(src):
         _move(src, folder / target)
         faults.point("quarantine-move")
+    _owner_only(folder / target)
     return folder / target
+
+
+def _owner_only(path: Path) -> None:
+    """Quarantined input holds personal data: owner-only whatever mode upstream gave it (a link
+    is left as it is: it is never followed)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        os.chmod(path, 0o700)
+    elif not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, 0o600)
 
 
 def _same_text(path: Path, text: str) -> bool:

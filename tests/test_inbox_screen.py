@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import stat
 
 import pytest
 
@@ -83,6 +84,18 @@ def test_quarantine_never_overwrites_and_keeps_each_reason(tmp_path):
     kept = {p.name: p.read_bytes() for p in (q / "GRO").iterdir()}
     assert kept["x.csv"] == b"first" and kept["x.csv.2"] == b"second" and kept["x.csv.3"] == b"third"
     assert kept["x.csv.3.reason"].startswith(b"CSV_SHAPE: case 2\nfile: x.csv")
+
+
+def test_quarantined_material_is_owner_only_whatever_mode_upstream_gave_it(tmp_path):
+    q = tmp_path / "quarantine"
+    src, folder = tmp_path / "loose.xml", tmp_path / "folder.xml"
+    src.write_bytes(b"<personal/>")
+    src.chmod(0o644)
+    folder.mkdir(mode=0o755)
+    claim.quarantine(src, q, "DSG", "loose.xml", "XML_MALFORMED", "bad")
+    claim.quarantine(folder, q, "DSG", "folder.xml", "NOT_A_FILE", "a folder")
+    assert stat.S_IMODE((q / "DSG" / "loose.xml").stat().st_mode) == 0o600
+    assert stat.S_IMODE((q / "DSG" / "folder.xml").stat().st_mode) == 0o700
 
 
 def test_a_quarantine_interrupted_after_its_reason_is_completed_in_place(tmp_path):
