@@ -38,6 +38,7 @@ from support import BUSINESS_DATE, NOW, SMALL, make_demo, open_delivered, record
 from flux_pmi.demo import generate as g
 from flux_pmi.demo.setup import parse_departments
 from flux_pmi.fsutil import name_digest
+from flux_pmi.seal import certs, cms
 
 DAY = BUSINESS_DATE.isoformat()
 # Root, minus the two capabilities that let it read whatever the file modes say.
@@ -304,7 +305,12 @@ def test_a_name_too_long_for_a_suffix_is_quarantined_then_set_aside_as_duplicate
     again = night(demo)
     assert again.returncode == 0, again.stdout
     dups = list((demo / "consumed" / "duplicates" / "GRO").iterdir())
-    assert [p.read_bytes() for p in dups] == [consumed] and len(dups[0].name.encode()) <= 255
+    # Kept as evidence under a name that fits, encrypted at once for the archive certificate.
+    assert len(dups) == 1 and dups[0].name.endswith(".p7m") and len(dups[0].name.encode()) <= 255
+    pki = demo / "pki"
+    plain = cms.decrypt_envelope(dups[0].read_bytes(), cert=certs.load_certificate(pki / "archive.crt"),
+                                 key=certs.load_private_key(pki / "archive.key", None), what="duplicate")
+    assert plain == consumed
     assert delivered(demo) == clean
 
 
