@@ -137,9 +137,12 @@ def _entete(root: etree._Element, display_name: str) -> tuple[str, str]:
     at = entete.sourceline or 1
     if entete.get("PGMD_Profil") != "SORTIEDGE":
         raise InputFileError(display_name, at, "Entete: PGMD_Profil must be SORTIEDGE", code="XML_SHAPE")
-    nbdoc = (entete.findtext(f"{{{DGE}}}NbDoc") or "").strip()
+    nbdoc_el = entete.find(f"{{{DGE}}}NbDoc")
+    nbdoc = "" if nbdoc_el is None else "".join(nbdoc_el.itertext()).strip()
     count = len(root.findall(f"{{{DGE}}}Document"))
-    if nbdoc and (not nbdoc.isascii() or not nbdoc.isdigit() or int(nbdoc) != count):
+    # Bounded before int(): a 5000-digit count made int() raise ValueError and crash the night.
+    if nbdoc and not (nbdoc.isascii() and nbdoc.isdigit() and len(nbdoc) <= 9 and int(nbdoc) == count):
+        at = nbdoc_el.sourceline or at
         raise InputFileError(display_name, at, f"Entete: NbDoc disagrees with the {count} Document(s)",
                              code="XML_SHAPE")
     qualite = (entete.findtext(f"{{{DGE}}}Recepteur/{{{DGE}}}Qualite") or "").strip()

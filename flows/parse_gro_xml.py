@@ -81,13 +81,19 @@ def parse_gro_xml(path: Path, *, display_name: str, today: date, limits: Limits)
     n_all = _count(root, "NBTOTDOSPMITRANSM", display_name)
     if (n_ano is not None and n_ano != marked) or (n_all is not None and n_all not in (len(cases),
                                                                                        len(cases) - marked)):
-        raise InputFileError(display_name, None, "TransmissionFlux counts disagree with the cases",
-                             code="XML_SHAPE")
+        flux = root.find("TransmissionFlux")
+        raise InputFileError(display_name, flux.sourceline if flux is not None else None,
+                             "TransmissionFlux counts disagree with the cases", code="XML_SHAPE")
 
+    # A flow date after the processing day rejects each case as "DTREF": point at the flow's own
+    # DTREF (it was reported at line 1, a line that holds no such element).
+    dtref = root.find("IdentificationFlux/DTREF")
+    dtref_line = (dtref.sourceline if dtref is not None else None) or 1
     result = ParseResult()
     for case, libanos in cases:
         line = case.sourceline or 1
         doc = XmlFields()
+        doc.lines["DTREF"] = dtref_line
         try:
             values, idepart, anomalies = _read_case(case, libanos, doc, line)
             declared = _declared(values) if values.get("MOTITRANSMDOSPMI") == "01" else None

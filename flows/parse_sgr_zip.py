@@ -120,10 +120,13 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
         if len(cases) > limits.max_records_per_file:
             raise InputFileError(display_name, None, f"more than {limits.max_records_per_file} records",
                                  code="TOO_LARGE")
-        declared = (root.findtext("TransmissionFlux/NBTOTDOSPMITRANSM") or "").strip()
-        if declared and (not declared.isascii() or not declared.isdigit() or int(declared) != len(cases)):
-            raise InputFileError(display_name, None, "NBTOTDOSPMITRANSM disagrees with the cases",
-                                 code="XML_SHAPE")
+        count_el = root.find("TransmissionFlux/NBTOTDOSPMITRANSM")
+        declared = "" if count_el is None else "".join(count_el.itertext()).strip()
+        # Bounded before int(): a 5000-digit count made int() raise ValueError and crash the night.
+        if declared and not (declared.isascii() and declared.isdigit() and len(declared) <= 9
+                             and int(declared) == len(cases)):
+            raise InputFileError(display_name, count_el.sourceline or None,
+                                 "NBTOTDOSPMITRANSM disagrees with the cases", code="XML_SHAPE")
 
         safe: dict[str, list[zipfile.ZipInfo]] = {}
         safe_base: dict[str, list[zipfile.ZipInfo]] = {}
