@@ -1,0 +1,83 @@
+"""An operator's mistakes on a bad night get a clear answer with a documented exit code, never a
+traceback, and lose, duplicate or misroute nothing: odd bytes in --reason, an empty --by, a wrong code."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from support import make_demo, run_cli
+
+from flux_pmi import holds
+from flux_pmi.clock import PARIS
+from flux_pmi.errors import ConfigError, ExitCode
+
+NOW = datetime(2026, 11, 23, 4, 0, tzinfo=PARIS)
+# Bytes a terminal or a paste can put in argv: not UTF-8 (\xff), a C1 CSI (\xc2\x9b), ESC, a newline,
+# a Unicode line separator and a bidi override; and a formula-like start.
+ODD_REASON = "=cmd|calc\nx\x1b[31m\udcff\x9b2J\u2028y\u202eevil"
+
+
+def _demo(tmp_path: Path) -> Path:
+    root = tmp_path / "demo"
+    make_demo(root)
+    return root
+
+
+def _db(root: Path) -> sqlite3.Connection:
+    return sqlite3.connect(root / "trace" / "flux-pmi.sqlite")
+
+
+def test_hold_reason_with_bytes_that_are_not_utf8_is_stored_as_one_clean_line(tmp_path):
+    root = _demo(tmp_path)
+    lines = holds.hold(root / "flux-pmi.toml", "035", by="op", reason=ODD_REASON, now=NOW)
+    assert "held" in lines[0]
+    reason = _db(root).execute("SELECT reason FROM holds WHERE department='035'").fetchone()[0]
+    assert reason.startswith("=cmd|calc x")
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF
+                   or c in "\u2028\u202e" for c in reason)
+    status = run_cli("status", "--config", str(root / "flux-pmi.toml"))
+    assert status.returncode in (ExitCode.OK, ExitCode.STALE), status.stderr
+    assert "Traceback" not in status.stderr and "\x1b" not in status.stdout
+
+
+def test_reemit_reason_that_is_not_utf8_is_not_a_traceback(tmp_path):
+    root = _demo(tmp_path)
+    config = str(root / "flux-pmi.toml")
+    assert run_cli("run", "--config", config).returncode == ExitCode.OK
+    r = run_cli("reemit", "--config", config, "--flow", "DSG", "--department", "035", "--date", "2026-11-23",
+                "--reason", ODD_REASON)
+    assert "Traceback" not in r.stderr
+    assert r.returncode == ExitCode.OK, r.stdout + r.stderr
+    reason, status = _db(root).execute("SELECT reason, status FROM reemission_requests").fetchone()
+    assert status == "done" and reason.startswith("=cmd|calc x") and "\x1b" not in reason
+
+
+@pytest.mark.parametrize("command", ["hold", "resume"])
+def test_an_empty_by_is_refused_not_replaced_by_the_os_user(tmp_path, command):
+    root = _demo(tmp_path)
+    fn = holds.hold if command == "hold" else holds.resume
+    kw = {"reason": ""} if command == "hold" else {}
+    with pytest.raises(ConfigError, match="--by"):
+        fn(root / "flux-pmi.toml", "035", by="", now=NOW, **kw)
+    trace = root / "trace" / "flux-pmi.sqlite"
+    assert not trace.exists() or _db(root).execute("SELECT count(*) FROM holds").fetchone()[0] == 0
+
+
+def test_reemit_with_an_empty_by_is_refused(tmp_path):
+    root = _demo(tmp_path)
+    config = str(root / "flux-pmi.toml")
+    assert run_cli("run", "--config", config).returncode == ExitCode.OK
+    r = run_cli("reemit", "--config", config, "--flow", "DSG", "--department", "035", "--date", "2026-11-23",
+                "--by", "")
+    assert r.returncode == ExitCode.USAGE and "--by" in r.stderr, r.stdout + r.stderr
+    assert _db(root).execute("SELECT count(*) FROM reemission_requests").fetchone()[0] == 0
+
+
+def test_holding_an_unknown_code_names_it_and_does_not_offer_all(tmp_path):
+    root = _demo(tmp_path)
+    r = run_cli("hold", "69X", "--config", str(root / "flux-pmi.toml"))
+    assert r.returncode == ExitCode.USAGE
+    assert "'69X'" in r.stderr and "or all" not in r.stderr and "Traceback" not in r.stderr
