@@ -81,3 +81,14 @@ def test_holding_an_unknown_code_names_it_and_does_not_offer_all(tmp_path):
     r = run_cli("hold", "69X", "--config", str(root / "flux-pmi.toml"))
     assert r.returncode == ExitCode.USAGE
     assert "'69X'" in r.stderr and "or all" not in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("command", [["check"], ["status", "--json"], ["run"], ["hold", "035"]])
+def test_a_config_saved_as_latin1_or_a_folder_is_a_usage_error_not_a_traceback(tmp_path, command):
+    root = _demo(tmp_path)
+    latin = root / "latin.toml"
+    latin.write_bytes((root / "flux-pmi.toml").read_bytes() + "# Dé partement\n".encode("latin-1"))
+    for config in (latin, root):
+        r = run_cli(*command, "--config", str(config))
+        assert r.returncode == ExitCode.USAGE, r.stderr
+        assert "Traceback" not in r.stderr and str(config) in r.stderr
