@@ -92,3 +92,15 @@ def test_a_config_saved_as_latin1_or_a_folder_is_a_usage_error_not_a_traceback(t
         r = run_cli(*command, "--config", str(config))
         assert r.returncode == ExitCode.USAGE, r.stderr
         assert "Traceback" not in r.stderr and str(config) in r.stderr
+
+
+def test_status_does_not_say_ok_for_a_night_killed_with_sigkill(tmp_path):
+    root = _demo(tmp_path)
+    config = str(root / "flux-pmi.toml")
+    assert run_cli("run", "--config", config, env_extra={"FLUX_PMI_CRASH_AT": "delivered:2"}).returncode == -9
+    text = run_cli("status", "--config", config).stdout
+    line = text.splitlines()[text.splitlines().index("LAST NIGHTLY RUN") + 1]
+    assert "status died" in line and not line.strip().startswith("OK"), line
+    assert run_cli("run", "--config", config).returncode == ExitCode.OK
+    text = run_cli("status", "--config", config).stdout
+    assert "  OK: run 2" in text
