@@ -104,3 +104,20 @@ def test_status_does_not_say_ok_for_a_night_killed_with_sigkill(tmp_path):
     assert run_cli("run", "--config", config).returncode == ExitCode.OK
     text = run_cli("status", "--config", config).stdout
     assert "  OK: run 2" in text
+
+
+def test_a_missing_drop_root_is_not_created_its_files_wait_and_go_once_it_is_back(tmp_path):
+    # An unmounted share: files "delivered" into a folder created in its place never reach the partner.
+    root = _demo(tmp_path)
+    config = root / "flux-pmi.toml"
+    share = tmp_path / "mnt" / "share"
+    config.write_text(config.read_text().replace('root = "drop"', f'root = "{share}"'))
+    check = run_cli("check", "--config", str(config), "--quiet")
+    assert check.returncode == ExitCode.CHECK_FAILED and "local drop root" in check.stdout, check.stdout
+    r = run_cli("run", "--config", str(config))
+    assert r.returncode == ExitCode.UNDELIVERED and "local drop root" in r.stdout, r.stdout + r.stderr
+    assert not share.parent.exists()
+    share.parent.mkdir()
+    assert run_cli("run", "--config", str(config)).returncode == ExitCode.OK
+    delivered = sorted(p.name for p in share.glob("*/*.p7m"))
+    assert len(delivered) == 12 and all("_R" not in n for n in delivered)
