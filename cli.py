@@ -243,7 +243,8 @@ def cmd_reemit(args: argparse.Namespace) -> int:
         trace = TraceStore(settings.paths.trace)
         try:
             result = request(settings, trace, flows=[args.flow], departments=[args.department],
-                             date_from=args.date, date_to=args.to, reason=args.reason, by=args.by or requester(),
+                             date_from=args.date, date_to=args.to, reason=args.reason,
+                             by=requester() if args.by is None else args.by,
                              clock=clock, progress=progress, dry_run=args.dry_run,
                              night=Night(settings, clock=clock, stop=stop.event, progress=progress))
         except RefusedError as exc:

@@ -26,7 +26,11 @@ from .trace.store import TraceStore
 def _department(settings, value: str) -> str:  # type: ignore[no-untyped-def]
     if value.strip().lower() == "all":
         raise ConfigError("command line", "department", "one département code (035, 02A, 971), not all")
-    return parse_departments(settings, [value])[0]
+    try:
+        return parse_departments(settings, [value])[0]
+    except ConfigError:  # its message offers `all`, which a hold refuses
+        raise ConfigError("command line", "department",
+                          f"one département code of the registry (035, 02A, 971), got {value.strip()!r}") from None
 
 
 def _waiting(trace: TraceStore, department: str) -> int:
@@ -36,7 +40,7 @@ def _waiting(trace: TraceStore, department: str) -> int:
 def hold(config: Path, department: str, *, by: str | None, reason: str, now: datetime) -> list[str]:
     settings = load(config, check_files=False)
     code = _department(settings, department)
-    who = _clean(by or requester(), 64)
+    who = _clean(requester() if by is None else by, 64)  # `--by ""` is refused, not the OS user
     if not who:
         raise ConfigError("command line", "--by", "who holds the département (an operator identity)")
     trace = TraceStore(settings.paths.trace)
@@ -59,7 +63,7 @@ def hold(config: Path, department: str, *, by: str | None, reason: str, now: dat
 def resume(config: Path, department: str, *, by: str | None, now: datetime) -> list[str]:
     settings = load(config, check_files=False)
     code = _department(settings, department)
-    who = _clean(by or requester(), 64)
+    who = _clean(requester() if by is None else by, 64)  # `--by ""` is refused, not the OS user
     if not who:
         raise ConfigError("command line", "--by", "who resumes the département (an operator identity)")
     trace = TraceStore(settings.paths.trace)

@@ -59,7 +59,9 @@ _NAME = re.compile(
     r"^(?P<flow>DSG|SGR|GRO)_(?P<dept>[0-9AB]{3}|69M)_(?P<date>\d{8})_(?P<seq>\d{6})"
     r"(?:_P(?P<part>\d+)of(?P<parts>\d+))?\.(?:xml|zip)\.p7m$"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# C0 and C1 controls (ESC, CSI \x9b, NEL \x85), Unicode line separators and bidi overrides, and the
+# surrogates Python makes of argv bytes that are not UTF-8 (SQLite cannot store them: a traceback).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+")
 
 
 def reemission_name(original_name: str, reemission_no: int) -> str:

@@ -429,6 +429,8 @@ def render_text(data: dict[str, Any]) -> str:
     ln = data["last_nightly"]
     out.append("LAST NIGHTLY RUN")
     verdict = "STALE" if ln["stale"] else "OK"
+    if not ln["stale"] and ln["run"] is not None and ln["run"]["status"] in ("died", "failed", "interrupted"):
+        verdict = "NOT FINISHED (rerun `flux-pmi run`: it resumes)"  # recent, but "OK" would hide a dead night
     if ln["run"] is None:
         out.append(f"  {verdict}: no nightly run recorded (max age {ln['max_age_hours']} h)")
     else:

@@ -269,6 +269,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(path, "(file)", "no such file: check the --config path") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(path, "(file)", "a TOML file, not a folder: check the --config path") from exc
+    except UnicodeDecodeError as exc:  # e.g. saved as Latin-1: TOML is UTF-8
+        raise ConfigError(path, "(syntax)", f"UTF-8 text (byte {exc.start} is not UTF-8)") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "(syntax)", f"valid TOML ({exc})") from exc
 

@@ -43,7 +43,19 @@ class LocalDrop(Transport):
     def folder(self, department: str) -> Path:
         return self.root / department
 
+    def _missing_root(self) -> str | None:
+        # The root itself appears on the first run (under [paths] state), but a chain of missing folders
+        # is an unmounted share or a typo: files "delivered" into folders made in its place would never
+        # reach the partner, yet be traced as delivered.
+        if self.root.is_dir() or self.root.parent.is_dir():
+            return None
+        return (f"local drop root {self.root}: its folder {self.root.parent} is missing (an unmounted share?); "
+                "nothing is created there: mount it, or fix the transport's root")
+
     def deliver(self, item: Delivery) -> Receipt:
+        missing = self._missing_root()
+        if missing:
+            raise TransportError(item.department, missing)
         try:
             folder = private_dir(self.folder(item.department))
             final = folder / item.file_name
@@ -86,6 +98,9 @@ class LocalDrop(Transport):
 
     def check(self, department: str) -> list[CheckResult]:
         folder = self.folder(department)
+        missing = self._missing_root()
+        if missing:
+            return [CheckResult(department, False, "local drop root missing", missing)]
         try:
             private_dir(folder)
             probe = folder / f"{TMP_PREFIX}check"
