@@ -140,6 +140,7 @@ class ReemitResult:
     problems: list[str] = field(default_factory=list)  # delivery problems, operator-facing
     held: dict[str, int] = field(default_factory=dict)  # held département -> re-emitted files waiting for it
     planned: list[str] = field(default_factory=list)  # --dry-run: the names that would be re-emitted and sent
+    waiting: list[str] = field(default_factory=list)  # originals not delivered yet: left to the night, not copied
 
     @property
     def pending(self) -> int:
@@ -392,8 +393,17 @@ def request(
             f"re-emission refused: {when} is outside retention (kept {months} months): "
             f"its emissions of {what} are being purged"
         )
-    eligible = [r for r in rows if r["archived_at"] is not None and r["file_name"]]
+    archived = [r for r in rows if r["archived_at"] is not None and r["file_name"]]
+    # A file not delivered yet is still on its way (its partner held or failing): the night delivers
+    # it. A copy made now would reach the partner twice, the original and the `_Rnn`.
+    waiting = [r["file_name"] for r in archived if r["delivered_at"] is None]
+    eligible = [r for r in archived if r["delivered_at"] is not None]
     if not eligible:
+        if waiting:
+            raise refuse(
+                f"re-emission refused: {what} on {when} is not delivered yet ({len(waiting)} file(s) waiting, "
+                "its partner held or failing): the next run delivers it; a re-emission would send it twice"
+            )
         if rows:
             raise refuse(
                 f"re-emission refused: nothing archived yet for {what} on {when}: "
@@ -413,7 +423,7 @@ def request(
 
     deadline = min(workdays.add_working_days(now.date(), REQUEST_WORKING_DAYS, c) for c in involved)
     if dry_run:
-        plan = ReemitResult(0, 0, deadline, "dry-run")
+        plan = ReemitResult(0, 0, deadline, "dry-run", waiting=waiting)
         plan.planned = [reemission_name(r["file_name"], trace.next_reemission_no(r["id"])) for r in eligible]
         plan.held = dict(Counter(r["department"] for r in eligible if r["department"] in trace.active_holds()))
         return plan
@@ -428,7 +438,7 @@ def request(
         deadline=deadline,
     )
     run_id = trace.start_run("reemit", None, now)
-    result = ReemitResult(request_id, run_id, deadline, "pending")
+    result = ReemitResult(request_id, run_id, deadline, "pending", waiting=waiting)
     night = night or night_mod.Night(settings, clock=clock, progress=progress)
     archive = night.archive
     status, code = "failed", ExitCode.INTERNAL
@@ -532,6 +542,7 @@ def describe(result: ReemitResult) -> list[str]:
     if result.status == "dry-run":
         lines = [f"would re-emit and send: {name}" for name in result.planned]
         lines += [f"would wait: département {d} is held ({n} file(s))" for d, n in sorted(result.held.items())]
+        lines += [f"would not re-emit: {name}: not delivered yet, the next run delivers it" for name in result.waiting]
         lines.append(f"TOTAL dry run: {len(result.planned)} file(s) would be re-emitted; deadline would be "
                      f"{result.deadline}; nothing was changed")
         return lines
@@ -542,6 +553,7 @@ def describe(result: ReemitResult) -> list[str]:
         for f in result.files
     ]
     lines += [f"not re-emitted: {m}" for m in result.failed]
+    lines += [f"not re-emitted: {name}: not delivered yet, the next run delivers it" for name in result.waiting]
     lines.append(
         f"TOTAL request {result.request_id}: {len(result.files)} file(s) re-emitted, "
         f"{sum(f.resealed for f in result.files)} re-sealed, {len(result.files) - result.pending} delivered,"

@@ -10,6 +10,7 @@ import stat
 from datetime import date, datetime
 from pathlib import Path
 
+import pytest
 from support import BUSINESS_DATE, make_demo, open_delivered, record_fingerprints, run_cli
 
 from flux_pmi import reemit
@@ -17,7 +18,7 @@ from flux_pmi.archive import ArchiveStore
 from flux_pmi.clock import PARIS, FixedClock
 from flux_pmi.config.settings import load
 from flux_pmi.demo.setup import write_demo
-from flux_pmi.errors import ExitCode, FluxError
+from flux_pmi.errors import ExitCode, FluxError, RefusedError
 from flux_pmi.night import Night
 from flux_pmi.retention import purge
 from flux_pmi.trace.lifecycle import ParkedState, RunStatus
@@ -194,21 +195,48 @@ def test_records_of_a_disabled_departement_are_kept_and_emitted_once_it_is_enabl
 def test_reemit_for_02A_sends_only_02A_s_file(tmp_path):
     root = tmp_path / "demo"
     make_demo(root, departments="035,02A")
+    assert _night(root, D23).exit_code == ExitCode.OK  # Monday's files reach both partners
+    sent = {d: _drop(root, d) for d in ("035", "02A")}
 
     def down(settings, dept):
         raise FluxError("partner down for the test")
 
-    report = _night(root, D23, transport_factory=down)
-    assert report.exit_code == ExitCode.UNDELIVERED and _drop(root, "035") == _drop(root, "02A") == []
+    # Tuesday's night cannot deliver: every département has files pending.
+    assert _night(root, D24, transport_factory=down).exit_code == ExitCode.UNDELIVERED
     settings = load(root / "flux-pmi.toml")
-    asked = _clock(D23, hour=10)
+    asked = _clock(D24, hour=10)
     with _trace(root) as trace:
+        pending = len(trace.to_deliver())
+        assert pending == 6
         result = reemit.request(settings, trace, flows=["DSG"], departments=["02A"], date_from=D23, by="ops",
                                 clock=asked, night=Night(settings, clock=asked, sleep=lambda _s: None))
         assert result.exit_code == ExitCode.OK
-        assert _drop(root, "02A") == ["DSG_02A_20261123_000001_R01.xml.p7m"]
-        assert _drop(root, "035") == []  # the other pending files wait for the night
-        assert len(trace.to_deliver()) == 6
+        assert _drop(root, "02A") == sorted([*sent["02A"], "DSG_02A_20261123_000001_R01.xml.p7m"])
+        assert _drop(root, "035") == sent["035"]  # the other pending files wait for the night
+        assert len(trace.to_deliver()) == pending
+
+
+def test_reemit_of_a_file_not_delivered_yet_is_refused_not_sent_twice(tmp_path):
+    """Its original still waits (partner failing or held): the night delivers it. A copy made now
+    would reach the partner twice, the original and the `_R01`."""
+    root = tmp_path / "demo"
+    make_demo(root, departments="035,02A")
+
+    def down(settings, dept):
+        raise FluxError("partner down for the test")
+
+    assert _night(root, D23, transport_factory=down).exit_code == ExitCode.UNDELIVERED
+    settings = load(root / "flux-pmi.toml")
+    asked = _clock(D23, hour=10)
+    with _trace(root) as trace:
+        with pytest.raises(RefusedError, match="not delivered yet .*would send it twice"):
+            reemit.request(settings, trace, flows=["DSG"], departments=["02A"], date_from=D23, by="ops",
+                           clock=asked, night=Night(settings, clock=asked, sleep=lambda _s: None))
+        assert len(trace.to_deliver()) == 6 and _drop(root, "02A") == []
+    # The night then delivers each file once.
+    assert _night(root, D23).exit_code == ExitCode.OK
+    assert _drop(root, "02A") == sorted(f"{f}_02A_20261123_000001.{'zip' if f == 'SGR' else 'xml'}.p7m"
+                                        for f in ("DSG", "GRO", "SGR"))
 
 
 # -- dry runs change nothing ----------------------------------------------------------------
