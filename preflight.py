@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import guards
+from .archive import ArchiveStore
 from .config.settings import Department, Settings
 from .errors import CertificateError, FluxError
 from .seal import certs
+from .trace.store import recent_archived_files
 from .transport.base import CheckResult
 from .transport.factory import transport_for
 
@@ -119,6 +121,23 @@ def storage_findings(settings: Settings) -> list[Finding]:
     return out
 
 
+def archive_findings(settings: Settings) -> list[Finding]:
+    """The archive folder holds the files the trace says it archived: a `[paths] archive` pointed at a
+    new folder by mistake would make every re-emission and purge miss them, in silence."""
+    recent = recent_archived_files(settings.paths.trace)
+    if not recent:
+        return []
+    store = ArchiveStore(settings.paths.archive)
+    missing = [name for day, name in recent if not store.sealed_path(day, name).is_file()]
+    if not missing:
+        return [Finding("archive", True, f"archive holds the {len(recent)} latest archived file(s)",
+                        str(settings.paths.archive))]
+    what = "none" if len(missing) == len(recent) else f"{len(recent) - len(missing)}"
+    return [Finding("archive", False, f"archive holds {what} of the {len(recent)} latest archived file(s)",
+                    f"{settings.paths.archive}: missing e.g. {missing[0]}; wrong [paths] archive, or files "
+                    "removed by hand? Re-emission needs them")]
+
+
 def run_checks(settings: Settings, now: datetime) -> list[Finding]:
-    return (storage_findings(settings) + key_findings(settings) + certificate_findings(settings, now)
-            + partner_findings(settings))
+    return (storage_findings(settings) + archive_findings(settings) + key_findings(settings)
+            + certificate_findings(settings, now) + partner_findings(settings))

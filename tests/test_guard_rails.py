@@ -272,6 +272,24 @@ def test_check_lists_every_folder_it_writes_to(site):
     assert not [p for p in site.rglob(".tmp-probe-*")]
 
 
+def test_check_says_when_the_archive_folder_lacks_what_the_trace_archived(site, tmp_path):
+    """An operator's typo in `[paths] archive` (a new, empty folder) made re-emission and the purge miss
+    every archived file, while `check` said ok."""
+    cfg = site / "flux-pmi.toml"
+    assert run_cli("run", "--config", str(cfg)).returncode in (ExitCode.OK, ExitCode.QUARANTINED)
+    good = run_cli("check", "--config", str(cfg))
+    assert re.search(r"^ok    archive archive holds the \d+ latest archived file\(s\)", good.stdout, re.M), good.stdout
+    typo = tmp_path / "archvie"
+    typo.mkdir()
+    cfg.write_text(cfg.read_text().replace('archive = "archive"', f'archive = "{typo}"'))
+    proc = run_cli("check", "--config", str(cfg))
+    assert proc.returncode == ExitCode.CHECK_FAILED, proc.stdout
+    assert re.search(r"^ERROR archive archive holds none of the \d+ latest archived file\(s\): "
+                     + re.escape(str(typo)) + r": missing e\.g\. \w+_\w{3}_\d{8}_\d{6}\.(xml|zip)\.p7m; "
+                     r"wrong \[paths\] archive", proc.stdout, re.M), proc.stdout
+    assert list(typo.iterdir()) == []  # check changed nothing
+
+
 def test_check_finds_a_folder_its_user_cannot_write(site):
     """Root ignores mode bits, so a read-only bind mount is the honest test: os.access and a real
     probe file both see it. A metrics folder that does not exist is reported too."""

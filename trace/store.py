@@ -238,6 +238,23 @@ class Emission:
         return cls(**{f: row[f] for f in cls.__slots__})  # type: ignore[attr-defined]
 
 
+def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]:
+    """(business date, file name) of the latest emissions the trace says are in the archive and not
+    purged, read-only: `check` proves the archive folder holds them, and must change nothing."""
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT business_date, file_name FROM emissions WHERE archived_at IS NOT NULL AND purged_at IS NULL"
+            " AND file_name IS NOT NULL ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    except sqlite3.Error:
+        return []  # an older or damaged trace: `run` will say so, not `check`
+    finally:
+        db.close()
+    return [(date.fromisoformat(d), name) for d, name in rows]
+
+
 class TraceStore:
     """One connection, used by the run's main thread; delivery workers report back to it."""
 
