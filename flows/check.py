@@ -372,15 +372,26 @@ def _offset(text: str | None) -> timezone | None:
     return timezone(-delta if text[0] == "-" else delta)
 
 
+# No date in these flows is older than this: a year 0001 (a producer's "no date") would start an
+# 8-working-day clock that ran out centuries ago, or pass for a birth date.
+EARLIEST_DATE = date(1900, 1, 1)
+
+
+def _plausible(value: date) -> date:
+    if value < EARLIEST_DATE:
+        raise ValueError
+    return value
+
+
 def parse_date(value: str, field: str) -> date:
-    """A CSV date: exactly YYYY-MM-DD."""
+    """A CSV date: exactly YYYY-MM-DD, from 1900 on."""
     m = _CSV_DATE.fullmatch(value)
     try:
         if not m:
             raise ValueError
-        return date(int(m[1]), int(m[2]), int(m[3]))
+        return _plausible(date(int(m[1]), int(m[2]), int(m[3])))
     except ValueError:
-        raise Invalid("DATE_INVALID", f"{field}: must be a valid date YYYY-MM-DD", field) from None
+        raise Invalid("DATE_INVALID", f"{field}: must be a valid date YYYY-MM-DD from 1900 on", field) from None
 
 
 def parse_xs_date(value: str, field: str) -> date:
@@ -390,9 +401,9 @@ def parse_xs_date(value: str, field: str) -> date:
         if not m:
             raise ValueError
         _offset(m[4])
-        return date(int(m[1]), int(m[2]), int(m[3]))
+        return _plausible(date(int(m[1]), int(m[2]), int(m[3])))
     except ValueError:
-        raise Invalid("DATE_INVALID", f"{field}: must be a valid xs:date", field) from None
+        raise Invalid("DATE_INVALID", f"{field}: must be a valid xs:date from 1900 on", field) from None
 
 
 def parse_received_datetime(value: str, field: str) -> date:
@@ -404,9 +415,9 @@ def parse_received_datetime(value: str, field: str) -> date:
         micro = int((m[7] or ".0")[1:7].ljust(6, "0"))
         tz = _offset(m[8]) or PARIS
         moment = datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6]), micro, tzinfo=tz)
-        return moment.astimezone(PARIS).date()
+        return _plausible(moment.astimezone(PARIS).date())
     except (ValueError, OverflowError):
-        raise Invalid("DATE_INVALID", f"{field}: must be a valid xs:dateTime", field) from None
+        raise Invalid("DATE_INVALID", f"{field}: must be a valid xs:dateTime from 1900 on", field) from None
 
 
 def not_future(value: date, field: str, today: date) -> date:

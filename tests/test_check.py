@@ -117,6 +117,16 @@ def test_parse_date_strict():
         assert code_of(check.parse_date, bad, "DTRECEP") == "DATE_INVALID"
 
 
+def test_dates_before_1900_are_refused_by_every_date_parser():
+    """A producer's "no date" (0001-01-01) would start a deadline that ran out centuries ago."""
+    assert check.parse_date("1900-01-01", "DTREF") == date(1900, 1, 1)
+    assert code_of(check.parse_date, "0001-01-01", "DTREF") == "DATE_INVALID"
+    assert code_of(check.parse_date, "1899-12-31", "DTCREASDP") == "DATE_INVALID"
+    assert code_of(check.parse_xs_date, "0001-01-01+01:00", "DateDPG") == "DATE_INVALID"
+    assert code_of(check.parse_received_datetime, "0001-01-01T00:00:00+01:00", "Date") == "DATE_INVALID"
+    assert check.parse_received_datetime("1900-01-02T12:00:00+01:00", "Date") == date(1900, 1, 2)
+
+
 def test_parse_xs_date_with_offsets():
     assert check.parse_xs_date("2021-12-03+01:00", "DateDPG") == date(2021, 12, 3)
     assert check.parse_xs_date("2021-12-03Z", "DateDPG") == date(2021, 12, 3)
