@@ -410,3 +410,15 @@ def cristal_frame(root: etree._Element, display_name: str, *, appli: str, natflu
             raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} is not a date",
                                  code="XML_SHAPE") from None
     return min(found)
+
+
+def read_identification(case: etree._Element, doc: XmlFields, line: int) -> str:
+    """A Cristal or SDP case's IdentificationDossier (Organisme NUMORG and MATRICULE, Partenaire
+    IDEPARTE) into `doc`, the shape both share; returns IDEPARTE."""
+    ident = doc.element(case, None, "IdentificationDossier", "IdentificationDossier", line)
+    at = doc.line("IdentificationDossier")
+    org = doc.element(ident, None, "Organisme", "Organisme", at)
+    doc.text(org, None, "NUMORG", "NUMORG", doc.line("Organisme"))
+    doc.text(org, None, "MATRICULE", "MATRICULE", doc.line("Organisme"))
+    partner = doc.element(ident, None, "Partenaire", "Partenaire", at)
+    return doc.text(partner, None, "IDEPARTE", "IDEPARTE", doc.line("Partenaire"))

@@ -38,7 +38,16 @@ from lxml import etree
 from ..errors import InputFileError
 from . import check
 from .check import Invalid
-from .parse import Limits, ParseResult, XmlFields, cristal_frame, load_xml, read_bytes, reject
+from .parse import (
+    Limits,
+    ParseResult,
+    XmlFields,
+    cristal_frame,
+    load_xml,
+    read_bytes,
+    read_identification,
+    reject,
+)
 from .parse_gro import FLOW, gro_record
 from .records import Source
 
@@ -116,13 +125,7 @@ def _declared(values: dict[str, str]) -> date | None:
 
 def _read_case(case: etree._Element, libanos: list[etree._Element], doc: XmlFields,
                line: int) -> tuple[dict[str, str], str, tuple[str, ...]]:
-    ident = doc.element(case, None, "IdentificationDossier", "IdentificationDossier", line)
-    at = doc.line("IdentificationDossier")
-    org = doc.element(ident, None, "Organisme", "Organisme", at)
-    doc.text(org, None, "NUMORG", "NUMORG", doc.line("Organisme"))
-    doc.text(org, None, "MATRICULE", "MATRICULE", doc.line("Organisme"))
-    partner = doc.element(ident, None, "Partenaire", "Partenaire", at)
-    idepart = doc.text(partner, None, "IDEPARTE", "IDEPARTE", doc.line("Partenaire"))
+    idepart = read_identification(case, doc, line)
 
     admin = doc.element(case, None, "DonneesAdministratives", "DonneesAdministratives", line)
     at = doc.line("DonneesAdministratives")

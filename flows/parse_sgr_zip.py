@@ -43,7 +43,16 @@ from ..errors import InputFileError
 from ..fsutil import private_dir
 from . import check, codes
 from .check import Invalid
-from .parse import Limits, ParseResult, XmlFields, check_file_size, cristal_frame, load_xml, reject
+from .parse import (
+    Limits,
+    ParseResult,
+    XmlFields,
+    check_file_size,
+    cristal_frame,
+    load_xml,
+    read_identification,
+    reject,
+)
 from .records import SgrRecord, Source
 
 FLOW = "SGR"
@@ -160,13 +169,7 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
 def _case(case, doc: XmlFields, source: Source, today: date, flux_date: date, archive: zipfile.ZipFile,
           safe, safe_base, unsafe: set[str], scans: Path, rank: int, limits: Limits, budget: list[int]) -> SgrRecord:
     line = source.line
-    ident = doc.element(case, None, "IdentificationDossier", "IdentificationDossier", line)
-    at = doc.line("IdentificationDossier")
-    org = doc.element(ident, None, "Organisme", "Organisme", at)
-    doc.text(org, None, "NUMORG", "NUMORG", doc.line("Organisme"))
-    doc.text(org, None, "MATRICULE", "MATRICULE", doc.line("Organisme"))
-    partner = doc.element(ident, None, "Partenaire", "Partenaire", at)
-    doc.text(partner, None, "IDEPARTE", "IDEPARTE", doc.line("Partenaire"))
+    read_identification(case, doc, line)
     pmi = doc.element(case, None, "DossierPMI", "DossierPMI", line)
     doc.text(pmi, None, "NOMIMAGED", "NOMIMAGED", doc.line("DossierPMI"))
     doc.text(pmi, None, "DTCREASDP", "DTCREASDP", doc.line("DossierPMI"))

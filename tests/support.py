@@ -118,3 +118,14 @@ class CliProcess:
             self.proc.wait()
         self.proc.stdout.close()
         self.proc.stderr.close()
+
+
+def dump_sqlite(path: Path) -> bytes:
+    """A SQLite database's whole content as SQL text, read-only: what a leak scan searches."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return "\n".join(db.iterdump()).encode()
+    finally:
+        db.close()

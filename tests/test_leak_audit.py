@@ -10,11 +10,10 @@ file name, and in the content of every file that is not a legitimate holder of p
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import stat
 from pathlib import Path
 
-from support import BUSINESS_DATE, SMALL, make_demo, run_cli
+from support import BUSINESS_DATE, SMALL, dump_sqlite, make_demo, run_cli
 
 FLOWS = {"DSG", "GRO", "SGR"}
 # Legitimate holders of personal data: the input material, work areas and keys.
@@ -35,14 +34,6 @@ def _personal_values(root: Path) -> set[str]:
 def _is_departement_output(rel: Path) -> bool:
     """received/<dept>/<FLOW>/... : what the département ingested (records.csv, records.parquet, scans/)."""
     return len(rel.parts) >= 4 and rel.parts[0] == "received" and rel.parts[2] in FLOWS
-
-
-def _dump(path: Path) -> bytes:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return "\n".join(db.iterdump()).encode()
-    finally:
-        db.close()
 
 
 def test_no_personal_data_leaks_anywhere_across_a_whole_day(tmp_path):
@@ -80,7 +71,7 @@ def test_no_personal_data_leaks_anywhere_across_a_whole_day(tmp_path):
             continue
         haystacks[str(rel)] = p.read_bytes()
         if p.suffix == ".sqlite":
-            haystacks[f"dump:{rel}"] = _dump(p)
+            haystacks[f"dump:{rel}"] = dump_sqlite(p)
     scanned = {k for k in haystacks if not k.startswith("name:")}
     assert "dump:trace/flux-pmi.sqlite" in scanned
     assert any(k.startswith("dump:received/") and "ledger.sqlite" in k for k in scanned), sorted(scanned)

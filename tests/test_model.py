@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -37,7 +36,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sshd import FLOW_DIRS, PartnerPool, generate_key, require_tools
-from support import make_demo, record_fingerprints, run_cli
+from support import dump_sqlite, make_demo, record_fingerprints, run_cli
 
 from flux_pmi.clock import PARIS
 from flux_pmi.demo.generate import generate_inbox, working_days_before
@@ -278,7 +277,7 @@ class OperatorDays(RuleBasedStateMachine):
             parts = set(rel.parts)
             if not path.is_file() or parts & HOLDERS or path.name.endswith(".p7m"):
                 continue
-            data = _dump(path) if path.suffix == ".sqlite" else path.read_bytes()
+            data = dump_sqlite(path) if path.suffix == ".sqlite" else path.read_bytes()
             hits = [n for n in needles if len(n) >= 5 and n in data]
             assert not hits, f"personal data in {rel}"
 
@@ -300,14 +299,6 @@ class OperatorDays(RuleBasedStateMachine):
             assert not left, f"temporary files left in the drops after a clean run: {left}"
         finally:
             self.pool.close()
-
-
-def _dump(path: Path) -> bytes:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return "\n".join(db.iterdump()).encode()
-    finally:
-        db.close()
 
 
 @pytest.fixture(scope="module")
