@@ -1150,15 +1150,7 @@ class _RealWriter:
             members: list[tuple[str, bytes]] = []
             for rank, record in enumerate(cases, start=1):
                 row = record["row"]
-                case = _leaf(root, "InfoSuiviGrossessePMI")
-                ident = _leaf(case, "IdentificationDossier")
-                org = _leaf(ident, "Organisme")
-                _leaf(org, "FONORG", "CAF")
-                _leaf(org, "NUMORG", row["NUMORG"])
-                _leaf(org, "MATRICULE", row["MATRICULE"])
-                partner = _leaf(ident, "Partenaire")
-                _leaf(partner, "TYPEPARTE", "CG")
-                _leaf(partner, "IDEPARTE", record["dept"])
+                case = _identified_case(root, row, typeparte="CG", idepart=record["dept"])
                 folder = _leaf(case, "DossierPMI")
                 _leaf(folder, "NOMIMAGED", f"/{rank:05d}/IMG{rank:05d}.pdf")
                 # The scan's own date: the day the paper form was scanned and indexed.
@@ -1229,9 +1221,8 @@ def _dsgcnaf(parent: etree._Element, record: dict) -> etree._Element:
     return root
 
 
-def _cristal_case(root: etree._Element, record: dict) -> None:
-    """One InfoSuiviGrossessePMI, in the GRO sample's element order (schemas/gro.xsd)."""
-    row = record["row"]
+def _identified_case(root: etree._Element, row: dict, *, typeparte: str, idepart: str) -> etree._Element:
+    """A new InfoSuiviGrossessePMI with its IdentificationDossier, the block Cristal and SDP share."""
     case = _leaf(root, "InfoSuiviGrossessePMI")
     ident = _leaf(case, "IdentificationDossier")
     org = _leaf(ident, "Organisme")
@@ -1239,8 +1230,16 @@ def _cristal_case(root: etree._Element, record: dict) -> None:
     _leaf(org, "NUMORG", row["NUMORG"])
     _leaf(org, "MATRICULE", row["MATRICULE"])
     partner = _leaf(ident, "Partenaire")
-    _leaf(partner, "TYPEPARTE", "CG  ")
-    _leaf(partner, "IDEPARTE", record["_idepart"])
+    _leaf(partner, "TYPEPARTE", typeparte)
+    _leaf(partner, "IDEPARTE", idepart)
+    return case
+
+
+def _cristal_case(root: etree._Element, record: dict) -> None:
+    """One InfoSuiviGrossessePMI, in the GRO sample's element order (schemas/gro.xsd)."""
+    row = record["row"]
+    # Cristal pads TYPEPARTE with spaces, as the GRO sample shows; the scanning chain does not.
+    case = _identified_case(root, row, typeparte="CG  ", idepart=record["_idepart"])
     admin = _leaf(case, "DonneesAdministratives")
     if "anomaly" not in record:
         person = _leaf(admin, "Personne")
