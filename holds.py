@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from .config.settings import load
+from .config.settings import Settings, load
 from .errors import ConfigError
 from .reemit import _clean, parse_departments, requester
 from .trace.store import TraceStore
@@ -37,12 +37,18 @@ def _waiting(trace: TraceStore, department: str) -> int:
     return sum(e.department == department for e in trace.to_deliver())
 
 
-def hold(config: Path, department: str, *, by: str | None, reason: str, now: datetime) -> list[str]:
+def _asked(config: Path, department: str, by: str | None, verb: str) -> tuple[Settings, str, str]:
+    """The settings, the département's registry code and who asks: `--by ""` is refused, not the OS user."""
     settings = load(config, check_files=False)
     code = _department(settings, department)
-    who = _clean(requester() if by is None else by, 64)  # `--by ""` is refused, not the OS user
+    who = _clean(requester() if by is None else by, 64)
     if not who:
-        raise ConfigError("command line", "--by", "who holds the département (an operator identity)")
+        raise ConfigError("command line", "--by", f"who {verb} the département (an operator identity)")
+    return settings, code, who
+
+
+def hold(config: Path, department: str, *, by: str | None, reason: str, now: datetime) -> list[str]:
+    settings, code, who = _asked(config, department, by, "holds")
     trace = TraceStore(settings.paths.trace)
     try:
         row, created = trace.hold(code, now, by=who, reason=_clean(reason, 500))
@@ -61,11 +67,7 @@ def hold(config: Path, department: str, *, by: str | None, reason: str, now: dat
 
 
 def resume(config: Path, department: str, *, by: str | None, now: datetime) -> list[str]:
-    settings = load(config, check_files=False)
-    code = _department(settings, department)
-    who = _clean(requester() if by is None else by, 64)  # `--by ""` is refused, not the OS user
-    if not who:
-        raise ConfigError("command line", "--by", "who resumes the département (an operator identity)")
+    settings, code, who = _asked(config, department, by, "resumes")
     trace = TraceStore(settings.paths.trace)
     try:
         row = trace.resume(code, now, by=who)

@@ -682,11 +682,18 @@ def dsg_xml(record: dict) -> bytes:
         _el(address, NS_BEN, tag, fixed.get(tag, record.get(tag, "")))
     for tag in ("Telephone", "DateNai", "Rang"):
         _el(ben, NS_BEN, tag, record[tag])
+    _mat_and_partner(root, ben, record, record["RectifDPG"], record["RectifNbEnfANaitre"])
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _mat_and_partner(root: etree._Element, ben: etree._Element, record: dict, rectif_dpg: str,
+                     rectif_nb: str) -> None:
+    """The pregnancy block (MAT) and the health professional (PARTENAIRE) of a DSGCNAF document."""
     mat = _el(ben, NS_BEN, "MAT")
     _el(mat, NS_BEN, "DateDPG", record["DateDPG"])
-    _el(mat, NS_DSG, "RectifDPG", record["RectifDPG"])
+    _el(mat, NS_DSG, "RectifDPG", rectif_dpg)
     _el(mat, NS_BEN, "NbEnfANaitre", record["NbEnfANaitre"])
-    _el(mat, NS_DSG, "RectifNbEnfANaitre", record["RectifNbEnfANaitre"])
+    _el(mat, NS_DSG, "RectifNbEnfANaitre", rectif_nb)
     _el(mat, NS_BEN, "DateExamen", record["DateExamen"])
     ident, kind, am, nom, prenom = record["ps"]
     partner = _el(root, NS_DSG, "PARTENAIRE")
@@ -695,7 +702,6 @@ def dsg_xml(record: dict) -> bytes:
     _el(provider, NS_PS, "Numero", am, R="AM")
     _el(provider, NS_PS, "NomFamille", nom)
     _el(provider, NS_PS, "Prenom", prenom)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
 def _line_of(document: bytes, tag: str) -> int:
@@ -1205,19 +1211,8 @@ def _dsgcnaf(parent: etree._Element, record: dict) -> etree._Element:
         _el(ben, NS_BEN, tag, record[tag])
     # Only a rectification of an emitted declaration says "true" (add_rectifications).
     rectified = record.get("_rectif", "")
-    mat = _el(ben, NS_BEN, "MAT")
-    _el(mat, NS_BEN, "DateDPG", record["DateDPG"])
-    _el(mat, NS_DSG, "RectifDPG", "true" if rectified == "RectifDPG" else "false")
-    _el(mat, NS_BEN, "NbEnfANaitre", record["NbEnfANaitre"])
-    _el(mat, NS_DSG, "RectifNbEnfANaitre", "true" if rectified == "RectifNbEnfANaitre" else "false")
-    _el(mat, NS_BEN, "DateExamen", record["DateExamen"])
-    ident, kind, am, nom, prenom = record["ps"]
-    partner = _el(root, NS_DSG, "PARTENAIRE")
-    _el(partner, NS_PS, "Numero", ident, R=kind)
-    provider = _el(partner, NS_PS, "PRESTATAIRE")
-    _el(provider, NS_PS, "Numero", am, R="AM")
-    _el(provider, NS_PS, "NomFamille", nom)
-    _el(provider, NS_PS, "Prenom", prenom)
+    _mat_and_partner(root, ben, record, "true" if rectified == "RectifDPG" else "false",
+                     "true" if rectified == "RectifNbEnfANaitre" else "false")
     return root
 
 
