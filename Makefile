@@ -28,7 +28,7 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@# The HubEE contract test (tests/test_hubee_contract.py) validates every request against DINUM's spec with Prism.
+	@# The HubEE contract test (tests/transport/test_hubee_contract.py) validates every request against DINUM's spec with Prism.
 	@command -v npm >/dev/null || { echo "npm (Node.js) is required for the HubEE contract test"; exit 1; }
 	@[ -x .cache/prism/node_modules/.bin/prism ] || \
 	  npm install --no-audit --no-fund --prefix .cache/prism @stoplight/prism-cli@5.16.0

@@ -15,9 +15,9 @@ from datetime import date
 from pathlib import Path
 
 from . import __version__
-from . import log as logging_setup
-from .clock import from_environment
-from .errors import ConfigError, ExitCode, FluxError
+from .core import log as logging_setup
+from .core.clock import from_environment
+from .core.errors import ConfigError, ExitCode, FluxError
 
 # What the file system says when a folder is missing, read-only, not ours or full: the operator's
 # matter (exit STORAGE, the folder named), not a bug with a traceback.
@@ -139,14 +139,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config.settings import load
-    from .lock import run_lock
-    from .night import Night
-    from .stopping import GracefulStop
+    from .core.lock import run_lock
+    from .core.stopping import GracefulStop
+    from .jobs.night import Night
 
     settings = load(args.config)
     clock = from_environment()
     if args.date is not None:
-        from .guards import run_date_problem
+        from .jobs.guards import run_date_problem
 
         problem = run_date_problem(args.date, clock.today(), settings)
         if problem:
@@ -191,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .config.settings import load
-    from .preflight import run_checks
+    from .jobs.preflight import run_checks
 
     settings = load(args.config)
     findings = run_checks(settings, from_environment().now())
@@ -210,7 +210,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from .config.settings import load
-    from .status import gather, render_text
+    from .report.status import gather, render_text
     from .trace.store import TraceStore
 
     # check_files=False: a missing certificate is something status reports, not a reason to stay silent.
@@ -229,11 +229,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_reemit(args: argparse.Namespace) -> int:
     from .config.settings import load
-    from .errors import RefusedError
-    from .lock import run_lock
-    from .night import Night
-    from .reemit import describe, request, requester
-    from .stopping import GracefulStop
+    from .core.errors import RefusedError
+    from .core.lock import run_lock
+    from .core.stopping import GracefulStop
+    from .jobs.night import Night
+    from .jobs.reemit import describe, request, requester
     from .trace.store import TraceStore
 
     settings = load(args.config)
@@ -267,15 +267,15 @@ def cmd_reemit(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     from .archive import ArchiveStore
     from .config.settings import load
-    from .lock import run_lock
-    from .retention import describe, purge
-    from .stopping import GracefulStop
+    from .core.lock import run_lock
+    from .core.stopping import GracefulStop
+    from .jobs.retention import describe, purge
     from .trace.store import TraceStore
 
     settings = load(args.config)
     clock = from_environment()
     if args.today is not None:
-        from .guards import purge_today_problem
+        from .jobs.guards import purge_today_problem
 
         problem = purge_today_problem(args.today, clock.today())
         if problem:
@@ -296,7 +296,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
-    from .holds import hold
+    from .jobs.holds import hold
 
     for line in hold(args.config, args.department, by=args.by, reason=args.reason, now=from_environment().now()):
         print(line)
@@ -304,7 +304,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .holds import resume
+    from .jobs.holds import resume
 
     for line in resume(args.config, args.department, by=args.by, now=from_environment().now()):
         print(line)
@@ -334,7 +334,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
 def _write_metrics(settings: object, job: str, *, succeeded: bool) -> None:
     """The textfile metrics after a command, when `[service] metrics_file` is set (a failure is only logged)."""
-    from .metrics import after_job
+    from .report.metrics import after_job
 
     after_job(settings, job, succeeded=succeeded, now=from_environment().now())  # type: ignore[arg-type]
 

@@ -54,11 +54,11 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from . import metrics
-from .clock import PARIS, Clock
 from .config.settings import Job, Settings
-from .errors import ConfigError, ExitCode, FluxError, LockBusyError
-from .log import get as get_logger
+from .core.clock import PARIS, Clock
+from .core.errors import ConfigError, ExitCode, FluxError, LockBusyError
+from .core.log import get as get_logger
+from .report import metrics
 
 JOB_NAMES = {
     "nightly": "nightly emission (acks first)",
@@ -199,8 +199,8 @@ class ServiceJobs:
     # -- the jobs --------------------------------------------------------------------------
 
     def nightly(self) -> bool:
-        from .lock import run_lock
-        from .night import Night
+        from .core.lock import run_lock
+        from .jobs.night import Night
 
         purge_job = self.settings.service.jobs.get("purge")
         with run_lock(self.settings, "serve:nightly"):
@@ -227,8 +227,8 @@ class ServiceJobs:
 
     def purge(self) -> bool:
         from .archive import ArchiveStore
-        from .lock import run_lock
-        from .retention import purge
+        from .core.lock import run_lock
+        from .jobs.retention import purge
         from .trace.store import TraceStore
 
         with run_lock(self.settings, "serve:purge"):
@@ -246,7 +246,7 @@ class ServiceJobs:
         return True
 
     def sla(self) -> bool:
-        from .status import gather
+        from .report.status import gather
         from .trace.store import TraceStore
 
         trace = TraceStore(self.settings.paths.trace)
@@ -360,7 +360,7 @@ def serve(settings: Settings, *, clock: Clock | None = None) -> int:
     """
     from apscheduler.schedulers.base import STATE_STOPPED
 
-    from .stopping import GracefulStop
+    from .core.stopping import GracefulStop
 
     log = get_logger("flux-pmi.serve")
     _route_apscheduler_logging()

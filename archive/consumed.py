@@ -22,8 +22,8 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-from ..errors import ArchiveError
-from ..fsutil import atomic_write, private_dir
+from ..core.errors import ArchiveError
+from ..core.fsutil import atomic_write, private_dir
 
 SUFFIX = ".tar.p7m"
 OUT_DIR = "out"  # built plaintext of the batch: never kept

@@ -14,9 +14,9 @@ import shutil
 from datetime import date
 from pathlib import Path
 
-from .. import faults
-from ..errors import ArchiveError
-from ..fsutil import atomic_write, private_dir, remove_temp_files
+from ..core.errors import ArchiveError
+from ..core.fsutil import atomic_write, private_dir, remove_temp_files
+from ..testing import faults
 
 SEALED_SUFFIX = ".p7m"
 ARCHIVE_SUFFIX = ".archive.p7m"

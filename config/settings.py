@@ -20,7 +20,7 @@ from typing import Any
 
 from stdnum.fr import siret
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 REGISTRY_FILE = Path(__file__).with_name("departments.toml")
 # Shapes only: the base layer does not import the flows (flows/codes.py holds the full lists).

@@ -17,8 +17,8 @@ from datetime import date, datetime
 from pathlib import Path
 
 from ..config.settings import FLOWS, load_registry
-from ..errors import ConfigError
-from ..fsutil import atomic_write, private_dir
+from ..core.errors import ConfigError
+from ..core.fsutil import atomic_write, private_dir
 from .generate import generate_inbox
 from .pki import make_pki
 

@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from ..fsutil import fsync_dir
+from ..core.fsutil import fsync_dir
 from . import codes
 from .records import FLOWS, DsgRecord, GroRecord, Record, SgrRecord
 

@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..errors import InputFileError
+from ..core.errors import InputFileError
 from .build import (
     BuiltPart,
     FlowHeader,

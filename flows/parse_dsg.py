@@ -31,7 +31,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..errors import InputFileError
+from ..core.errors import InputFileError
 from . import check
 from .check import Invalid
 from .parse import Limits, ParseResult, XmlFields, load_xml, read_bytes, reject

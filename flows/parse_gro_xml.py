@@ -35,7 +35,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..errors import InputFileError
+from ..core.errors import InputFileError
 from . import check
 from .check import Invalid
 from .parse import (

@@ -39,8 +39,8 @@ import zlib
 from datetime import date
 from pathlib import Path
 
-from ..errors import InputFileError
-from ..fsutil import private_dir
+from ..core.errors import InputFileError
+from ..core.fsutil import private_dir
 from . import check, codes
 from .check import Invalid
 from .parse import (

@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
-from .. import faults
-from ..fsutil import (
+from ..core.fsutil import (
     NAME_MAX,
     atomic_write,
     free_name,
@@ -47,6 +46,7 @@ from ..fsutil import (
     private_dir,
     storable_name,
 )
+from ..testing import faults
 from ..trace.store import TraceStore
 
 PATTERNS: dict[str, tuple[str, ...]] = {"DSG": (".xml",), "GRO": (".xml", ".csv"), "SGR": (".zip", ".csv")}

@@ -30,7 +30,7 @@ from ..config.settings import (
     _url,
     load_registry,
 )
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",

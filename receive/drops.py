@@ -25,9 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import TransportError
-from ..fsutil import atomic_write, name_digest, private_dir, storable_name
-from ..log import get as get_logger
+from ..core.errors import TransportError
+from ..core.fsutil import atomic_write, name_digest, private_dir, storable_name
+from ..core.log import get as get_logger
 from ..transport.local import ACK_DIR
 from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
 
@@ -544,7 +544,7 @@ class HubeeDropReader(Drop):
         return found
 
     def write_ack(self, name: str, data: bytes) -> None:
-        from ..acks import parse_ack
+        from ..jobs.acks import parse_ack
 
         ack = parse_ack(data)
         if ack.file_name not in self._cases and ack.file_name not in self._settled:

@@ -39,8 +39,9 @@ from io import BytesIO
 
 from lxml import etree
 
-from .. import errors, schemas
-from ..errors import SchemaError
+from .. import schemas
+from ..core import errors
+from ..core.errors import SchemaError
 from ..flows import codes
 
 __all__ = [

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import FluxError
-from ..fsutil import private_dir
+from ..core.errors import FluxError
+from ..core.fsutil import private_dir
 
 __all__ = ["DUPLICATE", "INGESTING", "OK", "REFUSED", "Gap", "Ledger", "LedgerError", "Row"]
 

@@ -37,7 +37,7 @@ from typing import BinaryIO
 
 import pandas as pd
 
-from ..fsutil import fsync_dir, private_dir
+from ..core.fsutil import fsync_dir, private_dir
 from .extract import COLUMNS, RECORD_KEY, Extracted, open_zip, scan_chunks, scan_file
 
 __all__ = ["FORMATS", "write_outputs"]

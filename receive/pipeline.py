@@ -55,14 +55,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .. import faults
-from ..acks import AckError, ack_name, build_ack
-from ..clock import Clock
-from ..errors import ConfigError, ExitCode, FluxError, SealError
-from ..fsutil import private_dir
-from ..lock import RunLock, lock_path
-from ..log import get as get_logger
+from ..core.clock import Clock
+from ..core.errors import ConfigError, ExitCode, FluxError, SealError
+from ..core.fsutil import private_dir
+from ..core.lock import RunLock, lock_path
+from ..core.log import get as get_logger
+from ..jobs.acks import AckError, ack_name, build_ack
 from ..seal import certs, cms
+from ..testing import faults
 from .config import ReceiveConfig
 from .drops import Drop, DropFile, open_drop
 from .extract import Extracted, ExtractError, ZipLimits, extract
@@ -700,7 +700,7 @@ def serve_receivers(
     Every département's lock is held for the life of the command, so a second receiver of the
     same ledger exits 4 at once. The first signal finishes the file in hand; a second exits 8.
     """
-    from ..stopping import GracefulStop
+    from ..core.stopping import GracefulStop
 
     poll = min(c.poll_seconds for c in configs)
     several = len(configs) > 1

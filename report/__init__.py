@@ -1,1 +1,1 @@
-"""Reports people open: what the night tells operators in files (rejects report)."""
+"""What operators read: the rejects report of a night, `status`, and the metrics file."""

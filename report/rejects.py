@@ -14,7 +14,7 @@ import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..fsutil import atomic_write
+from ..core.fsutil import atomic_write
 
 COLUMNS = ("flow", "department", "file", "line", "code", "message")
 # The ASCII triggers, and their full-width forms (some spreadsheets fold them to ASCII).

@@ -25,7 +25,7 @@ from typing import IO
 
 from lxml import etree
 
-from ..errors import SchemaError
+from ..core.errors import SchemaError
 
 __all__ = ["KINDS", "validate_bytes", "validate_file", "validate_sgr_zip", "xsd_path"]
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ..errors import CertificateError
+from ..core.errors import CertificateError
 
 __all__ = [
     "check_recipient",

@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from ..errors import SealError
+from ..core.errors import SealError
 from .certs import check_recipient, check_signer, describe
 
 __all__ = ["Sealed", "envelope", "open_sealed", "reseal_from_archive", "seal", "sign"]

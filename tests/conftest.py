@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import NOW, make_demo
 
-from flux_pmi.clock import FixedClock
+from flux_pmi.core.clock import FixedClock
 
 
 @pytest.fixture

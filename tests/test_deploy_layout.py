@@ -3,7 +3,7 @@
 Was: the `[paths]` defaulted to folders beside /etc/flux-pmi/flux-pmi.toml, which the shipped units'
 ProtectSystem=strict makes read-only, and `run` crashed with a traceback. The test takes the TOML
 block of docs/operations.md as written, puts the config folder on a genuinely read-only bind mount
-(tests/readonly.py: root ignores chmod), and runs the night: it succeeds and writes only under the
+(tests/support/readonly.py: root ignores chmod), and runs the night: it succeeds and writes only under the
 state folder. The same config without `state` is refused with exit 10, naming the folder.
 """
 
@@ -16,10 +16,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from readonly import run_cli_read_only
 from support import make_demo, open_delivered
+from support.readonly import run_cli_read_only
 
-from flux_pmi.errors import ExitCode
+from flux_pmi.core.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "operations.md"

@@ -24,10 +24,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from structlog.testing import capture_logs
 from support import NOW, CliProcess, make_demo
 
-from flux_pmi.clock import PARIS, FixedClock
 from flux_pmi.config.settings import DEFAULT_JOBS, Job, load
-from flux_pmi.errors import ConfigError
-from flux_pmi.lock import run_lock
+from flux_pmi.core.clock import PARIS, FixedClock
+from flux_pmi.core.errors import ConfigError
+from flux_pmi.core.lock import run_lock
 from flux_pmi.scheduler import (
     ServiceJobs,
     add_jobs,
@@ -370,15 +370,15 @@ def test_the_sla_job_warns_about_late_records_and_each_job_writes_the_metrics(se
 
 
 def test_the_sla_job_warns_when_records_are_at_risk(settings):
-    from flux_pmi.night import Night
-    from flux_pmi.transport.double import RecordingTransport
+    from flux_pmi.jobs.night import Night
+    from flux_pmi.testing.mock import RecordingTransport
 
     double = RecordingTransport(down={"067"})  # 067's files stay undelivered
     Night(settings, clock=FixedClock(NOW), sleep=lambda _s: None, transport_factory=lambda s, d: double).run()
     with capture_logs() as logs:
         assert ServiceJobs(settings, clock=FixedClock(NOW)).run_job("sla") is True
     (report,) = [e for e in logs if e["event"] == "sla.report"]
-    # At risk: 067's records due Mon 23 and Tue 24 (tests/test_status.py works the deadlines out). None
+    # At risk: 067's records due Mon 23 and Tue 24 (tests/report/test_status.py works the deadlines out). None
     # late: its two GRO mutations count from the day its Caf recorded them (DTREF), not from their
     # declaration to the Caf she left.
     assert report["log_level"] == "warning" and report["at_risk"] == 2 and report["late"] == 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from ..errors import TraceError
+from ..core.errors import TraceError
 
 
 class Status(StrEnum):

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from ..errors import TraceError
-from ..fsutil import private_dir
+from ..core.errors import TraceError
+from ..core.fsutil import private_dir
 from .lifecycle import TO_DELIVER, ParkedState, RunStatus, Status, check_transition
 
 SCHEMA_VERSION = 2

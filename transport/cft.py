@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config.settings import FLOWS, Department, Settings
-from ..errors import ConfigError, TransportError
-from ..fsutil import atomic_write, private_dir
-from ..log import get as get_logger
+from ..core.errors import ConfigError, TransportError
+from ..core.fsutil import atomic_write, private_dir
+from ..core.log import get as get_logger
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
 
 SEND_TEMPLATE = "SEND PART={part}, IDF={idf}, FNAME={fname}, NFNAME={nfname}"

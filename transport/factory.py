@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from ..config.settings import Department, Settings
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import Transport
 from .local import LocalDrop
 

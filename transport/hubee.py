@@ -42,11 +42,11 @@ from typing import Any
 import httpx
 
 from .. import __version__
-from ..clock import Clock, from_environment
 from ..config.settings import Department, Hubee, Settings
-from ..errors import ConfigError, TransportError
-from ..fsutil import atomic_write, private_dir
-from ..log import get as get_logger
+from ..core.clock import Clock, from_environment
+from ..core.errors import ConfigError, TransportError
+from ..core.fsutil import atomic_write, private_dir
+from ..core.log import get as get_logger
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
 
 SCOPE = "OSL"
@@ -591,7 +591,7 @@ class HubeeTransport(Transport):
     # -- acknowledgements ----------------------------------------------------------------------------
 
     def fetch_acks(self, department: str) -> list[AckFile]:
-        from .. import acks  # acks imports this package's base module
+        from ..jobs import acks  # acks imports this package's base module
 
         with self._lock:
             files = self._load()
@@ -673,7 +673,7 @@ class HubeeTransport(Transport):
         return {"status": kind, "code": status, "at": at.isoformat()}
 
     def remove_ack(self, department: str, name: str) -> None:
-        from .. import acks
+        from ..jobs import acks
 
         with self._lock:
             files = self._load()

@@ -13,9 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .. import faults
-from ..errors import TransportError
-from ..fsutil import TMP_PREFIX, atomic_write, fsync_dir, private_dir
+from ..core.errors import TransportError
+from ..core.fsutil import TMP_PREFIX, atomic_write, fsync_dir, private_dir
+from ..testing import faults
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
 
 ACK_DIR = "acks"

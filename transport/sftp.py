@@ -45,11 +45,12 @@ from paramiko.sftp import (
     SFTPError,
 )
 
-from .. import faults, keyfiles
 from ..config.settings import FLOWS, Department, Settings
-from ..errors import ArchiveError, CertificateError, ConfigError, HostKeyError, TransportError
-from ..fsutil import storable_name
-from ..log import get as get_logger
+from ..core import keyfiles
+from ..core.errors import ArchiveError, CertificateError, ConfigError, HostKeyError, TransportError
+from ..core.fsutil import storable_name
+from ..core.log import get as get_logger
+from ..testing import faults
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
 
 # paramiko logs every transport event and a traceback per failed connection; ours say it once, without noise.

@@ -1,0 +1,469 @@
+"""Acknowledgements: the receivers tell us when they took each file into account.
+
+The convention (art. 5, annexe 2 §6) asks the sender to keep, for every exchange, the date
+the receiver's application took the file into account. Nothing in a file transfer says
+that, so each receiver writes back one small XML file per delivered file (schemas/ack.xsd,
+docs/acks.md): the file's name and SHA-256, OK or KO with a reason code, and its own
+timestamp. `collect` reads them from every enabled département's ack folder and records
+them in the trace.
+
+An ack changes what we believe was delivered, so it is never taken on trust: one that does
+not parse, names a file we never sent to that département, or carries another SHA-256 than
+the file we sent, is recorded as an anomaly and changes nothing. A KO marks the emission
+failed so that it is not blindly redelivered; re-emitting it automatically is a
+per-département option (`reemit_on_ko`).
+
+The reason text (Libelle) may, against the contract, carry personal data: it is parsed and
+handed to the caller but never logged nor written to the trace. Only names and codes are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from lxml import etree
+
+from ..config.settings import Department, Settings
+from ..core.errors import FluxError, SchemaError, TraceError, TransportError
+from ..core.log import get as get_logger
+from ..schemas import validate_bytes
+from ..testing import faults
+from ..trace.lifecycle import Status
+from ..trace.store import Emission, TraceStore
+from ..transport.base import AckFile, Transport
+
+__all__ = [
+    "ACK_NAMESPACE",
+    "ACK_SUFFIX",
+    "MAX_ACK_BYTES",
+    "MAX_AUTO_REEMISSIONS",
+    "Ack",
+    "AckError",
+    "AckSummary",
+    "Reemit",
+    "ack_name",
+    "build_ack",
+    "collect",
+    "parse_ack",
+]
+
+ACK_NAMESPACE = "urn:flux-pmi:ack:1"
+ACK_SUFFIX = ".ack.xml"
+# An ack is a few hundred bytes; a cap keeps a hostile or broken receiver from making us
+# parse megabytes. The transports have their own, looser caps (1 MiB for SFTP).
+MAX_ACK_BYTES = 64 * 1024
+# A receiver that keeps refusing the same file (its own certificate is wrong, say) would
+# otherwise get a new copy after every KO: past this many copies, an operator decides.
+MAX_AUTO_REEMISSIONS = 3
+
+OK, KO = "OK", "KO"
+
+# acks.outcome values (the trace's `acks` table); "recorded" is the only one that changes an emission.
+RECORDED = "recorded"
+DUPLICATE = "duplicate"
+CONFLICT = "conflict"
+UNKNOWN_FILE = "unknown-file"
+HASH_MISMATCH = "hash-mismatch"
+INVALID = "invalid"
+
+_FIELDS = ("Fichier", "Empreinte", "Statut", "Code", "Libelle", "Horodatage")
+
+
+class AckError(FluxError):
+    """An acknowledgement cannot be built or read. The reason never quotes the ack's content."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"acknowledgement refused: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    file_name: str  # the delivered file, e.g. GRO_035_20261123_000001.xml.p7m
+    sha256: str  # of the delivered .p7m, 64 lowercase hex
+    status: str  # OK or KO
+    code: str  # reason code: OK, SIGNATURE, DECRYPT, SCHEMA, SEQUENCE_DUPLICATE...
+    text: str  # reason text: for the caller only, never logged or traced
+    at: datetime  # when the receiver took the file into account (aware)
+
+
+class Reemit(Protocol):
+    """What `collect` calls for an automatic re-emission; the caller binds settings, trace and clock."""
+
+    def __call__(self, emission_id: int, *, reason: str) -> object: ...
+
+
+@dataclass
+class AckSummary:
+    recorded_ok: int = 0
+    recorded_ko: int = 0
+    anomalies: int = 0
+    errors: list[str] = field(default_factory=list)  # operator-facing: départements whose acks were not read
+    duplicates: int = 0
+    deferred: int = 0  # acks for a file whose delivery is not recorded yet: left for a later collect
+    ignored: int = 0  # files not named *.ack.xml (maybe a receiver's write in progress): left in place
+    reemitted: list[int] = field(default_factory=list)  # emission ids handed to `reemit`
+
+
+def ack_name(file_name: str) -> str:
+    """The name a receiver gives the ack of `file_name`."""
+    return file_name + ACK_SUFFIX
+
+
+# --- the format ------------------------------------------------------------------------
+
+
+def build_ack(file_name: str, sha256: str, status: str, code: str, text: str, at: datetime) -> bytes:
+    """One ack document, UTF-8, valid against schemas/ack.xsd; AckError if a field does not fit."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise AckError("Horodatage needs a timezone offset")
+    ns = f"{{{ACK_NAMESPACE}}}"
+    root = etree.Element(f"{ns}AccuseReception", nsmap={None: ACK_NAMESPACE})
+    values = (file_name, sha256, status, code, text, at.isoformat())
+    try:
+        for name, value in zip(_FIELDS, values, strict=True):
+            etree.SubElement(root, f"{ns}{name}").text = value
+    except (TypeError, ValueError):
+        # lxml refuses control characters and NUL; its message would quote them.
+        raise AckError("a field holds characters XML does not allow") from None
+    data = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    try:
+        validate_bytes("ACK", data)
+    except SchemaError as exc:
+        raise AckError("; ".join(exc.errors[:5])) from None
+    return data
+
+
+def parse_ack(data: bytes) -> Ack:
+    """Read one ack: size-capped, no DTD or entity, valid against schemas/ack.xsd, UTF-8."""
+    if len(data) > MAX_ACK_BYTES:
+        raise AckError(f"larger than {MAX_ACK_BYTES} bytes")
+    try:
+        # The hardened parse: a DOCTYPE, an entity or a network reference is refused here.
+        validate_bytes("ACK", data)
+    except SchemaError as exc:
+        raise AckError("; ".join(exc.errors[:5])) from None
+    # Valid and without a DOCTYPE: a second, equally locked-down parse only reads the values.
+    parser = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False)
+    root = etree.fromstring(data, parser)
+    encoding = (root.getroottree().docinfo.encoding or "").upper()
+    if encoding not in ("UTF-8", "UTF8"):
+        raise AckError("not UTF-8")
+    values = {name: root.findtext(f"{{{ACK_NAMESPACE}}}{name}") or "" for name in _FIELDS}
+    try:
+        at = datetime.fromisoformat(values["Horodatage"])
+    except ValueError:
+        raise AckError("Horodatage is not a date and time this system can represent") from None
+    return Ack(
+        values["Fichier"], values["Empreinte"], values["Statut"], values["Code"], values["Libelle"], at
+    )
+
+
+# --- collecting ------------------------------------------------------------------------
+
+
+@dataclass
+class _Fetched:
+    department: Department
+    transport: Transport | None
+    acks: list[AckFile]
+    error: str | None = None
+
+
+def _fetch(
+    settings: Settings, dept: Department, transport_for: Callable[[Settings, Department], Transport]
+) -> _Fetched:
+    transport: Transport | None = None
+    try:
+        transport = transport_for(settings, dept)
+        return _Fetched(dept, transport, transport.fetch_acks(dept.code))
+    except FluxError as exc:  # a broken partner or its configuration: the others go on
+        return _Fetched(dept, transport, [], str(exc))
+    except BaseException:
+        if transport is not None:
+            transport.close()
+        raise
+
+
+def collect(
+    settings: Settings,
+    trace: TraceStore,
+    transport_for: Callable[[Settings, Department], Transport],
+    now: datetime,
+    *,
+    reemit: Reemit | None = None,
+    run_id: int | None = None,
+) -> AckSummary:
+    """Read, record and remove the acks of every enabled département.
+
+    Folders are read in parallel (`[delivery] parallel`), since most of the time is spent
+    connecting; the acks are then recorded one by one, in département order, on this thread,
+    which is the only one that writes to the trace.
+    """
+    summary = AckSummary()
+    log = get_logger("flux-pmi.acks")
+    departments = sorted(settings.enabled_departments(), key=lambda d: d.code)
+    if not departments:
+        return summary
+    fetched: list[_Fetched] = []
+    crash: BaseException | None = None
+    workers = max(1, min(settings.delivery.parallel, len(departments)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acks") as pool:
+        futures = [pool.submit(_fetch, settings, d, transport_for) for d in departments]
+        for future in futures:
+            try:
+                fetched.append(future.result())
+            except BaseException as exc:  # noqa: B036 - re-raised below, once every transport is closed
+                crash = crash or exc
+    try:
+        if crash is not None:
+            raise crash
+        for item in fetched:
+            code = item.department.code
+            if item.error is not None:
+                summary.errors.append(f"acks of département {code} not read: {item.error}")
+                log.error("acks.unreadable", department=code, error=item.error)
+                continue
+            assert item.transport is not None
+            try:
+                for ack_file in item.acks:
+                    _one(trace, item.department, item.transport, ack_file, now, reemit, run_id, summary, log)
+            except TransportError as exc:
+                summary.errors.append(f"acks of département {code}: {exc}")
+                log.error("acks.transport_failed", department=code, error=str(exc))
+    finally:
+        for item in fetched:
+            if item.transport is not None:
+                try:
+                    item.transport.close()
+                except Exception as exc:  # closing must not hide what happened before
+                    log.warning(
+                        "acks.close_failed", department=item.department.code, error=type(exc).__name__
+                    )
+    return summary
+
+
+def _ack_state(trace: TraceStore, emission_id: int) -> tuple[str, str | None]:
+    # Emission does not carry ack_status: read it with the status, in one statement.
+    row = trace.db.execute("SELECT status, ack_status FROM emissions WHERE id=?", (emission_id,)).fetchone()
+    return row["status"], row["ack_status"]
+
+
+def _one(
+    trace: TraceStore,
+    dept: Department,
+    transport: Transport,
+    ack_file: AckFile,
+    now: datetime,
+    reemit: Reemit | None,
+    run_id: int | None,
+    summary: AckSummary,
+    log: Any,
+) -> None:
+    """Judge one ack, record it, then remove it (unless it is left for later)."""
+    code, name = dept.code, ack_file.name
+
+    def anomaly(
+        kind: str, outcome: str, detail: str, ack: Ack | None = None, emission: Emission | None = None
+    ):
+        trace.add_ack(
+            now,
+            department=code,
+            ack_name=name,
+            outcome=outcome,
+            file_name=ack.file_name if ack else None,
+            sha256=ack.sha256 if ack else None,
+            status=ack.status if ack else None,
+            code=ack.code if ack else None,
+            ack_at=ack.at.isoformat() if ack else None,
+            emission_id=emission.id if emission else None,
+        )
+        trace.add_anomaly(
+            kind, f"ack {name}: {detail}", now, department=code, file=ack.file_name if ack else name
+        )
+        summary.anomalies += 1
+        log.warning(
+            "ack.anomaly",
+            department=code,
+            ack=name,
+            outcome=outcome,
+            code=ack.code if ack else None,
+            kind=kind,
+        )
+
+    if not name.endswith(ACK_SUFFIX):
+        # Maybe a receiver's upload still under its temporary name: never read nor removed.
+        summary.ignored += 1
+        log.warning("ack.ignored", department=code, ack=name, reason=f"not named *{ACK_SUFFIX}")
+        return
+    try:
+        try:
+            ack = parse_ack(ack_file.data)
+        except AckError as exc:
+            anomaly("ack-invalid", INVALID, exc.reason)
+            transport.remove_ack(code, name)
+            return
+        if name != ack_name(ack.file_name):
+            anomaly("ack-invalid", INVALID, "its name does not match the file it acknowledges", ack)
+            transport.remove_ack(code, name)
+            return
+        emission = trace.emission_by_file(code, ack.file_name)
+        if emission is None:
+            anomaly(
+                "ack-unknown-file", UNKNOWN_FILE, f"no file {ack.file_name} was sent to this département", ack
+            )
+            transport.remove_ack(code, name)
+            return
+        if emission.sha256 != ack.sha256:
+            # A forged, stale or corrupted ack: it must not vouch for a file it did not see.
+            anomaly(
+                "ack-hash-mismatch",
+                HASH_MISMATCH,
+                "its SHA-256 is not the one of the file sent",
+                ack,
+                emission,
+            )
+            transport.remove_ack(code, name)
+            return
+        status, recorded = _ack_state(trace, emission.id)
+        if recorded == ack.status:
+            trace.add_ack(
+                now,
+                department=code,
+                ack_name=name,
+                outcome=DUPLICATE,
+                file_name=ack.file_name,
+                sha256=ack.sha256,
+                status=ack.status,
+                code=ack.code,
+                ack_at=ack.at.isoformat(),
+                emission_id=emission.id,
+            )
+            summary.duplicates += 1
+            log.info("ack.duplicate", department=code, ack=name, outcome=DUPLICATE, code=ack.code)
+            if ack.status == KO:
+                # The first run may have stopped between recording the KO and re-emitting.
+                _maybe_reemit(trace, dept, emission, ack, now, reemit, summary, log)
+            transport.remove_ack(code, name)
+            return
+        if recorded is not None:
+            anomaly(
+                "ack-conflict", CONFLICT, f"{ack.status} after a {recorded} for the same file", ack, emission
+            )
+            transport.remove_ack(code, name)
+            return
+        if status != Status.DELIVERED:
+            # Our delivery is not recorded yet (a crash between the transfer and the trace): the
+            # next run's delivery finds the file in place and records it; the ack waits until then.
+            summary.deferred += 1
+            log.info(
+                "ack.deferred", department=code, ack=name, outcome="deferred", code=ack.code, status=status
+            )
+            return
+        if ack.status == OK:
+            trace.transition(
+                emission.id,
+                Status.ACKNOWLEDGED,
+                now,
+                run_id=run_id,
+                detail=f"ack {ack.code}",
+                acknowledged_at=ack.at.isoformat(),
+                ack_status=OK,
+                ack_code=ack.code,
+            )
+            summary.recorded_ok += 1
+        else:
+            trace.transition(
+                emission.id,
+                Status.FAILED,
+                now,
+                run_id=run_id,
+                detail=f"ack {ack.code}",
+                ack_status=KO,
+                ack_code=ack.code,
+                last_error=f"KO ack: {ack.code}",
+            )
+            summary.recorded_ko += 1
+        trace.add_ack(
+            now,
+            department=code,
+            ack_name=name,
+            outcome=RECORDED,
+            file_name=ack.file_name,
+            sha256=ack.sha256,
+            status=ack.status,
+            code=ack.code,
+            ack_at=ack.at.isoformat(),
+            emission_id=emission.id,
+        )
+        (log.info if ack.status == OK else log.warning)(
+            "ack.recorded", department=code, ack=name, outcome=RECORDED, status=ack.status, code=ack.code
+        )
+        if ack.status == KO:
+            _maybe_reemit(trace, dept, emission, ack, now, reemit, summary, log)
+        faults.point("ack-recorded")
+        # Removed last: a crash before this leaves the ack, which the next collect sees as a duplicate.
+        transport.remove_ack(code, name)
+    except TraceError as exc:
+        # The trace refused (locked, or the emission changed under us): the ack stays for the next collect.
+        summary.errors.append(f"ack {name} of département {code} not recorded: {exc}")
+        log.error("ack.not_recorded", department=code, ack=name, error=str(exc))
+
+
+def _maybe_reemit(
+    trace: TraceStore,
+    dept: Department,
+    emission: Emission,
+    ack: Ack,
+    now: datetime,
+    reemit: Reemit | None,
+    summary: AckSummary,
+    log: Any,
+) -> None:
+    if reemit is None or not dept.options.get("reemit_on_ko"):
+        return
+    newer = trace.db.execute(
+        "SELECT 1 FROM emissions WHERE flow=? AND department=? AND seq=? AND reemission_no>? LIMIT 1",
+        (emission.flow, emission.department, emission.seq, emission.reemission_no),
+    ).fetchone()
+    if newer is not None:
+        return  # a later copy of this file exists already (an operator's, or ours before a crash)
+    file = emission.file_name
+    if emission.reemission_no >= MAX_AUTO_REEMISSIONS:
+        trace.add_anomaly(
+            "ack-ko-repeated",
+            f"KO {ack.code} on copy {emission.reemission_no}: no automatic"
+            " re-emission, an operator must look",
+            now,
+            department=dept.code,
+            file=file,
+        )
+        summary.anomalies += 1
+        log.warning(
+            "ack.reemit_skipped",
+            department=dept.code,
+            file=file,
+            code=ack.code,
+            copies=emission.reemission_no,
+        )
+        return
+    try:
+        reemit(emission.id, reason=f"automatic on KO ack {ack.code}")
+    except FluxError as exc:
+        trace.add_anomaly(
+            "ack-reemit-failed",
+            f"automatic re-emission after KO {ack.code} failed: {exc}",
+            now,
+            department=dept.code,
+            file=file,
+        )
+        summary.anomalies += 1
+        summary.errors.append(f"{file}: automatic re-emission after KO {ack.code} failed: {exc}")
+        log.error("ack.reemit_failed", department=dept.code, file=file, code=ack.code, error=str(exc))
+        return
+    summary.reemitted.append(emission.id)
+    log.info("ack.reemitted", department=dept.code, file=file, code=ack.code, emission=emission.id)

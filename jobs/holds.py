@@ -1,0 +1,82 @@
+"""`flux-pmi hold DEPT` / `flux-pmi resume DEPT`: an operator pauses one partner's deliveries.
+
+A partner under maintenance must not be disabled (`enabled = false` means "receives
+nothing"): its records would no longer be emitted on time. A hold only stops the delivery:
+the night still builds, seals and archives its files with their sequence numbers, and they
+wait; no connection is opened to the partner, not even to read its acks. On resume the next
+run (`flux-pmi run`, or the scheduled night) delivers them in sequence order, once each,
+through the ordinary delivery queue.
+
+Both are traced in the `holds` table (who: `--by` or the OS user; when; why), which keeps
+the history. Neither takes the run lock: a hold is one row, and a night that is running
+reads the holds when it starts delivering.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from ..config.settings import Settings, load
+from ..core.errors import ConfigError
+from ..trace.store import TraceStore
+from .reemit import _clean, parse_departments, requester
+
+
+def _department(settings, value: str) -> str:  # type: ignore[no-untyped-def]
+    if value.strip().lower() == "all":
+        raise ConfigError("command line", "department", "one département code (035, 02A, 971), not all")
+    try:
+        return parse_departments(settings, [value])[0]
+    except ConfigError:  # its message offers `all`, which a hold refuses
+        raise ConfigError("command line", "department",
+                          f"one département code of the registry (035, 02A, 971), got {value.strip()!r}") from None
+
+
+def _waiting(trace: TraceStore, department: str) -> int:
+    return sum(e.department == department for e in trace.to_deliver())
+
+
+def _asked(config: Path, department: str, by: str | None, verb: str) -> tuple[Settings, str, str]:
+    """The settings, the département's registry code and who asks: `--by ""` is refused, not the OS user."""
+    settings = load(config, check_files=False)
+    code = _department(settings, department)
+    who = _clean(requester() if by is None else by, 64)
+    if not who:
+        raise ConfigError("command line", "--by", f"who {verb} the département (an operator identity)")
+    return settings, code, who
+
+
+def hold(config: Path, department: str, *, by: str | None, reason: str, now: datetime) -> list[str]:
+    settings, code, who = _asked(config, department, by, "holds")
+    trace = TraceStore(settings.paths.trace)
+    try:
+        row, created = trace.hold(code, now, by=who, reason=_clean(reason, 500))
+        waiting = _waiting(trace, code)
+    finally:
+        trace.close()
+    lines = [
+        f"département {code} {'held' if created else 'already held'} since {row['held_at']} by {row['held_by']}"
+        + (f": {row['reason']}" if row["reason"] else ""),
+        f"{waiting} file(s) waiting; its files are built and archived as usual and wait for "
+        f"`flux-pmi resume {code}`",
+    ]
+    if not settings.departments[code].enabled:
+        lines.append(f"note: département {code} is not enabled: it receives nothing anyway")
+    return lines
+
+
+def resume(config: Path, department: str, *, by: str | None, now: datetime) -> list[str]:
+    settings, code, who = _asked(config, department, by, "resumes")
+    trace = TraceStore(settings.paths.trace)
+    try:
+        row = trace.resume(code, now, by=who)
+        waiting = _waiting(trace, code)
+    finally:
+        trace.close()
+    if row is None:
+        return [f"département {code} is not held: nothing to resume"]
+    return [
+        f"département {code} resumed by {who} (held since {row['held_at']} by {row['held_by']})",
+        f"{waiting} waiting file(s) are delivered in sequence order by the next run (`flux-pmi run`)",
+    ]

@@ -1,0 +1,699 @@
+"""The nightly run: claim the inbox, build, validate, seal, archive, deliver, trace.
+
+This is the only module that knows the whole path; each stage below it knows only
+its own job. Every step that changes the world is recorded in the trace first or
+right after, so that a run killed at any point is completed, exactly once, by the
+next one:
+- claimed material stays in `work/` until every emission made from it is archived;
+- an emission not yet archived is rebuilt from that material, with the sequence
+  number it was given the first time;
+- an archived emission is only ever delivered, by name, and delivering a name the
+  partner already holds with the same SHA-256 is a no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import shutil
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+
+from ..archive import ArchiveStore
+from ..archive import consumed as consumed_store
+from ..config.settings import Department, Settings
+from ..core import workdays
+from ..core.clock import Clock
+from ..core.errors import ExitCode, FluxError, InputFileError, SchemaError, SealError, TransportError
+from ..core.fsutil import private_dir, remove_temp_files
+from ..core.log import get as get_logger
+from ..flows.build import FlowHeader, build
+from ..flows.codes import recipient_of_commune, recipient_of_idepart
+from ..flows.parse import Limits as ParseLimits
+from ..flows.parse import parse_file
+from ..flows.records import FLOWS, DsgRecord, GroRecord, Reject, SgrRecord
+from ..inbox import claim as inbox
+from ..report import rejects as rejects_report
+from ..schemas import validate_file, validate_sgr_zip
+from ..seal import certs, cms
+from ..testing import faults
+from ..trace.lifecycle import ParkedState, RunStatus, Status
+from ..trace.store import Emission, TraceStore
+from ..transport.base import Delivery, Transport
+from ..transport.factory import transport_for
+from . import guards
+
+
+def cert_fingerprint(cert: Any) -> str:
+    """Which certificate a file was sealed for: a re-emission re-seals when it has changed."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def emission_name(flow: str, department: str, business_date: date, seq: int, part: int, parts: int,
+                  reemission_no: int = 0) -> str:
+    """Technical file names only: flow, département, date, sequence (and part / re-emission)."""
+    stem = f"{flow}_{department}_{business_date:%Y%m%d}_{seq:06d}"
+    if parts > 1:
+        stem += f"_P{part}of{parts}"
+    if reemission_no:
+        stem += f"_R{reemission_no:02d}"
+    return stem + (".zip" if flow == "SGR" else ".xml") + ".p7m"
+
+
+@dataclass
+class LineSummary:
+    records: int = 0
+    rejects: int = 0
+    files: int = 0
+    bytes: int = 0
+    delivered: int = 0
+    pending: int = 0
+
+
+@dataclass
+class NightReport:
+    run_id: int
+    business_date: date
+    lines: dict[tuple[str, str], LineSummary] = field(default_factory=lambda: defaultdict(LineSummary))
+    quarantined: list[tuple[str, str, str]] = field(default_factory=list)  # flow, file, code
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # operator-facing, no personal data
+    undelivered: int = 0
+    held: dict[str, int] = field(default_factory=dict)  # held département -> files waiting for its resume
+    parked: int = 0  # records kept for a département that is not enabled (DEPARTMENT_NOT_ENABLED_KEPT)
+    replayed: int = 0  # parked records emitted tonight, their département being enabled now
+    rejects_report: Path | None = None
+    seconds: float = 0.0
+    interrupted: bool = False
+    acks: Any = None  # acks.AckSummary
+    purge: Any = None  # retention.PurgeResult
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        if self.undelivered:
+            return ExitCode.UNDELIVERED
+        if self.quarantined:
+            return ExitCode.QUARANTINED
+        return ExitCode.OK
+
+    def totals(self) -> LineSummary:
+        t = LineSummary()
+        for s in self.lines.values():
+            for k in vars(t):
+                setattr(t, k, getattr(t, k) + getattr(s, k))
+        return t
+
+
+class Night:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None,
+                 transport_factory: Callable[[Settings, Department], Transport] = transport_for,
+                 stop: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep,
+                 progress: Callable[[str], None] | None = None, purge: bool = True):
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.transport_factory = transport_factory
+        self.stop = stop or threading.Event()
+        self.sleep = sleep
+        self.progress = progress or (lambda _msg: None)
+        self.purge = purge
+        self.log = get_logger("flux-pmi.night")
+        self.paths = settings.paths
+        self.archive = ArchiveStore(self.paths.archive)
+        self._certs: dict[str, Any] = {}
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def run(self, business_date: date | None = None, *, trace: TraceStore | None = None) -> NightReport:
+        started = time.monotonic()
+        business_date = business_date or self.clock.today()
+        own_trace = trace is None
+        trace = trace or TraceStore(self.paths.trace)
+        run_id = trace.start_run("run", business_date, self.clock.now())
+        report = NightReport(run_id, business_date)
+        self.log.info("run.start", run=run_id, business_date=business_date.isoformat())
+        status, failure = RunStatus.FAILED, ExitCode.INTERNAL
+        try:
+            self._prepare()
+            self._load_sender()
+            self._secure_consumed(trace)
+            self._collect_acks(trace, run_id, report)
+            batches = self._batches(trace, business_date, run_id, report)
+            # Input set aside tonight as a duplicate is a plaintext copy of upstream's file: sealed now.
+            consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
+            for i, batch in enumerate(batches, 1):
+                if self.stop.is_set():
+                    break
+                self._process_batch(trace, batch, run_id, report)
+                self.progress(f"{batch.flow} {batch.business_date}: batch {i}/{len(batches)} built")
+            if not self.stop.is_set():
+                self._replay_parked(trace, run_id, report)
+            self._write_rejects_report(trace, run_id, report)
+            if not self.stop.is_set():
+                self.deliver(trace, run_id, report)
+            self._housekeeping(trace, report)
+            # Emissions to deliver, not yet archived, or not even built (their batch is still open).
+            # Files that wait only for a held département are not "undelivered": the operator asked.
+            held = trace.active_holds()
+            waiting = [e for e in trace.to_deliver() if e.department not in held]
+            report.held = dict(sorted(Counter(e.department for e in trace.to_deliver()
+                                              if e.department in held).items()))
+            report.undelivered = (len(waiting) + self._unarchived(trace)
+                                  + len([b for b in trace.open_batches() if b["state"] == "claimed"]))
+            report.interrupted = self.stop.is_set() and report.undelivered > 0
+            status = RunStatus.of_exit(report.exit_code.name)
+            return report
+        except FluxError as exc:
+            # A refusal on purpose (no inbox, a loose key): the trace keeps the operator's code and
+            # reason, as the command line gave them, not a bug's. Messages carry no personal data.
+            failure = exc.exit_code
+            report.problems.append(str(exc))
+            raise
+        finally:
+            report.seconds = time.monotonic() - started
+            t = report.totals()
+            code = report.exit_code if status != RunStatus.FAILED else failure
+            trace.finish_run(run_id, self.clock.now(), status=status, exit_code=int(code), records=t.records,
+                             rejects=t.rejects, files=t.files, nbytes=t.bytes,
+                             message="; ".join(report.problems)[:2000])
+            self.log.info("run.end", run=run_id, status=status, exit_code=int(code), records=t.records,
+                          rejects=t.rejects, files=t.files, bytes=t.bytes, seconds=round(report.seconds, 3))
+            if own_trace:
+                trace.close()
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        # Refused before anything is claimed or sent. The inbox is never created here: a missing one
+        # is an unmounted share, and creating it would send "nothing today" to every département.
+        guards.require_inbox(self.settings)
+        guards.require_owner_only_keys(self.settings)
+        for p in (self.paths.work, self.paths.reports, self.paths.quarantine, self.paths.consumed):
+            guards.ensure_private_dir(p)
+        # Leftovers of writes a crash interrupted never carried a final name: remove them.
+        self.archive.cleanup()
+        remove_temp_files(self.paths.work)
+
+    def _load_sender(self) -> None:
+        s = self.settings.sender
+        self.signer_cert = certs.load_certificate(s.certificate)
+        self.signer_key = certs.load_private_key(s.key, s.key_passphrase)
+        self.archive_cert = certs.load_certificate(s.archive_certificate)
+
+    def _recipient_cert(self, dept: Department) -> Any:
+        if dept.code not in self._certs:
+            assert dept.certificate is not None
+            self._certs[dept.code] = certs.load_certificate(dept.certificate)
+        return self._certs[dept.code]
+
+    # -- acknowledgements first, housekeeping last ----------------------------------------------
+
+    def _collect_acks(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        """Record the départements' acks before emitting, so a KO can be re-emitted tonight."""
+        from . import acks, reemit  # imported here: reemit uses this module
+
+        now = self.clock.now()
+
+        def auto_reemit(emission_id: int, *, reason: str) -> object:
+            return reemit.reemit_emission(self.settings, trace, self.archive, emission_id, now=now,
+                                          by=reemit.AUTO_REQUESTER, reason=reason)
+
+        # A held département is not connected to at all, not even for its acks: they wait for the resume.
+        held = trace.active_holds()
+        settings = self.settings if not held else dataclasses.replace(self.settings, departments={
+            c: dataclasses.replace(d, enabled=False) if c in held else d for c, d in self.settings.departments.items()})
+        summary = acks.collect(settings, trace, self.transport_factory, now, reemit=auto_reemit,
+                               run_id=run_id)
+        report.acks = summary
+        report.problems.extend(f"acks: {e}" for e in summary.errors)
+
+    def _housekeeping(self, trace: TraceStore, report: NightReport) -> None:
+        from . import reemit, retention
+
+        if self.purge and not self.stop.is_set():
+            faults.point("purge")
+            report.purge = retention.purge(self.settings, trace, self.archive, today=self.clock.today(),
+                                           now=self.clock.now())
+        reemit.close_completed_requests(trace, self.clock.now())
+
+    # -- claim -----------------------------------------------------------------------------
+
+    def _batches(self, trace: TraceStore, business_date: date, run_id: int, report: NightReport) -> list[inbox.Batch]:
+        now = self.clock.now()
+        batches: list[inbox.Batch] = []
+        for row in trace.open_batches():
+            if row["state"] == "claiming":
+                inbox.finish_claim(trace, row["id"], inbox=self.paths.inbox, work=self.paths.work,
+                                   flow=row["flow"], now=now)
+            batches.append(inbox.Batch(row["id"], row["flow"], date.fromisoformat(row["business_date"]),
+                                       inbox.batch_dir(self.paths.work, row["id"], row["flow"])))
+        pending_flows = {(b.flow, b.business_date) for b in batches}
+        for flow in FLOWS:
+            for aside in inbox.screen(self.paths.inbox, self.paths.quarantine, flow):  # before it can crash a claim
+                report.quarantined.append((flow, aside.name, aside.code))
+                trace.add_anomaly("quarantined-input", f"{flow} input set aside: {aside.code}: {aside.reason}", now,
+                                  file=aside.name)
+                self.log.error("inbox.quarantined", flow=flow, file=aside.name, code=aside.code, reason=aside.reason)
+            faults.point("claim")
+            batch, dups = inbox.claim(trace, inbox=self.paths.inbox, work=self.paths.work,
+                                      consumed=self.paths.consumed, flow=flow, business_date=business_date,
+                                      run_id=run_id, now=now)
+            for name in dups:
+                report.duplicates.append((flow, name))
+                trace.add_anomaly("duplicate-input", f"{flow} input already consumed, set aside", now, file=name)
+                self.log.warning("inbox.duplicate", flow=flow, file=name)
+            if batch is None and (flow, business_date) not in pending_flows and self._needs_empty(trace, flow,
+                                                                                               business_date):
+                batch_id = trace.create_batch(flow, business_date, run_id, now, [])
+                inbox.finish_claim(trace, batch_id, inbox=self.paths.inbox, work=self.paths.work, flow=flow,
+                                   now=now)
+                batch = inbox.Batch(batch_id, flow, business_date, inbox.batch_dir(self.paths.work, batch_id, flow))
+            if batch is not None:
+                batches.append(batch)
+        return batches
+
+    def _empty_flow_departments(self, flow: str) -> list[Department]:
+        return [d for d in self.settings.enabled_departments() if flow in d.flows and d.empty_flows]
+
+    def _needs_empty(self, trace: TraceStore, flow: str, business_date: date) -> bool:
+        return any(not trace.has_emission_on(flow, d.code, business_date) for d in self._empty_flow_departments(flow))
+
+    # -- parse, check, route, build, validate, seal, archive -------------------------------
+
+    def _process_batch(self, trace: TraceStore, batch: inbox.Batch, run_id: int, report: NightReport) -> None:
+        flow, now = batch.flow, self.clock.now()
+        limits = ParseLimits(max_input_bytes=self.settings.limits.max_input_bytes,
+                             max_pdf_bytes=self.settings.limits.max_pdf_bytes)
+        records: list[Any] = []
+        rejects: list[tuple[Reject, str | None]] = []
+        for row in trace.batch_files(batch.id):
+            if row["kind"] != "input" or row["state"] != "claimed":
+                continue
+            path = batch.dir / row["name"]
+            faults.point("parse")
+            try:
+                result = parse_file(flow, path, display_name=row["name"], today=self.clock.today(),
+                                    inbox_root=batch.dir, limits=limits)
+            except (InputFileError, OSError) as error:  # OSError: unreadable since it was claimed
+                exc = error if isinstance(error, InputFileError) else InputFileError(
+                    row["name"], None, f"cannot be read ({error.strerror})", "UNREADABLE")
+                inbox.quarantine(path, self.paths.quarantine, flow, row["name"], exc.code, str(exc))
+                trace.quarantine_file(row["id"], exc.code, str(exc))
+                report.quarantined.append((flow, row["name"], exc.code))
+                self.log.error("inbox.quarantined", flow=flow, file=row["name"], code=exc.code, reason=str(exc))
+                continue
+            records.extend(result.records)
+            rejects.extend((r, None) for r in result.rejects)
+
+        enabled = {d.code: d for d in self.settings.enabled_departments() if flow in d.flows}
+        by_dept: dict[str, list[Any]] = defaultdict(list)
+        refs = {id(r): trace.record_ref(r.key) for r in records}
+        elsewhere = trace.refs_emitted_elsewhere(refs.values(), batch.id)
+        # A DSG rectification is emitted again, not refused: trace it as such when its original was sent.
+        originals = {id(r): trace.record_ref(r.original_key) for r in records
+                     if isinstance(r, DsgRecord) and r.is_rectification}
+        rectified = trace.refs_emitted_elsewhere(originals.values(), batch.id) if originals else set()
+        warnings: list[tuple[Reject, str | None]] = []
+        seen: set[str] = set()
+        parked: dict[str, int] = defaultdict(int)
+        for rec in records:
+            dept = _route(rec)
+            ref = refs[id(rec)]
+            if dept is None:
+                rejects.append((Reject(flow, rec.source, "COMMUNE_UNKNOWN",
+                                       "no recipient runs PMI for this record's commune (or IDEPARTE)"), None))
+            elif ref in elsewhere:
+                rejects.append((Reject(flow, rec.source, "DUPLICATE", "record already emitted from an earlier input"),
+                                dept))
+            elif ref in seen:
+                rejects.append((Reject(flow, rec.source, "DUPLICATE", "record appears twice in this batch"), dept))
+            elif dept not in enabled and dept in self.settings.departments:
+                # Kept: the input is kept (encrypted) and enabling the flow later emits these records.
+                rejects.append((Reject(flow, rec.source, "DEPARTMENT_NOT_ENABLED_KEPT",
+                                       f"département {dept} has no enabled {flow} flow: kept, emitted once"
+                                       " it is enabled"), dept))
+                parked[dept] += 1
+            elif dept not in enabled:
+                rejects.append((Reject(flow, rec.source, "DEPARTMENT_NOT_ENABLED",
+                                       f"département {dept} has no enabled {flow} flow"), dept))
+            else:
+                seen.add(ref)
+                by_dept[dept].append(rec)
+                mismatch = _addressing_mismatch(rec, dept, enabled[dept].siret)
+                if mismatch:
+                    warnings.append((Reject(flow, rec.source, "ADDRESSING_MISMATCH", mismatch), dept))
+                if originals.get(id(rec)) in rectified:
+                    trace.add_anomaly("dsg-rectification", "declaration emitted again as a rectification", now,
+                                      department=dept, file=rec.source.file)
+        for r, d in warnings:
+            self.log.warning("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                             department=d, reason=r.message)
+        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
+                                             for r, d in warnings], now)
+        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
+                                             for r, d in rejects], now)
+        for code, n in sorted(parked.items()):
+            trace.park(batch.id, flow, code, batch.business_date, n, now)
+            report.parked += n
+        for r, d in rejects:
+            self.log.warning("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                             department=d, reason=r.message)
+        rejects_by_dept: dict[str, int] = defaultdict(int)
+        for _r, d in rejects:
+            rejects_by_dept[d or "---"] += 1  # "---": no département could be told
+        for code, n in rejects_by_dept.items():
+            report.lines[(flow, code)].rejects += n
+
+        existing: dict[str, list[Emission]] = defaultdict(list)
+        for e in trace.emissions_of_batch(batch.id):
+            existing[e.department].append(e)
+        targets = set(by_dept) | set(existing)
+        for d in self._empty_flow_departments(flow):
+            if d.code not in targets and not trace.has_emission_on(flow, d.code, batch.business_date):
+                targets.add(d.code)
+        complete = True
+        for code in sorted(targets):
+            if self.stop.is_set():
+                complete = False
+                break
+            line = report.lines[(flow, code)]
+            if existing[code] and all(e.archived_at for e in existing[code]):
+                continue  # archived by an earlier, interrupted run: only delivery is left
+            recs = sorted(by_dept.get(code, []), key=lambda r: (r.source.file, r.source.line))
+            try:
+                complete &= self._emit(trace, batch, enabled[code], recs, rejects_by_dept.get(code, 0), run_id,
+                                       line, report)
+            except OSError as exc:  # a full disk, say: this département waits, the others go on
+                complete = False
+                report.problems.append(f"{flow} {code}: cannot build: {exc.strerror or exc}")
+                self.log.error("emission.build_failed", flow=flow, department=code, error=exc.strerror or str(exc))
+        if complete and not self.stop.is_set():
+            faults.point("batch-done")
+            trace.set_batch_state(batch.id, "done", self.clock.now())
+            inbox.retire_batch(self.paths.work, self.paths.consumed, batch.id, batch.business_date,
+                               keep=lambda src, b=batch: self._keep_consumed(src, b.id, b.business_date))
+
+    def _emit(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any], rejects: int,
+              run_id: int, line: LineSummary, report: NightReport) -> bool:
+        """Build, validate, seal and archive the emission(s) of one département. False if one is left undone."""
+        flow, now = batch.flow, self.clock.now()
+        rows: dict[int, Emission] = {}
+
+        def seq_for_part(part: int) -> int:
+            rows[part] = trace.get_or_create_emission(batch.id, flow, dept.code, batch.business_date, part, now)
+            return rows[part].seq
+
+        header = FlowHeader(flow=flow, department=dept.code, numorg=dept.numorg[0], siret=dept.siret,
+                            business_date=batch.business_date, created_at=now)
+        out_dir = private_dir(self.paths.work / f"batch-{batch.id:06d}" / "out")
+        faults.point("build")
+        parts = build(header, records, out_dir=out_dir, max_bytes=self.settings.limits.max_file_bytes,
+                      seq_for_part=seq_for_part)
+        ok = True
+        for part in parts:
+            row = rows[part.part]
+            try:
+                if row.archived_at:
+                    continue
+                self._seal_and_archive(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0,
+                                       run_id)
+                line.records += len(part.record_keys)
+                line.files += 1
+                line.bytes += trace.emission(row.id).size or 0
+            except (SchemaError, SealError) as exc:
+                ok = False
+                trace.transition(row.id, Status.FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
+                report.problems.append(f"{flow} {dept.code}: {exc}")
+                self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
+            finally:
+                part.path.unlink(missing_ok=True)  # the plaintext never outlives its seal
+        return ok
+
+    def _seal_and_archive(self, trace: TraceStore, row: Emission, part: Any, dept: Department, nparts: int,
+                          rejects: int, run_id: int) -> None:
+        if row.status != Status.BUILT:
+            trace.transition(row.id, Status.BUILT, self.clock.now(), run_id=run_id, detail="rebuilt")
+        if row.flow == "SGR":
+            validate_sgr_zip(part.path)
+        else:
+            validate_file(row.flow, part.path)
+        faults.point("validated")
+        sealed = cms.seal(part.path.read_bytes(), signer_cert=self.signer_cert, signer_key=self.signer_key,
+                          recipient_cert=self._recipient_cert(dept), archive_cert=self.archive_cert,
+                          now=self.clock.now())
+        trace.transition(row.id, Status.SEALED, self.clock.now(), run_id=run_id)
+        faults.point("sealed")
+        name = emission_name(row.flow, dept.code, date.fromisoformat(row.business_date), row.seq, part.part, nparts)
+        self.archive.put(date.fromisoformat(row.business_date), name, sealed.for_recipient, sealed.for_archive)
+        faults.point("archived-file")
+        trace.mark_archived(
+            row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
+            records=[(k, r, workdays.deadline(r, dept.code)) for k, r in zip(part.record_keys, part.received,
+                                                                             strict=True)],
+            rejects_count=rejects, run_id=run_id, recipient_cert_sha256=cert_fingerprint(self._recipient_cert(dept)))
+        faults.point("archived")
+        self.log.info("emission.archived", flow=row.flow, department=dept.code, seq=row.seq, file=name,
+                      records=len(part.record_keys))
+
+    def _stamp_transmission(self, emission: Emission, now: Any) -> None:
+        """The archived files' mtime becomes their last transmission: the purge of files whose trace
+        rows are already gone (archive_months > trace_months) counts from it."""
+        day = date.fromisoformat(emission.business_date)
+        for path in (self.archive.sealed_path(day, emission.file_name or ""),
+                     self.archive.archive_copy_path(day, emission.file_name or "")):
+            try:
+                os.utime(path, (now.timestamp(), now.timestamp()))
+            except OSError:
+                pass  # only a date for the purge: never a reason to fail a delivery that happened
+
+    # -- consumed input, kept encrypted; parked records -------------------------------------
+
+    def _encrypt_for_archive(self, data: bytes) -> bytes:
+        return cms.envelope(data, self.archive_cert)
+
+    def _decrypt_from_archive(self, data: bytes) -> bytes:
+        s = self.settings.sender
+        key = certs.load_private_key(s.archive_key, s.archive_key_passphrase)
+        return cms.decrypt_envelope(data, cert=self.archive_cert, key=key, what="kept consumed input")
+
+    def _keep_consumed(self, src: Path, batch_id: int, business_date: date) -> None:
+        consumed_store.keep(src, self.paths.consumed, batch_id, business_date, self._encrypt_for_archive)
+
+    def _secure_consumed(self, trace: TraceStore) -> None:
+        """Nothing consumed stays in clear: finish a retirement a crash interrupted, encrypt old leftovers."""
+        done = {r["id"]: r for r in trace.db.execute("SELECT id, business_date FROM batches WHERE state='done'")}
+        for folder in sorted(self.paths.work.glob("batch-*")):
+            try:
+                batch_id = int(folder.name.removeprefix("batch-"))
+            except ValueError:
+                continue
+            if batch_id in done:
+                self._keep_consumed(folder, batch_id, date.fromisoformat(done[batch_id]["business_date"]))
+        for folder in sorted(self.paths.work.glob("replay-*")):
+            shutil.rmtree(folder, ignore_errors=True)  # a replay killed midway: its plaintext goes
+        consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
+
+    def _replay_parked(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        """Emit the parked records of départements enabled since, from their kept input, exactly once."""
+        limits = ParseLimits(max_input_bytes=self.settings.limits.max_input_bytes,
+                             max_pdf_bytes=self.settings.limits.max_pdf_bytes)
+        for row in trace.parked():
+            dept = self.settings.departments.get(row["department"])
+            if dept is None or not dept.enabled or row["flow"] not in dept.flows:
+                continue
+            if self.stop.is_set():
+                return
+            batch_id, flow, now = row["batch_id"], row["flow"], self.clock.now()
+            where = f"{flow} {dept.code} (kept input of batch {batch_id})"
+            work = self.paths.work / f"replay-{batch_id:06d}"
+            try:
+                consumed_store.restore(self.paths.consumed, batch_id, work, self._decrypt_from_archive)
+                folder = work / flow
+                records = []
+                inputs = sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()
+                                and p.name.lower().endswith(inbox.PATTERNS[flow])) if folder.is_dir() else []
+                for path in inputs:
+                    try:
+                        records.extend(parse_file(flow, path, display_name=path.name, today=self.clock.today(),
+                                                  inbox_root=folder, limits=limits).records)
+                    except InputFileError:
+                        continue  # quarantined the first time: never part of the kept batch's records
+                mine = [r for r in records if _route(r) == dept.code]
+                refs = {id(r): trace.record_ref(r.key) for r in mine}
+                emitted = trace.refs_emitted(refs.values())
+                todo, seen = [], set()
+                for r in sorted(mine, key=lambda r: (r.source.file, r.source.line)):
+                    if refs[id(r)] not in emitted and refs[id(r)] not in seen:
+                        seen.add(refs[id(r)])
+                        todo.append(r)
+                ok = True
+                if todo:
+                    batch = inbox.Batch(batch_id, flow, date.fromisoformat(row["business_date"]), folder)
+                    ok = self._emit(trace, batch, dept, todo, 0, run_id, report.lines[(flow, dept.code)], report)
+                    shutil.rmtree(self.paths.work / f"batch-{batch_id:06d}", ignore_errors=True)  # its `out/`
+                if ok:
+                    trace.close_parked(row["id"], self.clock.now(), ParkedState.EMITTED, len(todo))
+                    report.replayed += len(todo)
+                    self.log.info("parked.emitted", flow=flow, department=dept.code, batch=batch_id,
+                                  records=len(todo))
+            except (FluxError, OSError) as exc:
+                if isinstance(exc, consumed_store.KeptInputMissing):
+                    trace.close_parked(row["id"], now, ParkedState.LOST, 0)
+                report.problems.append(f"{where}: not emitted: {exc}")
+                self.log.error("parked.failed", flow=flow, department=dept.code, batch=batch_id, error=str(exc))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _unarchived(self, trace: TraceStore) -> int:
+        return trace.db.execute("SELECT COUNT(*) FROM emissions WHERE archived_at IS NULL").fetchone()[0]
+
+    # -- rejects report ----------------------------------------------------------------------
+
+    def _write_rejects_report(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        rows = trace.db.execute("SELECT flow, department, file, line, code, message FROM rejects WHERE run_id=?"
+                                " ORDER BY flow, file, line", (run_id,)).fetchall()
+        if not rows:
+            return
+        path = self.paths.reports / f"rejects-{report.business_date:%Y%m%d}-run{run_id:06d}.csv"
+        report.rejects_report = rejects_report.write(path, [tuple(r) for r in rows])
+
+    # -- deliver ---------------------------------------------------------------------------
+
+    def deliver(self, trace: TraceStore, run_id: int, report: NightReport, *,
+                only: Collection[int] | None = None) -> None:
+        """Deliver every archived emission not yet delivered (night, re-emissions, retries).
+
+        `only`: these emission ids and nothing else (a re-emission request sends what it asked
+        for; the rest waits for the night). A held département's files wait for its resume:
+        no connection is opened to it.
+        """
+        pending = trace.to_deliver()
+        if only is not None:
+            pending = [e for e in pending if e.id in only]
+        held = trace.active_holds()
+        for e in pending:
+            if e.department in held:
+                report.held[e.department] = report.held.get(e.department, 0) + 1
+        pending = [e for e in pending if e.department not in held]
+        if not pending:
+            return
+        by_dept: dict[str, list[Emission]] = defaultdict(list)
+        for e in pending:
+            by_dept[e.department].append(e)
+        results: queue.Queue[tuple[Emission, str | None, int, str]] = queue.Queue()
+        transports: dict[str, Transport] = {}
+        for code in by_dept:
+            dept = self.settings.departments.get(code)
+            if dept is None or not dept.enabled:
+                report.problems.append(f"département {code} has emissions to deliver but is not enabled")
+                continue
+            try:
+                transports[code] = self.transport_factory(self.settings, dept)
+            except FluxError as exc:  # one partner's broken setup must not stop the others
+                report.problems.append(f"département {code}: transport unusable: {exc}")
+                for e in by_dept[code]:
+                    trace.transition(e.id, Status.FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
+        self.progress(f"delivering {len(pending)} file(s) to {len(transports)} département(s)")
+        policy = self.settings.delivery
+        with ThreadPoolExecutor(max_workers=max(1, policy.parallel), thread_name_prefix="deliver") as pool:
+            futures = [pool.submit(self._deliver_department, transports[c], by_dept[c], results)
+                       for c in sorted(transports)]
+            remaining, done = len(futures), 0
+            while remaining:
+                item = results.get()
+                if item is None:  # type: ignore[comparison-overlap]
+                    remaining -= 1
+                    continue
+                emission, error, attempts, reference = item
+                now = self.clock.now()
+                line = report.lines[(emission.flow, emission.department)]
+                if error is None:
+                    trace.transition(emission.id, Status.DELIVERED, now, run_id=run_id, attempts=emission.attempts
+                                     + attempts, transport=transports[emission.department].name, last_error=None,
+                                     transport_ref=reference or None)
+                    faults.point("delivered-traced")
+                    self._stamp_transmission(emission, now)
+                    line.delivered += 1
+                    done += 1
+                    self.progress(f"{emission.flow} {emission.department}: {done}/{len(pending)} files delivered")
+                else:
+                    trace.transition(emission.id, Status.FAILED, now, run_id=run_id,
+                                     attempts=emission.attempts + attempts, last_error=error[:500])
+                    line.pending += 1
+                    report.problems.append(f"{emission.flow} {emission.department} seq {emission.seq}: {error}")
+                    self.progress(f"{emission.flow} {emission.department}: seq {emission.seq} not delivered")
+            for f in futures:
+                f.result()
+        for t in {id(t): t for t in transports.values()}.values():
+            t.close()
+
+    def _deliver_department(self, transport: Transport, emissions: list[Emission],
+                            results: queue.Queue[Any]) -> None:
+        """One département's files, in sequence order; a failure stops its queue (no gap is created)."""
+        policy = self.settings.delivery
+        try:
+            for e in emissions:
+                if self.stop.is_set():
+                    return
+                item = Delivery(e.department, e.flow, e.file_name or "",
+                                self.archive.sealed_path(date.fromisoformat(e.business_date), e.file_name or ""),
+                                e.size or 0, e.sha256 or "")
+                error, attempts, reference = None, 0, ""
+                for attempt in range(1, policy.attempts + 1):
+                    attempts = attempt
+                    try:
+                        faults.point("deliver")
+                        reference = transport.deliver(item).reference
+                        faults.point("delivered")
+                        error = None
+                        break
+                    except TransportError as exc:
+                        error = str(exc)
+                        self.log.warning("deliver.retry" if not exc.permanent and attempt < policy.attempts
+                                         else "deliver.failed", department=e.department, file=item.file_name,
+                                         attempt=attempt, error=str(exc))
+                        if exc.permanent:
+                            break
+                        if attempt < policy.attempts:
+                            self.sleep(min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1)))
+                    except FluxError as exc:
+                        error = str(exc)
+                        break
+                results.put((e, error, attempts, reference))
+                if error is not None:
+                    return
+        except Exception as exc:  # a bug in one adapter must not take the other départements down
+            self.log.error("deliver.crashed", error=type(exc).__name__)
+            raise
+        finally:
+            results.put(None)
+
+
+def _route(rec: Any) -> str | None:
+    """The recipient's registry code: SGR from the real index on IDEPARTE, the rest on the commune."""
+    if isinstance(rec, SgrRecord) and rec.idepart:
+        return recipient_of_idepart(rec.idepart)
+    return recipient_of_commune(rec.commune_code)
+
+
+def _addressing_mismatch(rec: Any, dept: str, siret: str | None) -> str | None:
+    """A value-free message when the upstream file addressed the record elsewhere than its route."""
+    if isinstance(rec, DsgRecord):
+        if rec.addressed_to and rec.addressed_to != dept:
+            return f"the envelope's Recepteur names another département than {dept}, where the commune routes"
+        if rec.addressed_siret and siret and rec.addressed_siret != siret:
+            return f"the envelope's Recepteur SIRET is not that of {dept}, where the commune routes"
+    elif isinstance(rec, GroRecord) and rec.idepart and rec.idepart != dept:
+        return f"the case's IDEPARTE names another département than {dept}, where the commune routes"
+    return None

@@ -1,0 +1,123 @@
+"""An operator's mistakes on a bad night get a clear answer with a documented exit code, never a
+traceback, and lose, duplicate or misroute nothing: odd bytes in --reason, an empty --by, a wrong code."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from support import make_demo, run_cli
+
+from flux_pmi.core.clock import PARIS
+from flux_pmi.core.errors import ConfigError, ExitCode
+from flux_pmi.jobs import holds
+
+NOW = datetime(2026, 11, 23, 4, 0, tzinfo=PARIS)
+# Bytes a terminal or a paste can put in argv: not UTF-8 (\xff), a C1 CSI (\xc2\x9b), ESC, a newline,
+# a Unicode line separator and a bidi override; and a formula-like start.
+ODD_REASON = "=cmd|calc\nx\x1b[31m\udcff\x9b2J\u2028y\u202eevil"
+
+
+def _demo(tmp_path: Path) -> Path:
+    root = tmp_path / "demo"
+    make_demo(root)
+    return root
+
+
+def _db(root: Path) -> sqlite3.Connection:
+    return sqlite3.connect(root / "trace" / "flux-pmi.sqlite")
+
+
+def test_hold_reason_with_bytes_that_are_not_utf8_is_stored_as_one_clean_line(tmp_path):
+    root = _demo(tmp_path)
+    lines = holds.hold(root / "flux-pmi.toml", "035", by="op", reason=ODD_REASON, now=NOW)
+    assert "held" in lines[0]
+    reason = _db(root).execute("SELECT reason FROM holds WHERE department='035'").fetchone()[0]
+    assert reason.startswith("=cmd|calc x")
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF
+                   or c in "\u2028\u202e" for c in reason)
+    status = run_cli("status", "--config", str(root / "flux-pmi.toml"))
+    assert status.returncode in (ExitCode.OK, ExitCode.STALE), status.stderr
+    assert "Traceback" not in status.stderr and "\x1b" not in status.stdout
+
+
+def test_reemit_reason_that_is_not_utf8_is_not_a_traceback(tmp_path):
+    root = _demo(tmp_path)
+    config = str(root / "flux-pmi.toml")
+    assert run_cli("run", "--config", config).returncode == ExitCode.OK
+    r = run_cli("reemit", "--config", config, "--flow", "DSG", "--department", "035", "--date", "2026-11-23",
+                "--reason", ODD_REASON)
+    assert "Traceback" not in r.stderr
+    assert r.returncode == ExitCode.OK, r.stdout + r.stderr
+    reason, status = _db(root).execute("SELECT reason, status FROM reemission_requests").fetchone()
+    assert status == "done" and reason.startswith("=cmd|calc x") and "\x1b" not in reason
+
+
+@pytest.mark.parametrize("command", ["hold", "resume"])
+def test_an_empty_by_is_refused_not_replaced_by_the_os_user(tmp_path, command):
+    root = _demo(tmp_path)
+    fn = holds.hold if command == "hold" else holds.resume
+    kw = {"reason": ""} if command == "hold" else {}
+    with pytest.raises(ConfigError, match="--by"):
+        fn(root / "flux-pmi.toml", "035", by="", now=NOW, **kw)
+    trace = root / "trace" / "flux-pmi.sqlite"
+    assert not trace.exists() or _db(root).execute("SELECT count(*) FROM holds").fetchone()[0] == 0
+
+
+def test_reemit_with_an_empty_by_is_refused(tmp_path):
+    root = _demo(tmp_path)
+    config = str(root / "flux-pmi.toml")
+    assert run_cli("run", "--config", config).returncode == ExitCode.OK
+    r = run_cli("reemit", "--config", config, "--flow", "DSG", "--department", "035", "--date", "2026-11-23",
+                "--by", "")
+    assert r.returncode == ExitCode.USAGE and "--by" in r.stderr, r.stdout + r.stderr
+    assert _db(root).execute("SELECT count(*) FROM reemission_requests").fetchone()[0] == 0
+
+
+def test_holding_an_unknown_code_names_it_and_does_not_offer_all(tmp_path):
+    root = _demo(tmp_path)
+    r = run_cli("hold", "69X", "--config", str(root / "flux-pmi.toml"))
+    assert r.returncode == ExitCode.USAGE
+    assert "'69X'" in r.stderr and "or all" not in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("command", [["check"], ["status", "--json"], ["run"], ["hold", "035"]])
+def test_a_config_saved_as_latin1_or_a_folder_is_a_usage_error_not_a_traceback(tmp_path, command):
+    root = _demo(tmp_path)
+    latin = root / "latin.toml"
+    latin.write_bytes((root / "flux-pmi.toml").read_bytes() + "# Dé partement\n".encode("latin-1"))
+    for config in (latin, root):
+        r = run_cli(*command, "--config", str(config))
+        assert r.returncode == ExitCode.USAGE, r.stderr
+        assert "Traceback" not in r.stderr and str(config) in r.stderr
+
+
+def test_status_does_not_say_ok_for_a_night_killed_with_sigkill(tmp_path):
+    root = _demo(tmp_path)
+    config = str(root / "flux-pmi.toml")
+    assert run_cli("run", "--config", config, env_extra={"FLUX_PMI_CRASH_AT": "delivered:2"}).returncode == -9
+    text = run_cli("status", "--config", config).stdout
+    line = text.splitlines()[text.splitlines().index("LAST NIGHTLY RUN") + 1]
+    assert "status died" in line and not line.strip().startswith("OK"), line
+    assert run_cli("run", "--config", config).returncode == ExitCode.OK
+    text = run_cli("status", "--config", config).stdout
+    assert "  OK: run 2" in text
+
+
+def test_a_missing_drop_root_is_not_created_its_files_wait_and_go_once_it_is_back(tmp_path):
+    # An unmounted share: files "delivered" into a folder created in its place never reach the partner.
+    root = _demo(tmp_path)
+    config = root / "flux-pmi.toml"
+    share = tmp_path / "mnt" / "share"
+    config.write_text(config.read_text().replace('root = "drop"', f'root = "{share}"'))
+    check = run_cli("check", "--config", str(config), "--quiet")
+    assert check.returncode == ExitCode.CHECK_FAILED and "local drop root" in check.stdout, check.stdout
+    r = run_cli("run", "--config", str(config))
+    assert r.returncode == ExitCode.UNDELIVERED and "local drop root" in r.stdout, r.stdout + r.stderr
+    assert not share.parent.exists()
+    share.parent.mkdir()
+    assert run_cli("run", "--config", str(config)).returncode == ExitCode.OK
+    delivered = sorted(p.name for p in share.glob("*/*.p7m"))
+    assert len(delivered) == 12 and all("_R" not in n for n in delivered)

@@ -1,0 +1,96 @@
+"""The trace store and the emission lifecycle."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import date, datetime
+
+import pytest
+
+from flux_pmi.core.clock import PARIS
+from flux_pmi.core.errors import TraceError
+from flux_pmi.trace.lifecycle import ALLOWED, Status, check_transition
+from flux_pmi.trace.store import TraceStore
+
+NOW = datetime(2026, 11, 23, 4, 0, tzinfo=PARIS)
+DAY = date(2026, 11, 23)
+
+
+@pytest.fixture
+def trace(tmp_path):
+    t = TraceStore(tmp_path / "trace" / "t.sqlite")
+    yield t
+    t.close()
+
+
+def test_lifecycle_allows_the_happy_path_and_refuses_skips():
+    path = [Status.BUILT, Status.SEALED, Status.ARCHIVED, Status.DELIVERED, Status.ACKNOWLEDGED]
+    for a, b in zip(path, path[1:], strict=False):
+        assert check_transition(a, b) == b
+    for bad in [(Status.BUILT, Status.DELIVERED), (Status.SEALED, Status.DELIVERED),
+                (Status.ACKNOWLEDGED, Status.DELIVERED), (Status.DELIVERED, Status.ARCHIVED)]:
+        with pytest.raises(TraceError):
+            check_transition(*bad)
+    assert ALLOWED[Status.ACKNOWLEDGED] == frozenset()
+
+
+def test_wal_mode_and_owner_only_key(trace, tmp_path):
+    assert trace.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    key = tmp_path / "trace" / "t.key"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    again = TraceStore(tmp_path / "trace" / "t.sqlite")
+    assert again.record_ref("x") == trace.record_ref("x")  # the key persists
+    again.close()
+
+
+def test_sequence_is_allocated_once_per_part_and_grows_per_department(trace):
+    run = trace.start_run("run", DAY, NOW)
+    b = trace.create_batch("GRO", DAY, run, NOW, [])
+    e1 = trace.get_or_create_emission(b, "GRO", "035", DAY, 1, NOW)
+    assert trace.get_or_create_emission(b, "GRO", "035", DAY, 1, NOW).seq == e1.seq  # rebuild: same seq
+    e2 = trace.get_or_create_emission(b, "GRO", "035", DAY, 2, NOW)
+    other = trace.get_or_create_emission(b, "GRO", "056", DAY, 1, NOW)
+    assert (e1.seq, e2.seq, other.seq) == (1, 2, 1)
+
+
+def test_transition_writes_an_event_and_refuses_forbidden_moves(trace):
+    run = trace.start_run("run", DAY, NOW)
+    b = trace.create_batch("DSG", DAY, run, NOW, [])
+    e = trace.get_or_create_emission(b, "DSG", "035", DAY, 1, NOW)
+    with pytest.raises(TraceError):
+        trace.transition(e.id, Status.DELIVERED, NOW)
+    trace.transition(e.id, Status.SEALED, NOW)
+    trace.mark_archived(e.id, NOW, file_name="DSG_035_20261123_000001.xml.p7m", size=10, sha256="ab",
+                        records=[("DSG:1", DAY, date(2026, 12, 3))], rejects_count=0, run_id=run)
+    got = trace.emission(e.id)
+    assert got.status == Status.ARCHIVED and got.archived_at and got.deadline == "2026-12-03"
+    events = [r["to_status"] for r in trace.db.execute(
+        "SELECT to_status FROM emission_events WHERE emission_id=? ORDER BY id", (e.id,))]
+    assert events == ["built", "sealed", "archived"]
+    assert [x.id for x in trace.to_deliver()] == [e.id]
+
+
+def test_records_are_stored_as_keyed_hashes_only(trace):
+    run = trace.start_run("run", DAY, NOW)
+    b = trace.create_batch("DSG", DAY, run, NOW, [])
+    e = trace.get_or_create_emission(b, "DSG", "035", DAY, 1, NOW)
+    trace.transition(e.id, Status.SEALED, NOW)
+    key = "DSG:2900335238042"
+    trace.mark_archived(e.id, NOW, file_name="f", size=1, sha256="x", records=[(key, DAY, DAY)],
+                        rejects_count=0, run_id=run)
+    dump = "\n".join(trace.db.iterdump())
+    assert "2900335238042" not in dump
+    assert trace.refs_emitted_elsewhere([trace.record_ref(key)], batch_id=b + 1) == {trace.record_ref(key)}
+    assert trace.refs_emitted_elsewhere([trace.record_ref(key)], batch_id=b) == set()
+
+
+def test_a_second_writer_waits_then_gets_a_clear_error(tmp_path):
+    a = TraceStore(tmp_path / "t.sqlite")
+    b = TraceStore(tmp_path / "t.sqlite", busy_timeout_ms=50)
+    with a.tx():
+        with pytest.raises(TraceError, match="locked by another process"):
+            b.start_run("run", DAY, NOW)
+    b.start_run("run", DAY, NOW)  # once released, it works
+    a.close()
+    b.close()
