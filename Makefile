@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 DEMO   ?= demo-night
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test lint clean
+.PHONY: setup system-deps demo test lint typecheck clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,12 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup system-deps lint
+# The root is the package: mypy reads it as flux_pmi through a link (tests excluded, see pyproject).
+typecheck: setup
+	@mkdir -p .mypy-path && ln -sfn .. .mypy-path/flux_pmi
+	MYPYPATH=.mypy-path $(VENV)/bin/mypy -p flux_pmi
+
+test: setup system-deps lint typecheck
 	$(PY) -m pytest -q
 
 clean:
