@@ -103,7 +103,7 @@ def test_run_lock_sits_beside_the_trace_store_and_waits_the_configured_time(demo
 HOLDER = """
 import sys
 from pathlib import Path
-from flux_pmi import log
+from flux_pmi.core import log
 from flux_pmi.core.lock import RunLock
 log.configure(json=True)  # the log to stderr: stdout is the handshake
 with RunLock(Path(sys.argv[1]), command="run", wait_seconds=0):
