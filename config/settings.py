@@ -34,6 +34,7 @@ from .validation import (
     FilePath,
     Strict,
     context,
+    existing,
     https_url,
     invalid,
     passphrase,
@@ -311,12 +312,6 @@ class _PathsTable(Strict):
         return Paths(**{k: resolve(state, v) for k, v in folders.items()}, state=state)
 
 
-def _existing(info: ValidationInfo, path: Path, at: str) -> Path:
-    if context(info).get("check_files", True) and not path.is_file():
-        raise invalid(f"an existing file ({path} not found)", at)
-    return path
-
-
 class _SenderTable(Strict):
     certificate: FilePath
     key: FilePath
@@ -333,7 +328,7 @@ class _SenderTable(Strict):
     def _files_and_secrets(self, info: ValidationInfo) -> Self:
         for key in ("certificate", "key", "archive_certificate", "archive_key", "trusted_ca"):
             if getattr(self, key) is not None:
-                _existing(info, getattr(self, key), key)
+                existing(info, getattr(self, key), key)
         self._sender = Sender(
             certificate=self.certificate, key=self.key,
             key_passphrase=passphrase(info, "key", self.key_passphrase_env, self.key_passphrase_file),

@@ -53,6 +53,15 @@ def _seconds(value: float | None) -> float | None:
     return value
 
 
+def check_directories(dirs: dict[str, Any], at: str = "") -> None:
+    """{flow: remote folder}, for the sending side's partner and the receiving side's server alike."""
+    for flow, folder in dirs.items():
+        if flow not in FLOWS:
+            raise invalid(f"a flow among {', '.join(FLOWS)}", f"{at}.{flow}" if at else flow)
+        if not isinstance(folder, str) or not folder.strip():
+            raise invalid("a remote folder path", f"{at}.{flow}" if at else flow)
+
+
 class SftpConfig(_Transport):
     type: Literal["sftp"]
     host: str
@@ -83,11 +92,7 @@ class SftpConfig(_Transport):
     @field_validator("directories")
     @classmethod
     def _directories(cls, dirs: dict[str, Any]) -> dict[str, Any]:
-        for flow, folder in dirs.items():
-            if flow not in FLOWS:
-                raise invalid(f"a flow among {', '.join(FLOWS)}", flow)
-            if not isinstance(folder, str) or not folder.strip():
-                raise invalid("a remote folder path", flow)
+        check_directories(dirs)
         return dirs
 
     _timeouts = field_validator("connect_timeout", "timeout")(_seconds)

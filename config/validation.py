@@ -74,6 +74,13 @@ def _path(value: Any, info: ValidationInfo) -> Any:
 FilePath = Annotated[Path, BeforeValidator(_path)]
 
 
+def existing(info: ValidationInfo, path: Path, at: str) -> Path:
+    """`path` must be a file, unless the loader was asked not to look (context `check_files`)."""
+    if context(info).get("check_files", True) and not path.is_file():
+        raise invalid(f"an existing file ({path} not found)", at)
+    return path
+
+
 def https_url(value: str) -> str:
     """A URL the client secret may travel to: https, or plain http only towards this machine."""
     u = urlsplit(value)
