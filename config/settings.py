@@ -10,89 +10,116 @@ the TOML: a passphrase comes from an environment variable or an owner-only file.
 
 from __future__ import annotations
 
-import os
 import re
-import stat
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Self
 
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from stdnum.fr import siret
 
 from ..core.errors import ConfigError
+from .transports import FLOWS, HubeeConfig, TransportConfig
+from .validation import (
+    FilePath,
+    Strict,
+    context,
+    existing,
+    https_url,
+    invalid,
+    passphrase,
+    read_toml,
+    resolve,
+    secret_from_env,
+    secret_from_file,
+    validate,
+)
 
 REGISTRY_FILE = Path(__file__).with_name("departments.toml")
 # Shapes only: the base layer does not import the flows (flows/codes.py holds the full lists).
 # A recipient code: a département on 3 characters, or 69M (the Métropole de Lyon).
 DEPARTMENT_CODE_RE = re.compile(r"^(?:0(?:0[1-9]|[1-8][0-9]|9[0-5]|2[AB])|97[1-46]|69M)$")
 NUMORG_RE = re.compile(r"^(?:\d{3}|20[12])$")
-FLOWS = ("DSG", "SGR", "GRO")
-
-# Per transport type: its keys, their types, and whether they are required.
-# Adapters added later register their keys here (see transport modules).
-_NUM = (int, float)
-TRANSPORT_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
-    # A département whose transport nobody has filled in yet: nothing is sent to it.
-    "disabled": {},
-    "local": {"root": (str, True)},
-    "sftp": {
-        "host": (str, True),
-        "port": (int, False),
-        "user": (str, True),
-        "key": (str, True),  # private key file (ed25519 or RSA), owner-only
-        "key_passphrase_env": (str, False),  # the passphrase never sits in the TOML
-        "key_passphrase_file": (str, False),
-        "known_hosts": (str, True),  # the pinned host key(s) of this partner
-        "directories": (dict, True),  # {DSG = "/in/dsg", SGR = ..., GRO = ...}
-        "ack_directory": (str, False),
-        "connect_timeout": (_NUM, False),
-        "timeout": (_NUM, False),
-    },
-    "cft": {
-        "cftutil": (str, True),  # path of the CFTUTIL executable
-        "part": (str, True),  # the partner's PART in the CFT configuration
-        "idf": (dict, True),  # {DSG = "PMIDSG", ...}: the file type per flow
-        "send_template": (str, False),  # default: SEND PART={part}, IDF={idf}, FNAME={fname}, NFNAME={nfname}
-        "wait": (str, False),  # "swaitcat" (default) or "poll" (LISTCAT)
-        "expect_ack": (bool, False),  # also require the partner's acknowledgement (catalog Ack = A) at phase X
-        "timeout": (_NUM, False),
-        "poll_interval": (_NUM, False),
-        "ack_directory": (str, False),  # where CFT puts the files the partner sends back
-        "env": (dict, False),  # extra environment for CFTUTIL (CFTDIRRUNTIME...)
-    },
-    # HubEE: what is shared (URLs, client ids, secrets) sits in the top-level [hubee] table.
-    "hubee": {
-        "branch_code": (str, False),  # the département's HubEE "code guichet", where it has one
-    },
-}
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryEntry:
+def _flows(value: Any) -> Any:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in FLOWS for v in value):
+        raise invalid(f"a list drawn from {', '.join(FLOWS)}")
+    return tuple(value)
+
+
+# A list of flows in the TOML; kept in the order given.
+Flows = Annotated[tuple[str, ...], BeforeValidator(_flows)]
+
+
+class _ChefLieu(Strict):
+    code: str
+    name: str
+
+
+class RegistryEntry(Strict):
+    """One département as the registry describes it (its `code` is the table's key)."""
+
     code: str
     name: str
     siret: str
     numorg: tuple[str, ...]
     holiday_zone: str
-    siret_placeholder: bool
-    chef_lieu_code: str
-    chef_lieu_name: str
-    flows: tuple[str, ...] = FLOWS
+    siret_placeholder: bool = False
+    chef_lieu: _ChefLieu
+    flows: Flows = FLOWS
     certificate: str = ""
-    transport: dict[str, Any] = field(default_factory=lambda: {"type": "disabled"})
+    # Validated with the registry file's name when a configuration is loaded (see `load`).
+    transport: dict[str, Any] = Field(default_factory=lambda: {"type": "disabled"})
+
+    @field_validator("numorg", mode="before")
+    @classmethod
+    def _numorg(cls, numorg: Any) -> Any:
+        if not isinstance(numorg, list) or not numorg or not all(isinstance(n, str) and NUMORG_RE.match(n)
+                                                                 for n in numorg):
+            raise invalid("a non-empty list of 3-character Caf codes (351, 201)")
+        return tuple(numorg)
+
+    @field_validator("siret")
+    @classmethod
+    def _siret(cls, value: str) -> str:
+        if not siret.is_valid(value):
+            raise invalid("a valid 14-digit SIRET")
+        return value
+
+    @property
+    def chef_lieu_code(self) -> str:
+        return self.chef_lieu.code
+
+    @property
+    def chef_lieu_name(self) -> str:
+        return self.chef_lieu.name
 
 
-@dataclass(frozen=True, slots=True)
-class TransportConfig:
-    type: str
-    params: dict[str, Any]
-    # The key passphrase, read from the environment or an owner-only file at load time.
-    secret: bytes | None = field(default=None, repr=False)
+class _Registry(Strict):
+    departments: dict[str, RegistryEntry] = {}
 
-    def path(self, key: str, base: Path) -> Path:
-        p = Path(self.params[key])
-        return p if p.is_absolute() else base / p
+    @model_validator(mode="before")
+    @classmethod
+    def _codes(cls, data: Any) -> Any:
+        """Each entry learns its code from its key; a key that is no recipient code is refused."""
+        depts = data.get("departments") if isinstance(data, dict) else None
+        if not isinstance(depts, dict):
+            return data
+        for code in depts:
+            if not DEPARTMENT_CODE_RE.match(code) or code == "020":
+                raise invalid("a département code on 3 characters (e.g. 035, 02A, 971) or 69M", f"departments.{code}")
+        return {**data, "departments": {c: {**d, "code": c} if isinstance(d, dict) else d for c, d in depts.items()}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,24 +163,25 @@ class Sender:
     trusted_ca: Path | None
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_file_bytes: int = 64 * 1024 * 1024
-    max_pdf_bytes: int = 5 * 1024 * 1024
-    max_input_bytes: int = 256 * 1024 * 1024
+class Limits(Strict):
+    """[limits], read as it stands in the file."""
+
+    max_file_bytes: PositiveInt = 64 * 1024 * 1024
+    max_pdf_bytes: PositiveInt = 5 * 1024 * 1024
+    max_input_bytes: PositiveInt = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryPolicy:
-    parallel: int = 8
-    attempts: int = 3
-    backoff_seconds: float = 1.0
-    backoff_max_seconds: float = 30.0
-    timeout_seconds: float = 60.0
+class DeliveryPolicy(Strict):
+    """[delivery]: how many partners at once, how often and how long each delivery is tried."""
+
+    parallel: PositiveInt = 8
+    attempts: PositiveInt = 3
+    backoff_seconds: PositiveFloat = 1.0
+    backoff_max_seconds: PositiveFloat = 30.0
+    timeout_seconds: PositiveFloat = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Retention:
+class Retention(Strict):
     # The convention sets two counts that pull in opposite directions: annexe 2 §3 keeps the
     # flows (the archive) at least 3 months after their transmission, art. 5 keeps the trace of
     # the exchanges at most 3 months. Consumed input follows the trace (it is personal data).
@@ -164,6 +192,37 @@ class Retention:
     def months(self) -> int:
         """How far back a re-emission can be asked for: the trace rows are what make a file re-emittable."""
         return self.trace_months
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_months(cls, data: Any) -> Any:
+        """The old single key `months`, read when neither new key is given: archive_months = months,
+        trace_months = min(months, 3). Given beside a new key it is refused as ambiguous."""
+        if not isinstance(data, dict) or "months" not in data:
+            return data
+        if "archive_months" in data or "trace_months" in data:
+            raise invalid("not beside archive_months / trace_months (months is their old single form)", "months")
+        legacy = data["months"]
+        if isinstance(legacy, bool) or not isinstance(legacy, int):
+            raise invalid("a int", "months")
+        if legacy < 3:
+            raise invalid("at least 3: the flows are kept 3 months (annexe 2 §3)", "months")
+        rest = {k: v for k, v in data.items() if k != "months"}
+        return {**rest, "archive_months": legacy, "trace_months": min(legacy, 3)}
+
+    @field_validator("archive_months")
+    @classmethod
+    def _archive(cls, months: int) -> int:
+        if months < 3:
+            raise invalid("at least 3: the flows are kept 3 months after their transmission (annexe 2 §3)")
+        return months
+
+    @field_validator("trace_months")
+    @classmethod
+    def _trace(cls, months: int) -> int:
+        if not 1 <= months <= 3:
+            raise invalid("from 1 to 3: the trace of the exchanges is kept at most 3 months (convention art. 5)")
+        return months
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,358 +295,296 @@ class Settings:
         return out
 
 
-def load_registry(path: Path = REGISTRY_FILE) -> dict[str, RegistryEntry]:
-    data = _read_toml(path)
-    out: dict[str, RegistryEntry] = {}
-    for code, d in data.get("departments", {}).items():
-        where = f"departments.{code}"
-        _known(path, where, d, {"name", "numorg", "holiday_zone", "siret", "siret_placeholder", "chef_lieu",
-                                "flows", "certificate", "transport"})
-        if not DEPARTMENT_CODE_RE.match(code) or code == "020":
-            raise ConfigError(path, where, "a département code on 3 characters (e.g. 035, 02A, 971) or 69M")
-        for key in ("name", "siret", "holiday_zone"):
-            _get(path, where, d, key, str)
-        numorg = _get(path, where, d, "numorg", list)
-        if not numorg or not all(isinstance(n, str) and NUMORG_RE.match(n) for n in numorg):
-            raise ConfigError(path, f"{where}.numorg", "a non-empty list of 3-character Caf codes (351, 201)")
-        if not siret.is_valid(d["siret"]):
-            raise ConfigError(path, f"{where}.siret", "a valid 14-digit SIRET")
-        out[code] = RegistryEntry(
-            code=code, name=d["name"], siret=d["siret"], numorg=tuple(numorg),
-            holiday_zone=d["holiday_zone"], siret_placeholder=bool(d.get("siret_placeholder", False)),
-            chef_lieu_code=d["chef_lieu"]["code"], chef_lieu_name=d["chef_lieu"]["name"],
-            flows=_flows(path, f"{where}.flows", d.get("flows", list(FLOWS))),
-            certificate=_get(path, where, d, "certificate", str, ""),
-            transport=_get(path, where, d, "transport", dict, {"type": "disabled"}),
+class _PathsTable(Strict):
+    state: str | None = None
+    inbox: str = "inbox"
+    work: str = "work"
+    archive: str = "archive"
+    trace: str = "trace/flux-pmi.sqlite"
+    reports: str = "reports"
+    quarantine: str = "quarantine"
+    consumed: str = "consumed"
+
+    def build(self, base: Path) -> Paths:
+        # Config (read-only under ProtectSystem=strict) and state (written every night) may live apart.
+        state = resolve(base, self.state) if self.state is not None else base
+        folders = self.model_dump(exclude={"state"})
+        return Paths(**{k: resolve(state, v) for k, v in folders.items()}, state=state)
+
+
+class _SenderTable(Strict):
+    certificate: FilePath
+    key: FilePath
+    key_passphrase_env: str | None = None
+    key_passphrase_file: str | None = None
+    archive_certificate: FilePath
+    archive_key: FilePath
+    archive_key_passphrase_env: str | None = None
+    archive_key_passphrase_file: str | None = None
+    trusted_ca: FilePath | None = None
+    _sender: Sender | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _files_and_secrets(self, info: ValidationInfo) -> Self:
+        for key in ("certificate", "key", "archive_certificate", "archive_key", "trusted_ca"):
+            if getattr(self, key) is not None:
+                existing(info, getattr(self, key), key)
+        self._sender = Sender(
+            certificate=self.certificate, key=self.key,
+            key_passphrase=passphrase(info, "key", self.key_passphrase_env, self.key_passphrase_file),
+            archive_certificate=self.archive_certificate, archive_key=self.archive_key,
+            archive_key_passphrase=passphrase(info, "archive_key", self.archive_key_passphrase_env,
+                                              self.archive_key_passphrase_file),
+            trusted_ca=self.trusted_ca,
         )
-    return out
+        return self
+
+    @property
+    def sender(self) -> Sender:
+        assert self._sender is not None  # set by the validator
+        return self._sender
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(path, "(file)", "no such file: check the --config path") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(path, "(file)", "a TOML file, not a folder: check the --config path") from exc
-    except UnicodeDecodeError as exc:  # e.g. saved as Latin-1: TOML is UTF-8
-        raise ConfigError(path, "(syntax)", f"UTF-8 text (byte {exc.start} is not UTF-8)") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "(syntax)", f"valid TOML ({exc})") from exc
+class _JobTable(Strict):
+    enabled: bool | None = None
+    day_of_week: str | None = None
+    hour: int | None = None
+    minute: int | None = None
+
+    @field_validator("day_of_week")
+    @classmethod
+    def _named_days(cls, days: str | None) -> str | None:
+        if days is not None and any(ch.isdigit() for ch in days):
+            # APScheduler 3.x counts 0 as Monday, cron as Sunday: names cannot be misread.
+            raise invalid("weekday names like mon-fri or sat,sun, not numbers")
+        return days
+
+    @model_validator(mode="after")
+    def _time_of_day(self) -> Self:
+        if not 0 <= (self.hour or 0) <= 23 or not 0 <= (self.minute or 0) <= 59:
+            raise invalid("hour 0..23 and minute 0..59")
+        return self
+
+    def over(self, job: Job) -> Job:
+        """`job` with what this table sets."""
+        return replace(job, **self.model_dump(exclude_none=True))
 
 
-def _known(file: Path, where: str, table: Any, allowed: set[str]) -> None:
-    if not isinstance(table, dict):
-        raise ConfigError(file, where, "a table")
-    for key in table:
-        if key not in allowed:
-            raise ConfigError(file, f"{where}.{key}" if where else key,
-                              f"a known key (unknown key; expected one of {', '.join(sorted(allowed))})")
+class _Jobs(Strict):
+    nightly: _JobTable | None = None
+    purge: _JobTable | None = None
+    sla: _JobTable | None = None
 
 
-def _get(file: Path, where: str, table: dict[str, Any], key: str, typ: type | tuple[type, ...], default: Any = ...,
-         *, positive: bool = False) -> Any:
-    if key not in table:
-        if default is ...:
-            raise ConfigError(file, f"{where}.{key}" if where else key, "a value (missing)")
-        return default
-    value = table[key]
-    if isinstance(value, bool) and typ is not bool and bool not in (typ if isinstance(typ, tuple) else (typ,)):
-        raise ConfigError(file, f"{where}.{key}", f"a {_tname(typ)}, not a boolean")
-    if not isinstance(value, typ):
-        raise ConfigError(file, f"{where}.{key}", f"a {_tname(typ)}")
-    if positive and value <= 0:
-        raise ConfigError(file, f"{where}.{key}", "a value greater than 0")
+_SERVICE = Service()
+
+
+class _ServiceTable(Strict):
+    lock_wait_seconds: float = _SERVICE.lock_wait_seconds
+    max_age_hours: PositiveFloat = _SERVICE.max_age_hours
+    misfire_grace_seconds: PositiveInt = _SERVICE.misfire_grace_seconds
+    metrics_file: FilePath | None = None
+    jobs: _Jobs = _Jobs()
+
+    def build(self) -> Service:
+        tables = {name: getattr(self.jobs, name) for name in DEFAULT_JOBS}
+        jobs = {name: t.over(DEFAULT_JOBS[name]) if t else DEFAULT_JOBS[name] for name, t in tables.items()}
+        return Service(lock_wait_seconds=self.lock_wait_seconds, max_age_hours=self.max_age_hours,
+                       misfire_grace_seconds=self.misfire_grace_seconds, metrics_file=self.metrics_file, jobs=jobs)
+
+
+def _header(value: str) -> str:
+    # The spec caps these three headers at 50 characters.
+    if not value or len(value) > 50 or not value.isprintable() or not value.isascii():
+        raise invalid("1 to 50 printable ASCII characters (an HTTP header)")
     return value
 
 
-def _tname(typ: type | tuple[type, ...]) -> str:
-    return " or ".join(t.__name__ for t in (typ if isinstance(typ, tuple) else (typ,)))
+Header = Annotated[str, AfterValidator(_header)]
 
 
-def _secret(file: Path, where: str, table: dict[str, Any], prefix: str, base: Path) -> bytes | None:
-    env_key, file_key = f"{prefix}_passphrase_env", f"{prefix}_passphrase_file"
-    if env_key in table:
-        return _secret_from_env(file, f"{where}.{env_key}", _get(file, where, table, env_key, str))
-    if file_key in table:
-        return _secret_from_file(file, f"{where}.{file_key}", _resolve(base, _get(file, where, table, file_key, str)))
-    return None
+def _person(value: str) -> str:
+    if not value.strip() or len(value) > 255:
+        raise invalid("the sender's technical identity, 1 to 255 characters")
+    return value
 
 
-def _secret_from_env(file: Path, key: str, name: str) -> bytes:
-    if name not in os.environ:
-        raise ConfigError(file, key, f"the environment variable {name} to be set")
-    return os.environ[name].encode()
+class _Applicant(Strict):
+    firstName: Annotated[str, AfterValidator(_person)]  # noqa: N815 - HubEE's JSON names
+    lastName: Annotated[str, AfterValidator(_person)]  # noqa: N815
 
 
-def _secret_from_file(file: Path, key: str, p: Path) -> bytes:
-    try:
-        st = p.stat()
-    except FileNotFoundError as exc:
-        raise ConfigError(file, key, f"an existing file ({p} not found)") from exc
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(file, key, f"a file readable by its owner only ({p} is not)")
-    return p.read_bytes().rstrip(b"\r\n")
+class _HubeeTable(Strict):
+    api_url: Annotated[str, AfterValidator(https_url)]
+    token_url: Annotated[str, AfterValidator(https_url)]
+    client_ids: dict[str, Any]
+    client_secret_env: dict[str, Any] | None = None
+    client_secret_files: dict[str, Any] | None = None
+    timeout: PositiveFloat = 30.0
+    editor_name: Header = "CNAF"
+    application_name: Header = "flux-pmi"
+    software_version: Header | None = None  # unset: flux_pmi.__version__
+    applicant: _Applicant = _Applicant(firstName="CNAF", lastName="flux-pmi")
+    _secrets: dict[str, bytes] = PrivateAttr(default_factory=dict)
+
+    @field_validator("client_ids")
+    @classmethod
+    def _ids(cls, ids: dict[str, Any]) -> dict[str, Any]:
+        if not ids or not all(k in FLOWS and isinstance(v, str) and v.strip() for k, v in ids.items()):
+            raise invalid(f'a table of client ids per démarche among {", ".join(FLOWS)}, e.g. {{ GRO = "..." }}')
+        return {k: v.strip() for k, v in ids.items()}
+
+    @model_validator(mode="after")
+    def _read_secrets(self, info: ValidationInfo) -> Self:
+        if (self.client_secret_env is None) == (self.client_secret_files is None):
+            raise invalid("one of client_secret_env or client_secret_files (secrets never sit here)")
+        key = "client_secret_env" if self.client_secret_env is not None else "client_secret_files"
+        refs: dict[str, Any] = getattr(self, key)
+        if set(refs) != set(self.client_ids) or not all(isinstance(v, str) and v for v in refs.values()):
+            raise invalid(f"one entry per client id ({', '.join(sorted(self.client_ids))}), each a string", key)
+        base = context(info).get("base", Path.cwd())
+        for flow, ref in refs.items():
+            at = f"{key}.{flow}"
+            value = secret_from_env(ref, at) if key == "client_secret_env" else secret_from_file(resolve(base, ref), at)
+            if not value:
+                raise invalid("a non-empty client secret", at)
+            self._secrets[flow] = value
+        return self
+
+    def build(self) -> Hubee:
+        from .. import __version__
+
+        return Hubee(api_url=self.api_url, token_url=self.token_url, client_ids=self.client_ids,
+                     secrets=dict(self._secrets), timeout=self.timeout, editor_name=self.editor_name,
+                     application_name=self.application_name, software_version=self.software_version or __version__,
+                     applicant=self.applicant.model_dump())
 
 
-def _resolve(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p
+class _Defaults(Strict):
+    flows: Flows | None = None
+    empty_flows: bool = True
+    transport: TransportConfig | None = None
+    reemit_on_ko: bool = False
 
 
-def _existing(file: Path, key: str, path: Path) -> Path:
-    if not path.is_file():
-        raise ConfigError(file, key, f"an existing file ({path} not found)")
-    return path
+class _DepartmentTable(Strict):
+    enabled: bool | None = None
+    certificate: str | None = None
+    flows: Flows | None = None
+    empty_flows: bool | None = None
+    transport: TransportConfig | None = None
+    reemit_on_ko: bool | None = None
 
 
-def _transport(file: Path, where: str, table: Any, base: Path) -> TransportConfig:
-    if not isinstance(table, dict):
-        raise ConfigError(file, where, "a table with a `type`")
-    kind = _get(file, where, table, "type", str)
-    if kind not in TRANSPORT_KEYS:
-        raise ConfigError(file, f"{where}.type", f"one of {', '.join(sorted(TRANSPORT_KEYS))}")
-    spec = TRANSPORT_KEYS[kind]
-    _known(file, where, table, set(spec) | {"type"})
-    params: dict[str, Any] = {}
-    for key, (typ, required) in spec.items():
-        if key in table or required:
-            params[key] = _get(file, where, table, key, typ)
-    return TransportConfig(kind, params, _secret(file, where, table, "key", base))
+class _RegistryRef(Strict):
+    file: FilePath = REGISTRY_FILE
 
 
-def _retention(file: Path, ret: Any) -> Retention:
-    """[retention] archive_months (>= 3) and trace_months (<= 3).
+class _File(Strict):
+    """`flux-pmi.toml` as it stands; `load` merges it with the registry."""
 
-    The old single key `months` is still read when neither new key is given: archive_months =
-    months, trace_months = min(months, 3). Giving it beside a new key is refused as ambiguous.
-    """
-    if not isinstance(ret, dict):
-        raise ConfigError(file, "retention", "a table")
-    _known(file, "retention", ret, {"months", "archive_months", "trace_months"})
-    if "months" in ret:
-        if "archive_months" in ret or "trace_months" in ret:
-            raise ConfigError(file, "retention.months",
-                              "not beside archive_months / trace_months (months is their old single form)")
-        legacy = _get(file, "retention", ret, "months", int, 3)
-        if legacy < 3:
-            raise ConfigError(file, "retention.months", "at least 3: the flows are kept 3 months (annexe 2 §3)")
-        return Retention(archive_months=legacy, trace_months=min(legacy, 3))
-    archive = _get(file, "retention", ret, "archive_months", int, 3)
-    trace = _get(file, "retention", ret, "trace_months", int, 3)
-    if archive < 3:
-        raise ConfigError(file, "retention.archive_months",
-                          "at least 3: the flows are kept 3 months after their transmission (annexe 2 §3)")
-    if not 1 <= trace <= 3:
-        raise ConfigError(file, "retention.trace_months",
-                          "from 1 to 3: the trace of the exchanges is kept at most 3 months (convention art. 5)")
-    return Retention(archive_months=archive, trace_months=trace)
+    service: _ServiceTable = _ServiceTable()
+    retention: Retention = Retention()
+    paths: _PathsTable = _PathsTable()
+    sender: _SenderTable
+    limits: Limits = Limits()
+    delivery: DeliveryPolicy = DeliveryPolicy()
+    defaults: _Defaults = _Defaults()
+    registry: _RegistryRef = _RegistryRef()
+    departments: dict[str, _DepartmentTable] = {}
+    hubee: _HubeeTable | None = None
+
+
+def load_registry(path: Path = REGISTRY_FILE) -> dict[str, RegistryEntry]:
+    registry: _Registry = validate(_Registry, read_toml(path), path)
+    return registry.departments
 
 
 def load(path: str | Path, *, check_files: bool = True) -> Settings:
     file = Path(path).resolve()
-    raw = _read_toml(file)
+    raw = read_toml(file)
     base = file.parent
-    _known(file, "", raw, {"paths", "sender", "limits", "delivery", "defaults", "departments", "service",
-                           "registry", "retention", "hubee"})
-    service = _service(file, raw.get("service", {}), base)
-    retention = _retention(file, raw.get("retention", {}))
-
-    p = raw.get("paths", {})
-    _known(file, "paths", p, {"state", "inbox", "work", "archive", "trace", "reports", "quarantine", "consumed"})
-    # Config (read-only under ProtectSystem=strict) and state (written every night) may live apart.
-    state = _resolve(base, _get(file, "paths", p, "state", str)) if "state" in p else base
-    paths = Paths(**{k: _resolve(state, _get(file, "paths", p, k, str, d)) for k, d in {
-        "inbox": "inbox", "work": "work", "archive": "archive", "trace": "trace/flux-pmi.sqlite",
-        "reports": "reports", "quarantine": "quarantine", "consumed": "consumed"}.items()}, state=state)
-
-    s = raw.get("sender")
-    if s is None:
+    if "sender" not in raw:
         raise ConfigError(file, "sender", "a [sender] table with certificate, key, archive_certificate, archive_key")
-    _known(file, "sender", s, {"certificate", "key", "key_passphrase_env", "key_passphrase_file",
-                               "archive_certificate", "archive_key", "archive_key_passphrase_env",
-                               "archive_key_passphrase_file", "trusted_ca"})
-
-    def sender_file(key: str) -> Path:
-        value = _resolve(base, _get(file, "sender", s, key, str))
-        return _existing(file, f"sender.{key}", value) if check_files else value
-
-    sender = Sender(
-        certificate=sender_file("certificate"), key=sender_file("key"),
-        key_passphrase=_secret(file, "sender", s, "key", base),
-        archive_certificate=sender_file("archive_certificate"), archive_key=sender_file("archive_key"),
-        archive_key_passphrase=_secret(file, "sender", s, "archive_key", base),
-        trusted_ca=sender_file("trusted_ca") if "trusted_ca" in s else None,
-    )
-
-    lim = raw.get("limits", {})
-    _known(file, "limits", lim, {"max_file_bytes", "max_pdf_bytes", "max_input_bytes"})
-    limits = Limits(**{k: _get(file, "limits", lim, k, int, getattr(Limits(), k), positive=True) for k in lim})
-
-    dl = raw.get("delivery", {})
-    _known(file, "delivery", dl, {"parallel", "attempts", "backoff_seconds", "backoff_max_seconds",
-                                  "timeout_seconds"})
-    delivery = DeliveryPolicy(**{
-        k: _get(file, "delivery", dl, k, int if k in ("parallel", "attempts") else (int, float), positive=True)
-        for k in dl})
-
-    defaults = raw.get("defaults", {})
-    _known(file, "defaults", defaults, {"flows", "empty_flows", "transport", "reemit_on_ko"})
-    default_flows = _flows(file, "defaults.flows", defaults.get("flows", list(FLOWS)))
-    default_empty = _get(file, "defaults", defaults, "empty_flows", bool, True)
-    default_transport = _transport(file, "defaults.transport", defaults["transport"], base) \
-        if "transport" in defaults else None
-    default_reemit = _get(file, "defaults", defaults, "reemit_on_ko", bool, False)
-
-    reg_table = raw.get("registry", {})
-    _known(file, "registry", reg_table, {"file"})
-    registry_file = _resolve(base, _get(file, "registry", reg_table, "file", str)) if "file" in reg_table \
-        else REGISTRY_FILE
+    model: _File = validate(_File, raw, file, base=base, check_files=check_files)
+    registry_file = model.registry.file
     registry = load_registry(registry_file)
-    depts_raw = raw.get("departments", {})
-    if not isinstance(depts_raw, dict):
-        raise ConfigError(file, "departments", "a table of départements keyed by code")
-    for code in depts_raw:
+    for code in model.departments:
         if code not in registry:
             raise ConfigError(file, f"departments.{code}",
                               "a département code on 3 characters from the registry (e.g. 035, 02A, 971)")
-    departments: dict[str, Department] = {}
-    for code, reg in registry.items():
-        # The registry describes every département; the operator's file overrides it for the
-        # ones it lists, and [defaults] apply to those only.
-        listed = code in depts_raw
-        d = depts_raw.get(code, {})
-        where = f"departments.{code}"
-        src = file if listed else registry_file
-        _known(file, where, d, {"enabled", "certificate", "flows", "empty_flows", "transport", "reemit_on_ko"})
-        if "transport" in d:
-            transport = _transport(file, f"{where}.transport", d["transport"], base)
-        elif listed and default_transport is not None:
-            transport = default_transport
-        else:
-            transport = _transport(registry_file, f"{where}.transport", reg.transport, registry_file.parent)
-        cert_value = _get(file, where, d, "certificate", str) if "certificate" in d else reg.certificate
-        cert_base = base if "certificate" in d else registry_file.parent
-        cert = _resolve(cert_base, cert_value) if cert_value else None
-        configured = transport.type != "disabled" and cert is not None
-        enabled = _get(file, where, d, "enabled", bool, configured)
+    merge = _Merge(file, registry_file, model, check_files)
+    departments = {code: merge.department(reg) for code, reg in registry.items()}
+    hubee = model.hubee.build() if model.hubee is not None else None
+    for dept in departments.values():
+        _check_uses(file, dept, hubee)
+    return Settings(file=file, base=base, paths=model.paths.build(base), sender=model.sender.sender,
+                    limits=model.limits, delivery=model.delivery, departments=departments, raw=raw,
+                    retention=model.retention, service=model.service.build(), hubee=hubee)
+
+
+@dataclass(frozen=True, slots=True)
+class _Merge:
+    """The registry describes every département; the operator's file overrides it for the ones it
+    lists, and [defaults] apply to those only."""
+
+    file: Path
+    registry_file: Path
+    model: _File
+    check_files: bool
+
+    def transport(self, reg: RegistryEntry, listed: bool, table: _DepartmentTable) -> TransportConfig:
+        defaults = self.model.defaults.transport
+        if table.transport is not None:
+            return table.transport
+        if listed and defaults is not None:
+            return defaults
+        at = f"departments.{reg.code}.transport"
+        transport: TransportConfig = validate(TransportConfig, reg.transport, self.registry_file, prefix=at,
+                                              base=self.registry_file.parent)
+        return transport
+
+    def certificate(self, reg: RegistryEntry, table: _DepartmentTable) -> Path | None:
+        if table.certificate is not None:
+            return resolve(self.file.parent, table.certificate) if table.certificate else None
+        return resolve(self.registry_file.parent, reg.certificate) if reg.certificate else None
+
+    def department(self, reg: RegistryEntry) -> Department:
+        listed = reg.code in self.model.departments
+        table = self.model.departments.get(reg.code, _DepartmentTable())
+        defaults = self.model.defaults
+        where = f"departments.{reg.code}"
+        src = self.file if listed else self.registry_file
+        transport = self.transport(reg, listed, table)
+        cert = self.certificate(reg, table)
+        enabled = table.enabled if table.enabled is not None else transport.type != "disabled" and cert is not None
         if enabled and cert is None:
             raise ConfigError(src, f"{where}.certificate", "the département's encryption certificate (PEM)")
         if enabled and transport.type == "disabled":
             raise ConfigError(src, f"{where}.transport", "a transport (local, sftp, cft, hubee), here or in [defaults]")
-        if enabled and check_files and cert is not None:
-            _existing(src, f"{where}.certificate", cert)
-        departments[code] = Department(
-            code=code, name=reg.name, siret=reg.siret, numorg=reg.numorg, holiday_zone=reg.holiday_zone,
-            enabled=enabled, certificate=cert,
-            flows=_flows(file, f"{where}.flows", d["flows"]) if "flows" in d
-            else (default_flows if listed and "flows" in defaults else reg.flows),
-            empty_flows=_get(file, where, d, "empty_flows", bool, default_empty),
+        if enabled and self.check_files and cert is not None and not cert.is_file():
+            raise ConfigError(src, f"{where}.certificate", f"an existing file ({cert} not found)")
+        flows = table.flows if table.flows is not None else \
+            defaults.flows if listed and defaults.flows is not None else reg.flows
+        return Department(
+            code=reg.code, name=reg.name, siret=reg.siret, numorg=reg.numorg, holiday_zone=reg.holiday_zone,
+            enabled=enabled, certificate=cert, flows=flows,
+            empty_flows=table.empty_flows if table.empty_flows is not None else defaults.empty_flows,
             transport=transport, siret_placeholder=reg.siret_placeholder,
-            options={"reemit_on_ko": _get(file, where, d, "reemit_on_ko", bool, default_reemit)},
+            options={"reemit_on_ko": table.reemit_on_ko if table.reemit_on_ko is not None else defaults.reemit_on_ko},
         )
-    hubee = _hubee(file, raw["hubee"], base) if "hubee" in raw else None
-    for dept in departments.values():
-        if dept.enabled and dept.transport.type == "hubee":
-            where = f"departments.{dept.code}.transport"
-            if hubee is None:
-                raise ConfigError(file, "hubee", f"a [hubee] table (api_url, token_url, client_ids...): {where} uses it")
-            missing = [f for f in dept.flows if f not in hubee.client_ids]
-            if missing:
-                raise ConfigError(file, "hubee.client_ids", f"a client id for {', '.join(missing)} "
-                                  f"(département {dept.code} receives it over HubEE)")
-            branch = dept.transport.params.get("branch_code")
-            if branch is not None and not re.fullmatch(r"[0-9A-Za-z]{1,10}", branch):
-                raise ConfigError(file, f"{where}.branch_code", "a HubEE code guichet: 1 to 10 letters or digits")
-    return Settings(file=file, base=base, paths=paths, sender=sender, limits=limits, delivery=delivery,
-                    departments=departments, raw=raw, retention=retention, service=service, hubee=hubee)
 
 
-def _url(file: Path, key: str, value: str) -> str:
-    from urllib.parse import urlsplit
-
-    u = urlsplit(value)
-    # The token request carries the client secret: plain http only towards this machine (tests, a local relay).
-    if not u.hostname or not (u.scheme == "https" or (u.scheme == "http" and u.hostname in ("127.0.0.1", "::1",
-                                                                                           "localhost"))):
-        raise ConfigError(file, key, "an https:// URL (http:// only towards 127.0.0.1 or localhost)")
-    return value.rstrip("/")
-
-
-def _hubee(file: Path, table: Any, base: Path) -> Hubee:
-    from .. import __version__
-
-    _known(file, "hubee", table, {"api_url", "token_url", "client_ids", "client_secret_env", "client_secret_files",
-                                  "timeout", "editor_name", "application_name", "software_version", "applicant"})
-    ids = _get(file, "hubee", table, "client_ids", dict)
-    if not ids or not all(k in FLOWS and isinstance(v, str) and v.strip() for k, v in ids.items()):
-        raise ConfigError(file, "hubee.client_ids",
-                          f'a table of client ids per démarche among {", ".join(FLOWS)}, e.g. {{ GRO = "..." }}')
-    if ("client_secret_env" in table) == ("client_secret_files" in table):
-        raise ConfigError(file, "hubee", "one of client_secret_env or client_secret_files (secrets never sit here)")
-    key = "client_secret_env" if "client_secret_env" in table else "client_secret_files"
-    refs = _get(file, "hubee", table, key, dict)
-    if set(refs) != set(ids) or not all(isinstance(v, str) and v for v in refs.values()):
-        raise ConfigError(file, f"hubee.{key}", f"one entry per client id ({', '.join(sorted(ids))}), each a string")
-    secrets = {flow: _secret_from_env(file, f"hubee.{key}.{flow}", ref) if key == "client_secret_env"
-               else _secret_from_file(file, f"hubee.{key}.{flow}", _resolve(base, ref)) for flow, ref in refs.items()}
-    for flow, value in secrets.items():
-        if not value:
-            raise ConfigError(file, f"hubee.{key}.{flow}", "a non-empty client secret")
-    names = {}
-    # The spec caps these three headers at 50 characters.
-    for k, default in (("editor_name", "CNAF"), ("application_name", "flux-pmi"), ("software_version", __version__)):
-        names[k] = _get(file, "hubee", table, k, str, default)
-        if not names[k] or len(names[k]) > 50 or not names[k].isprintable() or not names[k].isascii():
-            raise ConfigError(file, f"hubee.{k}", "1 to 50 printable ASCII characters (an HTTP header)")
-    applicant = _get(file, "hubee", table, "applicant", dict, {"firstName": "CNAF", "lastName": "flux-pmi"})
-    _known(file, "hubee.applicant", applicant, {"firstName", "lastName"})
-    for k in ("firstName", "lastName"):
-        v = _get(file, "hubee.applicant", applicant, k, str)
-        if not v.strip() or len(v) > 255:
-            raise ConfigError(file, f"hubee.applicant.{k}", "the sender's technical identity, 1 to 255 characters")
-    return Hubee(
-        api_url=_url(file, "hubee.api_url", _get(file, "hubee", table, "api_url", str)),
-        token_url=_url(file, "hubee.token_url", _get(file, "hubee", table, "token_url", str)),
-        client_ids={k: v.strip() for k, v in ids.items()}, secrets=secrets,
-        timeout=float(_get(file, "hubee", table, "timeout", _NUM, 30.0, positive=True)),
-        applicant=dict(applicant), **names,
-    )
-
-
-def _flows(file: Path, key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v in FLOWS for v in value):
-        raise ConfigError(file, key, f"a list drawn from {', '.join(FLOWS)}")
-    return tuple(value)
-
-
-def _service(file: Path, table: Any, base: Path) -> Service:
-    _known(file, "service", table, {"lock_wait_seconds", "max_age_hours", "misfire_grace_seconds", "metrics_file",
-                                    "jobs"})
-    d = Service()
-    jobs = dict(DEFAULT_JOBS)
-    raw_jobs = table.get("jobs", {})
-    _known(file, "service.jobs", raw_jobs, set(DEFAULT_JOBS))
-    for name, j in raw_jobs.items():
-        where = f"service.jobs.{name}"
-        _known(file, where, j, {"enabled", "day_of_week", "hour", "minute"})
-        base_job = DEFAULT_JOBS[name]
-        job = Job(name, _get(file, where, j, "enabled", bool, base_job.enabled),
-                  _get(file, where, j, "day_of_week", str, base_job.day_of_week),
-                  _get(file, where, j, "hour", int, base_job.hour), _get(file, where, j, "minute", int, base_job.minute))
-        if not 0 <= job.hour <= 23 or not 0 <= job.minute <= 59:
-            raise ConfigError(file, where, "hour 0..23 and minute 0..59")
-        if any(ch.isdigit() for ch in job.day_of_week):
-            # APScheduler 3.x counts 0 as Monday, cron as Sunday: names cannot be misread.
-            raise ConfigError(file, f"{where}.day_of_week", "weekday names like mon-fri or sat,sun, not numbers")
-        jobs[name] = job
-    return Service(
-        lock_wait_seconds=_get(file, "service", table, "lock_wait_seconds", _NUM, d.lock_wait_seconds),
-        max_age_hours=_get(file, "service", table, "max_age_hours", _NUM, d.max_age_hours, positive=True),
-        misfire_grace_seconds=_get(file, "service", table, "misfire_grace_seconds", int, d.misfire_grace_seconds,
-                                   positive=True),
-        metrics_file=_resolve(base, _get(file, "service", table, "metrics_file", str)) if "metrics_file" in table
-        else None,
-        jobs=jobs,
-    )
+def _check_uses(file: Path, dept: Department, hubee: Hubee | None) -> None:
+    """What HubEE needs of the [hubee] table for this département's flows, once the tables are merged."""
+    where = f"departments.{dept.code}.transport"
+    t = dept.transport
+    if not dept.enabled:
+        return
+    if isinstance(t, HubeeConfig):
+        if hubee is None:
+            raise ConfigError(file, "hubee", f"a [hubee] table (api_url, token_url, client_ids...): {where} uses it")
+        missing = [f for f in dept.flows if f not in hubee.client_ids]
+        if missing:
+            raise ConfigError(file, "hubee.client_ids", f"a client id for {', '.join(missing)} "
+                              f"(département {dept.code} receives it over HubEE)")

@@ -1,34 +1,35 @@
-"""Loads and validates a département's `receive` configuration (DEPT.toml, docs/receive.md).
-
-The receiving side runs at the département, not at the CNAF: it has its own file, with
-its own key, the sender certificate(s) it trusts, where its files arrive (a local folder
-or its SFTP server), where the results go and how long they are kept. The rules are the
-sender's (config/settings.py): every problem names the file, the key and what is
-expected; an unknown key is an error, because a typo must not silently disable a
-setting; relative paths are relative to the TOML's folder; a passphrase never sits in
-the TOML (`key_passphrase_env` or an owner-only `key_passphrase_file`).
-"""
-
 from __future__ import annotations
 
-import dataclasses
 import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
-from ..config.settings import (
-    DEPARTMENT_CODE_RE,
-    FLOWS,
-    _get,
-    _known,
-    _read_toml,
-    _secret,
-    _secret_from_env,
-    _secret_from_file,
-    _url,
-    load_registry,
+from pydantic import (
+    AfterValidator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
+
+from ..config.settings import DEPARTMENT_CODE_RE, FLOWS, load_registry
+from ..config.transports import check_directories
+from ..config.validation import (
+    FilePath,
+    Strict,
+    context,
+    existing,
+    https_url,
+    invalid,
+    passphrase,
+    read_toml,
+    resolve,
+    secret_from_env,
+    secret_from_file,
+    validate,
 )
 from ..core.errors import ConfigError
 
@@ -48,38 +49,70 @@ FORMATS = ("csv", "parquet")
 DEFAULT_MAX_FILE_BYTES = 128 * 1024 * 1024
 DEFAULT_POLL_SECONDS = 60.0
 DEFAULT_RETENTION_DAYS = 90
-# The keys of receive.extract.ZipLimits: checked here so a typo is a config error, built there.
-ZIP_LIMIT_KEYS = {
-    "max_members": int,
-    "max_total_bytes": int,
-    "max_member_bytes": int,
-    "max_ratio": (int, float),
-}
 
 
-@dataclass(frozen=True, slots=True)
-class LocalDropConfig:
+class _Drop(Strict):
+    poll_seconds: PositiveFloat = DEFAULT_POLL_SECONDS
+
+
+class LocalDropConfig(_Drop):
     """A folder the sender (or a relay) fills: `<path>/<file>.p7m` + `.sha256`, acks in `<path>/acks/`."""
 
-    path: Path
-    type: str = "local"
+    type: Literal["local"] = "local"
+    path: FilePath
 
 
-@dataclass(frozen=True, slots=True)
-class SftpDropConfig:
+def _folder(value: str) -> str:
+    if not value.strip():
+        raise invalid("a remote folder path")
+    return value
+
+
+RemoteFolder = Annotated[str, AfterValidator(_folder)]
+
+
+class SftpDropConfig(_Drop):
     """The département's SFTP server, pulled from with its host key pinned."""
 
+    type: Literal["sftp"] = "sftp"
     host: str
-    port: int
+    port: int = 22
     user: str
-    key: Path
-    known_hosts: Path
-    directories: dict[str, str]  # flow -> remote folder the sender delivers into
-    ack_directory: str
-    key_passphrase: bytes | None = field(default=None, repr=False)
-    connect_timeout: float = 20.0
-    timeout: float = 60.0
-    type: str = "sftp"
+    key: FilePath
+    key_passphrase_env: str | None = None
+    key_passphrase_file: str | None = None
+    known_hosts: FilePath
+    directory: RemoteFolder | None = None  # one folder for every flow
+    directories: dict[str, Any] = {}  # flow -> remote folder the sender delivers into
+    ack_directory: RemoteFolder
+    connect_timeout: PositiveFloat = 20.0
+    timeout: PositiveFloat = 60.0
+    _passphrase: bytes | None = PrivateAttr(default=None)
+
+    @property
+    def key_passphrase(self) -> bytes | None:
+        return self._passphrase
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_or_per_flow(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("directory" in data) == ("directories" in data):
+            raise invalid('either directory = "/in" or directories = {DSG = ..., SGR = ..., GRO = ...}', "directories")
+        return data
+
+    @model_validator(mode="after")
+    def _checks(self, info: ValidationInfo) -> Self:
+        if not 0 < self.port < 65536:
+            raise invalid("a TCP port (1-65535)", "port")
+        if self.directory is not None:
+            self.directories.update(dict.fromkeys(FLOWS, self.directory))
+        elif not self.directories:
+            raise invalid("at least one flow's remote folder", "directories")
+        check_directories(self.directories, "directories")
+        existing(info, self.known_hosts, "known_hosts")
+        existing(info, self.key, "key")
+        self._passphrase = passphrase(info, "key", self.key_passphrase_env, self.key_passphrase_file)
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,259 +164,157 @@ def _registry_codes() -> frozenset[str]:
     return frozenset(load_registry())
 
 
-def _resolve(base: Path, value: str) -> Path:
-    """Relative to the TOML's folder, normalised (`../drop/035`, not `receive/../drop/035`)."""
-    return Path(os.path.normpath(base / Path(value).expanduser()))
+class _HubeeDropTable(_Drop):
+    """`[drop] type = "hubee"`: the département's SI client (scope SI); the secret via env or an owner-only file."""
+
+    type: Literal["hubee"]
+    api_url: Annotated[str, AfterValidator(https_url)]
+    token_url: Annotated[str, AfterValidator(https_url)]
+    client_id: str
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    timeout: PositiveFloat = 60.0
+    _secret: bytes = PrivateAttr(default=b"")
+
+    @model_validator(mode="after")
+    def _read_secret(self, info: ValidationInfo) -> Self:
+        if not self.client_id.strip():
+            raise invalid("the département's HubEE client id (scope SI)", "client_id")
+        if (self.client_secret_env is None) == (self.client_secret_file is None):
+            raise invalid("one of client_secret_env or client_secret_file (the secret never sits here)",
+                          "client_secret_env")
+        if self.client_secret_env is not None:
+            self._secret = secret_from_env(self.client_secret_env, "client_secret_env")
+        elif self.client_secret_file is not None:
+            base = context(info).get("base", Path.cwd())
+            self._secret = secret_from_file(resolve(base, self.client_secret_file, normalise=True),
+                                            "client_secret_file")
+        if not self._secret:
+            raise invalid("a non-empty client secret", "client_secret_env")
+        return self
+
+    def build(self, max_file_bytes: int) -> HubeeDropConfig:
+        return HubeeDropConfig(api_url=self.api_url, token_url=self.token_url, client_id=self.client_id.strip(),
+                               client_secret=self._secret, timeout=self.timeout, max_file_bytes=max_file_bytes)
+
+
+class _DepartmentTable(Strict):
+    code: str
+    certificate: FilePath | None = None
+    key: FilePath | None = None
+    key_passphrase_env: str | None = None
+    key_passphrase_file: str | None = None
+    trusted_senders: list[Any] | None = None
+    accept_unsealed: bool = False
+    _passphrase: bytes | None = PrivateAttr(default=None)
+    _senders: tuple[Path, ...] = PrivateAttr(default=())
+
+    @property
+    def key_passphrase(self) -> bytes | None:
+        return self._passphrase
+
+    @property
+    def senders(self) -> tuple[Path, ...]:
+        """The trusted sender certificates, resolved against the file's folder."""
+        return self._senders
+
+    @model_validator(mode="after")
+    def _checks(self, info: ValidationInfo) -> Self:
+        if not DEPARTMENT_CODE_RE.match(self.code) or self.code not in _registry_codes():
+            raise invalid("a département code on 3 characters (e.g. 035, 02A, 971)", "code")
+        crypto = ("certificate", "key", "trusted_senders")
+        given = [k for k in crypto if getattr(self, k) is not None]
+        if given and len(given) < 3:
+            missing = next(k for k in crypto if k not in given)
+            raise invalid("certificate, key and trusted_senders together (one is missing)", missing)
+        if not given and not self.accept_unsealed:
+            raise invalid("the département's certificate, key and trusted_senders (or accept_unsealed = true)",
+                          "certificate")
+        if self.certificate is not None and self.key is not None:
+            existing(info, self.certificate, "certificate")
+            existing(info, self.key, "key")
+            self._senders = self._trusted(info, self.trusted_senders or [])
+        self._passphrase = passphrase(info, "key", self.key_passphrase_env, self.key_passphrase_file)
+        return self
+
+    @staticmethod
+    def _trusted(info: ValidationInfo, listed: list[Any]) -> tuple[Path, ...]:
+        if not listed or not all(isinstance(v, str) and v for v in listed):
+            raise invalid("a non-empty list of sender certificate files (PEM)", "trusted_senders")
+        base = context(info).get("base", Path.cwd())
+        return tuple(existing(info, resolve(base, v, normalise=True), "trusted_senders") for v in listed)
+
+
+class _Output(Strict):
+    dir: FilePath
+    formats: list[str] = list(FORMATS)
+
+    @model_validator(mode="after")
+    def _formats(self) -> Self:
+        f = self.formats
+        if not f or not all(x in FORMATS for x in f) or len(set(f)) < len(f):
+            raise invalid(f"a non-empty list drawn from {', '.join(FORMATS)}", "formats")
+        return self
+
+
+class _Ledger(Strict):
+    path: FilePath | None = None
+
+
+class _Retention(Strict):
+    days: PositiveInt = DEFAULT_RETENTION_DAYS
+
+
+class _Limits(Strict):
+    max_file_bytes: PositiveInt = DEFAULT_MAX_FILE_BYTES
+    # The keys of receive.extract.ZipLimits: checked here so a typo is a config error, built there.
+    max_members: PositiveInt | None = None
+    max_total_bytes: PositiveInt | None = None
+    max_member_bytes: PositiveInt | None = None
+    max_ratio: PositiveFloat | None = None
+
+
+class _File(Strict):
+    department: _DepartmentTable
+    drop: Annotated[LocalDropConfig | SftpDropConfig | _HubeeDropTable, Field(discriminator="type")]
+    output: _Output
+    ledger: _Ledger = _Ledger()
+    retention: _Retention = _Retention()
+    limits: _Limits = _Limits()
+
+
+# What a missing table is expected to hold.
+_REQUIRED = {
+    "department": "a [department] table with code, certificate, key, trusted_senders",
+    "drop": 'a [drop] table with type = "local", "sftp" or "hubee"',
+    "output": "an [output] table with dir",
+}
 
 
 def load_receive(path: str | Path, *, check_files: bool = True) -> ReceiveConfig:
     file = Path(path).resolve()
-    raw = _read_toml(file)
+    raw = read_toml(file)
     base = file.parent
-    _known(file, "", raw, {"department", "drop", "output", "ledger", "retention", "limits"})
-
-    d = raw.get("department")
-    if d is None:
-        raise ConfigError(
-            file, "department", "a [department] table with code, certificate, key, trusted_senders"
-        )
-    _known(
-        file,
-        "department",
-        d,
-        {
-            "code",
-            "certificate",
-            "key",
-            "key_passphrase_env",
-            "key_passphrase_file",
-            "trusted_senders",
-            "accept_unsealed",
-        },
-    )
-    code = _get(file, "department", d, "code", str)
-    if not DEPARTMENT_CODE_RE.match(code) or code not in _registry_codes():
-        raise ConfigError(file, "department.code", "a département code on 3 characters (e.g. 035, 02A, 971)")
-    accept_unsealed = _get(file, "department", d, "accept_unsealed", bool, False)
-
-    crypto = [k for k in ("certificate", "key", "trusted_senders") if k in d]
-    if crypto and len(crypto) < 3:
-        missing = next(k for k in ("certificate", "key", "trusted_senders") if k not in d)
-        raise ConfigError(
-            file, f"department.{missing}", "certificate, key and trusted_senders together (one is missing)"
-        )
-    if not crypto and not accept_unsealed:
-        raise ConfigError(
-            file,
-            "department.certificate",
-            "the département's certificate, key and trusted_senders (or accept_unsealed = true)",
-        )
-
-    def existing(key: str, value: Path) -> Path:
-        if check_files and not value.is_file():
-            raise ConfigError(file, key, f"an existing file ({value} not found)")
-        return value
-
-    certificate = key = None
-    senders: tuple[Path, ...] = ()
-    if crypto:
-        certificate = existing(
-            "department.certificate", _resolve(base, _get(file, "department", d, "certificate", str))
-        )
-        key = existing("department.key", _resolve(base, _get(file, "department", d, "key", str)))
-        listed = _get(file, "department", d, "trusted_senders", list)
-        if not listed or not all(isinstance(v, str) and v for v in listed):
-            raise ConfigError(
-                file, "department.trusted_senders", "a non-empty list of sender certificate files (PEM)"
-            )
-        senders = tuple(existing("department.trusted_senders", _resolve(base, v)) for v in listed)
-    passphrase = _secret(file, "department", d, "key", base)
-
-    drop, poll = _drop(file, raw.get("drop"), base, check_files)
-
-    out = raw.get("output")
-    if out is None:
-        raise ConfigError(file, "output", "an [output] table with dir")
-    _known(file, "output", out, {"dir", "formats"})
-    output_dir = _resolve(base, _get(file, "output", out, "dir", str))
-    formats = _get(file, "output", out, "formats", list, list(FORMATS))
-    if (
-        not formats
-        or not all(isinstance(f, str) and f in FORMATS for f in formats)
-        or len(set(formats)) < len(formats)
-    ):
-        raise ConfigError(file, "output.formats", f"a non-empty list drawn from {', '.join(FORMATS)}")
-
-    led = raw.get("ledger", {})
-    _known(file, "ledger", led, {"path"})
-    ledger = (
-        _resolve(base, _get(file, "ledger", led, "path", str))
-        if "path" in led
-        else output_dir / "ledger.sqlite"
-    )
-
-    ret = raw.get("retention", {})
-    _known(file, "retention", ret, {"days"})
-    days = _get(file, "retention", ret, "days", int, DEFAULT_RETENTION_DAYS, positive=True)
-
-    lim = raw.get("limits", {})
-    _known(file, "limits", lim, {"max_file_bytes", *ZIP_LIMIT_KEYS})
-    max_file_bytes = _get(file, "limits", lim, "max_file_bytes", int, DEFAULT_MAX_FILE_BYTES, positive=True)
-    zip_limits = {
-        k: _get(file, "limits", lim, k, ZIP_LIMIT_KEYS[k], positive=True) for k in ZIP_LIMIT_KEYS if k in lim
-    }
-
-    if isinstance(drop, HubeeDropConfig):
-        drop = dataclasses.replace(drop, max_file_bytes=max_file_bytes)
-
+    for table, expected in _REQUIRED.items():
+        if table not in raw:
+            raise ConfigError(file, table, expected)
+    m: _File = validate(_File, raw, file, base=base, check_files=check_files, normalise=True)
+    drop = m.drop.build(m.limits.max_file_bytes) if isinstance(m.drop, _HubeeDropTable) else m.drop
     return ReceiveConfig(
         file=file,
         base=base,
-        department=code,
-        certificate=certificate,
-        key=key,
-        key_passphrase=passphrase,
-        trusted_senders=senders,
-        accept_unsealed=accept_unsealed,
+        department=m.department.code,
+        certificate=m.department.certificate,
+        key=m.department.key,
+        key_passphrase=m.department.key_passphrase,
+        trusted_senders=m.department.senders,
+        accept_unsealed=m.department.accept_unsealed,
         drop=drop,
-        poll_seconds=poll,
-        output_dir=output_dir,
-        formats=tuple(formats),
-        ledger=ledger,
-        retention_days=days,
-        max_file_bytes=max_file_bytes,
-        zip_limits=zip_limits,
-    )
-
-
-def _drop(file: Path, table: Any, base: Path, check_files: bool) -> tuple[DropConfig, float]:
-    if table is None:
-        raise ConfigError(file, "drop", 'a [drop] table with type = "local", "sftp" or "hubee"')
-    if not isinstance(table, dict):
-        raise ConfigError(file, "drop", "a table")
-    kind = _get(file, "drop", table, "type", str)
-    poll = float(_get(file, "drop", table, "poll_seconds", (int, float), DEFAULT_POLL_SECONDS, positive=True))
-    if kind == "local":
-        _known(file, "drop", table, {"type", "path", "poll_seconds"})
-        return LocalDropConfig(_resolve(base, _get(file, "drop", table, "path", str))), poll
-    if kind == "hubee":
-        return _hubee_drop(file, table, base), poll
-    if kind != "sftp":
-        raise ConfigError(file, "drop.type", '"local", "sftp" or "hubee"')
-    _known(
-        file,
-        "drop",
-        table,
-        {
-            "type",
-            "poll_seconds",
-            "host",
-            "port",
-            "user",
-            "key",
-            "key_passphrase_env",
-            "key_passphrase_file",
-            "known_hosts",
-            "directory",
-            "directories",
-            "ack_directory",
-            "connect_timeout",
-            "timeout",
-        },
-    )
-    port = _get(file, "drop", table, "port", int, 22)
-    if not 0 < port < 65536:
-        raise ConfigError(file, "drop.port", "a TCP port (1-65535)")
-    if ("directory" in table) == ("directories" in table):
-        raise ConfigError(
-            file,
-            "drop.directories",
-            'either directory = "/in" or directories = {DSG = ..., SGR = ..., GRO = ...}',
-        )
-    if "directory" in table:
-        one = _get(file, "drop", table, "directory", str)
-        if not one.strip():
-            raise ConfigError(file, "drop.directory", "a remote folder path")
-        directories = dict.fromkeys(FLOWS, one)
-    else:
-        directories = _get(file, "drop", table, "directories", dict)
-        for flow, folder in directories.items():
-            if flow not in FLOWS:
-                raise ConfigError(file, f"drop.directories.{flow}", f"a flow among {', '.join(FLOWS)}")
-            if not isinstance(folder, str) or not folder.strip():
-                raise ConfigError(file, f"drop.directories.{flow}", "a remote folder path")
-        if not directories:
-            raise ConfigError(file, "drop.directories", "at least one flow's remote folder")
-    ack_directory = _get(file, "drop", table, "ack_directory", str)
-    if not ack_directory.strip():
-        raise ConfigError(file, "drop.ack_directory", "a remote folder path")
-    known_hosts = _resolve(base, _get(file, "drop", table, "known_hosts", str))
-    key = _resolve(base, _get(file, "drop", table, "key", str))
-    if check_files:
-        for name, value in (("known_hosts", known_hosts), ("key", key)):
-            if not value.is_file():
-                raise ConfigError(file, f"drop.{name}", f"an existing file ({value} not found)")
-    timeouts = {
-        k: float(_get(file, "drop", table, k, (int, float), positive=True))
-        for k in ("connect_timeout", "timeout")
-        if k in table
-    }
-    return (
-        SftpDropConfig(
-            host=_get(file, "drop", table, "host", str),
-            port=port,
-            user=_get(file, "drop", table, "user", str),
-            key=key,
-            known_hosts=known_hosts,
-            directories=dict(directories),
-            ack_directory=ack_directory,
-            key_passphrase=_secret(file, "drop", table, "key", base),
-            **timeouts,
-        ),
-        poll,
-    )
-
-
-def _hubee_drop(file: Path, table: dict[str, Any], base: Path) -> HubeeDropConfig:
-    """`[drop] type = "hubee"`: the département's SI client (scope SI); the secret via env or an owner-only file."""
-    _known(
-        file,
-        "drop",
-        table,
-        {
-            "type",
-            "poll_seconds",
-            "api_url",
-            "token_url",
-            "client_id",
-            "client_secret_env",
-            "client_secret_file",
-            "timeout",
-        },
-    )
-    client_id = _get(file, "drop", table, "client_id", str).strip()
-    if not client_id:
-        raise ConfigError(file, "drop.client_id", "the département's HubEE client id (scope SI)")
-    if ("client_secret_env" in table) == ("client_secret_file" in table):
-        raise ConfigError(
-            file,
-            "drop.client_secret_env",
-            "one of client_secret_env or client_secret_file (the secret never sits here)",
-        )
-    if "client_secret_env" in table:
-        secret = _secret_from_env(
-            file, "drop.client_secret_env", _get(file, "drop", table, "client_secret_env", str)
-        )
-    else:
-        ref = _get(file, "drop", table, "client_secret_file", str)
-        secret = _secret_from_file(file, "drop.client_secret_file", _resolve(base, ref))
-    if not secret:
-        raise ConfigError(file, "drop.client_secret_env", "a non-empty client secret")
-    timeout = float(_get(file, "drop", table, "timeout", (int, float), 60.0, positive=True))
-    return HubeeDropConfig(
-        api_url=_url(file, "drop.api_url", _get(file, "drop", table, "api_url", str)),
-        token_url=_url(file, "drop.token_url", _get(file, "drop", table, "token_url", str)),
-        client_id=client_id,
-        client_secret=secret,
-        timeout=timeout,
+        poll_seconds=m.drop.poll_seconds,
+        output_dir=m.output.dir,
+        formats=tuple(m.output.formats),
+        ledger=m.ledger.path or m.output.dir / "ledger.sqlite",
+        retention_days=m.retention.days,
+        max_file_bytes=m.limits.max_file_bytes,
+        zip_limits=m.limits.model_dump(exclude={"max_file_bytes"}, exclude_none=True),
     )

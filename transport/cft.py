@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.settings import FLOWS, Department, Settings
+from ..config.transports import CftConfig
 from ..core.errors import ConfigError, TransportError
 from ..core.fsutil import atomic_write, private_dir
 from ..core.log import get as get_logger
@@ -198,27 +199,26 @@ class CftTransport(Transport):
 
     @classmethod
     def from_config(cls, settings: Settings, dept: Department, **kw: Any) -> CftTransport:
+        """The département's [transport] table, validated when the configuration was loaded."""
         t = dept.transport
-        p = t.params
-        try:
-            return cls(
-                cftutil=t.path("cftutil", settings.base),
-                part=p["part"],
-                idf=p["idf"],
-                state_dir=kw.pop("state_dir", settings.paths.work / "cft" / dept.code),
-                send_template=p.get("send_template", SEND_TEMPLATE),
-                wait=p.get("wait", "swaitcat"),
-                expect_ack=p.get("expect_ack", False),
-                # Unset, the partner gets the night's delivery timeout: the whole wait for one file,
-                # retries included, as for the other transports.
-                timeout=p.get("timeout", settings.delivery.timeout_seconds),
-                poll_interval=p.get("poll_interval", DEFAULT_POLL_INTERVAL),
-                ack_directory=t.path("ack_directory", settings.base) if "ack_directory" in p else None,
-                env=p.get("env"),
-                **kw,
-            )
-        except ValueError as exc:
-            raise ConfigError(settings.file, f"departments.{dept.code}.transport", str(exc)) from exc
+        if not isinstance(t, CftConfig):
+            raise ConfigError(settings.file, f"departments.{dept.code}.transport.type", "cft")
+        return cls(
+            cftutil=t.path("cftutil", settings.base),
+            part=t.part,
+            idf=t.idf,
+            state_dir=kw.pop("state_dir", settings.paths.work / "cft" / dept.code),
+            send_template=t.send_template,
+            wait=t.wait,
+            expect_ack=t.expect_ack,
+            # Unset, the partner gets the night's delivery timeout: the whole wait for one file,
+            # retries included, as for the other transports.
+            timeout=t.timeout or settings.delivery.timeout_seconds,
+            poll_interval=t.poll_interval or DEFAULT_POLL_INTERVAL,
+            ack_directory=t.path("ack_directory", settings.base) if t.ack_directory is not None else None,
+            env=t.env,
+            **kw,
+        )
 
     # -- CFTUTIL ---------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ import httpx
 
 from .. import __version__
 from ..config.settings import Department, Hubee, Settings
+from ..config.transports import HubeeConfig
 from ..core.clock import Clock, from_environment
 from ..core.errors import ConfigError, TransportError
 from ..core.fsutil import atomic_write, private_dir
@@ -236,23 +237,22 @@ class HubeeTransport(Transport):
 
     @classmethod
     def from_config(cls, settings: Settings, dept: Department, **kw: Any) -> HubeeTransport:
+        """The département's [transport] table and the shared [hubee] one, validated when loaded."""
+        t = dept.transport
         if settings.hubee is None:
             raise ConfigError(settings.file, "hubee", f"a [hubee] table: département {dept.code} uses HubEE")
-        try:
-            return cls(
-                config=settings.hubee,
-                department=dept.code,
-                siret=dept.siret,
-                flows=dept.flows,
-                branch_code=dept.transport.params.get("branch_code"),
-                state_dir=kw.pop("state_dir", settings.paths.work / "hubee"),
-                # Past the retention the trace forgets the emission: its HubEE ids are of no more use.
-                keep_days=settings.retention.months * 31 + 31,
-                clock=kw.pop("clock", None) or from_environment(),
-                **kw,
-            )
-        except ValueError as exc:
-            raise ConfigError(settings.file, f"departments.{dept.code}", str(exc)) from exc
+        return cls(
+            config=settings.hubee,
+            department=dept.code,
+            siret=dept.siret,
+            flows=dept.flows,
+            branch_code=t.branch_code if isinstance(t, HubeeConfig) else None,
+            state_dir=kw.pop("state_dir", settings.paths.work / "hubee"),
+            # Past the retention the trace forgets the emission: its HubEE ids are of no more use.
+            keep_days=settings.retention.months * 31 + 31,
+            clock=kw.pop("clock", None) or from_environment(),
+            **kw,
+        )
 
     # -- HTTP --------------------------------------------------------------------------------
 

@@ -45,7 +45,8 @@ from paramiko.sftp import (
     SFTPError,
 )
 
-from ..config.settings import FLOWS, Department, Settings
+from ..config.settings import Department, Settings
+from ..config.transports import SftpConfig
 from ..core import keyfiles
 from ..core.errors import ArchiveError, CertificateError, ConfigError, HostKeyError, TransportError
 from ..core.fsutil import storable_name
@@ -193,40 +194,23 @@ class SftpTransport(Transport):
 
     @classmethod
     def from_config(cls, settings: Settings, dept: Department) -> SftpTransport:
-        """Raises ConfigError for values the loader's type checks let through (the night reports it
-        for this département alone, `flux-pmi check` says the transport cannot be built)."""
-        p, t = dept.transport.params, dept.transport
-        where = f"departments.{dept.code}.transport"
-        dirs = p["directories"]
-        for flow, folder in dirs.items():
-            if flow not in FLOWS:
-                raise ConfigError(
-                    settings.file, f"{where}.directories.{flow}", f"a flow among {', '.join(FLOWS)}"
-                )
-            if not isinstance(folder, str) or not folder.strip():
-                raise ConfigError(settings.file, f"{where}.directories.{flow}", "a remote folder path")
-        for flow in dept.flows:
-            if flow not in dirs:
-                raise ConfigError(
-                    settings.file, f"{where}.directories.{flow}", f"the remote folder for {flow}"
-                )
-        if not 0 < p.get("port", DEFAULT_PORT) < 65536:
-            raise ConfigError(settings.file, f"{where}.port", "a TCP port (1-65535)")
-        for key in ("connect_timeout", "timeout"):
-            if key in p and p[key] <= 0:
-                raise ConfigError(settings.file, f"{where}.{key}", "a number of seconds greater than 0")
+        """The département's [transport] table, validated when the configuration was loaded."""
+        t = dept.transport
+        if not isinstance(t, SftpConfig):
+            raise ConfigError(settings.file, f"departments.{dept.code}.transport.type", "sftp")
+        t.require_flows(settings.file, f"departments.{dept.code}.transport", dept.flows)
         return cls(
             dept.code,
-            host=p["host"],
-            port=p.get("port", DEFAULT_PORT),
-            user=p["user"],
+            host=t.host,
+            port=t.port,
+            user=t.user,
             key=t.path("key", settings.base),
             known_hosts=t.path("known_hosts", settings.base),
             passphrase=t.secret,
-            directories=p["directories"],
-            ack_directory=p.get("ack_directory"),
-            connect_timeout=p.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-            timeout=p.get("timeout", settings.delivery.timeout_seconds),  # [delivery] timeout_seconds by default
+            directories=t.directories,
+            ack_directory=t.ack_directory,
+            connect_timeout=t.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+            timeout=t.timeout or settings.delivery.timeout_seconds,  # [delivery] timeout_seconds by default
         )
 
     @property

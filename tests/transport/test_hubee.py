@@ -37,6 +37,7 @@ from support.hubee import (
 
 from flux_pmi import __version__
 from flux_pmi.config.settings import Hubee, load
+from flux_pmi.config.transports import HubeeConfig
 from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode, TransportError
 from flux_pmi.jobs.acks import parse_ack
@@ -538,7 +539,7 @@ def test_the_hubee_table_is_loaded_with_its_secrets_kept_out_of_repr(demo, hub, 
     assert (h.editor_name, h.application_name, h.software_version) == ("CNAF", "flux-pmi", __version__)
     assert h.applicant == {"firstName": "CNAF", "lastName": "PMI"} and h.timeout == 10
     assert not any(s in repr(settings) for s in SECRETS.values())
-    assert settings.departments["035"].transport.params == {"branch_code": "35238"}
+    assert settings.departments["035"].transport == HubeeConfig(type="hubee", branch_code="35238")
     t = transport_for(settings, settings.departments["035"])
     assert isinstance(t, HubeeTransport) and t.state_file() == root / "work" / "hubee" / "035.json"
     t.close()

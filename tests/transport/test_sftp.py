@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import time
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -494,16 +495,22 @@ def test_a_night_over_sftp_delivers_the_reachable_and_refuses_the_wrong_key(
     settings = load(cfg)
     assert isinstance(transport_for(settings, settings.departments["056"]), SftpTransport)
     d035 = settings.departments["035"]
+    # A flow without its remote folder is found when the département's transport is built (it fails alone)...
+    partial = {"DSG": "/in/dsg", "SGR": "/in/sgr"}
+    broken = replace(d035, transport=d035.transport.model_copy(update={"directories": partial}))
+    with pytest.raises(ConfigError, match="directories.GRO"):
+        transport_for(settings, broken)
+    # ... a malformed table when the configuration is loaded.
+    line = next(x for x in text.splitlines() if x.startswith("transport = ") and f"port = {partners['035'].port}," in x)
+    table = tomllib.loads(line)["transport"]
     for bad, key in (
-        ({"DSG": "/in/dsg", "SGR": "/in/sgr"}, "directories.GRO"),
-        ({**params["directories"], "XYZ": "/in/x"}, "directories.XYZ"),
-        ({**params["directories"], "GRO": ""}, "directories.GRO"),
+        ({**table["directories"], "XYZ": "/in/x"}, "directories.XYZ"),
+        ({**table["directories"], "GRO": ""}, "directories.GRO"),
     ):
-        broken = replace(
-            d035, transport=replace(d035.transport, params={**d035.transport.params, "directories": bad})
-        )
+        cfg.write_text(text.replace(line, f"transport = {_inline({**table, 'directories': bad})}"))
         with pytest.raises(ConfigError, match=key):
-            transport_for(settings, broken)
+            load(cfg)
+    cfg.write_text(text)
 
     def night():
         return Night(load(cfg), clock=FixedClock(NOW), sleep=lambda _s: None).run(BUSINESS_DATE)
