@@ -15,10 +15,9 @@ number is written in full, so the value stays a valid DGEM + digits).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 
-from .build import BuiltPart, FlowHeader, Out, build_xml
+from .build_common import BuiltPart, FlowHeader, Out, Target, build_xml
 from .records import DsgRecord
 
 DGE = "urn:ops:rncps:dge"
@@ -152,14 +151,5 @@ class DsgLayout:
         return None
 
 
-def build_dsg(
-    header: FlowHeader,
-    records: Iterable[DsgRecord],
-    *,
-    out_dir: Path,
-    max_bytes: int,
-    seq_for_part: Callable[[int], int],
-) -> list[BuiltPart]:
-    return build_xml(
-        header, DsgLayout(header), records, out_dir=out_dir, max_bytes=max_bytes, seq_for_part=seq_for_part
-    )
+def build_dsg(header: FlowHeader, records: Iterable[DsgRecord], target: Target) -> list[BuiltPart]:
+    return build_xml(header, DsgLayout(header), records, target)

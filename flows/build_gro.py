@@ -15,13 +15,13 @@ which the exact part sizing needs); NBTOTDOSPMITRANSM counts every case.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 
-from .build import (
+from .build_common import (
     BuiltPart,
     FlowHeader,
     Out,
+    Target,
     build_xml,
     cristal_identification_dossier,
     cristal_identification_flux,
@@ -111,16 +111,7 @@ class GroLayout:
                 out.leaf("NBTOTDOSPMITRANSMANO", str(self._part_anomalies).zfill(len(str(count))))
 
 
-def build_gro(
-    header: FlowHeader,
-    records: Iterable[GroRecord],
-    *,
-    out_dir: Path,
-    max_bytes: int,
-    seq_for_part: Callable[[int], int],
-) -> list[BuiltPart]:
+def build_gro(header: FlowHeader, records: Iterable[GroRecord], target: Target) -> list[BuiltPart]:
     records = list(records)
     layout = GroLayout(header, with_anomalies=any(r.anomalies for r in records))
-    return build_xml(
-        header, layout, records, out_dir=out_dir, max_bytes=max_bytes, seq_for_part=seq_for_part
-    )
+    return build_xml(header, layout, records, target)

@@ -10,7 +10,7 @@ kept on the record only so that the router can warn when it disagrees with the r
 project first defined) is still read, as the documented secondary shape.
 
 Two ways to fail. A file that cannot be read as XML we trust is quarantined
-(InputFileError, see parse.load_xml): encoding, DTD/entities, not well-formed, a root
+(InputFileError, see xmlread.load_xml): encoding, DTD/entities, not well-formed, a root
 that is neither (XML_ROOT), an envelope frame that is wrong (XML_SHAPE: no or two Entete,
 a profile other than SORTIEDGE, an NbDoc that disagrees with the Documents). A readable
 declaration whose content fails a check is a reject at the line of the offending element
@@ -34,8 +34,9 @@ from lxml import etree
 from ..core.errors import InputFileError
 from . import check
 from .check import Invalid
-from .parse import Limits, ParseResult, XmlFields, load_xml, read_bytes, reject
+from .parse_common import Limits, ParseResult, read_bytes, reject
 from .records import DsgAddress, DsgRecord, Source
+from .xmlread import XmlFields, load_xml
 
 FLOW = "DSG"
 DGE = "urn:ops:rncps:dge"

@@ -4,7 +4,7 @@ The primary shape is Cristal's own XML (parse_gro_xml); both feed `gro_record`, 
 case is checked the same way whichever shape it came in.
 
 A real extract carries more than annexe 1 lets leave (NIR, phone, e-mail...). Only the
-contract's columns are copied out of each row (parse.read_csv), so nothing else can
+contract's columns are copied out of each row (csvread.read_csv), so nothing else can
 reach a GroRecord, a reject message or a département.
 
 Decisions: DTDECLGRO and DTDEBGRO are required for motifs 01 and 03 and may be empty
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from . import check, codes
 from .check import Invalid
-from .parse import Limits, ParseResult, read_csv, reject
+from .csvread import read_csv
+from .parse_common import Limits, ParseResult, reject
 from .records import GroRecord, Source
 
 FLOW = "GRO"

@@ -38,18 +38,10 @@ from lxml import etree
 from ..core.errors import InputFileError
 from . import check
 from .check import Invalid
-from .parse import (
-    Limits,
-    ParseResult,
-    XmlFields,
-    cristal_frame,
-    load_xml,
-    read_bytes,
-    read_identification,
-    reject,
-)
+from .parse_common import Limits, ParseResult, read_bytes, reject
 from .parse_gro import FLOW, gro_record
 from .records import Source
+from .xmlread import XmlFields, cristal_frame, load_xml, read_identification
 
 _PERSON = ("QUAL", "NOM", "NOMNAI", "PRENOMS", "DTNAI", "TYPEDTNAI", "NOMCOMNAI", "SITUPRO")
 _TRONC = ("DTEMM", "TYPEADR", "ETATADR")

@@ -43,17 +43,9 @@ from ..core.errors import InputFileError
 from ..core.fsutil import private_dir
 from . import check, codes
 from .check import Invalid
-from .parse import (
-    Limits,
-    ParseResult,
-    XmlFields,
-    check_file_size,
-    cristal_frame,
-    load_xml,
-    read_identification,
-    reject,
-)
+from .parse_common import Limits, ParseResult, check_file_size, reject
 from .records import SgrRecord, Source
+from .xmlread import XmlFields, cristal_frame, load_xml, read_identification
 
 FLOW = "SGR"
 INDEX_NAME = re.compile(r"CG_[0-9A-Z]{3}_[0-9]{4}-[0-9]{2}-[0-9]{2}_pmiich\.xml")

@@ -898,5 +898,5 @@ def test_file_errors_carry_no_personal_data(tmp_path: Path):
 
 def test_gro_csv_overlong_field_no_longer_quarantines_the_file(tmp_path):
     data = gro_csv({"NOMVOIE": "A" * 200_000}, {})
-    result = parse(tmp_path, "GRO", "g.csv", data)
+    result = parse("GRO", write(tmp_path, "g.csv", data))
     assert len(result.records) == 1 and [r.code for r in result.rejects] == ["FIELD_TOO_LONG"]
