@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..core.clock import Clock
-from ..core.errors import ConfigError, ExitCode, FluxError, SealError
+from ..core.errors import ConfigError, DecryptError, ExitCode, FluxError, SealError, SealToolError
 from ..core.fsutil import private_dir
 from ..core.lock import RunLock, lock_path
 from ..core.log import get as get_logger
@@ -107,15 +107,6 @@ LABELS = {
 
 _MARKER = re.compile(rb"^\s*([0-9a-fA-F]{64})(?:[ \t]+\*?([^\r\n]+))?\s*$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-# SealError carries fixed phrases only (seal/cms.py); these say "not this file's fault".
-_SEAL_ENVIRONMENT = ("command is not available", "did not answer within")
-_SEAL_DECRYPT = (
-    "not for this recipient",
-    "not a CMS EnvelopedData",
-    "not a DER CMS structure",
-    "decryption failed",
-    "unsupported CMS content",
-)
 
 
 class _Refused(Exception):
@@ -400,12 +391,13 @@ class Receiver:
             return cms.open_sealed(
                 data, recipient_cert=self._cert, recipient_key=self._key, trusted_signers=self._trusted
             )
-        except SealError as exc:
-            reason = str(exc)
-            if any(p in reason for p in _SEAL_ENVIRONMENT):
-                raise _Transient(reason) from None
-            code = "DECRYPT" if any(p in reason for p in _SEAL_DECRYPT) else "SIGNATURE"
-            raise _Refused(code, reason) from None
+        # SealError carries fixed phrases only (seal/cms.py): its text is fit for the log.
+        except SealToolError as exc:  # openssl missing or silent: not this file's fault
+            raise _Transient(str(exc)) from None
+        except DecryptError as exc:
+            raise _Refused("DECRYPT", str(exc)) from None
+        except SealError as exc:  # a SignatureError, or any other reason the seal cannot be trusted
+            raise _Refused("SIGNATURE", str(exc)) from None
 
     def _extract(self, plain: bytes) -> Extracted:
         try:
