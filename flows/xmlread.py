@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import cast
 
 from lxml import etree
 
@@ -22,6 +23,16 @@ _FOREIGN_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 # Any "&name" other than the five predefined entities is an entity reference.
 _ENTITY_REF = re.compile(rb"&(?!(?:lt|gt|amp|quot|apos);)(?=[^\s#;&<])")
 _LATIN1_NAMES = {b"iso-8859-1", b"iso8859-1", b"latin-1", b"latin1"}
+
+
+def sourceline(el: etree._Element | None) -> int | None:
+    """The line `el` starts on, when lxml knows it (lxml-stubs leave `sourceline` untyped)."""
+    return None if el is None else cast("int | None", el.sourceline)
+
+
+def line_at(el: etree._Element | None, default: int) -> int:
+    """The line `el` starts on, else `default`: what a reject or a refusal points at."""
+    return sourceline(el) or default
 
 
 def line_of(data: bytes, offset: int) -> int:
@@ -110,12 +121,12 @@ class XmlFields:
             return None
         found = parent.findall(f"{{{ns}}}{name}" if ns else name)
         if len(found) > 1:
-            self.lines[field] = found[1].sourceline or at
+            self.lines[field] = line_at(found[1], at)
             raise Invalid("FIELD_REPEATED", f"{field}: must appear once", field)
         if not found:
-            self.lines[field] = parent.sourceline or at
+            self.lines[field] = line_at(parent, at)
             return None
-        self.lines[field] = found[0].sourceline or at
+        self.lines[field] = line_at(found[0], at)
         return found[0]
 
     def text(self, parent, ns: str | None, name: str, field: str, at: int, *, attr: str | None = None,
@@ -139,21 +150,21 @@ def cristal_frame(root: etree._Element, display_name: str, *, appli: str, natflu
     naming its application and nature) and return the flow's earliest date, DTREF or DTCREAFLUX:
     the day the case was extracted at the latest, hence a bound on its receipt date."""
     if root.tag != "Racine":
-        raise InputFileError(display_name, root.sourceline or 1, "root element is not Racine", code="XML_ROOT")
+        raise InputFileError(display_name, line_at(root, 1), "root element is not Racine", code="XML_ROOT")
     fluxes = root.findall("IdentificationFlux")
     if len(fluxes) != 1:
         raise InputFileError(display_name, 1, "exactly one IdentificationFlux expected", code="XML_SHAPE")
     flux = fluxes[0]
     for name, expected in (("APPLIEME", appli), ("NATFLUX", natflux)):
         if (flux.findtext(name) or "").strip() != expected:
-            raise InputFileError(display_name, flux.sourceline or 1,
+            raise InputFileError(display_name, line_at(flux, 1),
                                  f"IdentificationFlux: {name} must be {expected}", code="XML_SHAPE")
     found = []
     for name in ("DTREF", "DTCREAFLUX"):
         try:
             found.append(check.parse_date((flux.findtext(name) or "").strip(), name))
         except Invalid:
-            raise InputFileError(display_name, flux.sourceline or 1, f"IdentificationFlux: {name} is not a date",
+            raise InputFileError(display_name, line_at(flux, 1), f"IdentificationFlux: {name} is not a date",
                                  code="XML_SHAPE") from None
     return min(found)
 
