@@ -128,7 +128,9 @@ class Layout(Protocol):
     indent: str
     root_tag: str
     root_attrib: dict[str, str]
-    root_nsmap: dict[str, str] | None
+
+    @property
+    def root_nsmap(self) -> dict[str, str] | None: ...  # read-only: a layout may fix it to a dict or None
 
     def header(self, out: Out, count: int, seq: int) -> None: ...
 

@@ -36,7 +36,7 @@ from . import check
 from .check import Invalid
 from .parse_common import Limits, ParseResult, read_bytes, reject
 from .records import DsgAddress, DsgRecord, Source
-from .xmlread import XmlFields, line_at, load_xml
+from .xmlread import XmlFields, line_at, load_xml, text_of
 
 FLOW = "DSG"
 DGE = "urn:ops:rncps:dge"
@@ -139,7 +139,7 @@ def _entete(root: etree._Element, display_name: str) -> tuple[str, str]:
     if entete.get("PGMD_Profil") != "SORTIEDGE":
         raise InputFileError(display_name, at, "Entete: PGMD_Profil must be SORTIEDGE", code="XML_SHAPE")
     nbdoc_el = entete.find(f"{{{DGE}}}NbDoc")
-    nbdoc = "" if nbdoc_el is None else "".join(nbdoc_el.itertext()).strip()
+    nbdoc = text_of(nbdoc_el)
     count = len(root.findall(f"{{{DGE}}}Document"))
     # Bounded before int(): a 5000-digit count made int() raise ValueError and crash the night.
     if nbdoc and not (nbdoc.isascii() and nbdoc.isdigit() and len(nbdoc) <= 9 and int(nbdoc) == count):

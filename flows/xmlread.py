@@ -9,8 +9,9 @@ chain's files have in common.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import date
-from typing import cast
+from typing import Protocol, cast
 
 from lxml import etree
 
@@ -25,6 +26,20 @@ _ENTITY_REF = re.compile(rb"&(?!(?:lt|gt|amp|quot|apos);)(?=[^\s#;&<])")
 _LATIN1_NAMES = {b"iso-8859-1", b"iso8859-1", b"latin-1", b"latin1"}
 
 
+class _LastError(Protocol):
+    type_name: str
+
+
+class _ErrorLog(Protocol):
+    """What we read of lxml's parse error log (lxml-stubs leave it untyped)."""
+
+    last_error: _LastError | None
+
+
+class _DocInfo(Protocol):
+    doctype: str  # omitted by lxml-stubs
+
+
 def sourceline(el: etree._Element | None) -> int | None:
     """The line `el` starts on, when lxml knows it (lxml-stubs leave `sourceline` untyped)."""
     return None if el is None else cast("int | None", el.sourceline)
@@ -33,6 +48,12 @@ def sourceline(el: etree._Element | None) -> int | None:
 def line_at(el: etree._Element | None, default: int) -> int:
     """The line `el` starts on, else `default`: what a reject or a refusal points at."""
     return sourceline(el) or default
+
+
+def text_of(el: etree._Element | None) -> str:
+    """All the text inside `el` (a count, say), stripped; "" when there is no such element."""
+    # Parsed from bytes, lxml gives str: itertext's bytes are for other inputs.
+    return "" if el is None else "".join(cast("Iterator[str]", el.itertext())).strip()
 
 
 def line_of(data: bytes, offset: int) -> int:
@@ -88,12 +109,13 @@ def load_xml(data: bytes, display_name: str, *, latin1: bool = False) -> etree._
     try:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
-        kind = exc.error_log.last_error.type_name if exc.error_log.last_error else "syntax error"
+        last = cast(_ErrorLog, exc.error_log).last_error
+        kind = last.type_name if last else "syntax error"
         raise InputFileError(
             display_name, exc.lineno or None, f"not well-formed XML ({kind})", code="XML_MALFORMED"
         ) from None
     # Belt and braces: the byte scan above should have made these impossible.
-    if root.getroottree().docinfo.doctype or next(root.iter(etree.Entity), None) is not None:
+    if cast(_DocInfo, root.getroottree().docinfo).doctype or next(root.iter(etree.Entity), None) is not None:
         raise InputFileError(display_name, 1, "DOCTYPE or entity refused", code="XML_DTD")
     return root
 
