@@ -452,6 +452,7 @@ def _extract_dsg(root: etree._Element, digest: str) -> Extracted:
     ours = _DSG_IDENTIFICATION.fullmatch(identification)
     if ours:
         seq: int | None = int(ours["seq"])
+        business: date | None
         try:
             business = date(int(ours["date"][:4]), int(ours["date"][4:6]), int(ours["date"][6:]))
         except ValueError:
@@ -468,7 +469,9 @@ def _extract_dsg(root: etree._Element, digest: str) -> Extracted:
     rows: list[dict[str, str]] = []
     for index, document in enumerate(documents, 1):
         d = document.find("dge:Donnee/c:DSGCNAF", _NS)
-        ps = d.find("c:PARTENAIRE/p:Numero", _NS)
+        ps = None if d is None else d.find("c:PARTENAIRE/p:Numero", _NS)
+        if d is None or ps is None:  # the schema requires both: a validated document has them
+            raise ExtractError("SCHEMA", f"DSG Document {index} has no DSGCNAF or no PARTENAIRE Numero")
         row = _common(_record_key(digest, index), seq, business)
         row |= {
             "identification": _text(d, "c:Identification"),

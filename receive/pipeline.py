@@ -338,7 +338,8 @@ class Receiver:
         try:
             marker = drop.read_marker(item) if item.marker_stat is not None else None
         except (FluxError, OSError) as exc:
-            return self._unreadable(report, name, f"its .sha256 cannot be read from {drop.where}", exc)
+            self._unreadable(report, name, f"its .sha256 cannot be read from {drop.where}", exc)
+            return None
         if item.sealed and marker is None:
             return None  # its .sha256 went away since the listing: not ready after all
         declared, marker_problem = parse_marker(marker, name)
@@ -351,7 +352,8 @@ class Receiver:
         try:
             data = drop.read(item, cfg.max_file_bytes)
         except (FluxError, OSError) as exc:
-            return self._unreadable(report, name, f"cannot be read from {drop.where}", exc)
+            self._unreadable(report, name, f"cannot be read from {drop.where}", exc)
+            return None
         sha = hashlib.sha256(data).hexdigest()
         known = ledger.decided(name, sha, base["marker_sha256"])
         if known is not None:
@@ -466,7 +468,7 @@ class Receiver:
         x: Extracted,
         plain: bytes,
         report: ReceiveReport,
-    ) -> FileOutcome:
+    ) -> FileOutcome | None:
         name = base["name"]
         ident = {"flow": x.flow, "department": x.department, "seq": x.seq, "content_sha256": x.content_sha256}
         same = ledger.ingested_content(x.content_sha256)
