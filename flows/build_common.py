@@ -139,6 +139,14 @@ class Layout(Protocol):
     def trailer(self, out: Out, count: int) -> None: ...
 
 
+class HubeeUtf8Style:
+    """How the HubEE samples of DSG and GRO write a document: UTF-8, standalone, four-space indent."""
+
+    encoding = "UTF-8"
+    declaration = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    indent = "    "
+
+
 def write_xml(
     fobj: IO[bytes], layout: Layout, records: Sequence[Any], seq: int, count: int | None = None
 ) -> None:
@@ -341,14 +349,22 @@ def cristal_identification_flux(
         out.leaf("NUMSEQFLUX", str(seq))
 
 
-def cristal_identification_dossier(
-    out: Out, *, numorg: str, matricule: str, department: str, typeparte: str
-) -> None:
+class CristalCase(Protocol):
+    """What identifies a case in Cristal's formats (a GroRecord, an SgrRecord)."""
+
+    @property
+    def numorg(self) -> str: ...
+
+    @property
+    def matricule(self) -> str: ...
+
+
+def cristal_identification_dossier(out: Out, case: CristalCase, *, department: str, typeparte: str) -> None:
     with out.node("IdentificationDossier"):
         with out.node("Organisme"):
             out.leaf("FONORG", "CAF")
-            out.leaf("NUMORG", numorg)
-            out.leaf("MATRICULE", matricule)
+            out.leaf("NUMORG", case.numorg)
+            out.leaf("MATRICULE", case.matricule)
         with out.node("Partenaire"):
             out.leaf("TYPEPARTE", typeparte)
             out.leaf("IDEPARTE", department)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .build_common import BuiltPart, FlowHeader, Out, Target, build_xml
+from .build_common import BuiltPart, FlowHeader, HubeeUtf8Style, Out, Target, build_xml
 from .records import DsgRecord
 
 DGE = "urn:ops:rncps:dge"
@@ -55,10 +55,7 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-class DsgLayout:
-    encoding = "UTF-8"
-    declaration = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    indent = "    "
+class DsgLayout(HubeeUtf8Style):
     root_tag = "Agregat"
     root_attrib: dict[str, str] = {}
     root_nsmap = {"ns2": SNGI, "ns3": DGE}

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from .build_common import (
     BuiltPart,
     FlowHeader,
+    HubeeUtf8Style,
     Out,
     Target,
     build_xml,
@@ -32,10 +33,7 @@ from .records import GroRecord
 TYPEPARTE = "CG  "
 
 
-class GroLayout:
-    encoding = "UTF-8"
-    declaration = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    indent = "    "
+class GroLayout(HubeeUtf8Style):
     root_tag = "Racine"
     root_attrib: dict[str, str] = {}
     root_nsmap = None
@@ -53,13 +51,7 @@ class GroLayout:
 
     def record(self, out: Out, r: GroRecord, index: int, seq: int) -> None:
         with out.node("InfoSuiviGrossessePMI"):
-            cristal_identification_dossier(
-                out,
-                numorg=r.numorg,
-                matricule=r.matricule,
-                department=self.flow_header.department,
-                typeparte=TYPEPARTE,
-            )
+            cristal_identification_dossier(out, r, department=self.flow_header.department, typeparte=TYPEPARTE)
             with out.node("DonneesAdministratives"):
                 if r.has_person:
                     with out.node("Personne"):

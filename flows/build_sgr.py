@@ -78,13 +78,7 @@ class SgrIndexLayout:
 
     def record(self, out: Out, r: SgrRecord, index: int, seq: int) -> None:
         with out.node("InfoSuiviGrossessePMI"):
-            cristal_identification_dossier(
-                out,
-                numorg=r.numorg,
-                matricule=r.matricule,
-                department=self.flow_header.department,
-                typeparte="CG",
-            )
+            cristal_identification_dossier(out, r, department=self.flow_header.department, typeparte="CG")
             with out.node("DossierPMI"):
                 out.leaf("NOMIMAGED", "/" + pdf_member(index))
                 out.leaf("DTCREASDP", r.dtcreasdp.isoformat())

@@ -157,15 +157,12 @@ class Extracted:
     content_sha256: str  # hex digest of the plaintext
 
 
+# The columns that open every Cristal-family row (GRO, SGR): the record and the case it is.
+_CRISTAL_CASE = ("record_key", "seq", "business_date", "numorg", "matricule", "allocataire", "departement")
+
 COLUMNS: dict[str, tuple[str, ...]] = {
     "GRO": (
-        "record_key",
-        "seq",
-        "business_date",
-        "numorg",
-        "matricule",
-        "allocataire",
-        "departement",
+        *_CRISTAL_CASE,
         "qual",
         "nom_usage",
         "nom_famille",
@@ -232,13 +229,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "ps_prenom",
     ),
     "SGR": (
-        "record_key",
-        "seq",
-        "business_date",
-        "numorg",
-        "matricule",
-        "allocataire",
-        "departement",
+        *_CRISTAL_CASE,
         "date_scan",
         "scan_file",
         "scan_size",
