@@ -63,6 +63,18 @@ class SealError(FluxError):
     """A file cannot be sealed or opened (certificate unusable, bad signature...)."""
 
 
+class DecryptError(SealError):
+    """An enveloped file cannot be opened: not for this recipient, not CMS, altered, or the key cannot open it."""
+
+
+class SignatureError(SealError):
+    """An opened file's signature cannot be trusted: unsigned, tampered with, or an untrusted signer."""
+
+
+class SealToolError(SealError):
+    """The tool that checks signatures (openssl) is missing or did not answer: not the file's fault."""
+
+
 class CertificateError(SealError):
     """A certificate cannot be used: expired, not yet valid, wrong key usage.
 

@@ -61,7 +61,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from lxml import etree
 
@@ -410,7 +410,7 @@ class _Generator:
                 break
         family = rng.choice(people.FAMILY_NAMES)
         usage = rng.choice(people.FAMILY_NAMES) if rng.random() < 0.45 else family
-        first = (rng.choice(people.FIRST_NAMES),)
+        first: tuple[str, ...] = (rng.choice(people.FIRST_NAMES),)
         if rng.random() < 0.3:
             first += (rng.choice(people.FIRST_NAMES),)
         complement = ""
@@ -883,6 +883,13 @@ def _write_legacy(inbox: Path, records: dict[str, list[dict]], business_date: da
 # --- real shapes: DGE envelopes, Cristal XML, SDP zips --------------------------------------
 
 
+def _line(element: etree._Element | None) -> int:
+    """The line of an element the generator has just written (lxml-stubs leave sourceline untyped)."""
+    if element is None:
+        raise LookupError("the generator did not write the element it marks")
+    return cast(int, element.sourceline)
+
+
 def _chunks(items: list[dict], size: int) -> list[list[dict]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -999,8 +1006,18 @@ class _RealWriter:
         for record in dsg:
             record["_with_nir"] = record.get("bad") == "NIR_KEY" or rng.random() < DSG_WITH_NIR
             record["_with_phone"] = rng.random() < DSG_WITH_PHONE
-        # Most envelopes carry one département's declarations; a few, like DGE's daily
-        # diffusion to the CNAF, several (one of them at least three when there are).
+        for n, (code, docs) in enumerate(self._dge_envelopes(dsg), start=1):
+            name = f"DGESDSGA_{self.flow_day:%Y%m%d}_{n:04d}.xml"
+            data = self.dge_envelope(n, self.registry[code], docs)
+            self._store("DSG", name, data)
+            self._note_dsg_lines(name, code, docs, data)
+
+    def _dge_envelopes(self, dsg: list[dict]) -> list[tuple[str, list[dict]]]:
+        """(département named Recepteur, its documents) of each DGE envelope.
+
+        Most envelopes carry one département's declarations; a few, like DGE's daily
+        diffusion to the CNAF, several (one of them at least three when there are)."""
+        rng = self.rng
         present = [c for c in self.selected if any(r["dept"] == c for r in dsg)]
         mixed: list[dict] = []
         if len(present) >= 2:
@@ -1017,24 +1034,24 @@ class _RealWriter:
                 by_dept[record["dept"]].append(record)
         envelopes = [(code, chunk) for code in self.selected for chunk in _chunks(by_dept[code], DGE_MAX_DOCUMENTS)]
         envelopes += [(chunk[0]["dept"], chunk) for chunk in _chunks(mixed, DGE_MAX_DOCUMENTS)]
-        for n, (code, docs) in enumerate(envelopes, start=1):
-            name = f"DGESDSGA_{self.flow_day:%Y%m%d}_{n:04d}.xml"
-            data = self.dge_envelope(n, self.registry[code], docs)
-            self._store("DSG", name, data)
-            documents = etree.fromstring(data, _SAFE_PARSER).findall(f"{{{NS_DGE}}}Document")
-            for record, document in zip(docs, documents, strict=True):
-                def line(tag: str, document=document) -> int:
-                    prefix, local = tag.split(":")
-                    return document.find(f".//{{{_NSMAP[prefix]}}}{local}").sourceline
+        return envelopes
 
-                if "bad" in record:
-                    self.bad.append(BadRecord("DSG", name, line(record["_field"]), record["bad"]))
-                if record["dept"] != code:
-                    self.warnings.append(BadRecord("DSG", name, line("beneficiaire:CodeInsee"), WARNING_RECEPTEUR))
-                if "_rectif" in record:
-                    self.rectifications.append(
-                        BadRecord("DSG", name, line(f"dsgcnaf:{record['_rectif']}"), record["_rectif"])
-                    )
+    def _note_dsg_lines(self, name: str, code: str, docs: list[dict], data: bytes) -> None:
+        """Where, in the written envelope, each planted fault, warning and rectification stands."""
+        documents = etree.fromstring(data, _SAFE_PARSER).findall(f"{{{NS_DGE}}}Document")
+        for record, document in zip(docs, documents, strict=True):
+            def line(tag: str, document: etree._Element = document) -> int:
+                prefix, local = tag.split(":")
+                return _line(document.find(f".//{{{_NSMAP[prefix]}}}{local}"))
+
+            if "bad" in record:
+                self.bad.append(BadRecord("DSG", name, line(record["_field"]), record["bad"]))
+            if record["dept"] != code:
+                self.warnings.append(BadRecord("DSG", name, line("beneficiaire:CodeInsee"), WARNING_RECEPTEUR))
+            if "_rectif" in record:
+                self.rectifications.append(
+                    BadRecord("DSG", name, line(f"dsgcnaf:{record['_rectif']}"), record["_rectif"])
+                )
 
     def dge_envelope(self, n: int, recepteur: Department, docs: list[dict]) -> bytes:
         """An Agregat of profile SORTIEDGE, element for element as the DGE sample."""
@@ -1115,31 +1132,40 @@ class _RealWriter:
             stale.add(id(mutations[0]))
         numorg_dept = {d.numorg: d.code for d in self.registry.values()}
         for dept, cases in self._by_caf(gro):
-            root = etree.Element("Racine")
-            self._flux_header(root, "CRI", "H", "G", dept.numorg, (19, 22))
             for record in cases:
                 # A mutation Cristal still addresses to the département she left.
                 record["_idepart"] = numorg_dept[record["row"]["NUMORGCED"]] if id(record) in stale else record["dept"]
-                _cristal_case(root, record)
-                if "anomaly" in record:  # Cristal's Anomalie follows the case it marks, as in the sample
-                    _leaf(_leaf(root, "Anomalie"), "LIBANO", record["anomaly"])
-            anomalies = [r["anomaly"] for r in cases if "anomaly" in r]
-            total = _leaf(root, "TransmissionFlux")
-            if len(cases) > len(anomalies):
-                _leaf(total, "NBTOTDOSPMITRANSM", str(len(cases) - len(anomalies)))
-            if anomalies:
-                _leaf(total, "NBTOTDOSPMITRANSMANO", str(len(anomalies)))
             name = f"CRI_{dept.numorg}_{self.flow_day:%Y%m%d}.xml"
-            data = _XML_UTF8 + etree.tostring(root, encoding="UTF-8", pretty_print=True)
+            data = self._cristal_file(dept, cases)
             self._store("GRO", name, data)
-            elements = etree.fromstring(data, _SAFE_PARSER).findall("InfoSuiviGrossessePMI")
-            for record, case in zip(cases, elements, strict=True):
-                if "bad" in record:
-                    path = GRO_FAULTY_ELEMENT.get(record["bad"]) or f"DossierPMI/{record['_future']}"
-                    self.bad.append(BadRecord("GRO", name, case.find(path).sourceline, record["bad"]))
-                if record["_idepart"] != record["dept"]:
-                    line = case.find("IdentificationDossier/Partenaire/IDEPARTE").sourceline
-                    self.warnings.append(BadRecord("GRO", name, line, WARNING_IDEPARTE))
+            self._note_gro_lines(name, cases, data)
+
+    def _cristal_file(self, dept: Department, cases: list[dict]) -> bytes:
+        """One Caf's GRO file as Cristal writes it."""
+        root = etree.Element("Racine")
+        self._flux_header(root, "CRI", "H", "G", dept.numorg, (19, 22))
+        for record in cases:
+            _cristal_case(root, record)
+            if "anomaly" in record:  # Cristal's Anomalie follows the case it marks, as in the sample
+                _leaf(_leaf(root, "Anomalie"), "LIBANO", record["anomaly"])
+        anomalies = [r["anomaly"] for r in cases if "anomaly" in r]
+        total = _leaf(root, "TransmissionFlux")
+        if len(cases) > len(anomalies):
+            _leaf(total, "NBTOTDOSPMITRANSM", str(len(cases) - len(anomalies)))
+        if anomalies:
+            _leaf(total, "NBTOTDOSPMITRANSMANO", str(len(anomalies)))
+        return _XML_UTF8 + etree.tostring(root, encoding="UTF-8", pretty_print=True)
+
+    def _note_gro_lines(self, name: str, cases: list[dict], data: bytes) -> None:
+        """Where, in the written file, each planted fault and stale IDEPARTE stands."""
+        elements = etree.fromstring(data, _SAFE_PARSER).findall("InfoSuiviGrossessePMI")
+        for record, case in zip(cases, elements, strict=True):
+            if "bad" in record:
+                path = GRO_FAULTY_ELEMENT.get(record["bad"]) or f"DossierPMI/{record['_future']}"
+                self.bad.append(BadRecord("GRO", name, _line(case.find(path)), record["bad"]))
+            if record["_idepart"] != record["dept"]:
+                line = _line(case.find("IdentificationDossier/Partenaire/IDEPARTE"))
+                self.warnings.append(BadRecord("GRO", name, line, WARNING_IDEPARTE))
 
     def write_sgr(self, sgr: list[dict]) -> None:
         zips = self._by_caf(sgr)
@@ -1166,16 +1192,16 @@ class _RealWriter:
                     members.append((member, record["pdf"]))
             _leaf(_leaf(root, "TransmissionFlux"), "NBTOTDOSPMITRANSM", f"{len(cases):05d}")
             index_name = f"CG_{dept.code}_{self.flow_day.isoformat()}_pmiich.xml"
-            index = b'<?xml version="1.0" encoding="ISO-8859-1"?>\n' + etree.tostring(
+            index = b'<?xml version="1.0" encoding="ISO-8859-1"?>\n' + cast(bytes, etree.tostring(
                 root, encoding="ISO-8859-1", xml_declaration=False, pretty_print=True
-            )
+            ))
             name = f"SDP_{dept.numorg}_{self.flow_day:%Y%m%d}.zip"
             self._store("SGR", name, self._zip([(index_name, index), *members]))
             self.pdf_bytes += sum(len(data) for _, data in members)
             elements = etree.fromstring(index, _SAFE_PARSER).findall("InfoSuiviGrossessePMI")
             for record, case in zip(cases, elements, strict=True):
                 if "bad" in record:
-                    self.bad.append(BadRecord("SGR", name, case.find("DossierPMI/NOMIMAGED").sourceline, record["bad"]))
+                    self.bad.append(BadRecord("SGR", name, _line(case.find("DossierPMI/NOMIMAGED")), record["bad"]))
 
     def _zip(self, members: list[tuple[str, bytes]]) -> bytes:
         buffer = io.BytesIO()

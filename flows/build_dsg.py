@@ -15,10 +15,9 @@ number is written in full, so the value stays a valid DGEM + digits).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 
-from .build import BuiltPart, FlowHeader, Out, build_xml
+from .build_common import BuiltPart, FlowHeader, HubeeUtf8Style, Out, Target, build_xml
 from .records import DsgRecord
 
 DGE = "urn:ops:rncps:dge"
@@ -56,10 +55,7 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-class DsgLayout:
-    encoding = "UTF-8"
-    declaration = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    indent = "    "
+class DsgLayout(HubeeUtf8Style):
     root_tag = "Agregat"
     root_attrib: dict[str, str] = {}
     root_nsmap = {"ns2": SNGI, "ns3": DGE}
@@ -152,14 +148,5 @@ class DsgLayout:
         return None
 
 
-def build_dsg(
-    header: FlowHeader,
-    records: Iterable[DsgRecord],
-    *,
-    out_dir: Path,
-    max_bytes: int,
-    seq_for_part: Callable[[int], int],
-) -> list[BuiltPart]:
-    return build_xml(
-        header, DsgLayout(header), records, out_dir=out_dir, max_bytes=max_bytes, seq_for_part=seq_for_part
-    )
+def build_dsg(header: FlowHeader, records: Iterable[DsgRecord], target: Target) -> list[BuiltPart]:
+    return build_xml(header, DsgLayout(header), records, target)

@@ -15,13 +15,14 @@ which the exact part sizing needs); NBTOTDOSPMITRANSM counts every case.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 
-from .build import (
+from .build_common import (
     BuiltPart,
     FlowHeader,
+    HubeeUtf8Style,
     Out,
+    Target,
     build_xml,
     cristal_identification_dossier,
     cristal_identification_flux,
@@ -32,10 +33,7 @@ from .records import GroRecord
 TYPEPARTE = "CG  "
 
 
-class GroLayout:
-    encoding = "UTF-8"
-    declaration = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    indent = "    "
+class GroLayout(HubeeUtf8Style):
     root_tag = "Racine"
     root_attrib: dict[str, str] = {}
     root_nsmap = None
@@ -53,13 +51,7 @@ class GroLayout:
 
     def record(self, out: Out, r: GroRecord, index: int, seq: int) -> None:
         with out.node("InfoSuiviGrossessePMI"):
-            cristal_identification_dossier(
-                out,
-                numorg=r.numorg,
-                matricule=r.matricule,
-                department=self.flow_header.department,
-                typeparte=TYPEPARTE,
-            )
+            cristal_identification_dossier(out, r, department=self.flow_header.department, typeparte=TYPEPARTE)
             with out.node("DonneesAdministratives"):
                 if r.has_person:
                     with out.node("Personne"):
@@ -111,16 +103,7 @@ class GroLayout:
                 out.leaf("NBTOTDOSPMITRANSMANO", str(self._part_anomalies).zfill(len(str(count))))
 
 
-def build_gro(
-    header: FlowHeader,
-    records: Iterable[GroRecord],
-    *,
-    out_dir: Path,
-    max_bytes: int,
-    seq_for_part: Callable[[int], int],
-) -> list[BuiltPart]:
+def build_gro(header: FlowHeader, records: Iterable[GroRecord], target: Target) -> list[BuiltPart]:
     records = list(records)
     layout = GroLayout(header, with_anomalies=any(r.anomalies for r in records))
-    return build_xml(
-        header, layout, records, out_dir=out_dir, max_bytes=max_bytes, seq_for_part=seq_for_part
-    )
+    return build_xml(header, layout, records, target)

@@ -22,17 +22,16 @@ import os
 import shutil
 import stat
 import zipfile
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 
 from ..core.errors import InputFileError
-from .build import (
+from .build_common import (
     BuiltPart,
     FlowHeader,
     Out,
     PartWriter,
     Sizer,
-    check_seq,
+    Target,
     cristal_identification_dossier,
     cristal_identification_flux,
     output_name,
@@ -79,13 +78,7 @@ class SgrIndexLayout:
 
     def record(self, out: Out, r: SgrRecord, index: int, seq: int) -> None:
         with out.node("InfoSuiviGrossessePMI"):
-            cristal_identification_dossier(
-                out,
-                numorg=r.numorg,
-                matricule=r.matricule,
-                department=self.flow_header.department,
-                typeparte="CG",
-            )
+            cristal_identification_dossier(out, r, department=self.flow_header.department, typeparte="CG")
             with out.node("DossierPMI"):
                 out.leaf("NOMIMAGED", "/" + pdf_member(index))
                 out.leaf("DTCREASDP", r.dtcreasdp.isoformat())
@@ -129,18 +122,11 @@ def _copy_scan(record: SgrRecord, dst) -> None:
             )
 
 
-def build_sgr(
-    header: FlowHeader,
-    records: Iterable[SgrRecord],
-    *,
-    out_dir: Path,
-    max_bytes: int,
-    seq_for_part: Callable[[int], int],
-) -> list[BuiltPart]:
+def build_sgr(header: FlowHeader, records: Iterable[SgrRecord], target: Target) -> list[BuiltPart]:
     layout = SgrIndexLayout(header)
     index_name = index_member(header)
 
-    with PartWriter(out_dir) as writer, Sizer(layout) as sizer:
+    with PartWriter(target.out_dir) as writer, Sizer(layout) as sizer:
 
         def frame_cost(count: int, seq: int) -> int:
             xml = sizer.frame(count, seq)
@@ -154,7 +140,6 @@ def build_sgr(
             return xml + xml // 3000 + 1 + r.pdf_size + _MEMBER_OVERHEAD + 2 * len(pdf_member(index))
 
         def emit(part_no: int, seq: int, batch: list[SgrRecord], planned: int) -> BuiltPart:
-            check_seq(seq)
             name = output_name(header, seq)
             with writer.create(name) as fobj:
                 with zipfile.ZipFile(fobj, "w") as archive:
@@ -171,8 +156,7 @@ def build_sgr(
 
         return plan_parts(
             records,
-            max_bytes=max_bytes,
-            seq_for_part=lambda n: check_seq(seq_for_part(n)),
+            target,
             frame_cost=frame_cost,
             record_cost=record_cost,
             emit=emit,

@@ -385,25 +385,25 @@ def _plausible(value: date) -> date:
 
 def parse_date(value: str, field: str) -> date:
     """A CSV date: exactly YYYY-MM-DD, from 1900 on."""
-    m = _CSV_DATE.fullmatch(value)
-    try:
-        if not m:
-            raise ValueError
-        return _plausible(date(int(m[1]), int(m[2]), int(m[3])))
-    except ValueError:
-        raise Invalid("DATE_INVALID", f"{field}: must be a valid date YYYY-MM-DD from 1900 on", field) from None
+    return _calendar_date(_CSV_DATE.fullmatch(value), field, "a valid date YYYY-MM-DD from 1900 on")
 
 
 def parse_xs_date(value: str, field: str) -> date:
     """An xs:date, optionally with a timezone offset; the calendar date is what counts."""
-    m = _XS_DATE.fullmatch(value)
+    return _calendar_date(_XS_DATE.fullmatch(value), field, "a valid xs:date from 1900 on", offset_group=4)
+
+
+def _calendar_date(m: re.Match[str] | None, field: str, expected: str, *, offset_group: int | None = None) -> date:
+    """The date of a matched (year, month, day) value; DATE_INVALID, saying it must be `expected`,
+    when it did not match, is no calendar day, is implausible or has an offset out of range."""
     try:
         if not m:
             raise ValueError
-        _offset(m[4])
+        if offset_group is not None:
+            _offset(m[offset_group])
         return _plausible(date(int(m[1]), int(m[2]), int(m[3])))
     except ValueError:
-        raise Invalid("DATE_INVALID", f"{field}: must be a valid xs:date from 1900 on", field) from None
+        raise Invalid("DATE_INVALID", f"{field}: must be {expected}", field) from None
 
 
 def parse_received_datetime(value: str, field: str) -> date:

@@ -10,7 +10,7 @@ kept on the record only so that the router can warn when it disagrees with the r
 project first defined) is still read, as the documented secondary shape.
 
 Two ways to fail. A file that cannot be read as XML we trust is quarantined
-(InputFileError, see parse.load_xml): encoding, DTD/entities, not well-formed, a root
+(InputFileError, see xmlread.load_xml): encoding, DTD/entities, not well-formed, a root
 that is neither (XML_ROOT), an envelope frame that is wrong (XML_SHAPE: no or two Entete,
 a profile other than SORTIEDGE, an NbDoc that disagrees with the Documents). A readable
 declaration whose content fails a check is a reject at the line of the offending element
@@ -34,8 +34,9 @@ from lxml import etree
 from ..core.errors import InputFileError
 from . import check
 from .check import Invalid
-from .parse import Limits, ParseResult, XmlFields, load_xml, read_bytes, reject
+from .parse_common import Limits, ParseResult, read_bytes, reject
 from .records import DsgAddress, DsgRecord, Source
+from .xmlread import XmlFields, line_at, load_xml, text_of
 
 FLOW = "DSG"
 DGE = "urn:ops:rncps:dge"
@@ -94,7 +95,7 @@ def parse_dsg(path: Path, *, display_name: str, today: date, limits: Limits) -> 
         return result
     if root.tag not in ENVELOPE_TAGS:
         raise InputFileError(
-            display_name, root.sourceline or 1, "root element is neither Agregat nor dsgcnaf:DSGCNAF",
+            display_name, line_at(root, 1), "root element is neither Agregat nor dsgcnaf:DSGCNAF",
             code="XML_ROOT",
         )
     addressed_to, siret = _entete(root, display_name)
@@ -104,7 +105,7 @@ def parse_dsg(path: Path, *, display_name: str, today: date, limits: Limits) -> 
             display_name, None, f"more than {limits.max_records_per_file} records", code="TOO_LARGE"
         )
     for document in documents:
-        line = document.sourceline or 1
+        line = line_at(document, 1)
         found = document.findall(f"{{{DGE}}}Donnee/{ROOT_TAG}")
         if len(found) != 1:
             what = "no" if not found else "more than one"
@@ -131,18 +132,18 @@ def _entete(root: etree._Element, display_name: str) -> tuple[str, str]:
     """Check the envelope's frame; return its Recepteur (département code from CGDnnn, SIRET)."""
     entetes = root.findall(f"{{{DGE}}}Entete")
     if len(entetes) != 1:
-        raise InputFileError(display_name, root.sourceline or 1, "the envelope needs exactly one Entete",
+        raise InputFileError(display_name, line_at(root, 1), "the envelope needs exactly one Entete",
                              code="XML_SHAPE")
     entete = entetes[0]
-    at = entete.sourceline or 1
+    at = line_at(entete, 1)
     if entete.get("PGMD_Profil") != "SORTIEDGE":
         raise InputFileError(display_name, at, "Entete: PGMD_Profil must be SORTIEDGE", code="XML_SHAPE")
     nbdoc_el = entete.find(f"{{{DGE}}}NbDoc")
-    nbdoc = "" if nbdoc_el is None else "".join(nbdoc_el.itertext()).strip()
+    nbdoc = text_of(nbdoc_el)
     count = len(root.findall(f"{{{DGE}}}Document"))
     # Bounded before int(): a 5000-digit count made int() raise ValueError and crash the night.
     if nbdoc and not (nbdoc.isascii() and nbdoc.isdigit() and len(nbdoc) <= 9 and int(nbdoc) == count):
-        at = nbdoc_el.sourceline or at
+        at = line_at(nbdoc_el, at)
         raise InputFileError(display_name, at, f"Entete: NbDoc disagrees with the {count} Document(s)",
                              code="XML_SHAPE")
     qualite = (entete.findtext(f"{{{DGE}}}Recepteur/{{{DGE}}}Qualite") or "").strip()
@@ -159,7 +160,7 @@ def load_dsg(data: bytes, display_name: str) -> etree._Element:
     root = load_xml(data, display_name)
     if root.tag != ROOT_TAG:
         raise InputFileError(
-            display_name, root.sourceline or 1, "root element is not dsgcnaf:DSGCNAF", code="XML_ROOT"
+            display_name, line_at(root, 1), "root element is not dsgcnaf:DSGCNAF", code="XML_ROOT"
         )
     return root
 
@@ -167,7 +168,7 @@ def load_dsg(data: bytes, display_name: str) -> etree._Element:
 def dsg_record(root: etree._Element, doc: XmlFields, source: Source, today: date, *, addressed_to: str = "",
                siret: str = "") -> DsgRecord:
     """Extract and check the declaration (first failure raises Invalid), then build it."""
-    top = root.sourceline or 1
+    top = line_at(root, 1)
     doc.text(root, DSGCNAF, "Identification", "Identification", top)
     doc.text(root, DSGCNAF, "Date", "Date", top)
     benef = doc.element(root, DSGCNAF, "BENEFICIAIRE", "BENEFICIAIRE", top)

@@ -4,7 +4,7 @@ The primary shape is Cristal's own XML (parse_gro_xml); both feed `gro_record`, 
 case is checked the same way whichever shape it came in.
 
 A real extract carries more than annexe 1 lets leave (NIR, phone, e-mail...). Only the
-contract's columns are copied out of each row (parse.read_csv), so nothing else can
+contract's columns are copied out of each row (csvread.read_csv), so nothing else can
 reach a GroRecord, a reject message or a département.
 
 Decisions: DTDECLGRO and DTDEBGRO are required for motifs 01 and 03 and may be empty
@@ -24,59 +24,33 @@ from pathlib import Path
 
 from . import check, codes
 from .check import Invalid
-from .parse import Limits, ParseResult, read_csv, reject
+from .csvread import read_csv
+from .parse_common import Limits, ParseResult, reject
 from .records import GroRecord, Source
 
 FLOW = "GRO"
+
+# The case's blocks, in the contract's column order; parse_gro_xml reads the same names.
+PERSON = ("QUAL", "NOM", "NOMNAI", "PRENOMS", "DTNAI", "TYPEDTNAI", "NOMCOMNAI", "SITUPRO")
+TRONC = ("DTEMM", "TYPEADR", "ETATADR")
+STREET = ("COMPLIDEADR", "COMPLADR", "NUMVOIE", "LIBTYPEVOIE", "NOMVOIE", "LIEUDIST")
+DETAIL = (*STREET, "NUMCOM", "CODEPOS", "NOMCOM")
+PMI = ("DTDECLGRO", "DTDEBGRO", "NBENFCHAPF", "MOTITRANSMDOSPMI")
 
 COLUMNS: tuple[str, ...] = (
     "DTRECEP",
     "NUMORG",
     "MATRICULE",
-    "QUAL",
-    "NOM",
-    "NOMNAI",
-    "PRENOMS",
-    "DTNAI",
-    "TYPEDTNAI",
-    "NOMCOMNAI",
-    "SITUPRO",
-    "DTEMM",
-    "TYPEADR",
-    "ETATADR",
-    "COMPLIDEADR",
-    "COMPLADR",
-    "NUMVOIE",
-    "LIBTYPEVOIE",
-    "NOMVOIE",
-    "LIEUDIST",
-    "NUMCOM",
-    "CODEPOS",
-    "NOMCOM",
-    "DTDECLGRO",
-    "DTDEBGRO",
-    "NBENFCHAPF",
-    "MOTITRANSMDOSPMI",
+    *PERSON,
+    *TRONC,
+    *DETAIL,
+    *PMI,
     "NUMORGCED",
     "MATRICULECED",
 )
 
 # Free text that ends up in the départements' files: the formula-prefix rule applies.
-FREE_TEXT = frozenset(
-    {
-        "NOM",
-        "NOMNAI",
-        "PRENOMS",
-        "NOMCOMNAI",
-        "COMPLIDEADR",
-        "COMPLADR",
-        "NUMVOIE",
-        "LIBTYPEVOIE",
-        "NOMVOIE",
-        "LIEUDIST",
-        "NOMCOM",
-    }
-)
+FREE_TEXT = frozenset({"NOM", "NOMNAI", "PRENOMS", "NOMCOMNAI", *STREET, "NOMCOM"})
 
 REQUIRED = (
     "DTRECEP",
@@ -108,9 +82,6 @@ def parse_gro(path: Path, *, display_name: str, today: date, limits: Limits) -> 
     return result
 
 
-PERSON = ("QUAL", "NOM", "NOMNAI", "PRENOMS", "DTNAI", "TYPEDTNAI", "NOMCOMNAI", "SITUPRO")
-
-
 def gro_record(
     v: dict[str, str],
     source: Source,
@@ -129,54 +100,23 @@ def gro_record(
     check.check_lengths(v)
     check.check_texts(v, FREE_TEXT)
     personless = bool(anomalies) and not any(v[name] for name in PERSON)
-    for name in REQUIRED:
-        if name == "DTRECEP" and received is not None:
-            continue
-        if personless and name in PERSON:
-            continue
-        check.require(v[name], name)
-
+    _require(v, personless=personless, with_dtrecep=received is None)
     if received is None:
         received = check.not_future(check.parse_date(v["DTRECEP"], "DTRECEP"), "DTRECEP", today)
     else:
         check.not_future(received, "DTREF", today)
     check.check_numorg(v["NUMORG"], "NUMORG")
     check.check_matricule(v["MATRICULE"], "MATRICULE")
-    typedtnai = ""
-    born_earliest = born_latest = None
-    if not personless:
-        check.check_code(v["QUAL"], codes.QUAL, "QUAL")
-        typedtnai = check.check_code(v["TYPEDTNAI"], codes.TYPEDTNAI, "TYPEDTNAI")
-        born_earliest, born_latest = check.parse_gro_birth(v["DTNAI"], typedtnai, "DTNAI")
-        check.not_future(born_earliest, "DTNAI", today)
-        check.check_code(v["SITUPRO"], codes.SITUPRO, "SITUPRO")
-    dtemm = check.parse_date(v["DTEMM"], "DTEMM")
-    check.check_code(v["TYPEADR"], codes.TYPEADR, "TYPEADR")
-    if v["ETATADR"] and not _ETATADR.fullmatch(v["ETATADR"]):
-        raise Invalid("CODE_UNKNOWN", "ETATADR: must be 2 capital letters", "ETATADR")
-    check.check_commune(v["NUMCOM"], "NUMCOM")
-    if v["CODEPOS"]:
-        check.check_postcode(v["CODEPOS"], "CODEPOS")
+    typedtnai, born = ("", None) if personless else _check_person(v, today)
+    dtemm = _check_address(v)
     motif = check.check_code(v["MOTITRANSMDOSPMI"], codes.MOTIF, "MOTITRANSMDOSPMI")
     nbenfchapf = check.parse_int(v["NBENFCHAPF"], "NBENFCHAPF", 0, 30)
-
-    during_pregnancy = motif != "02"
-    dtdeclgro = dtdebgro = None
-    if during_pregnancy and not personless:
-        check.require(v["DTDECLGRO"], "DTDECLGRO")
-        check.require(v["DTDEBGRO"], "DTDEBGRO")
-    if v["DTDECLGRO"]:
-        dtdeclgro = check.not_future(check.parse_date(v["DTDECLGRO"], "DTDECLGRO"), "DTDECLGRO", today)
-    if v["DTDEBGRO"]:
-        dtdebgro = check.not_future(check.parse_date(v["DTDEBGRO"], "DTDEBGRO"), "DTDEBGRO", today)
-    if dtdebgro is not None and dtdeclgro is not None:
-        check.check_pregnancy(dtdebgro, dtdeclgro, "DTDEBGRO", "DTDECLGRO", span=during_pregnancy)
-    if born_earliest is None or born_latest is None:
-        pass  # no person block: no age to check
-    elif dtdeclgro is not None:
-        check.check_age(born_earliest, born_latest, dtdeclgro, "DTNAI", "DTDECLGRO")
-    else:
-        check.check_age(born_earliest, born_latest, received, "DTNAI", "DTRECEP")
+    dtdeclgro, dtdebgro = _pregnancy_dates(v, motif, personless, today)
+    if born is not None:  # without a person block there is no age to check
+        if dtdeclgro is not None:
+            check.check_age(*born, dtdeclgro, "DTNAI", "DTDECLGRO")
+        else:
+            check.check_age(*born, received, "DTNAI", "DTRECEP")
     check.check_mutation(motif, v["NUMORGCED"], v["MATRICULECED"])
 
     return GroRecord(
@@ -213,3 +153,51 @@ def gro_record(
         anomalies=anomalies,
         idepart=idepart,
     )
+
+
+def _require(v: dict[str, str], *, personless: bool, with_dtrecep: bool) -> None:
+    """The contract's mandatory fields, but DTRECEP when the XML shape gives the date, and the
+    person block of a case Cristal marked personless."""
+    for name in REQUIRED:
+        if (name == "DTRECEP" and not with_dtrecep) or (personless and name in PERSON):
+            continue
+        check.require(v[name], name)
+
+
+def _check_person(v: dict[str, str], today: date) -> tuple[str, tuple[date, date]]:
+    """The person block's codes; returns TYPEDTNAI and the earliest and latest birth dates."""
+    check.check_code(v["QUAL"], codes.QUAL, "QUAL")
+    typedtnai = check.check_code(v["TYPEDTNAI"], codes.TYPEDTNAI, "TYPEDTNAI")
+    born = check.parse_gro_birth(v["DTNAI"], typedtnai, "DTNAI")
+    check.not_future(born[0], "DTNAI", today)
+    check.check_code(v["SITUPRO"], codes.SITUPRO, "SITUPRO")
+    return typedtnai, born
+
+
+def _check_address(v: dict[str, str]) -> date:
+    """The address block's codes; returns DTEMM."""
+    dtemm = check.parse_date(v["DTEMM"], "DTEMM")
+    check.check_code(v["TYPEADR"], codes.TYPEADR, "TYPEADR")
+    if v["ETATADR"] and not _ETATADR.fullmatch(v["ETATADR"]):
+        raise Invalid("CODE_UNKNOWN", "ETATADR: must be 2 capital letters", "ETATADR")
+    check.check_commune(v["NUMCOM"], "NUMCOM")
+    if v["CODEPOS"]:
+        check.check_postcode(v["CODEPOS"], "CODEPOS")
+    return dtemm
+
+
+def _pregnancy_dates(v: dict[str, str], motif: str, personless: bool, today: date) -> tuple[date | None, date | None]:
+    """DTDECLGRO and DTDEBGRO: required during a pregnancy (every motif but a birth, 02) for a case
+    with a person, and consistent with each other when both are given."""
+    during_pregnancy = motif != "02"
+    if during_pregnancy and not personless:
+        check.require(v["DTDECLGRO"], "DTDECLGRO")
+        check.require(v["DTDEBGRO"], "DTDEBGRO")
+    dtdeclgro = dtdebgro = None
+    if v["DTDECLGRO"]:
+        dtdeclgro = check.not_future(check.parse_date(v["DTDECLGRO"], "DTDECLGRO"), "DTDECLGRO", today)
+    if v["DTDEBGRO"]:
+        dtdebgro = check.not_future(check.parse_date(v["DTDEBGRO"], "DTDEBGRO"), "DTDEBGRO", today)
+    if dtdebgro is not None and dtdeclgro is not None:
+        check.check_pregnancy(dtdebgro, dtdeclgro, "DTDEBGRO", "DTDECLGRO", span=during_pregnancy)
+    return dtdeclgro, dtdebgro

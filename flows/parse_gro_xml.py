@@ -38,23 +38,13 @@ from lxml import etree
 from ..core.errors import InputFileError
 from . import check
 from .check import Invalid
-from .parse import (
-    Limits,
-    ParseResult,
-    XmlFields,
-    cristal_frame,
-    load_xml,
-    read_bytes,
-    read_identification,
-    reject,
-)
-from .parse_gro import FLOW, gro_record
+from .parse_common import Limits, ParseResult, read_bytes, reject
+from .parse_gro import DETAIL, FLOW, PERSON, TRONC, gro_record
 from .records import Source
+from .xmlread import XmlFields, cristal_frame, line_at, load_xml, read_identification, sourceline
 
-_PERSON = ("QUAL", "NOM", "NOMNAI", "PRENOMS", "DTNAI", "TYPEDTNAI", "NOMCOMNAI", "SITUPRO")
-_TRONC = ("DTEMM", "TYPEADR", "ETATADR")
-_DETAIL = ("COMPLIDEADR", "COMPLADR", "NUMVOIE", "LIBTYPEVOIE", "NOMVOIE", "LIEUDIST", "NUMCOM", "CODEPOS",
-           "NOMCOM")
+# A case with the LIBANO of the Anomalie element(s) that follow it.
+_Case = tuple[etree._Element, list[etree._Element]]
 
 
 def _count(root: etree._Element, name: str, display_name: str) -> int | None:
@@ -63,7 +53,7 @@ def _count(root: etree._Element, name: str, display_name: str) -> int | None:
         return None
     text = (el.text or "").strip()
     if not text.isascii() or not text.isdigit() or len(text) > 9:
-        raise InputFileError(display_name, el.sourceline or 1, f"TransmissionFlux: {name} is not a number",
+        raise InputFileError(display_name, line_at(el, 1), f"TransmissionFlux: {name} is not a number",
                              code="XML_SHAPE")
     return int(text)
 
@@ -71,36 +61,14 @@ def _count(root: etree._Element, name: str, display_name: str) -> int | None:
 def parse_gro_xml(path: Path, *, display_name: str, today: date, limits: Limits) -> ParseResult:
     root = load_xml(read_bytes(path, display_name, limits), display_name)
     earliest = cristal_frame(root, display_name, appli="CRI", natflux="G")
-
-    # Each case with the LIBANO of the Anomalie element(s) that follow it.
-    cases: list[tuple[etree._Element, list[etree._Element]]] = []
-    for child in root.iterchildren(tag=etree.Element):
-        if child.tag == "InfoSuiviGrossessePMI":
-            cases.append((child, []))
-        elif child.tag == "Anomalie":
-            if not cases:
-                raise InputFileError(display_name, child.sourceline or 1, "an Anomalie follows no case",
-                                     code="XML_SHAPE")
-            cases[-1][1].extend(child.findall("LIBANO"))
-    if len(cases) > limits.max_records_per_file:
-        raise InputFileError(display_name, None, f"more than {limits.max_records_per_file} records",
-                             code="TOO_LARGE")
-    marked = sum(1 for _case, libano in cases if libano)
-    n_ano = _count(root, "NBTOTDOSPMITRANSMANO", display_name)
-    n_all = _count(root, "NBTOTDOSPMITRANSM", display_name)
-    if (n_ano is not None and n_ano != marked) or (n_all is not None and n_all not in (len(cases),
-                                                                                       len(cases) - marked)):
-        flux = root.find("TransmissionFlux")
-        raise InputFileError(display_name, flux.sourceline if flux is not None else None,
-                             "TransmissionFlux counts disagree with the cases", code="XML_SHAPE")
-
+    cases = _cases(root, display_name, limits)
+    _check_counts(root, cases, display_name)
     # A flow date after the processing day rejects each case as "DTREF": point at the flow's own
     # DTREF (it was reported at line 1, a line that holds no such element).
-    dtref = root.find("IdentificationFlux/DTREF")
-    dtref_line = (dtref.sourceline if dtref is not None else None) or 1
+    dtref_line = line_at(root.find("IdentificationFlux/DTREF"), 1)
     result = ParseResult()
     for case, libanos in cases:
-        line = case.sourceline or 1
+        line = line_at(case, 1)
         doc = XmlFields()
         doc.lines["DTREF"] = dtref_line
         try:
@@ -114,6 +82,35 @@ def parse_gro_xml(path: Path, *, display_name: str, today: date, limits: Limits)
         else:
             result.records.append(record)
     return result
+
+
+def _cases(root: etree._Element, display_name: str, limits: Limits) -> list[_Case]:
+    """Each case with the LIBANO of the Anomalie element(s) that follow it, in file order."""
+    cases: list[_Case] = []
+    for child in root.iterchildren(tag=etree.Element):
+        if child.tag == "InfoSuiviGrossessePMI":
+            cases.append((child, []))
+        elif child.tag == "Anomalie":
+            if not cases:
+                raise InputFileError(display_name, line_at(child, 1), "an Anomalie follows no case",
+                                     code="XML_SHAPE")
+            cases[-1][1].extend(child.findall("LIBANO"))
+    if len(cases) > limits.max_records_per_file:
+        raise InputFileError(display_name, None, f"more than {limits.max_records_per_file} records",
+                             code="TOO_LARGE")
+    return cases
+
+
+def _check_counts(root: etree._Element, cases: list[_Case], display_name: str) -> None:
+    """TransmissionFlux's counts, when given, must agree with the cases: NBTOTDOSPMITRANSMANO
+    with the marked ones, NBTOTDOSPMITRANSM with all of them or with the unmarked ones."""
+    marked = sum(1 for _case, libano in cases if libano)
+    n_ano = _count(root, "NBTOTDOSPMITRANSMANO", display_name)
+    n_all = _count(root, "NBTOTDOSPMITRANSM", display_name)
+    if (n_ano is not None and n_ano != marked) or (n_all is not None and n_all not in (len(cases),
+                                                                                       len(cases) - marked)):
+        raise InputFileError(display_name, sourceline(root.find("TransmissionFlux")),
+                             "TransmissionFlux counts disagree with the cases", code="XML_SHAPE")
 
 
 def _declared(values: dict[str, str]) -> date | None:
@@ -130,14 +127,14 @@ def _read_case(case: etree._Element, libanos: list[etree._Element], doc: XmlFiel
     admin = doc.element(case, None, "DonneesAdministratives", "DonneesAdministratives", line)
     at = doc.line("DonneesAdministratives")
     person = doc.element(admin, None, "Personne", "Personne", at)
-    for name in _PERSON:
+    for name in PERSON:
         doc.text(person, None, name, name, doc.line("Personne"))
     address = doc.element(admin, None, "Adresse", "Adresse", at)
     tronc = doc.element(address, None, "TroncCommunAdresse", "TroncCommunAdresse", doc.line("Adresse"))
-    for name in _TRONC:
+    for name in TRONC:
         doc.text(tronc, None, name, name, doc.line("TroncCommunAdresse"))
     detail = doc.element(address, None, "AdresseDetailleeFrance", "AdresseDetailleeFrance", doc.line("Adresse"))
-    for name in _DETAIL:
+    for name in DETAIL:
         doc.text(detail, None, name, name, doc.line("AdresseDetailleeFrance"))
 
     pmi = doc.element(case, None, "DossierPMI", "DossierPMI", line)
@@ -150,7 +147,7 @@ def _read_case(case: etree._Element, libanos: list[etree._Element], doc: XmlFiel
 
     anomalies: list[str] = []
     for el in libanos:
-        doc.lines["LIBANO"] = el.sourceline or line
+        doc.lines["LIBANO"] = line_at(el, line)
         if len(el):
             raise Invalid("TEXT_INVALID", "LIBANO: must hold text only", "LIBANO")
         text = (el.text or "").strip(" \t\r\n")

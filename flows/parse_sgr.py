@@ -13,7 +13,8 @@ from pathlib import Path
 
 from . import check
 from .check import Invalid
-from .parse import Limits, ParseResult, read_csv, reject
+from .csvread import read_csv
+from .parse_common import Limits, ParseResult, reject
 from .records import SgrRecord, Source
 
 FLOW = "SGR"

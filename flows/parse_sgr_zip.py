@@ -43,17 +43,9 @@ from ..core.errors import InputFileError
 from ..core.fsutil import private_dir
 from . import check, codes
 from .check import Invalid
-from .parse import (
-    Limits,
-    ParseResult,
-    XmlFields,
-    check_file_size,
-    cristal_frame,
-    load_xml,
-    read_identification,
-    reject,
-)
+from .parse_common import Limits, ParseResult, check_file_size, reject
 from .records import SgrRecord, Source
+from .xmlread import XmlFields, cristal_frame, line_at, load_xml, read_identification, sourceline, text_of
 
 FLOW = "SGR"
 INDEX_NAME = re.compile(r"CG_[0-9A-Z]{3}_[0-9]{4}-[0-9]{2}-[0-9]{2}_pmiich\.xml")
@@ -130,11 +122,11 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
             raise InputFileError(display_name, None, f"more than {limits.max_records_per_file} records",
                                  code="TOO_LARGE")
         count_el = root.find("TransmissionFlux/NBTOTDOSPMITRANSM")
-        declared = "" if count_el is None else "".join(count_el.itertext()).strip()
+        declared = text_of(count_el)
         # Bounded before int(): a 5000-digit count made int() raise ValueError and crash the night.
         if declared and not (declared.isascii() and declared.isdigit() and len(declared) <= 9
                              and int(declared) == len(cases)):
-            raise InputFileError(display_name, count_el.sourceline or None,
+            raise InputFileError(display_name, sourceline(count_el),
                                  "NBTOTDOSPMITRANSM disagrees with the cases", code="XML_SHAPE")
 
         safe: dict[str, list[zipfile.ZipInfo]] = {}
@@ -152,7 +144,7 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
         budget = [limits.max_zip_total_bytes]
         result = ParseResult()
         for rank, case in enumerate(cases, 1):
-            line = case.sourceline or 1
+            line = line_at(case, 1)
             doc = XmlFields()
             try:
                 record = _case(case, doc, Source(display_name, line), today, flux_dates, archive, safe,

@@ -157,15 +157,12 @@ class Extracted:
     content_sha256: str  # hex digest of the plaintext
 
 
+# The columns that open every Cristal-family row (GRO, SGR): the record and the case it is.
+_CRISTAL_CASE = ("record_key", "seq", "business_date", "numorg", "matricule", "allocataire", "departement")
+
 COLUMNS: dict[str, tuple[str, ...]] = {
     "GRO": (
-        "record_key",
-        "seq",
-        "business_date",
-        "numorg",
-        "matricule",
-        "allocataire",
-        "departement",
+        *_CRISTAL_CASE,
         "qual",
         "nom_usage",
         "nom_famille",
@@ -232,13 +229,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "ps_prenom",
     ),
     "SGR": (
-        "record_key",
-        "seq",
-        "business_date",
-        "numorg",
-        "matricule",
-        "allocataire",
-        "departement",
+        *_CRISTAL_CASE,
         "date_scan",
         "scan_file",
         "scan_size",
@@ -452,6 +443,7 @@ def _extract_dsg(root: etree._Element, digest: str) -> Extracted:
     ours = _DSG_IDENTIFICATION.fullmatch(identification)
     if ours:
         seq: int | None = int(ours["seq"])
+        business: date | None
         try:
             business = date(int(ours["date"][:4]), int(ours["date"][4:6]), int(ours["date"][6:]))
         except ValueError:
@@ -468,7 +460,9 @@ def _extract_dsg(root: etree._Element, digest: str) -> Extracted:
     rows: list[dict[str, str]] = []
     for index, document in enumerate(documents, 1):
         d = document.find("dge:Donnee/c:DSGCNAF", _NS)
-        ps = d.find("c:PARTENAIRE/p:Numero", _NS)
+        ps = None if d is None else d.find("c:PARTENAIRE/p:Numero", _NS)
+        if d is None or ps is None:  # the schema requires both: a validated document has them
+            raise ExtractError("SCHEMA", f"DSG Document {index} has no DSGCNAF or no PARTENAIRE Numero")
         row = _common(_record_key(digest, index), seq, business)
         row |= {
             "identification": _text(d, "c:Identification"),

@@ -43,7 +43,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..core.clock import Clock
-from ..core.errors import ConfigError, ExitCode, FluxError, SealError
+from ..core.errors import ConfigError, DecryptError, ExitCode, FluxError, SealError, SealToolError
 from ..core.fsutil import private_dir
 from ..core.lock import RunLock, lock_path
 from ..core.log import get as get_logger
@@ -107,23 +107,17 @@ LABELS = {
 
 _MARKER = re.compile(rb"^\s*([0-9a-fA-F]{64})(?:[ \t]+\*?([^\r\n]+))?\s*$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-# SealError carries fixed phrases only (seal/cms.py); these say "not this file's fault".
-_SEAL_ENVIRONMENT = ("command is not available", "did not answer within")
-_SEAL_DECRYPT = (
-    "not for this recipient",
-    "not a CMS EnvelopedData",
-    "not a DER CMS structure",
-    "decryption failed",
-    "unsupported CMS content",
-)
 
 
 class _Refused(Exception):
-    """Internal: this file is refused with `code`; `reason` is for the log (no content)."""
+    """Internal: this file is refused with `code`; `reason` is for the log (no content).
 
-    def __init__(self, code: str, reason: str):
+    `acknowledges`: the digest the refusal's ack must carry instead of the file's own (the one
+    the sender declared, when the bytes do not match it)."""
+
+    def __init__(self, code: str, reason: str, *, acknowledges: str | None = None):
         super().__init__(code)
-        self.code, self.reason = code, reason
+        self.code, self.reason, self.acknowledges = code, reason, acknowledges
 
 
 class _Transient(Exception):
@@ -195,6 +189,27 @@ class ReceiveReport:
         if self.refused:
             return ExitCode.QUARANTINED
         return ExitCode.OK
+
+
+def _listing(item: DropFile, marker_stat: str, marker_sha256: str) -> dict[str, Any]:
+    """What the ledger keeps of a file's listing, whatever is decided about it."""
+    return {
+        "name": item.name,
+        "folder": item.folder,
+        "size": item.size,
+        "mtime": item.mtime,
+        "marker_stat": marker_stat,
+        "marker_sha256": marker_sha256,
+        "sealed": int(item.sealed),
+    }
+
+
+def _fits_and_ackable(item: DropFile) -> tuple[bool, bool]:
+    """Whether the extension fits the flow its name says, and whether a refusal can be acknowledged:
+    only a sealed file under its technical name can be (schemas/ack.xsd)."""
+    technical = item.technical
+    fits = technical is None or (technical["flow"] == "SGR") == (technical["ext"] == "zip")
+    return fits, item.sealed and technical is not None and fits
 
 
 def receive_lock(cfg: ReceiveConfig) -> RunLock:
@@ -318,76 +333,66 @@ class Receiver:
         if ledger.listed_before(name, item.folder, item.size, item.mtime, marker_stat) is not None:
             return None
         if item.unusable:  # refused unread under its stand-in name, never acknowledged (an ack names the file)
-            base = {"name": name, "folder": item.folder, "size": item.size, "mtime": item.mtime,
-                    "marker_stat": marker_stat, "marker_sha256": "", "sealed": int(item.sealed)}
+            base = _listing(item, marker_stat, "")
             return self._refuse(ledger, drop, base, "", None, _Refused("NAME", "its name is not valid UTF-8"), report)
         try:
             marker = drop.read_marker(item) if item.marker_stat is not None else None
         except (FluxError, OSError) as exc:
-            report.errors.append(f"{name}: its .sha256 cannot be read from {drop.where}: {exc}")
-            self.log.error("receive.unreadable", file=name, error=str(exc))
+            self._unreadable(report, name, f"its .sha256 cannot be read from {drop.where}", exc)
             return None
         if item.sealed and marker is None:
             return None  # its .sha256 went away since the listing: not ready after all
         declared, marker_problem = parse_marker(marker, name)
-        marker_key = declared or ""
-        technical = item.technical
-        fits = technical is None or (technical["flow"] == "SGR") == (technical["ext"] == "zip")
-        # Only a sealed file under its technical name can be acknowledged (schemas/ack.xsd).
-        ackable = item.sealed and technical is not None and fits
-        base: dict[str, Any] = {
-            "name": name,
-            "folder": item.folder,
-            "size": item.size,
-            "mtime": item.mtime,
-            "marker_stat": marker_stat,
-            "marker_sha256": marker_key,
-            "sealed": int(item.sealed),
-        }
+        base = _listing(item, marker_stat, declared or "")
+        fits, ackable = _fits_and_ackable(item)
         if item.size > cfg.max_file_bytes:
             # Not read at all: the ack carries the digest the sender declared, when there is one.
-            return self._refuse(
-                ledger,
-                drop,
-                base,
-                "",
-                declared if ackable else None,
-                _Refused("TOO_LARGE", f"{item.size} bytes, more than {cfg.max_file_bytes}"),
-                report,
-            )
+            too_large = _Refused("TOO_LARGE", f"{item.size} bytes, more than {cfg.max_file_bytes}")
+            return self._refuse(ledger, drop, base, "", declared if ackable else None, too_large, report)
         try:
             data = drop.read(item, cfg.max_file_bytes)
         except (FluxError, OSError) as exc:
-            report.errors.append(f"{name}: cannot be read from {drop.where}: {exc}")
-            self.log.error("receive.unreadable", file=name, error=str(exc))
+            self._unreadable(report, name, f"cannot be read from {drop.where}", exc)
             return None
         sha = hashlib.sha256(data).hexdigest()
-        known = ledger.decided(name, sha, marker_key)
+        known = ledger.decided(name, sha, base["marker_sha256"])
         if known is not None:
             ledger.refresh_listing(known.id, item.folder, item.size, item.mtime, marker_stat)
             return None
         ack_sha = sha if ackable else None
         try:
-            if len(data) > cfg.max_file_bytes:
-                raise _Refused("TOO_LARGE", f"more than {cfg.max_file_bytes} bytes")
-            if item.sealed and technical is None:
-                raise _Refused("NAME", "a .p7m whose name is not a flow file name")
-            if not fits:
-                raise _Refused("NAME", "the extension does not fit the flow")
-            if marker_problem or (declared is not None and declared != sha):
-                if ackable and declared is not None:
-                    ack_sha = declared  # the file the sender meant: its KO must reach that emission
-                raise _Refused("INTEGRITY", marker_problem or "its bytes do not match its .sha256")
+            self._screen(item, data, sha, fits, (declared, marker_problem), ackable)
             plain = self._open(item, data)
             extracted = self._extract(plain)
             self._check_identity(item, extracted)
         except _Refused as refusal:
-            return self._refuse(ledger, drop, base, sha, ack_sha, refusal, report)
+            return self._refuse(ledger, drop, base, sha, refusal.acknowledges or ack_sha, refusal, report)
         except _Transient as exc:
             report.errors.append(f"{name}: {exc}")
             self.log.error("receive.not_taken", file=name, error=str(exc))
             return None
         return self._take(ledger, drop, base, sha, ack_sha, extracted, plain, report)
+
+    def _unreadable(self, report: ReceiveReport, name: str, what: str, exc: Exception) -> None:
+        """A file (or its marker) the drop cannot give now: an error of this run; the next one retries."""
+        report.errors.append(f"{name}: {what}: {exc}")
+        self.log.error("receive.unreadable", file=name, error=str(exc))
+
+    def _screen(
+        self, item: DropFile, data: bytes, sha: str, fits: bool, marker: tuple[str | None, str], ackable: bool
+    ) -> None:
+        """What refuses a file before it is opened: its size, its name, its .sha256."""
+        declared, marker_problem = marker
+        if len(data) > self.cfg.max_file_bytes:
+            raise _Refused("TOO_LARGE", f"more than {self.cfg.max_file_bytes} bytes")
+        if item.sealed and item.technical is None:
+            raise _Refused("NAME", "a .p7m whose name is not a flow file name")
+        if not fits:
+            raise _Refused("NAME", "the extension does not fit the flow")
+        if marker_problem or (declared is not None and declared != sha):
+            # The file the sender meant: its KO must reach that emission.
+            raise _Refused("INTEGRITY", marker_problem or "its bytes do not match its .sha256",
+                           acknowledges=declared if ackable else None)
 
     def _open(self, item: DropFile, data: bytes) -> bytes:
         if not item.sealed:
@@ -400,12 +405,13 @@ class Receiver:
             return cms.open_sealed(
                 data, recipient_cert=self._cert, recipient_key=self._key, trusted_signers=self._trusted
             )
-        except SealError as exc:
-            reason = str(exc)
-            if any(p in reason for p in _SEAL_ENVIRONMENT):
-                raise _Transient(reason) from None
-            code = "DECRYPT" if any(p in reason for p in _SEAL_DECRYPT) else "SIGNATURE"
-            raise _Refused(code, reason) from None
+        # SealError carries fixed phrases only (seal/cms.py): its text is fit for the log.
+        except SealToolError as exc:  # openssl missing or silent: not this file's fault
+            raise _Transient(str(exc)) from None
+        except DecryptError as exc:
+            raise _Refused("DECRYPT", str(exc)) from None
+        except SealError as exc:  # a SignatureError, or any other reason the seal cannot be trusted
+            raise _Refused("SIGNATURE", str(exc)) from None
 
     def _extract(self, plain: bytes) -> Extracted:
         try:
@@ -462,7 +468,7 @@ class Receiver:
         x: Extracted,
         plain: bytes,
         report: ReceiveReport,
-    ) -> FileOutcome:
+    ) -> FileOutcome | None:
         name = base["name"]
         ident = {"flow": x.flow, "department": x.department, "seq": x.seq, "content_sha256": x.content_sha256}
         same = ledger.ingested_content(x.content_sha256)
@@ -686,6 +692,32 @@ def _run(receiver: Receiver) -> ReceiveReport:
         return ReceiveReport(receiver.cfg.department, receiver.cfg.output_dir, errors=[str(exc)])
 
 
+def _summary(reports: list[ReceiveReport], configs: list[ReceiveConfig], started: float) -> Iterator[str]:
+    """What one pass prints: each département that did something (all of them when there is one),
+    the totals, and where the outputs are."""
+    several = len(configs) > 1
+    for r in reports:
+        if not several or r.outcomes or r.errors or r.recovered:
+            yield from describe(r, files=not several)
+    rows: Counter[str] = Counter()
+    for r in reports:
+        rows.update(r.rows_by_flow)
+    yield (
+        f"TOTAL {len(reports)} département(s): {sum(r.ingested for r in reports)} ingested, "
+        f"{sum(r.refused for r in reports)} refused, {sum(r.duplicates for r in reports)} duplicate(s); "
+        f"rows {', '.join(f'{f} {n}' for f, n in sorted(rows.items())) or 'none'}; "
+        f"seconds={time.monotonic() - started:.1f}"
+    )
+    for kind, suffix in (("CSV", "csv"), ("Parquet", "parquet")):
+        example = next((p for r in reports for p in r.outputs(suffix)), None)
+        if several and example is not None:
+            yield f"  e.g. {kind}: {example}"
+    yield (
+        f"outputs (CSV and Parquet): {_where(configs)}/<FLOW>/<file>/records.csv and records.parquet"
+        + ("; scans in <file>/scans/<record_key>/scan.pdf" if "SGR" in rows else "")
+    )
+
+
 def serve_receivers(
     configs: list[ReceiveConfig],
     *,
@@ -703,7 +735,6 @@ def serve_receivers(
     from ..core.stopping import GracefulStop
 
     poll = min(c.poll_seconds for c in configs)
-    several = len(configs) > 1
     with ExitStack() as stack:
         for cfg in configs:
             stack.enter_context(receive_lock(cfg))
@@ -719,27 +750,8 @@ def serve_receivers(
             reports = list(pool.map(_run, receivers))
             busy = any(r.outcomes or r.errors or r.recovered or r.purged for r in reports)
             if once or busy:
-                for r in reports:
-                    if not several or r.outcomes or r.errors or r.recovered:
-                        for line in describe(r, files=not several):
-                            emit(line)
-                rows: Counter[str] = Counter()
-                for r in reports:
-                    rows.update(r.rows_by_flow)
-                emit(
-                    f"TOTAL {len(reports)} département(s): {sum(r.ingested for r in reports)} ingested, "
-                    f"{sum(r.refused for r in reports)} refused, {sum(r.duplicates for r in reports)} duplicate(s); "
-                    f"rows {', '.join(f'{f} {n}' for f, n in sorted(rows.items())) or 'none'}; "
-                    f"seconds={time.monotonic() - started:.1f}"
-                )
-                for kind, suffix in (("CSV", "csv"), ("Parquet", "parquet")):
-                    example = next((p for r in reports for p in r.outputs(suffix)), None)
-                    if several and example is not None:
-                        emit(f"  e.g. {kind}: {example}")
-                emit(
-                    f"outputs (CSV and Parquet): {_where(configs)}/<FLOW>/<file>/records.csv and records.parquet"
-                    + ("; scans in <file>/scans/<record_key>/scan.pdf" if "SGR" in rows else "")
-                )
+                for line in _summary(reports, configs, started):
+                    emit(line)
             if once:
                 return max((r.exit_code for r in reports), key=_SEVERITY.index, default=ExitCode.OK)
             if guard.event.wait(poll):

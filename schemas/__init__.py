@@ -19,9 +19,10 @@ from __future__ import annotations
 import re
 import threading
 import zipfile
+from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, cast
 
 from lxml import etree
 
@@ -120,7 +121,29 @@ _FACET = re.compile(r"^Element '[^']+'(?:, attribute '[^']+')?: \[facet '(?P<fac
 _TYPE = re.compile(r"of the (?:local )?(?:atomic|list|union) type '(?P<type>[^']+)'\.?$")
 
 
-def _describe(entry: etree._LogEntry) -> str:
+class _LogEntry(Protocol):
+    """What we read of lxml's log entries, which lxml-stubs leave untyped."""
+
+    line: int
+    level: int
+    type_name: str
+    message: str | None
+    path: str | None
+
+
+class _DocInfo(Protocol):
+    """lxml's DocInfo as we read it (lxml-stubs omit doctype)."""
+
+    doctype: str
+    internalDTD: object | None
+    externalDTD: object | None
+
+
+def _entries(error_log: object) -> Iterable[_LogEntry]:
+    return cast("Iterable[_LogEntry]", error_log)
+
+
+def _describe(entry: _LogEntry) -> str:
     """One validation error as `line N: /path: what`, with no value from the document."""
     message = (entry.message or "").strip()
     where = f"line {entry.line}: {entry.path or '?'}"
@@ -157,11 +180,11 @@ def _parse(what: str, source: IO[bytes]) -> etree._ElementTree:
         # 0x20..."): keep only where and which error, from this parser's own log.
         errors = [
             f"line {e.line}: not well-formed XML ({e.type_name})"
-            for e in parser.error_log
+            for e in _entries(parser.error_log)
             if e.level >= etree.ErrorLevels.ERROR
         ]
         raise SchemaError(what, errors or ["not well-formed XML"]) from None
-    docinfo = tree.docinfo
+    docinfo = cast(_DocInfo, tree.docinfo)
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise SchemaError(what, ["line 1: a DOCTYPE/DTD is not allowed"])
     return tree
@@ -173,7 +196,7 @@ def _validate_tree(kind: str, what: str, tree: etree._ElementTree) -> None:
     with _lock:
         if schema.validate(tree):
             return
-        errors = [_describe(e) for e in schema.error_log]
+        errors = [_describe(e) for e in _entries(schema.error_log)]
     raise SchemaError(what, errors or ["invalid"])
 
 

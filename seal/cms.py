@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from ..core.errors import SealError
+from ..core.errors import DecryptError, SealToolError, SignatureError
 from .certs import check_recipient, check_signer, describe
 
 __all__ = ["Sealed", "envelope", "open_sealed", "reseal_from_archive", "seal", "sign"]
@@ -139,17 +139,17 @@ def _decrypt(
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     what: str,
 ) -> bytes:
-    """The content of an EnvelopedData, or a SealError whose reason is one fixed phrase."""
+    """The content of an EnvelopedData, or a DecryptError whose reason is one fixed phrase."""
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise SealError(f"{what}: the key of {describe(cert)} is not RSA: it cannot open enveloped files")
+        raise DecryptError(f"{what}: the key of {describe(cert)} is not RSA: it cannot open enveloped files")
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
         # Otherwise the failure would look like tampering (PKCS#1 implicit rejection).
-        raise SealError(f"{what}: the private key does not match {describe(cert)}")
+        raise DecryptError(f"{what}: the private key does not match {describe(cert)}")
     try:
         return pkcs7.pkcs7_decrypt_der(p7m, cert, key, [])
     except UnsupportedAlgorithm:
-        raise SealError(f"{what}: unsupported CMS content or algorithm") from None
+        raise DecryptError(f"{what}: unsupported CMS content or algorithm") from None
     except ValueError as e:
         # Map cryptography's messages to fixed phrases: nothing of the input may leak.
         msg = str(e)
@@ -161,13 +161,13 @@ def _decrypt(
             reason = "not a DER CMS structure (truncated or not a .p7m)"
         else:
             reason = "decryption failed: the file was altered or damaged"
-        raise SealError(f"{what}: {reason}") from None
+        raise DecryptError(f"{what}: {reason}") from None
 
 
 def decrypt_envelope(
     p7m: bytes, *, cert: x509.Certificate, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, what: str
 ) -> bytes:
-    """The content of an `envelope` made for `cert` (the kept consumed input, say); SealError otherwise."""
+    """The content of an `envelope` made for `cert` (the kept consumed input, say); DecryptError otherwise."""
     return _decrypt(p7m, cert, key, what)
 
 
@@ -193,21 +193,21 @@ def _require_signed_data(signed: bytes, what: str) -> None:
     # signed (a damaged last CBC block can still pass the padding check by chance).
     # It also spares us cryptography's BER-fallback warning in the logs.
     if not _is_one_der_sequence(signed):
-        raise SealError(unsigned_or_altered)
+        raise SignatureError(unsigned_or_altered)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             pkcs7.load_der_pkcs7_certificates(signed)
     except UnsupportedAlgorithm:
-        raise SealError(
+        raise SignatureError(
             f"{what}: the content is not signed (a CMS structure other than SignedData)"
         ) from None
     except ValueError as e:
         if "no certificate" in str(e):
-            raise SealError(f"{what}: the signed data carries no signer certificate") from None
-        raise SealError(unsigned_or_altered) from None
+            raise SignatureError(f"{what}: the signed data carries no signer certificate") from None
+        raise SignatureError(unsigned_or_altered) from None
     except Warning:
-        raise SealError(unsigned_or_altered) from None
+        raise SignatureError(unsigned_or_altered) from None
 
 
 def reseal_from_archive(
@@ -248,7 +248,7 @@ def _openssl_verify(signed: bytes, what: str) -> tuple[bytes, list[x509.Certific
     """Check the signature with `openssl cms -verify -noverify`; return content and signers."""
     exe = shutil.which(OPENSSL)
     if exe is None:
-        raise SealError(
+        raise SealToolError(
             f"{what}: the '{OPENSSL}' command is not available; it is needed to verify signatures"
         )
     with tempfile.TemporaryDirectory(prefix="flux-pmi-verify-") as tmp:  # mkdtemp: 0700
@@ -265,15 +265,15 @@ def _openssl_verify(signed: bytes, what: str) -> tuple[bytes, list[x509.Certific
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise SealError(f"{what}: openssl did not answer within {OPENSSL_TIMEOUT_S} s") from None
+            raise SealToolError(f"{what}: openssl did not answer within {OPENSSL_TIMEOUT_S} s") from None
         if proc.returncode != 0:
             reasons = _openssl_reasons(proc.stderr)
             if any(r in reasons for r in ("verification failure", "content verify error", "digest failure")):
-                raise SealError(f"{what}: tampered: the signature does not match the content")
+                raise SignatureError(f"{what}: tampered: the signature does not match the content")
             if "signer certificate not found" in reasons:
-                raise SealError(f"{what}: the signed data carries no signer certificate")
+                raise SignatureError(f"{what}: the signed data carries no signer certificate")
             detail = ", ".join(reasons) or f"exit status {proc.returncode}"
-            raise SealError(f"{what}: the signature cannot be checked (openssl: {detail})")
+            raise SignatureError(f"{what}: the signature cannot be checked (openssl: {detail})")
         pem = signer_pem.read_bytes()
         signers = x509.load_pem_x509_certificates(pem) if pem.strip() else []
     return proc.stdout, signers
@@ -288,19 +288,20 @@ def open_sealed(
 ) -> bytes:
     """Decrypt a .p7m, verify its signature and signer, and return the original bytes.
 
-    Raises SealError when the file is not for this recipient, was tampered with, is
-    unsigned, or is signed by a certificate not in `trusted_signers`.
+    Raises DecryptError when the file is not for this recipient or cannot be opened,
+    SignatureError when it was tampered with, is unsigned, or is signed by a certificate
+    not in `trusted_signers`, and SealToolError when openssl is missing or does not answer.
     """
     what = "sealed file"
     signed = _decrypt(p7m, recipient_cert, recipient_key, what)
     _require_signed_data(signed, what)
     content, signers = _openssl_verify(signed, what)
     if not signers:
-        raise SealError(f"{what}: the signed data has no signer")
+        raise SignatureError(f"{what}: the signed data has no signer")
     trusted = {c.public_bytes(serialization.Encoding.DER) for c in trusted_signers}
     for signer in signers:
         if signer.public_bytes(serialization.Encoding.DER) not in trusted:
-            raise SealError(
+            raise SignatureError(
                 f"{what}: untrusted signer: signed by {describe(signer)}, "
                 f"which is not one of the {len(trusted)} trusted signer certificate(s)"
             )

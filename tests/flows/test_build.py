@@ -21,7 +21,8 @@ from lxml import etree
 
 from flux_pmi import schemas
 from flux_pmi.core.errors import InputFileError
-from flux_pmi.flows.build import BuiltPart, FlowHeader, Sizer, build
+from flux_pmi.flows.build import BuiltPart, FlowHeader, build
+from flux_pmi.flows.build_common import Sizer
 from flux_pmi.flows.build_dsg import DsgLayout
 from flux_pmi.flows.build_gro import GroLayout
 from flux_pmi.flows.records import DsgAddress, DsgRecord, GroRecord, SgrRecord, Source

@@ -34,8 +34,8 @@ def code_of(fn, *args, **kwargs) -> str:
 def test_every_code_raised_in_the_flow_modules_is_documented():
     flows = Path(check.__file__).parent
     used_record, used_file = set(), set()
-    for name in ("check.py", "parse.py", "parse_dsg.py", "parse_gro.py", "parse_gro_xml.py", "parse_sgr.py",
-                 "parse_sgr_zip.py"):
+    for name in ("check.py", "parse.py", "parse_common.py", "csvread.py", "xmlread.py", "parse_dsg.py",
+                 "parse_gro.py", "parse_gro_xml.py", "parse_sgr.py", "parse_sgr_zip.py"):
         text = (flows / name).read_text(encoding="utf-8")
         used_record |= set(re.findall(r'Invalid\(\s*"([A-Z_]+)"', text))
         used_file |= set(re.findall(r'code="([A-Z_]+)"', text))

@@ -898,6 +898,5 @@ def test_file_errors_carry_no_personal_data(tmp_path: Path):
 
 def test_gro_csv_overlong_field_no_longer_quarantines_the_file(tmp_path):
     data = gro_csv({"NOMVOIE": "A" * 200_000}, {})
-    path = write(tmp_path, "g.csv", data)
-    result = parse_file("GRO", path, display_name="g.csv", today=TODAY, inbox_root=tmp_path)
+    result = parse("GRO", write(tmp_path, "g.csv", data))
     assert len(result.records) == 1 and [r.code for r in result.rejects] == ["FIELD_TOO_LONG"]

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs7,
 )
 
-from flux_pmi.core.errors import CertificateError, SealError
+from flux_pmi.core.errors import CertificateError, DecryptError, SealError, SignatureError
 from flux_pmi.demo import pki as demo_pki
 from flux_pmi.seal import (
     certs,
@@ -187,7 +187,7 @@ def test_another_department_cannot_decrypt(world: World, tmp_path: Path) -> None
     assert dec != 0 and plain == b""
     assert not (tmp_path / "F.signed.der").exists() or (tmp_path / "F.signed.der").stat().st_size == 0
     other = world.depts["971"]
-    with pytest.raises(SealError, match="not for this recipient") as ei:
+    with pytest.raises(DecryptError, match="not for this recipient") as ei:
         open_sealed(
             sealed.for_recipient,
             recipient_cert=other.cert,
@@ -225,7 +225,7 @@ def test_tampered_p7m_fails_with_openssl_and_open_sealed(world: World, tmp_path:
     tampered = _flip(sealed.for_recipient, len(sealed.for_recipient) - 40)
     dec, ver, plain = _recipe(world, tampered, d, tmp_path)
     assert dec == 0 and ver != 0 and plain == b""
-    with pytest.raises(SealError, match="tampered") as ei:
+    with pytest.raises(SignatureError, match="tampered") as ei:
         open_sealed(tampered, recipient_cert=d.cert, recipient_key=d.key, trusted_signers=[world.cnaf.cert])
     _no_secret(ei.value)
 
@@ -247,7 +247,7 @@ def test_trailing_bytes_after_signed_data_are_refused(world: World) -> None:
     d = world.depts["035"]
     signed = cms.sign(PAYLOAD, world.cnaf.cert, world.cnaf.key)
     p7m = envelope(signed + b"\x00\x01", d.cert)
-    with pytest.raises(SealError, match="altered"):
+    with pytest.raises(SignatureError, match="altered"):
         open_sealed(p7m, recipient_cert=d.cert, recipient_key=d.key, trusted_signers=[world.cnaf.cert])
 
 
@@ -265,7 +265,7 @@ def test_open_sealed_rejects_untrusted_signer(world: World) -> None:
         archive_cert=world.archive.cert,
         now=NOW,
     )
-    with pytest.raises(SealError, match="untrusted signer") as ei:
+    with pytest.raises(SignatureError, match="untrusted signer") as ei:
         open_sealed(
             sealed.for_recipient,
             recipient_cert=d.cert,
@@ -286,16 +286,16 @@ def test_open_sealed_rejects_untrusted_signer(world: World) -> None:
 def test_open_sealed_rejects_unsigned(world: World) -> None:
     d = world.depts["035"]
     p7m = envelope(PAYLOAD, d.cert)
-    with pytest.raises(SealError, match="unsigned") as ei:
+    with pytest.raises(SignatureError, match="unsigned") as ei:
         open_sealed(p7m, recipient_cert=d.cert, recipient_key=d.key, trusted_signers=[world.cnaf.cert])
     _no_secret(ei.value)
 
 
 def test_open_sealed_rejects_garbage_and_mismatched_key(world: World) -> None:
     d, other = world.depts["035"], world.depts["971"]
-    with pytest.raises(SealError, match="not a DER CMS"):
+    with pytest.raises(DecryptError, match="not a DER CMS"):
         open_sealed(b"PK\x03\x04 not a p7m", recipient_cert=d.cert, recipient_key=d.key, trusted_signers=[])
-    with pytest.raises(SealError, match="does not match"):
+    with pytest.raises(DecryptError, match="does not match"):
         open_sealed(
             _seal_for(world).for_recipient, recipient_cert=d.cert, recipient_key=other.key, trusted_signers=[]
         )
