@@ -26,6 +26,7 @@ from flux_pmi.jobs.night import emission_name
 from flux_pmi.receive.config import HubeeDropConfig, load_receive
 from flux_pmi.receive.drops import HubeeDropReader, open_drop
 from flux_pmi.receive.ledger import Ledger
+from flux_pmi.trace.journal import DeliveryJournal
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.hubee import HubeeTransport, TokenCache, external_id
 
@@ -155,7 +156,7 @@ def hostile_case(root: Path, hub: FakeHubee, tmp_path: Path) -> str:
         config=settings.hubee,
         department=DEPT,
         siret=REGISTRY[DEPT].siret,
-        state_dir=tmp_path / "hostile-state",
+        journal=DeliveryJournal(tmp_path / "hostile-trace.sqlite"),
         flows=("GRO",),
         branch_code=BRANCH[DEPT],
         tokens=TokenCache(),
