@@ -435,7 +435,7 @@ class HubeeDropReader(Drop):
         if name in self._cases:
             return None  # the same name in two cases: the second waits for the first to be decided
         self._cases[name] = _HubeeCase(name, case_id, att["id"], n["id"], status)
-        size = att.get("size") if isinstance(att.get("size"), int) else 0
+        size: int = att["size"] if isinstance(att.get("size"), int) else 0
         mtime = _ns(n.get("dateTime"))
         return DropFile(name, case_id, size, mtime, True, (0, mtime))
 

@@ -140,22 +140,23 @@ class DeliveryJournal:
     # -- reading ---------------------------------------------------------------------------
 
     def entry(self, transport: JournalTransport, department: str, file_name: str) -> JournalEntry | None:
-        with self._lock:
-            row = self.db.execute(
-                "SELECT transport, department, file_name, sha256, step, facts, created_at, updated_at"
-                " FROM delivery_journal WHERE transport = ? AND department = ? AND file_name = ?",
-                (str(transport), department, file_name),
-            ).fetchone()
-        return _entry(row) if row is not None else None
+        rows = self._select("AND file_name = ?", (str(transport), department, file_name))
+        return rows[0] if rows else None
 
     def entries(self, transport: JournalTransport, department: str) -> list[JournalEntry]:
         """Every file of one transport and département, by name."""
-        with self._lock:
-            rows = self.db.execute(
-                "SELECT transport, department, file_name, sha256, step, facts, created_at, updated_at"
-                " FROM delivery_journal WHERE transport = ? AND department = ? ORDER BY file_name",
-                (str(transport), department),
-            ).fetchall()
+        return self._select("", (str(transport), department))
+
+    def _select(self, more: str, params: tuple[str, ...]) -> list[JournalEntry]:
+        try:
+            with self._lock:
+                rows = self.db.execute(
+                    "SELECT transport, department, file_name, sha256, step, facts, created_at, updated_at"
+                    f" FROM delivery_journal WHERE transport = ? AND department = ? {more} ORDER BY file_name",
+                    params,
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise TraceError(f"delivery journal {self.path}: {exc}") from exc
         return [_entry(r) for r in rows]
 
     # -- writing ---------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def _legacy_rows(transport: JournalTransport, department: str, path: Path) -> li
         data = json.loads(path.read_text(encoding="utf-8"))
         files = dict(data["files"])
         stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
-        rows = []
+        rows: list[tuple[str, ...]] = []
         for name, entry in files.items():
             facts = {
                 k: v for k, v in dict(entry).items() if k not in ("sha256", "step", "phase", "created_at")

@@ -184,8 +184,8 @@ class CftTransport(Transport):
             raise ValueError(f"wait: one of {', '.join(WAIT_MODES)}, not {wait!r}")
         if not isinstance(expect_ack, bool):
             raise ValueError("expect_ack: true or false")
-        for key, value in (("timeout", timeout), ("poll_interval", poll_interval)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        for key, seconds in (("timeout", timeout), ("poll_interval", poll_interval)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
                 raise ValueError(f"{key}: a number of seconds greater than 0")
         extra = dict(env or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):

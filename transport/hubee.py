@@ -481,7 +481,9 @@ class HubeeTransport(Transport):
         if status and status != FOLDER_OPEN:
             self._done(item, entry)
             return Receipt(item.file_name, already_there=True, reference=folder_id)
-        att = next((a for a in folder.get("attachments") or [] if a.get("id") == entry["attachment_id"]), {})
+        att: dict[str, Any] = next(
+            (a for a in folder.get("attachments") or [] if a.get("id") == entry["attachment_id"]), {}
+        )
         self.log.info(
             "hubee.resume",
             department=item.department,
@@ -499,10 +501,12 @@ class HubeeTransport(Transport):
     ) -> None:
         """The case and attachment ids the POST's answer lacked, from the folder read back."""
         ext = entry.get("external_id")
-        case = next(
+        case: dict[str, Any] = next(
             (c for c in folder.get("cases") or [] if c.get("externalId") == f"{ext}{CASE_SUFFIX}"), {}
         )
-        att = next((a for a in folder.get("attachments") or [] if a.get("fileName") == item.file_name), {})
+        att: dict[str, Any] = next(
+            (a for a in folder.get("attachments") or [] if a.get("fileName") == item.file_name), {}
+        )
         entry.update(case_id=case.get("id"), attachment_id=att.get("id"))
         if not entry["case_id"] or not entry["attachment_id"]:
             raise TransportError(
@@ -548,8 +552,8 @@ class HubeeTransport(Transport):
                 self._save(name, files[name])
         if errors and not out:
             raise errors[0]
-        for exc in errors:
-            self.log.warning("hubee.case_unread", department=department, error=exc.reason)
+        for err in errors:
+            self.log.warning("hubee.case_unread", department=department, error=err.reason)
         return out
 
     def _case_ack(self, name: str, entry: dict[str, Any]) -> dict[str, str] | None:

@@ -90,7 +90,7 @@ def make_transport(
         config=hubee_config(hub, **{k: kw.pop(k) for k in ("timeout", "api_url") if k in kw}),
         department=dept,
         siret=REGISTRY[dept].siret,
-        journal=DeliveryJournal(tmp_path / "trace.sqlite"),
+        journal=kw.pop("journal", None) or DeliveryJournal(tmp_path / "trace.sqlite"),
         branch_code=kw.pop("branch_code", BRANCH.get(dept)),
         tokens=tokens if tokens is not None else TokenCache(),
         clock=FixedClock(NOW),
@@ -406,6 +406,48 @@ def test_a_rerun_after_a_crash_between_the_folder_and_the_upload_finishes_that_f
     receipt = second.deliver(item)
     second.close()
     assert len(hub.requests_to("POST", "/folders$")) == 1 and receipt.reference in hub.folders
+
+
+def test_the_state_file_of_an_earlier_version_is_imported_once_and_no_folder_is_made_twice(hub, tmp_path):
+    """An upgrade in the middle of an incident: what the JSON state file knew still holds."""
+    hub.fail("PUT", "/attachments/", "close")  # a folder created, its upload unfinished
+    unfinished, held = sealed_file(tmp_path, seq=1), sealed_file(tmp_path, seq=2)
+    first = make_transport(hub, tmp_path)
+    with pytest.raises(NoAnswer):
+        first.deliver(unfinished)
+    first.close()
+    entry = state(tmp_path)[unfinished.file_name]
+    work = tmp_path / "work"
+    legacy = work / "hubee" / "035.json"
+    legacy.parent.mkdir(parents=True)
+    posting = {
+        "sha256": held.sha256,
+        "flow": "GRO",
+        "external_id": external_id(held.file_name),
+        "step": "posting",
+    }
+    legacy.write_text(
+        json.dumps(
+            {
+                "department": "035",
+                "files": {
+                    unfinished.file_name: {**entry, "created_at": NOW.isoformat()},
+                    held.file_name: {**posting, "created_at": NOW.isoformat()},
+                },
+            }
+        )
+    )
+    other = tmp_path / "upgraded.sqlite"
+    t = make_transport(hub, tmp_path, journal=DeliveryJournal(other, legacy_dir=work))
+    assert not legacy.exists() and legacy.with_name("035.json.imported").is_file()
+    receipt = t.deliver(unfinished)  # finishes the folder the earlier version created
+    with pytest.raises(TransportError) as info:
+        t.deliver(held)  # its POST got no answer then: held for an operator, never posted again
+    t.close()
+    assert receipt.reference == entry["folder_id"] and info.value.permanent
+    assert len(hub.requests_to("POST", "/folders$")) == 1 and len(hub.folders) == 1
+    rows = read_journal(other, JournalTransport.HUBEE, "035")
+    assert rows[unfinished.file_name].step == "completed" and rows[held.file_name].step == "posting"
 
 
 def test_a_completion_whose_answer_was_lost_is_not_sent_again(hub, tmp_path):
