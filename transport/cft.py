@@ -484,8 +484,9 @@ class CftTransport(Transport):
             facts={"idtu": idtu, "part": self.part},
         )
 
-    def _log(self, event: str, item: Delivery, idtu: str, **kw: Any) -> None:
-        self.log.info(event, department=item.department, part=self.part, file=item.file_name, idtu=idtu, **kw)
+    def _log(self, event: str, item: Delivery, idtu: str, *, warning: bool = False, **kw: Any) -> None:
+        log = self.log.warning if warning else self.log.info
+        log(event, department=item.department, part=self.part, file=item.file_name, idtu=idtu, **kw)
 
     # -- Transport -------------------------------------------------------------------------
 
@@ -533,14 +534,8 @@ class CftTransport(Transport):
         ack = self._ack(item.department, idtu) if entry is not None and entry.done and self.expect_ack else ""
         if entry is None or entry.failed or ack == "N":
             # In error, unknown, or refused by the partner's application (NACK): a new transfer.
-            self.log.warning(
-                "cft.resend",
-                department=item.department,
-                part=self.part,
-                file=item.file_name,
-                idtu=idtu,
-                catalog="unknown" if entry is None else "NACK" if ack == "N" else entry.diagnostic(),
-            )
+            catalog = "unknown" if entry is None else "NACK" if ack == "N" else entry.diagnostic()
+            self._log("cft.resend", item, idtu, warning=True, catalog=catalog)
             return None
         if not (entry.done and (ack == "A" or not self.expect_ack)):
             self._wait(item.department, idtu, deadline)

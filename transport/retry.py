@@ -18,15 +18,20 @@ import tenacity
 T = TypeVar("T")
 
 
+def pause(seconds: float) -> None:
+    """The policy's default sleep; a test suite may replace it (as stamina's testing mode) to never wait."""
+    time.sleep(seconds)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how long to try again; `sleep` is time.sleep but for tests."""
+    """How often and how long to try again; `sleep` (default: this module's `pause`) is injectable."""
 
     attempts: int = 3
     initial: float = 0.5  # seconds before the second attempt, doubled each time, plus up to `jitter`
     maximum: float = 4.0
     jitter: float = 0.5
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None
 
     def call(self, fn: Callable[[], T], transient: Callable[[BaseException], bool]) -> T:
         """fn(), tried again while it raises an exception `transient` accepts; the last one is raised."""
@@ -35,7 +40,7 @@ class RetryPolicy:
             wait=tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
             + tenacity.wait_random(0, self.jitter),
             retry=tenacity.retry_if_exception(transient),
-            sleep=self.sleep,
+            sleep=self.sleep or (lambda seconds: pause(seconds)),  # looked up late: replaceable
             reraise=True,
         )
         return retrying(fn)

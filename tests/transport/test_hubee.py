@@ -44,6 +44,7 @@ from flux_pmi.jobs.acks import parse_ack
 from flux_pmi.jobs.night import Night, emission_name
 from flux_pmi.jobs.preflight import partner_findings
 from flux_pmi.trace.journal import DeliveryJournal, JournalTransport, read_journal
+from flux_pmi.transport import retry
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.factory import transport_for
 from flux_pmi.transport.hubee import (
@@ -59,6 +60,12 @@ from flux_pmi.transport.retry import RetryPolicy
 # The fixtures: a demo of DEPTS, the stand-in.
 demo_template, demo, hub = support_hubee.demo_template, support_hubee.demo, support_hubee.hub
 NO_WAIT = RetryPolicy(sleep=lambda _s: None)  # the retry policy, without its real pauses
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    """The transports' retry policy never really waits here, even in transports a night builds itself."""
+    monkeypatch.setattr(retry, "pause", lambda _seconds: None)
 
 
 class Ticker:
@@ -94,7 +101,7 @@ def make_transport(
         branch_code=kw.pop("branch_code", BRANCH.get(dept)),
         tokens=tokens if tokens is not None else TokenCache(),
         clock=FixedClock(NOW),
-        retry=NO_WAIT,
+        retry=kw.pop("retry", NO_WAIT),
         **kw,
     )
 
@@ -206,6 +213,18 @@ def test_a_token_refused_by_the_api_is_renewed_once(hub, tmp_path):
     assert len(hub.requests_to("POST", "^/token$")) == 2
 
 
+def test_a_token_endpoint_that_fails_for_a_moment_is_asked_again_after_a_jittered_pause(hub, tmp_path):
+    pauses: list[float] = []
+    hub.fail_token(times=2, status=503)
+    t = make_transport(hub, tmp_path, retry=RetryPolicy(sleep=pauses.append))
+    receipt = t.deliver(sealed_file(tmp_path))
+    t.close()
+    assert len(hub.requests_to("POST", "^/token$")) == 3 and receipt.reference in hub.folders
+    assert (
+        len(pauses) == 2 and 0.5 <= pauses[0] <= 1.0 and 1.0 <= pauses[1] <= 1.5
+    )  # exponential, plus jitter
+
+
 def test_wrong_client_credentials_are_a_permanent_error_and_nothing_is_created(hub, tmp_path):
     cfg = hubee_config(hub)
     object.__setattr__(cfg, "secrets", {f: b"wrong" for f in FLOWS})
@@ -223,6 +242,7 @@ def test_wrong_client_credentials_are_a_permanent_error_and_nothing_is_created(h
     t.close()
     assert info.value.permanent and "HTTP 401" in info.value.reason and "invalid_client" in info.value.reason
     assert "wrong" not in str(info.value)
+    assert len(hub.requests_to("POST", "^/token$")) == 1  # refused credentials are not asked again
     assert hub.folders == {} and hub.requests_to(path="^/teledossiers/") == []
     assert state(tmp_path) == {}
 
