@@ -327,25 +327,34 @@ class HubeeDropReader(Drop):
     kind = "hubee"
 
     def __init__(self, cfg: HubeeDropConfig, department: str, *, http_transport: Any = None):
-        import httpx  # loads only for a HubEE drop
-
+        # httpx loads only for a HubEE drop.
         from .. import __version__
-        from ..transport.hubee import TokenCache
+        from ..transport.hubee_client import HubeeApi, error_detail
+        from ..transport.oauth2 import ClientCredentials, OAuth2Client, TokenCache
 
         self.cfg = cfg
         self.department = department
-        self.api_url = cfg.api_url.rstrip("/")
-        self.tokens = TokenCache()
         self.log = get_logger("flux-pmi.receive.hubee").bind(department=department)
-        self.http = httpx.Client(
-            timeout=httpx.Timeout(cfg.timeout),
+        self.api = HubeeApi(
+            api_url=cfg.api_url,
+            timeout=cfg.timeout,
             headers={
                 "editorName": "CNAF",
                 "applicationName": "flux-pmi-receive",
                 "softwareVersion": __version__,
             },
-            follow_redirects=False,  # a redirect would carry the bearer token somewhere unplanned
-            transport=http_transport,
+            partner=department,
+            http_transport=http_transport,
+        )
+        self.api_url = self.api.api_url
+        self.http = self.api.http
+        self.oauth = OAuth2Client(
+            self.http,
+            ClientCredentials(cfg.token_url, cfg.client_id, cfg.client_secret.decode(), HUBEE_SCOPE),
+            partner=department,
+            label=f"HubEE token (client {cfg.client_id})",
+            tokens=TokenCache(),
+            detail=error_detail,
         )
         self._cases: dict[str, _HubeeCase] = {}  # file name -> its case, from the last listing
         self._settled: set[str] = set()  # names whose case was already decided (status posted)
@@ -355,74 +364,17 @@ class HubeeDropReader(Drop):
     def where(self) -> str:
         return f"hubee {self.api_url}"
 
-    # -- HTTP ----------------------------------------------------------------------------------
+    # -- HTTP (transport/hubee_client.py: the token, the call, what a failure means) -------------
 
     def _fail(self, reason: str, *, permanent: bool = False) -> TransportError:
         return TransportError(self.department, f"HubEE {reason}", permanent=permanent)
 
-    def _fetch_token(self) -> tuple[str, float]:
-        import httpx
-
-        from ..transport.hubee import DEFAULT_TOKEN_LIFETIME, _error_detail
-
-        try:
-            r = self.http.post(
-                self.cfg.token_url,
-                auth=(self.cfg.client_id, self.cfg.client_secret.decode()),
-                data={"grant_type": "client_credentials", "scope": HUBEE_SCOPE},
-            )
-        except httpx.HTTPError as exc:
-            raise self._fail(
-                f"token (client {self.cfg.client_id}): no answer ({type(exc).__name__})"
-            ) from None
-        if r.status_code != 200:
-            detail = _error_detail(r)
-            raise self._fail(
-                f"token (client {self.cfg.client_id}): HTTP {r.status_code}"
-                + (f" ({detail})" if detail else "")
-            )
-        try:
-            body = r.json()
-            token, lifetime = body["access_token"], float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, KeyError, TypeError):
-            raise self._fail("token: the answer holds no access_token") from None
-        if not isinstance(token, str) or not token:
-            raise self._fail("token: the answer holds no access_token")
-        return token, max(lifetime, 1.0)
-
     def _call(self, method: str, path: str, ok: tuple[int, ...], **kw: Any) -> Any:
         """One API call with the SI token (a 401 renews it once); a status outside `ok` is a TransportError."""
-        import httpx
-
-        from ..transport.hubee import _error_detail
-
-        key = (self.cfg.token_url, self.cfg.client_id)
-        headers = kw.pop("headers", {})
-        for attempt in (1, 2):
-            token = self.tokens.get(key, self._fetch_token)
-            try:
-                r = self.http.request(
-                    method, self.api_url + path, headers={**headers, "Authorization": f"Bearer {token}"}, **kw
-                )
-            except httpx.HTTPError as exc:
-                raise self._fail(f"{method} {path}: no answer ({type(exc).__name__})") from None
-            if r.status_code == 401 and attempt == 1:
-                self.tokens.drop(key, token)
-                continue
-            break
-        if r.status_code not in ok:
-            detail = _error_detail(r)
-            raise self._fail(f"{method} {path}: HTTP {r.status_code}" + (f" ({detail})" if detail else ""))
-        return r
+        return self.api.expect(self.api.call(self.oauth, method, path, **kw), f"{method} {path}", *ok)
 
     def _json(self, r: Any, what: str, kind: type) -> Any:
-        try:
-            body = r.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, kind):
-            raise self._fail(f"{what}: HTTP {r.status_code} without the expected JSON")
-        return body
+        return self.api.json(r, what, kind)
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -493,31 +445,27 @@ class HubeeDropReader(Drop):
     def _download(self, item: DropFile, cap: int) -> tuple[bytes, str | None]:
         import httpx
 
+        from ..transport.hubee_client import NoAnswer
+        from ..transport.oauth2 import no_answer_kind
+
         found = self._case(item.name)
         path = f"/cases/{found.case_id}/attachments/{found.attachment_id}"
-        key = (self.cfg.token_url, self.cfg.client_id)
-        for attempt in (1, 2):
-            token = self.tokens.get(key, self._fetch_token)
-            try:
-                with self.http.stream(
-                    "GET", self.api_url + path, headers={"Authorization": f"Bearer {token}"}
-                ) as r:
-                    if r.status_code == 401 and attempt == 1:
-                        self.tokens.drop(key, token)
-                        continue
-                    if r.status_code != 200:
-                        r.read()
-                        raise self._fail(f"GET {path}: HTTP {r.status_code}")
-                    chunks, got = [], 0
-                    for chunk in r.iter_bytes():
-                        chunks.append(chunk)
-                        got += len(chunk)
-                        if got > cap:
-                            break  # more than asked: the rest is not read
-                    return b"".join(chunks)[: cap + 1], r.headers.get("digest")
-            except httpx.HTTPError as exc:
-                raise self._fail(f"GET {path}: no answer ({type(exc).__name__})") from None
-        raise self._fail(f"GET {path}: HTTP 401")  # pragma: no cover - the loop returns or raises
+        r = self.api.call(self.oauth, "GET", path, stream=True)
+        try:
+            if r.status_code != 200:
+                r.read()
+                raise self.api.failure(r, f"GET {path}")
+            chunks, got = [], 0
+            for chunk in r.iter_bytes():
+                chunks.append(chunk)
+                got += len(chunk)
+                if got > cap:
+                    break  # more than asked: the rest is not read
+            return b"".join(chunks)[: cap + 1], r.headers.get("digest")
+        except httpx.HTTPError as exc:
+            raise NoAnswer(self.department, f"HubEE GET {path}: no answer ({no_answer_kind(exc)})", sent=True) from None
+        finally:
+            r.close()
 
     def read_marker(self, item: DropFile) -> bytes | None:
         limit = self.cfg.max_file_bytes
@@ -588,7 +536,7 @@ class HubeeDropReader(Drop):
         """Nothing to remove: the folder is the sender's, and HubEE purges it."""
 
     def close(self) -> None:
-        self.http.close()
+        self.api.close()
 
 
 def open_drop(cfg: DropConfig, department: str) -> Drop:

@@ -5,14 +5,14 @@ CFT owns the network part, restarts and retries included; flux-pmi only asks it,
 line CFTUTIL, to SEND a file from the archive, then reads the catalog (SWAITCAT, or LISTCAT polling)
 until the transfer is done (phase X, phasestep X) and, when the partner's acknowledgement is
 expected, acknowledged. CFT keeps working after CFTUTIL returns, so a crash of flux-pmi must not
-lead to a second SEND of a file CFT already has in hand: a small state file per partner records the
-transfer identifier (IDTU) of every file sent, and a rerun waits on that IDTU instead. It sends again
-only when the catalog says the transfer failed or no longer knows it. See docs/cft.md.
+lead to a second SEND of a file CFT already has in hand: the trace's delivery journal
+(trace/journal.py) records the transfer identifier (IDTU) of every file sent, and a rerun waits on
+that IDTU instead. It sends again only when the catalog says the transfer failed or no longer knows
+it. See docs/cft.md.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -28,9 +28,10 @@ from typing import Any
 from ..config.settings import FLOWS, Department, Settings
 from ..config.transports import CftConfig
 from ..core.errors import ConfigError, TransportError
-from ..core.fsutil import atomic_write, private_dir
 from ..core.log import get as get_logger
+from ..trace.journal import CftPhase, DeliveryJournal, JournalTransport
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
+from .retry import poll
 
 SEND_TEMPLATE = "SEND PART={part}, IDF={idf}, FNAME={fname}, NFNAME={nfname}"
 PLACEHOLDERS = frozenset({"part", "idf", "fname", "nfname"})
@@ -134,6 +135,18 @@ def _check_template(template: str) -> None:
         raise ValueError("send_template must be one CFTUTIL SEND command, e.g. " + SEND_TEMPLATE)
 
 
+class CftError(TransportError):
+    """CFTUTIL refused a command or failed to run; the reason holds its codes, never its echo."""
+
+
+class CftUnreachable(CftError):
+    """CFTUTIL gave no answer in time, or could not be run at all."""
+
+
+class CftTransferError(CftError):
+    """The catalog shows the transfer in error, gone, refused by the partner (NACK), or not done in time."""
+
+
 class CftTransport(Transport):
     """One Transfer CFT partner (PART), driven through CFTUTIL."""
 
@@ -145,7 +158,7 @@ class CftTransport(Transport):
         cftutil: Path,
         part: str,
         idf: Mapping[str, str],
-        state_dir: Path,
+        journal: DeliveryJournal,
         send_template: str = SEND_TEMPLATE,
         wait: str = "swaitcat",
         expect_ack: bool = False,
@@ -172,8 +185,8 @@ class CftTransport(Transport):
             raise ValueError(f"wait: one of {', '.join(WAIT_MODES)}, not {wait!r}")
         if not isinstance(expect_ack, bool):
             raise ValueError("expect_ack: true or false")
-        for key, value in (("timeout", timeout), ("poll_interval", poll_interval)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        for key, seconds in (("timeout", timeout), ("poll_interval", poll_interval)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
                 raise ValueError(f"{key}: a number of seconds greater than 0")
         extra = dict(env or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
@@ -181,7 +194,7 @@ class CftTransport(Transport):
         self.cftutil = Path(cftutil)
         self.part = part
         self.idf = dict(idf)
-        self.state_dir = Path(state_dir)
+        self.journal = journal
         self.send_template = send_template
         self.wait = wait
         self.expect_ack = expect_ack
@@ -207,7 +220,8 @@ class CftTransport(Transport):
             cftutil=t.path("cftutil", settings.base),
             part=t.part,
             idf=t.idf,
-            state_dir=kw.pop("state_dir", settings.paths.work / "cft" / dept.code),
+            journal=kw.pop("journal", None)
+            or DeliveryJournal(settings.paths.trace, legacy_dir=settings.paths.work),
             send_template=t.send_template,
             wait=t.wait,
             expect_ack=t.expect_ack,
@@ -220,6 +234,56 @@ class CftTransport(Transport):
             **kw,
         )
 
+    # -- errors: what CFTUTIL's return codes and the catalog's diagnostics mean ----------------
+
+    def _error(
+        self, department: str, reason: str, *, permanent: bool = False, kind: type[CftError] = CftError
+    ) -> CftError:
+        """Every error this adapter raises: the partner named, codes only (answers may echo paths and names)."""
+        return kind(department, f"CFT partner {self.part}: {reason}", permanent=permanent)
+
+    def _failure(self, department: str, what: str, rc: int, text: str) -> CftError:
+        """A CFTUTIL command that failed: permanent when the syntax or a PARAM/AUTH DIAGI says so."""
+        m = _DIAGI.search(text)
+        permanent = bool(_SYNTAX.search(text)) or (m is not None and int(m.group(1)) in CONFIG_DIAGI)
+        return self._error(
+            department, f"CFTUTIL {what} failed (rc={rc}, {_diagnostics(text)})", permanent=permanent
+        )
+
+    def _transfer_failed(self, department: str, entry: CatalogEntry) -> CftError:
+        return self._error(
+            department,
+            f"transfer IDTU={entry.idtu} in error ({entry.diagnostic()})",
+            permanent=entry.diagi in CONFIG_DIAGI,
+            kind=CftTransferError,
+        )
+
+    def _left_catalog(self, department: str, idtu: str, why: str = "") -> CftError:
+        return self._error(
+            department,
+            f"transfer IDTU={idtu} is not in the CFT catalog" + (f" ({why})" if why else ""),
+            kind=CftTransferError,
+        )
+
+    def _nack(self, department: str, idtu: str) -> CftError:
+        # Retryable on purpose: see docs/cft.md ("Phases and acknowledgements").
+        return self._error(
+            department,
+            f"partner refused (NACK) the file of transfer IDTU={idtu}: its application sent a negative "
+            "acknowledgement; the next attempt sends the file again",
+            kind=CftTransferError,
+        )
+
+    def _no_idtu(self, item: Delivery) -> CftError:
+        # Without an IDTU nothing tells whether CFT holds the request: sending again could deliver twice.
+        return self._error(
+            item.department,
+            f"CFTUTIL SEND of {item.file_name} gave no IDTU (is CFTUTIL on the synchronous TCPIP medium?); "
+            f"not sent again: check the CFT catalog, then remove its row from the delivery journal in "
+            f"{self.journal.path}",
+            permanent=True,
+        )
+
     # -- CFTUTIL ---------------------------------------------------------------------------
 
     def _run(self, department: str, verb: str, params: str, timeout: float) -> tuple[int, str]:
@@ -227,26 +291,17 @@ class CftTransport(Transport):
         try:
             proc = subprocess.run(args, capture_output=True, env=self.env, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
-            raise TransportError(
-                department, f"CFT partner {self.part}: CFTUTIL {verb} gave no answer within {timeout:g} s"
+            raise self._error(
+                department, f"CFTUTIL {verb} gave no answer within {timeout:g} s", kind=CftUnreachable
             ) from exc
         except OSError as exc:
-            raise TransportError(
+            raise self._error(
                 department,
-                f"CFT partner {self.part}: cannot run CFTUTIL {self.cftutil}: {exc.strerror or exc}",
+                f"cannot run CFTUTIL {self.cftutil}: {exc.strerror or exc}",
                 permanent=True,
+                kind=CftUnreachable,
             ) from exc
         return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
-
-    def _failure(self, department: str, what: str, rc: int, text: str) -> TransportError:
-        diag = _diagnostics(text)
-        m = _DIAGI.search(text)
-        permanent = bool(_SYNTAX.search(text)) or (m is not None and int(m.group(1)) in CONFIG_DIAGI)
-        return TransportError(
-            department,
-            f"CFT partner {self.part}: CFTUTIL {what} failed (rc={rc}, {diag})",
-            permanent=permanent,
-        )
 
     def _listcat(self, department: str, idtu: str) -> CatalogEntry | None:
         """The catalog record of `idtu`, or None if CFT does not know it (any more)."""
@@ -264,21 +319,21 @@ class CftTransport(Transport):
         phase = fields.get("PHASE") or ("X" if state in ("T", "X") else "T" if state else "")
         phasestep = fields.get("PHASESTEP") or ("X" if state in ("T", "X") else state)
         if not phase or not phasestep:
-            raise TransportError(
-                department, f"CFT partner {self.part}: LISTCAT IDTU={idtu} shows no PHASE or STATE"
-            )
+            raise self._error(department, f"LISTCAT IDTU={idtu} shows no PHASE or STATE")
         try:
             diagi = int(fields.get("DIAGI", "0") or "0")
         except ValueError:
             diagi = -1
         return CatalogEntry(idtu, phase.upper(), phasestep.upper(), diagi, fields.get("DIAGP", ""))
 
-    def _transfer_failed(self, department: str, entry: CatalogEntry) -> TransportError:
-        return TransportError(
-            department,
-            f"CFT partner {self.part}: transfer IDTU={entry.idtu} in error ({entry.diagnostic()})",
-            permanent=entry.diagi in CONFIG_DIAGI,
-        )
+    def _catalog(self, department: str, idtu: str) -> CatalogEntry:
+        """The catalog record of a transfer that must be there and not in error."""
+        entry = self._listcat(department, idtu)
+        if entry is None:
+            raise self._left_catalog(department, idtu)
+        if entry.failed:
+            raise self._transfer_failed(department, entry)
+        return entry
 
     def _send(self, item: Delivery, idf: str) -> str | None:
         try:
@@ -289,7 +344,7 @@ class CftTransport(Transport):
                 nfname=_quote(item.file_name),
             )
         except ValueError as exc:
-            raise TransportError(item.department, f"CFT partner {self.part}: {exc}", permanent=True) from exc
+            raise self._error(item.department, str(exc), permanent=True) from exc
         verb, _, params = command.strip().partition(" ")
         rc, text = self._run(item.department, verb, params.strip(), self.command_timeout)
         if rc != 0:
@@ -312,24 +367,11 @@ class CftTransport(Transport):
             m = _BRIEF_ROW.match(line)
             if m:
                 return m.group(1) if m.group(1) in ("A", "N") else ""
-        raise TransportError(
+        raise self._error(
             department,
-            f"CFT partner {self.part}: LISTCAT IDTU={idtu} shows no DTSA column: cannot tell whether "
-            "the partner acknowledged the transfer (see docs/cft.md)",
+            f"LISTCAT IDTU={idtu} shows no DTSA column: cannot tell whether the partner acknowledged the "
+            "transfer (see docs/cft.md)",
             permanent=True,
-        )
-
-    def _left_catalog(self, department: str, idtu: str) -> TransportError:
-        return TransportError(
-            department, f"CFT partner {self.part}: transfer IDTU={idtu} is not in the CFT catalog"
-        )
-
-    def _nack(self, department: str, idtu: str) -> TransportError:
-        # Retryable on purpose: see docs/cft.md ("Phases and acknowledgements").
-        return TransportError(
-            department,
-            f"CFT partner {self.part}: partner refused (NACK) the file of transfer IDTU={idtu}: its "
-            "application sent a negative acknowledgement; the next attempt sends the file again",
         )
 
     def _swaitcat(self, department: str, idtu: str, condition: str, remaining: float) -> bool:
@@ -347,17 +389,14 @@ class CftTransport(Transport):
             # the partner's acknowledgement, and T/H with DIAGI 0 is held: the catalog tells them apart.
             entry = self._listcat(department, idtu)
             if entry is None:
-                raise TransportError(
-                    department, f"CFT partner {self.part}: transfer IDTU={idtu} failed and left the catalog"
+                raise self._error(
+                    department, f"transfer IDTU={idtu} failed and left the catalog", kind=CftTransferError
                 )
             if entry.failed:
                 raise self._transfer_failed(department, entry)
             return entry.done and condition.startswith("PHASES")
         if "SWAITCAT_NFOUND" in text or "SWAITCAT_DELETED" in text:
-            raise TransportError(
-                department,
-                f"CFT partner {self.part}: transfer IDTU={idtu} is not in the CFT catalog ({_diagnostics(text)})",
-            )
+            raise self._left_catalog(department, idtu, _diagnostics(text))
         if "SWAITCAT_TIMEOUT" not in text:
             raise self._failure(department, f"SWAITCAT IDTU={idtu}", rc, text)
         return False
@@ -366,12 +405,7 @@ class CftTransport(Transport):
         """Whether the transfer is done (phase X, phasestep X); raises if it failed."""
         if self.wait == "swaitcat":
             return self._swaitcat(department, idtu, "PHASES=X, PHASESTEPS=X", remaining)
-        entry = self._listcat(department, idtu)
-        if entry is None:
-            raise self._left_catalog(department, idtu)
-        if entry.failed:
-            raise self._transfer_failed(department, entry)
-        return entry.done
+        return self._catalog(department, idtu).done
 
     def _acknowledged(self, department: str, idtu: str, deadline: float) -> bool:
         """For a transfer done: whether the partner acknowledged it; raises on a negative one."""
@@ -390,25 +424,27 @@ class CftTransport(Transport):
     def _wait(self, department: str, idtu: str, deadline: float) -> None:
         """Wait until the transfer is done and, with expect_ack, acknowledged, or the deadline passes."""
         done = False
-        while True:
+
+        def finished() -> bool:
+            nonlocal done
             remaining = deadline - self.clock()
             if remaining <= 0:
                 self._last_look(department, idtu)
-                return
+                return True
             if not done:
                 done = self._done(department, idtu, remaining)
-            if done and (not self.expect_ack or self._acknowledged(department, idtu, deadline)):
-                return
-            # A real SWAITCAT has already waited its TIMEOUT; the pause only matters if it came back early.
-            self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
+            return done and (not self.expect_ack or self._acknowledged(department, idtu, deadline))
+
+        # A real SWAITCAT has already waited its TIMEOUT; the pause only matters if it came back early.
+        poll(
+            finished,
+            pause=lambda: max(0.0, min(self.poll_interval, deadline - self.clock())),
+            sleep=self.sleep,
+        )
 
     def _last_look(self, department: str, idtu: str) -> None:
         """At the deadline: one LISTCAT, to accept a transfer that just ended or say what it waits for."""
-        entry = self._listcat(department, idtu)
-        if entry is None:
-            raise self._left_catalog(department, idtu)
-        if entry.failed:
-            raise self._transfer_failed(department, entry)
+        entry = self._catalog(department, idtu)
         if entry.done:
             ack = self._ack(department, idtu) if self.expect_ack else "A"
             if ack == "A":
@@ -416,131 +452,95 @@ class CftTransport(Transport):
             if ack == "N":
                 raise self._nack(department, idtu)
         if entry.awaiting_ack or entry.done:
-            raise TransportError(
+            raise self._error(
                 department,
-                f"CFT partner {self.part}: CFT transfer IDTU={idtu} waiting for the partner's "
-                f"acknowledgement beyond {self.timeout:g} s",
+                f"CFT transfer IDTU={idtu} waiting for the partner's acknowledgement beyond {self.timeout:g} s",
+                kind=CftTransferError,
             )
-        raise TransportError(
+        raise self._error(
             department,
-            f"CFT partner {self.part}: CFT transfer IDTU={idtu} not done within {self.timeout:g} s "
-            f"({entry.diagnostic()})",
+            f"CFT transfer IDTU={idtu} not done within {self.timeout:g} s ({entry.diagnostic()})",
+            kind=CftTransferError,
         )
 
-    # -- state -----------------------------------------------------------------------------
+    # -- the delivery journal --------------------------------------------------------------
 
-    def state_file(self) -> Path:
-        return self.state_dir / f"{self.part}.json"
+    def _known(self, item: Delivery) -> tuple[str, str | None] | None:
+        """(sha256, IDTU) of a file this partner was asked to send before, or None."""
+        row = self.journal.entry(JournalTransport.CFT, item.department, item.file_name)
+        # Another partner's row (the département moved to a new PART) says nothing of this one's catalog.
+        if row is None or row.facts.get("part", self.part) != self.part:
+            return None
+        idtu = row.facts.get("idtu")
+        return row.sha256, idtu if isinstance(idtu, str) and idtu else None
 
-    def _load_state(self, department: str) -> dict[str, dict[str, Any]]:
-        path = self.state_file()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return dict(data["files"])
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise TransportError(
-                department, f"CFT partner {self.part}: state file {path} unreadable ({exc})", permanent=True
-            ) from exc
+    def _record(self, item: Delivery, idtu: str | None, phase: CftPhase) -> None:
+        self.journal.put(
+            JournalTransport.CFT,
+            item.department,
+            item.file_name,
+            sha256=item.sha256,
+            step=phase,
+            facts={"idtu": idtu, "part": self.part},
+        )
 
-    def _save_state(self, files: dict[str, dict[str, Any]]) -> None:
-        private_dir(self.state_dir)
-        data = {"partner": self.part, "files": files}
-        atomic_write(self.state_file(), json.dumps(data, indent=1, sort_keys=True).encode())
-
-    def _record(self, files: dict[str, dict[str, Any]], item: Delivery, idtu: str | None, phase: str) -> None:
-        files[item.file_name] = {"sha256": item.sha256, "idtu": idtu, "phase": phase}
-        self._save_state(files)
+    def _log(self, event: str, item: Delivery, idtu: str, *, warning: bool = False, **kw: Any) -> None:
+        log = self.log.warning if warning else self.log.info
+        log(event, department=item.department, part=self.part, file=item.file_name, idtu=idtu, **kw)
 
     # -- Transport -------------------------------------------------------------------------
 
     def deliver(self, item: Delivery) -> Receipt:
         idf = self.idf.get(item.flow)
         if idf is None:
-            raise TransportError(
-                item.department,
-                f"CFT partner {self.part}: no IDF configured for flow {item.flow}",
-                permanent=True,
-            )
+            raise self._error(item.department, f"no IDF configured for flow {item.flow}", permanent=True)
         with self._lock:
             # One deadline per file for the life of this transport (one night): a retry waits for what
             # is left of it, so `timeout` bounds the whole wait, however many attempts the night makes.
             deadline = self._deadlines.setdefault(item.file_name, self.clock() + self.timeout)
-            files = self._load_state(item.department)
-            known = files.get(item.file_name)
+            known = self._known(item)
             if known is not None:
-                receipt = self._resume(item, files, known, deadline)
+                receipt = self._resume(item, known, deadline)
                 if receipt is not None:
                     self._deadlines.pop(item.file_name, None)
                     return receipt
             if self.clock() >= deadline:
-                raise TransportError(
+                raise self._error(
                     item.department,
-                    f"CFT partner {self.part}: {item.file_name} not sent again: its {self.timeout:g} s "
-                    "are spent; the next run sends it",
+                    f"{item.file_name} not sent again: its {self.timeout:g} s are spent; the next run sends it",
                 )
             idtu = self._send(item, idf)
             if idtu is None:
-                self._record(files, item, None, "?")
+                self._record(item, None, CftPhase.NO_IDTU)
                 raise self._no_idtu(item)
-            self._record(files, item, idtu, "T")
-            self.log.info(
-                "cft.sent", department=item.department, part=self.part, file=item.file_name, idtu=idtu
-            )
+            self._record(item, idtu, CftPhase.SENT)
+            self._log("cft.sent", item, idtu)
             self._wait(item.department, idtu, deadline)
-            self._record(files, item, idtu, "X")
+            self._record(item, idtu, CftPhase.DONE)
             self._deadlines.pop(item.file_name, None)
-            self.log.info(
-                "cft.done",
-                department=item.department,
-                part=self.part,
-                file=item.file_name,
-                idtu=idtu,
-                acknowledged=self.expect_ack,
-            )
+            self._log("cft.done", item, idtu, acknowledged=self.expect_ack)
             return Receipt(item.file_name, reference=idtu)
 
-    def _resume(
-        self, item: Delivery, files: dict[str, dict[str, Any]], known: dict[str, Any], deadline: float
-    ) -> Receipt | None:
+    def _resume(self, item: Delivery, known: tuple[str, str | None], deadline: float) -> Receipt | None:
         """A file sent before (a rerun after a crash, or a retry): wait on it, or None to send again."""
-        if known.get("sha256") != item.sha256:
-            raise TransportError(
-                item.department,
-                f"CFT partner {self.part}: {item.file_name} was already sent with other content",
-                permanent=True,
+        sha256, idtu = known
+        if sha256 != item.sha256:
+            raise self._error(
+                item.department, f"{item.file_name} was already sent with other content", permanent=True
             )
-        idtu = known.get("idtu")
         if not idtu:
             raise self._no_idtu(item)
         entry = self._listcat(item.department, idtu)
         ack = self._ack(item.department, idtu) if entry is not None and entry.done and self.expect_ack else ""
         if entry is None or entry.failed or ack == "N":
             # In error, unknown, or refused by the partner's application (NACK): a new transfer.
-            self.log.warning(
-                "cft.resend",
-                department=item.department,
-                part=self.part,
-                file=item.file_name,
-                idtu=idtu,
-                catalog="unknown" if entry is None else "NACK" if ack == "N" else entry.diagnostic(),
-            )
+            catalog = "unknown" if entry is None else "NACK" if ack == "N" else entry.diagnostic()
+            self._log("cft.resend", item, idtu, warning=True, catalog=catalog)
             return None
         if not (entry.done and (ack == "A" or not self.expect_ack)):
             self._wait(item.department, idtu, deadline)
-        self._record(files, item, idtu, "X")
+        self._record(item, idtu, CftPhase.DONE)
         return Receipt(item.file_name, already_there=True, reference=idtu)
-
-    def _no_idtu(self, item: Delivery) -> TransportError:
-        # Without an IDTU nothing tells whether CFT holds the request: sending again could deliver twice.
-        return TransportError(
-            item.department,
-            f"CFT partner {self.part}: CFTUTIL SEND of {item.file_name} gave no "
-            "IDTU (is CFTUTIL on the synchronous TCPIP medium?); not sent again: "
-            f"check the CFT catalog, then remove its entry from {self.state_file()}",
-            permanent=True,
-        )
 
     def fetch_acks(self, department: str) -> list[AckFile]:
         folder = self.ack_directory

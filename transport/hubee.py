@@ -15,11 +15,12 @@ information system (scope SI) is the recipient. For each emission this adapter:
 HubEE metadata is not end-to-end encrypted, so nothing in it comes from a record: the applicant the
 spec requires is the sender's technical identity from the configuration.
 
-A folder must never be created twice. A small state file per département (work/hubee/<dept>.json,
-written atomically) records each file's folder, case and attachment ids as soon as HubEE answers the
-POST, before the upload; a later attempt or run reads the folder back and finishes what is left
-instead of creating another. A POST that got no answer leaves HubEE's side unknown: that file is then
-held for an operator rather than risk a duplicate (docs/hubee.md, "Idempotency").
+A folder must never be created twice. The trace's delivery journal (trace/journal.py) records each
+file's folder, case and attachment ids as soon as HubEE answers the POST, before the upload; a later
+attempt or run reads the folder back and finishes what is left instead of creating another. A POST
+that got no answer leaves HubEE's side unknown: that file is then held for an operator rather than
+risk a duplicate (docs/hubee.md, "Idempotency"). The HTTP calls, tokens and error mapping are shared
+with the receiving side (transport/hubee_client.py, transport/oauth2.py).
 
 Acknowledgements come from the case status (GET /cases/{caseId}): SI_RECEIVED, IN_PROGRESS,
 ADD_AWAITING or DONE make an OK ack, SI_INTG_ERROR or REFUSED a KO one, in the format every other
@@ -30,11 +31,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,16 +44,35 @@ from .. import __version__
 from ..config.settings import Department, Hubee, Settings
 from ..config.transports import HubeeConfig
 from ..core.clock import Clock, from_environment
-from ..core.errors import ConfigError, TransportError
-from ..core.fsutil import atomic_write, private_dir
+from ..core.errors import ConfigError, TraceError, TransportError
 from ..core.log import get as get_logger
+from ..trace.journal import DeliveryJournal, HubeeStep, JournalEntry, JournalTransport
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
+from .hubee_client import HubeeApi, NoAnswer, error_detail
+from .oauth2 import (
+    DEFAULT_TOKEN_LIFETIME,
+    RENEW_MARGIN,
+    SHARED_TOKENS,
+    ClientCredentials,
+    OAuth2Client,
+    TokenCache,
+    TokenError,
+)
+from .retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT_TOKEN_LIFETIME",
+    "RENEW_MARGIN",
+    "SHARED_TOKENS",
+    "HubeeTransport",
+    "NoAnswer",
+    "TokenCache",
+    "TokenError",
+    "error_detail",
+    "external_id",
+]
 
 SCOPE = "OSL"
-# Renew a token this long before it expires: a request started on a nearly expired token could
-# reach HubEE after its end.
-RENEW_MARGIN = 60.0
-DEFAULT_TOKEN_LIFETIME = 300.0  # when the token answer has no expires_in: assume short
 # Folder.externalId and Case.externalId are both capped at 30 characters (the Folder.cases item says
 # 100, the Case schema 30: the stricter wins). The case's id is the folder's plus CASE_SUFFIX.
 EXTERNAL_ID_MAX = 30
@@ -69,19 +87,27 @@ ATTACHMENT_RECEIVED = "RECEIVED"
 OK_STATUSES = frozenset({"SI_RECEIVED", "IN_PROGRESS", "ADD_AWAITING", "DONE"})
 KO_STATUSES = frozenset({"SI_INTG_ERROR", "REFUSED"})
 CLOSED = "CLOSED"
-MAX_ERROR_CHARS = 200
 
 _FILE_NAME = re.compile(
     r"^(DSG|SGR|GRO)_(0[0-9]{2}|02[AB]|97[1-6]|69M)_([0-9]{8})_([0-9]{6})"
     r"(?:_P[1-9][0-9]*of[1-9][0-9]*)?(?:_R([0-9]{2,4}))?\.(?:xml|zip)\.p7m$"
 )
-_SPACES = re.compile(r"\s+")
-
-# Connection failures where the request never left: sending it again cannot duplicate anything.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-# State files are shared by the transports of one process (acks, then deliveries, and `check`).
-_STATE_LOCKS: dict[Path, threading.Lock] = {}
+# One département's journal rows are shared by the transports of one process (acks, then deliveries,
+# and `check`): each read-modify-write of them holds this lock.
+_STATE_LOCKS: dict[tuple[Path, str], threading.Lock] = {}
 _STATE_LOCKS_GUARD = threading.Lock()
+# What the journal row holds besides its sha256, step and creation time.
+_FACTS = (
+    "flow",
+    "external_id",
+    "folder_id",
+    "case_id",
+    "attachment_id",
+    "completed_at",
+    "ack",
+    "ack_handed",
+    "closed",
+)
 
 
 def external_id(file_name: str) -> str:
@@ -105,79 +131,9 @@ def external_id(file_name: str) -> str:
     raise AssertionError("unreachable: 13 + 6 + 1 + 4 characters fit")  # pragma: no cover
 
 
-class NoAnswer(TransportError):
-    """HubEE did not answer. `sent` is False when the request provably never left this machine."""
-
-    def __init__(self, partner: str, reason: str, *, sent: bool):
-        super().__init__(partner, reason)
-        self.sent = sent
-
-
-class TokenError(TransportError):
-    """No token: nothing else can be asked of HubEE until this is fixed."""
-
-
-class TokenCache:
-    """Tokens per (token URL, client id), shared by the transports of a process.
-
-    A national night builds ~100 HubEE transports; sharing means three token requests, not three hundred.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self._tokens: dict[tuple[str, str], tuple[str, float, float]] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def get(self, key: tuple[str, str], fetch: Callable[[], tuple[str, float]]) -> str:
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        # One fetch per client at a time: parallel départements wait for it rather than all asking.
-        with lock:
-            hit = self._tokens.get(key)
-            if hit is not None and hit[1] - self.clock() > hit[2]:
-                return hit[0]
-            token, lifetime = fetch()
-            # A token shorter-lived than twice the margin would be renewed at every call: halve instead.
-            self._tokens[key] = (token, self.clock() + lifetime, min(RENEW_MARGIN, lifetime / 2))
-            return token
-
-    def drop(self, key: tuple[str, str], token: str) -> None:
-        with self._guard:
-            if self._tokens.get(key, ("",))[0] == token:
-                del self._tokens[key]
-
-    def clear(self) -> None:
-        with self._guard:
-            self._tokens.clear()
-
-
-SHARED_TOKENS = TokenCache()
-
-
-def _state_lock(path: Path) -> threading.Lock:
+def _state_lock(path: Path, department: str) -> threading.Lock:
     with _STATE_LOCKS_GUARD:
-        return _STATE_LOCKS.setdefault(path, threading.Lock())
-
-
-def _error_detail(response: httpx.Response) -> str:
-    """The code and message of the spec's Error body, single-line and capped; never our request."""
-    try:
-        body = json.loads(response.content[: 64 * 1024])
-    except ValueError:
-        return ""
-    first: Any = None
-    if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
-        first = body["errors"][0]
-    elif isinstance(body, dict) and "error" in body:  # OAuth2 token endpoint: {"error": "invalid_client"}
-        first = {"code": body.get("error"), "message": body.get("error_description") or ""}
-    if not isinstance(first, dict):
-        return ""
-    code = str(first.get("code", "")).strip()
-    message = _SPACES.sub(" ", "".join(c for c in str(first.get("message", "")) if c.isprintable())).strip()
-    if len(message) > MAX_ERROR_CHARS:
-        message = message[: MAX_ERROR_CHARS - 1] + "…"
-    return ": ".join(p for p in (code, message) if p)
+        return _STATE_LOCKS.setdefault((path, department), threading.Lock())
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -191,8 +147,21 @@ def _parse_time(value: Any) -> datetime | None:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
+def _pick(items: Any, key: str, value: Any) -> dict[str, Any]:
+    """The item of a folder's list whose `key` is `value`, else the only item, else {}."""
+    found = [i for i in items or [] if isinstance(i, dict)]
+    return next((i for i in found if i.get(key) == value), found[0] if len(found) == 1 else {})
+
+
+def _entry(row: JournalEntry) -> dict[str, Any]:
+    return {**row.facts, "sha256": row.sha256, "step": HubeeStep(row.step), "created_at": row.created_at}
+
+
 class HubeeTransport(Transport):
-    """One département reached through HubEE, the CNAF acting as online-service operator (OSL)."""
+    """One département reached through HubEE, the CNAF acting as online-service operator (OSL).
+
+    It owns its delivery journal (closed with it).
+    """
 
     name = "hubee"
 
@@ -202,13 +171,14 @@ class HubeeTransport(Transport):
         config: Hubee,
         department: str,
         siret: str,
-        state_dir: Path,
+        journal: DeliveryJournal,
         flows: Iterable[str] = ("DSG", "SGR", "GRO"),
         branch_code: str | None = None,
         keep_days: int = 4 * 31,
         tokens: TokenCache | None = None,
         clock: Clock | None = None,
         http_transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ):
         if not re.fullmatch(r"[0-9]{14}", siret or ""):
             raise ValueError(f"the département's SIRET must be 14 digits, not {siret!r}")
@@ -217,23 +187,28 @@ class HubeeTransport(Transport):
         self.siret = siret
         self.flows = tuple(flows)
         self.branch_code = branch_code or None
-        self.state_dir = Path(state_dir)
+        self.journal = journal
         self.keep_days = keep_days
         self.tokens = tokens if tokens is not None else SHARED_TOKENS
+        self.retry = retry if retry is not None else RetryPolicy()
         self.clock = clock or Clock()
-        self.api_url = config.api_url.rstrip("/")
         self.log = get_logger("flux-pmi.transport.hubee")
-        self.http = httpx.Client(
-            timeout=httpx.Timeout(config.timeout),
+        self.api = HubeeApi(
+            api_url=config.api_url,
+            timeout=config.timeout,
             headers={
                 "editorName": config.editor_name,
                 "applicationName": config.application_name,
                 "softwareVersion": config.software_version or __version__,
             },
-            follow_redirects=False,  # a redirect would carry the bearer token somewhere unplanned
-            transport=http_transport,
+            partner=department,
+            http_transport=http_transport,
+            retry=self.retry,
         )
-        self._lock = _state_lock(self.state_file().resolve())
+        self.api_url = self.api.api_url
+        self.http = self.api.http
+        self._oauth: dict[str, OAuth2Client] = {}
+        self._lock = _state_lock(self.journal.path.resolve(), department)
 
     @classmethod
     def from_config(cls, settings: Settings, dept: Department, **kw: Any) -> HubeeTransport:
@@ -247,7 +222,8 @@ class HubeeTransport(Transport):
             siret=dept.siret,
             flows=dept.flows,
             branch_code=t.branch_code if isinstance(t, HubeeConfig) else None,
-            state_dir=kw.pop("state_dir", settings.paths.work / "hubee"),
+            journal=kw.pop("journal", None)
+            or DeliveryJournal(settings.paths.trace, legacy_dir=settings.paths.work),
             # Past the retention the trace forgets the emission: its HubEE ids are of no more use.
             keep_days=settings.retention.months * 31 + 31,
             clock=kw.pop("clock", None) or from_environment(),
@@ -266,110 +242,65 @@ class HubeeTransport(Transport):
             )
         return client_id
 
-    def _token(self, flow: str) -> str:
-        client_id = self._client_id(flow)
-        return self.tokens.get((self.config.token_url, client_id), lambda: self._fetch_token(flow, client_id))
+    def _client(self, flow: str) -> OAuth2Client:
+        client = self._oauth.get(flow)
+        if client is None:
+            client_id = self._client_id(flow)
+            client = self._oauth[flow] = OAuth2Client(
+                self.http,
+                ClientCredentials(
+                    self.config.token_url, client_id, self.config.secrets[flow].decode(), SCOPE
+                ),
+                partner=self.department,
+                label=f"HubEE token for {flow} (client {client_id})",
+                tokens=self.tokens,
+                retry=self.retry,
+                detail=error_detail,
+            )
+        return client
 
-    def _fetch_token(self, flow: str, client_id: str) -> tuple[str, float]:
-        what = f"HubEE token for {flow} (client {client_id})"
-        try:
-            r = self.http.post(
-                self.config.token_url,
-                auth=(client_id, self.config.secrets[flow]),
-                data={"grant_type": "client_credentials", "scope": SCOPE},
-            )
-        except httpx.HTTPError as exc:
-            raise TokenError(self.department, f"{what}: no answer ({_kind(exc)})") from None
-        if r.status_code != 200:
-            detail = _error_detail(r)
-            # 400 (invalid_scope, invalid_request) and 401 (invalid_client) are the credentials' fault.
-            permanent = r.status_code in (400, 401, 403)
-            raise TokenError(
-                self.department,
-                f"{what}: HTTP {r.status_code}" + (f" ({detail})" if detail else ""),
-                permanent=permanent,
-            )
-        try:
-            body = r.json()
-            token = body["access_token"]
-            lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, KeyError, TypeError):
-            raise TokenError(self.department, f"{what}: the answer holds no access_token") from None
-        if not isinstance(token, str) or not token:
-            raise TokenError(self.department, f"{what}: the answer holds no access_token")
-        return token, max(lifetime, 1.0)
+    def _token(self, flow: str) -> str:
+        return self._client(flow).token()
 
     def _call(self, flow: str, method: str, path: str, **kw: Any) -> httpx.Response:
         """One API call with the démarche's token; a 401 renews the token once and tries again."""
-        url = self.api_url + path
-        key = (self.config.token_url, self._client_id(flow))
-        headers = kw.pop("headers", {})
-        for attempt in (1, 2):
-            token = self._token(flow)
-            try:
-                r = self.http.request(
-                    method, url, headers={**headers, "Authorization": f"Bearer {token}"}, **kw
-                )
-            except httpx.HTTPError as exc:
-                raise NoAnswer(
-                    self.department,
-                    f"HubEE {method} {path}: no answer ({_kind(exc)})",
-                    sent=not isinstance(exc, _NOT_SENT),
-                ) from None
-            if r.status_code == 401 and attempt == 1:
-                self.tokens.drop(key, token)
-                continue
-            return r
-        return r  # pragma: no cover - the loop returns
+        return self.api.call(self._client(flow), method, path, **kw)
 
     def _failure(self, r: httpx.Response, what: str) -> TransportError:
-        status = r.status_code
-        # 404 may be the gateway's, 408/429/5xx are HubEE's passing trouble: retried. Any other 4xx
-        # (400 validation, 401 after a fresh token, 403 scope or subscription) will not cure itself.
-        permanent = 400 <= status < 500 and status not in (404, 408, 429)
-        detail = _error_detail(r)
-        return TransportError(
-            self.department,
-            f"HubEE {what}: HTTP {status}"
-            + (f" ({detail})" if detail else "")
-            + (", not retried" if permanent else ""),
-            permanent=permanent,
-        )
+        return self.api.failure(r, what)
 
     def _json(self, r: httpx.Response, what: str) -> dict[str, Any]:
-        try:
-            body = r.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise TransportError(self.department, f"HubEE {what}: HTTP {r.status_code} without a JSON object")
+        body: dict[str, Any] = self.api.json(r, what, dict)
         return body
 
     # -- state ---------------------------------------------------------------------------------
 
-    def state_file(self) -> Path:
-        return self.state_dir / f"{self.department}.json"
-
     def _load(self) -> dict[str, dict[str, Any]]:
-        path = self.state_file()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return dict(data["files"])
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            rows = self.journal.entries(JournalTransport.HUBEE, self.department)
+        except TraceError as exc:
             raise TransportError(
-                self.department, f"HubEE state file {path} unreadable ({type(exc).__name__})", permanent=True
+                self.department, f"HubEE: delivery journal unreadable ({exc})", permanent=True
             ) from None
+        return {row.file_name: _entry(row) for row in rows}
 
-    def _save(self, files: dict[str, dict[str, Any]]) -> None:
+    def _save(self, name: str, entry: dict[str, Any]) -> None:
+        """One step change, in one transaction; files past the retention are forgotten on the way."""
+        facts = {k: entry[k] for k in _FACTS if entry.get(k) is not None}
+        self.journal.put(
+            JournalTransport.HUBEE,
+            self.department,
+            name,
+            sha256=entry["sha256"],
+            step=entry["step"],
+            facts=facts,
+            created_at=entry["created_at"],
+        )
         horizon = (self.clock.now() - timedelta(days=self.keep_days)).isoformat()
-        kept = {n: e for n, e in files.items() if str(e.get("created_at", "9999")) >= horizon}
-        files.clear()
-        files.update(kept)
-        private_dir(self.state_dir)
-        data = {"department": self.department, "files": files}
-        atomic_write(self.state_file(), json.dumps(data, indent=1, sort_keys=True).encode())
+        self.journal.prune(JournalTransport.HUBEE, self.department, horizon)
+
+    def _forget(self, name: str) -> None:
+        self.journal.remove(JournalTransport.HUBEE, self.department, name)
 
     # -- delivery --------------------------------------------------------------------------------
 
@@ -380,8 +311,7 @@ class HubeeTransport(Transport):
             raise TransportError(item.department, f"HubEE: {exc}", permanent=True) from None
         self._client_id(item.flow)
         with self._lock:
-            files = self._load()
-            entry = files.get(item.file_name)
+            entry = self._load().get(item.file_name)
             if entry is not None:
                 if entry.get("sha256") != item.sha256:
                     raise TransportError(
@@ -390,17 +320,17 @@ class HubeeTransport(Transport):
                         f"(folder {entry.get('folder_id') or 'unknown'})",
                         permanent=True,
                     )
-                if entry.get("step") == "completed":
+                if entry.get("step") == HubeeStep.COMPLETED:
                     return Receipt(item.file_name, already_there=True, reference=entry["folder_id"])
-                if entry.get("step") == "posting":
+                if entry.get("step") == HubeeStep.POSTING:
                     raise self._unknown_folder(item, entry)
             data = self._read(item)
             if entry is None:
-                entry = self._create(item, ext, files)
-                self._upload(item, entry, files, data)
-                self._complete(item, entry, files)
+                entry = self._create(item, ext)
+                self._upload(item, entry, data)
+                self._complete(item, entry)
                 return Receipt(item.file_name, reference=entry["folder_id"])
-            return self._resume(item, entry, files, data)
+            return self._resume(item, entry, data)
 
     def _read(self, item: Delivery) -> bytes:
         try:
@@ -437,52 +367,26 @@ class HubeeTransport(Transport):
             ],
         }
 
-    def _create(self, item: Delivery, ext: str, files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def _create(self, item: Delivery, ext: str) -> dict[str, Any]:
         # Written before the POST: a crash while it is in flight must not end in a second folder.
         entry: dict[str, Any] = {
             "sha256": item.sha256,
             "flow": item.flow,
             "external_id": ext,
-            "step": "posting",
+            "step": HubeeStep.POSTING,
             "created_at": self.clock.now().isoformat(),
         }
-        files[item.file_name] = entry
-        self._save(files)
-        try:
-            r = self._call(item.flow, "POST", "/folders", json=self.folder_body(item, ext))
-        except NoAnswer as exc:
-            if exc.sent:
-                raise self._unknown_folder(item, entry, exc.reason) from None
-            del files[item.file_name]
-            self._save(files)
-            raise
-        except TransportError:
-            del files[item.file_name]  # no token: nothing was asked of HubEE
-            self._save(files)
-            raise
-        if r.status_code == 504:
-            # The gateway gave up waiting for HubEE, which may still have created the folder.
-            raise self._unknown_folder(item, entry, "HTTP 504 from the gateway")
-        if r.status_code not in (200, 201):
-            del files[item.file_name]  # HubEE answered no: nothing was created
-            self._save(files)
-            raise self._failure(r, "POST /folders")
-        folder = self._json(r, "POST /folders")
+        self._save(item.file_name, entry)
+        folder = self._json(self._post_folder(item, entry), "POST /folders")
         folder_id = folder.get("id")
         if not isinstance(folder_id, str) or not folder_id:
             raise self._unknown_folder(item, entry, "the answer carries no folder id")
-        entry["folder_id"] = folder_id
-        cases = [c for c in folder.get("cases") or [] if isinstance(c, dict)]
-        atts = [a for a in folder.get("attachments") or [] if isinstance(a, dict)]
-        case = next(
-            (c for c in cases if c.get("externalId") == ext + CASE_SUFFIX),
-            cases[0] if len(cases) == 1 else {},
+        case = _pick(folder.get("cases"), "externalId", ext + CASE_SUFFIX)
+        att = _pick(folder.get("attachments"), "fileName", item.file_name)
+        entry.update(
+            folder_id=folder_id, case_id=case.get("id"), attachment_id=att.get("id"), step=HubeeStep.CREATED
         )
-        att = next(
-            (a for a in atts if a.get("fileName") == item.file_name), atts[0] if len(atts) == 1 else {}
-        )
-        entry.update(case_id=case.get("id"), attachment_id=att.get("id"), step="created")
-        self._save(files)
+        self._save(item.file_name, entry)
         self.log.info(
             "hubee.folder_created",
             department=item.department,
@@ -498,6 +402,26 @@ class HubeeTransport(Transport):
             )
         return entry
 
+    def _post_folder(self, item: Delivery, entry: dict[str, Any]) -> httpx.Response:
+        """POST /folders; the journal's row goes when HubEE surely created nothing, stays when it may have."""
+        try:
+            r = self._call(item.flow, "POST", "/folders", json=self.folder_body(item, entry["external_id"]))
+        except NoAnswer as exc:
+            if exc.sent:
+                raise self._unknown_folder(item, entry, exc.reason) from None
+            self._forget(item.file_name)
+            raise
+        except TransportError:
+            self._forget(item.file_name)  # no token: nothing was asked of HubEE
+            raise
+        if r.status_code == 504:
+            # The gateway gave up waiting for HubEE, which may still have created the folder.
+            raise self._unknown_folder(item, entry, "HTTP 504 from the gateway")
+        if r.status_code not in (200, 201):
+            self._forget(item.file_name)  # HubEE answered no: nothing was created
+            raise self._failure(r, "POST /folders")
+        return r
+
     def _unknown_folder(self, item: Delivery, entry: dict[str, Any], why: str = "") -> TransportError:
         return TransportError(
             item.department,
@@ -505,13 +429,11 @@ class HubeeTransport(Transport):
             + (f" ({why})" if why else "")
             + f": HubEE may hold a folder with externalId {entry.get('external_id')}. Not sent again, to avoid a "
             f"duplicate: look it up in the HubEE portal, delete it if it exists, then remove {item.file_name} "
-            f"from {self.state_file()}",
+            f"from the delivery journal in {self.journal.path}",
             permanent=True,
         )
 
-    def _upload(
-        self, item: Delivery, entry: dict[str, Any], files: dict[str, dict[str, Any]], data: bytes
-    ) -> None:
+    def _upload(self, item: Delivery, entry: dict[str, Any], data: bytes) -> None:
         folder_id, attachment_id = entry["folder_id"], entry["attachment_id"]
         path = f"/folders/{folder_id}/attachments/{attachment_id}"
         # The spec's example: the bare base64 of the SHA-256, no "sha-256=" prefix.
@@ -525,19 +447,19 @@ class HubeeTransport(Transport):
         )
         if r.status_code not in (200, 204):
             raise self._failure(r, f"PUT {path}")
-        entry["step"] = "uploaded"
-        self._save(files)
+        entry["step"] = HubeeStep.UPLOADED
+        self._save(item.file_name, entry)
 
-    def _complete(self, item: Delivery, entry: dict[str, Any], files: dict[str, dict[str, Any]]) -> None:
+    def _complete(self, item: Delivery, entry: dict[str, Any]) -> None:
         path = f"/folders/{entry['folder_id']}"
         r = self._call(item.flow, "PATCH", path, json={"globalStatus": FOLDER_COMPLETED})
         if r.status_code not in (200, 204):
             raise self._failure(r, f"PATCH {path}")
-        self._done(item, entry, files)
+        self._done(item, entry)
 
-    def _done(self, item: Delivery, entry: dict[str, Any], files: dict[str, dict[str, Any]]) -> None:
-        entry.update(step="completed", completed_at=self.clock.now().isoformat())
-        self._save(files)
+    def _done(self, item: Delivery, entry: dict[str, Any]) -> None:
+        entry.update(step=HubeeStep.COMPLETED, completed_at=self.clock.now().isoformat())
+        self._save(item.file_name, entry)
         self.log.info(
             "hubee.folder_completed",
             department=item.department,
@@ -545,9 +467,7 @@ class HubeeTransport(Transport):
             folder=entry["folder_id"],
         )
 
-    def _resume(
-        self, item: Delivery, entry: dict[str, Any], files: dict[str, dict[str, Any]], data: bytes
-    ) -> Receipt:
+    def _resume(self, item: Delivery, entry: dict[str, Any], data: bytes) -> Receipt:
         """A folder created before (a retry, or a rerun after a crash): finish it, never create another."""
         folder_id = entry["folder_id"]
         path = f"/folders/{folder_id}"
@@ -556,26 +476,14 @@ class HubeeTransport(Transport):
             raise self._failure(r, f"GET {path}")
         folder = self._json(r, f"GET {path}")
         if not entry.get("case_id") or not entry.get("attachment_id"):
-            ext = entry.get("external_id")
-            case = next(
-                (c for c in folder.get("cases") or [] if c.get("externalId") == f"{ext}{CASE_SUFFIX}"), {}
-            )
-            att = next(
-                (a for a in folder.get("attachments") or [] if a.get("fileName") == item.file_name), {}
-            )
-            entry.update(case_id=case.get("id"), attachment_id=att.get("id"))
-            if not entry["case_id"] or not entry["attachment_id"]:
-                raise TransportError(
-                    item.department,
-                    f"HubEE GET {path}: no case or attachment for {item.file_name}",
-                    permanent=True,
-                )
-            self._save(files)
+            self._read_back_ids(item, entry, folder, path)
         status = folder.get("globalStatus")
         if status and status != FOLDER_OPEN:
-            self._done(item, entry, files)
+            self._done(item, entry)
             return Receipt(item.file_name, already_there=True, reference=folder_id)
-        att = next((a for a in folder.get("attachments") or [] if a.get("id") == entry["attachment_id"]), {})
+        att: dict[str, Any] = next(
+            (a for a in folder.get("attachments") or [] if a.get("id") == entry["attachment_id"]), {}
+        )
         self.log.info(
             "hubee.resume",
             department=item.department,
@@ -584,9 +492,29 @@ class HubeeTransport(Transport):
             attachment_status=att.get("status"),
         )
         if att.get("status") != ATTACHMENT_RECEIVED:
-            self._upload(item, entry, files, data)
-        self._complete(item, entry, files)
+            self._upload(item, entry, data)
+        self._complete(item, entry)
         return Receipt(item.file_name, reference=folder_id)
+
+    def _read_back_ids(
+        self, item: Delivery, entry: dict[str, Any], folder: dict[str, Any], path: str
+    ) -> None:
+        """The case and attachment ids the POST's answer lacked, from the folder read back."""
+        ext = entry.get("external_id")
+        case: dict[str, Any] = next(
+            (c for c in folder.get("cases") or [] if c.get("externalId") == f"{ext}{CASE_SUFFIX}"), {}
+        )
+        att: dict[str, Any] = next(
+            (a for a in folder.get("attachments") or [] if a.get("fileName") == item.file_name), {}
+        )
+        entry.update(case_id=case.get("id"), attachment_id=att.get("id"))
+        if not entry["case_id"] or not entry["attachment_id"]:
+            raise TransportError(
+                item.department,
+                f"HubEE GET {path}: no case or attachment for {item.file_name}",
+                permanent=True,
+            )
+        self._save(item.file_name, entry)
 
     # -- acknowledgements ----------------------------------------------------------------------------
 
@@ -597,9 +525,9 @@ class HubeeTransport(Transport):
             files = self._load()
             out: list[AckFile] = []
             errors: list[TransportError] = []
-            changed = False
+            changed: set[str] = set()
             for name, entry in sorted(files.items()):
-                if entry.get("step") != "completed" or entry.get("ack_handed") or entry.get("closed"):
+                if entry.get("step") != HubeeStep.COMPLETED or entry.get("ack_handed") or entry.get("closed"):
                     continue
                 ack = entry.get("ack")
                 if ack is None:
@@ -610,7 +538,8 @@ class HubeeTransport(Transport):
                         if isinstance(exc, NoAnswer | TokenError):
                             break  # HubEE is out of reach: asking for every other case would only wait longer
                         continue
-                    changed = changed or ack is not None or bool(entry.get("closed"))
+                    if ack is not None or entry.get("closed"):
+                        changed.add(name)
                     if ack is None:
                         continue
                     # Kept, so that the same ack (same date) is offered until acks.collect has recorded it.
@@ -619,12 +548,12 @@ class HubeeTransport(Transport):
                     name, entry["sha256"], ack["status"], ack["code"], "", datetime.fromisoformat(ack["at"])
                 )
                 out.append(AckFile(department, acks.ack_name(name), data))
-            if changed:
-                self._save(files)
+            for name in changed:
+                self._save(name, files[name])
         if errors and not out:
             raise errors[0]
-        for exc in errors:
-            self.log.warning("hubee.case_unread", department=department, error=exc.reason)
+        for err in errors:
+            self.log.warning("hubee.case_unread", department=department, error=err.reason)
         return out
 
     def _case_ack(self, name: str, entry: dict[str, Any]) -> dict[str, str] | None:
@@ -680,7 +609,7 @@ class HubeeTransport(Transport):
             for file_name, entry in files.items():
                 if acks.ack_name(file_name) == name:
                     entry["ack_handed"] = self.clock.now().isoformat()
-                    self._save(files)
+                    self._save(file_name, entry)
                     return
 
     # -- check -----------------------------------------------------------------------------------
@@ -730,14 +659,9 @@ class HubeeTransport(Transport):
         try:
             self._load()
         except TransportError as exc:
-            out.append(CheckResult(department, False, "HubEE state file unreadable", exc.reason))
+            out.append(CheckResult(department, False, "HubEE delivery journal unreadable", exc.reason))
         return out
 
     def close(self) -> None:
-        self.http.close()
-
-
-def _kind(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timeout, {type(exc).__name__}"
-    return type(exc).__name__
+        self.api.close()
+        self.journal.close()

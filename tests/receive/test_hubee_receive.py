@@ -26,11 +26,19 @@ from flux_pmi.jobs.night import emission_name
 from flux_pmi.receive.config import HubeeDropConfig, load_receive
 from flux_pmi.receive.drops import HubeeDropReader, open_drop
 from flux_pmi.receive.ledger import Ledger
+from flux_pmi.trace.journal import DeliveryJournal
+from flux_pmi.transport import retry
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.hubee import HubeeTransport, TokenCache, external_id
 
 # The sending side's fixtures: a fresh copy of the demo installation, and the stand-in with the CNAF's clients.
 demo_template, demo, hub = test_hubee.demo_template, test_hubee.demo, test_hubee.hub
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    """The transports' retry policy never really waits here, even in transports a night builds itself."""
+    monkeypatch.setattr(retry, "pause", lambda _seconds: None)
 
 DEPT = "035"
 SI_CLIENT, SI_SECRET, SI_ENV = "cd035-pmi-si", "si-s3cret-035", "FLUX_TEST_HUBEE_SI_035"
@@ -155,7 +163,7 @@ def hostile_case(root: Path, hub: FakeHubee, tmp_path: Path) -> str:
         config=settings.hubee,
         department=DEPT,
         siret=REGISTRY[DEPT].siret,
-        state_dir=tmp_path / "hostile-state",
+        journal=DeliveryJournal(tmp_path / "hostile-trace.sqlite"),
         flows=("GRO",),
         branch_code=BRANCH[DEPT],
         tokens=TokenCache(),

@@ -20,6 +20,7 @@ from flux_pmi.config.settings import load
 from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode, TransportError
 from flux_pmi.jobs.night import Night
+from flux_pmi.trace.journal import DeliveryJournal, JournalTransport, read_journal
 from flux_pmi.trace.store import TraceStore
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.cft import SEND_TEMPLATE, CftTransport
@@ -58,6 +59,7 @@ class Cft:
         self.exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
         self.exe.chmod(0o755)
         self.clock = FakeClock()
+        self.journal = root / "trace" / "flux-pmi.sqlite"  # the trace database the delivery journal lives in
 
     def partners(self, **partners: dict) -> None:
         (self.home / "partners.json").write_text(json.dumps(partners))
@@ -76,7 +78,7 @@ class Cft:
             "cftutil": self.exe,
             "part": part,
             "idf": IDF,
-            "state_dir": self.root / "state",
+            "journal": DeliveryJournal(self.journal),
             "env": {"FAKE_CFT_HOME": str(self.home)},
             "sleep": self.clock.sleep,
             "clock": self.clock,
@@ -84,8 +86,14 @@ class Cft:
         }
         return CftTransport(**args)
 
-    def state(self, part: str = "PMI035") -> dict:
-        return json.loads((self.root / "state" / f"{part}.json").read_text())["files"]
+    def state(self, part: str = "PMI035", dept: str = "035") -> dict:
+        """The delivery journal's rows of one partner, as {file name: {sha256, idtu, phase}}."""
+        rows = read_journal(self.journal, JournalTransport.CFT, dept) if self.journal.exists() else {}
+        return {
+            name: {"sha256": e.sha256, "idtu": e.facts.get("idtu"), "phase": e.step}
+            for name, e in rows.items()
+            if e.facts.get("part") == part
+        }
 
 
 @pytest.fixture
@@ -126,7 +134,7 @@ def test_a_file_is_sent_from_the_archive_under_its_remote_name_and_the_idtu_reco
     [wait] = cft.calls("SWAITCAT")
     assert wait["SELECT"] == 'IDTU=="A0000001"' and wait["PHASES"] == "X" and int(wait["TIMEOUT"]) == 300
     assert cft.state()[item.file_name] == {"sha256": item.sha256, "idtu": "A0000001", "phase": "X"}
-    mode = (tmp_path / "cft" / "state" / "PMI035.json").stat().st_mode & 0o777
+    mode = cft.journal.stat().st_mode & 0o777
     assert mode == 0o600
 
 
@@ -273,7 +281,7 @@ def test_an_unknown_partner_is_a_permanent_error_naming_the_partner_and_the_diag
     assert exc.permanent and exc.partner == "035"
     assert "PMI099" in str(exc) and "CFTU25E" in str(exc) and "DIAGI 408" in str(exc)
     assert SECRET.decode() not in str(exc) and str(item.path) not in str(exc)
-    assert not (tmp_path / "cft" / "state" / "PMI099.json").exists()
+    assert cft.state("PMI099") == {}
 
 
 def test_an_idf_the_partner_refuses_ends_in_k_and_is_permanent(cft, tmp_path):
@@ -421,18 +429,43 @@ def test_a_transfer_in_error_is_sent_again_once_the_partner_is_fixed(cft, tmp_pa
 def test_a_transfer_the_catalog_no_longer_knows_is_sent_again(cft, tmp_path):
     cft.partners(PMI035={"behaviour": "ok"})
     item = sealed(tmp_path)
-    state = tmp_path / "cft" / "state"
-    state.mkdir()
-    (state / "PMI035.json").write_text(
-        json.dumps(
-            {
-                "partner": "PMI035",
-                "files": {item.file_name: {"sha256": item.sha256, "idtu": "A00000ZZ", "phase": "T"}},
-            }
-        )
+    cft.transport().journal.put(
+        JournalTransport.CFT,
+        "035",
+        item.file_name,
+        sha256=item.sha256,
+        step="T",
+        facts={"idtu": "A00000ZZ", "part": "PMI035"},
     )
     receipt = cft.transport().deliver(item)
     assert receipt.reference == "A0000001" and len(cft.calls("SEND")) == 1
+
+
+def test_the_state_file_of_an_earlier_version_is_imported_once_and_its_transfer_not_sent_again(cft, tmp_path):
+    """An upgrade in the middle of an incident: the JSON state file's IDTU is waited on, never sent again."""
+    cft.partners(PMI035={"behaviour": "ok"})
+    item = sealed(tmp_path)
+    cft.transport(wait="poll").deliver(item)  # the transfer CFT holds, as an earlier version recorded it
+    work = tmp_path / "work"
+    legacy = work / "cft" / "035" / "PMI035.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(
+        json.dumps(
+            {
+                "partner": "PMI035",
+                "files": {item.file_name: {"sha256": item.sha256, "idtu": "A0000001", "phase": "T"}},
+            }
+        )
+    )
+    other = tmp_path / "other-trace.sqlite"
+    t = cft.transport(wait="poll", journal=DeliveryJournal(other, legacy_dir=work))
+    assert not legacy.exists() and legacy.with_name("PMI035.json.imported").is_file()
+    receipt = t.deliver(item)
+    assert receipt.already_there and receipt.reference == "A0000001" and len(cft.calls("SEND")) == 1
+    [row] = read_journal(other, JournalTransport.CFT, "035").values()
+    assert (row.step, row.facts) == ("X", {"idtu": "A0000001", "part": "PMI035"})
+    DeliveryJournal(other, legacy_dir=work).close()  # opened again: nothing left to import, nothing changed
+    assert read_journal(other, JournalTransport.CFT, "035")[item.file_name].step == "X"
 
 
 def test_the_same_name_with_other_content_is_refused(cft, tmp_path):
@@ -521,7 +554,7 @@ def test_from_config_reads_the_toml_and_reports_a_bad_key_as_a_config_error(cft,
         1.0,
     )
     assert t.ack_directory == tmp_path / "acks" and t.env["CFTDIRRUNTIME"] == "/opt/cft/runtime"
-    assert t.state_dir == tmp_path / "work" / "cft" / "035" and t.send_template == SEND_TEMPLATE
+    assert t.journal.path == tmp_path / "trace" / "flux-pmi.sqlite" and t.send_template == SEND_TEMPLATE
     cfg = cft_config(tmp_path, transport.replace('wait = "poll"', 'wait = "later"'))
     with pytest.raises(ConfigError, match=r"departments\.035\.transport: wait"):
         load(cfg, check_files=False)  # validated once, when the configuration is loaded
@@ -636,4 +669,6 @@ def test_a_demo_night_over_cft_delivers_to_the_good_partner_and_loses_nothing_fo
     assert sorted(n.split("/")[0] for n in delivered) == ["035"] * 3 + ["056"] * 3
     assert sum(record_fingerprints(delivered).values()) == result.records - result.bad
     assert len([c for c in cft.calls("SEND") if c["PART"] == "PMI035"]) == 3  # 035 was not sent twice
-    assert os.stat(root / "work" / "cft" / "035" / "PMI035.json").st_mode & 0o077 == 0
+    assert os.stat(root / "trace" / "flux-pmi.sqlite").st_mode & 0o077 == 0
+    journal = read_journal(root / "trace" / "flux-pmi.sqlite", JournalTransport.CFT, "035")
+    assert len(journal) == 3 and {e.step for e in journal.values()} == {"X"}

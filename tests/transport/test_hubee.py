@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 from support import BUSINESS_DATE, NOW, record_fingerprints
+from support import hubee as support_hubee
 from support.fake_hubee import FakeHubee
 from support.hubee import (
     BRANCH,
@@ -43,6 +44,8 @@ from flux_pmi.core.errors import ConfigError, ExitCode, TransportError
 from flux_pmi.jobs.acks import parse_ack
 from flux_pmi.jobs.night import Night, emission_name
 from flux_pmi.jobs.preflight import partner_findings
+from flux_pmi.trace.journal import DeliveryJournal, JournalTransport, read_journal
+from flux_pmi.transport import retry
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.factory import transport_for
 from flux_pmi.transport.hubee import (
@@ -53,6 +56,17 @@ from flux_pmi.transport.hubee import (
     TokenCache,
     external_id,
 )
+from flux_pmi.transport.retry import RetryPolicy
+
+# The fixtures: a demo of DEPTS, the stand-in.
+demo_template, demo, hub = support_hubee.demo_template, support_hubee.demo, support_hubee.hub
+NO_WAIT = RetryPolicy(sleep=lambda _s: None)  # the retry policy, without its real pauses
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    """The transports' retry policy never really waits here, even in transports a night builds itself."""
+    monkeypatch.setattr(retry, "pause", lambda _seconds: None)
 
 
 class Ticker:
@@ -84,10 +98,11 @@ def make_transport(
         config=hubee_config(hub, **{k: kw.pop(k) for k in ("timeout", "api_url") if k in kw}),
         department=dept,
         siret=REGISTRY[dept].siret,
-        state_dir=tmp_path / "state",
+        journal=kw.pop("journal", None) or DeliveryJournal(tmp_path / "trace.sqlite"),
         branch_code=kw.pop("branch_code", BRANCH.get(dept)),
         tokens=tokens if tokens is not None else TokenCache(),
         clock=FixedClock(NOW),
+        retry=kw.pop("retry", NO_WAIT),
         **kw,
     )
 
@@ -114,7 +129,10 @@ def b64sha(data: bytes) -> str:
 
 
 def state(tmp_path: Path, dept: str = "035") -> dict:
-    return json.loads((tmp_path / "state" / f"{dept}.json").read_text())["files"]
+    """The delivery journal's rows of a département, as {file name: {sha256, step, facts...}}."""
+    path = tmp_path / "trace.sqlite"
+    rows = read_journal(path, JournalTransport.HUBEE, dept) if path.exists() else {}
+    return {name: {**e.facts, "sha256": e.sha256, "step": e.step} for name, e in rows.items()}
 
 
 # -- the externalId ------------------------------------------------------------------------------------
@@ -196,6 +214,18 @@ def test_a_token_refused_by_the_api_is_renewed_once(hub, tmp_path):
     assert len(hub.requests_to("POST", "^/token$")) == 2
 
 
+def test_a_token_endpoint_that_fails_for_a_moment_is_asked_again_after_a_jittered_pause(hub, tmp_path):
+    pauses: list[float] = []
+    hub.fail_token(times=2, status=503)
+    t = make_transport(hub, tmp_path, retry=RetryPolicy(sleep=pauses.append))
+    receipt = t.deliver(sealed_file(tmp_path))
+    t.close()
+    assert len(hub.requests_to("POST", "^/token$")) == 3 and receipt.reference in hub.folders
+    assert (
+        len(pauses) == 2 and 0.5 <= pauses[0] <= 1.0 and 1.0 <= pauses[1] <= 1.5
+    )  # exponential, plus jitter
+
+
 def test_wrong_client_credentials_are_a_permanent_error_and_nothing_is_created(hub, tmp_path):
     cfg = hubee_config(hub)
     object.__setattr__(cfg, "secrets", {f: b"wrong" for f in FLOWS})
@@ -203,15 +233,17 @@ def test_wrong_client_credentials_are_a_permanent_error_and_nothing_is_created(h
         config=cfg,
         department="035",
         siret=REGISTRY["035"].siret,
-        state_dir=tmp_path / "state",
+        journal=DeliveryJournal(tmp_path / "trace.sqlite"),
         tokens=TokenCache(),
         clock=FixedClock(NOW),
+        retry=NO_WAIT,
     )
     with pytest.raises(TransportError) as info:
         t.deliver(sealed_file(tmp_path))
     t.close()
     assert info.value.permanent and "HTTP 401" in info.value.reason and "invalid_client" in info.value.reason
     assert "wrong" not in str(info.value)
+    assert len(hub.requests_to("POST", "^/token$")) == 1  # refused credentials are not asked again
     assert hub.folders == {} and hub.requests_to(path="^/teledossiers/") == []
     assert state(tmp_path) == {}
 
@@ -265,7 +297,7 @@ def test_a_file_becomes_one_completed_folder_with_technical_metadata_and_its_dig
     entry = state(tmp_path)[item.file_name]
     assert entry["folder_id"] == folder["id"] and entry["case_id"] == folder["cases"][0]["id"]
     assert entry["attachment_id"] == att["id"] and entry["step"] == "completed"
-    assert stat.S_IMODE(os.stat(tmp_path / "state" / "035.json").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "trace.sqlite").st_mode) == 0o600
 
     before = len(hub.requests)
     again = t.deliver(item)  # a rerun: HubEE has it already, nothing is asked
@@ -377,7 +409,7 @@ def test_a_folder_creation_without_an_answer_is_held_for_an_operator_never_sent_
         with pytest.raises(TransportError) as info:
             t.deliver(item)
         assert info.value.permanent and "CNAF-GRO-035-20261123-1" in info.value.reason
-        assert str(t.state_file()) in info.value.reason
+        assert str(t.journal.path) in info.value.reason
     t.close()
     assert len(hub.requests_to("POST", "/folders$")) == 1
     assert len(hub.folders) == (1 if action == "lose_answer" else 0)
@@ -395,6 +427,48 @@ def test_a_rerun_after_a_crash_between_the_folder_and_the_upload_finishes_that_f
     receipt = second.deliver(item)
     second.close()
     assert len(hub.requests_to("POST", "/folders$")) == 1 and receipt.reference in hub.folders
+
+
+def test_the_state_file_of_an_earlier_version_is_imported_once_and_no_folder_is_made_twice(hub, tmp_path):
+    """An upgrade in the middle of an incident: what the JSON state file knew still holds."""
+    hub.fail("PUT", "/attachments/", "close")  # a folder created, its upload unfinished
+    unfinished, held = sealed_file(tmp_path, seq=1), sealed_file(tmp_path, seq=2)
+    first = make_transport(hub, tmp_path)
+    with pytest.raises(NoAnswer):
+        first.deliver(unfinished)
+    first.close()
+    entry = state(tmp_path)[unfinished.file_name]
+    work = tmp_path / "work"
+    legacy = work / "hubee" / "035.json"
+    legacy.parent.mkdir(parents=True)
+    posting = {
+        "sha256": held.sha256,
+        "flow": "GRO",
+        "external_id": external_id(held.file_name),
+        "step": "posting",
+    }
+    legacy.write_text(
+        json.dumps(
+            {
+                "department": "035",
+                "files": {
+                    unfinished.file_name: {**entry, "created_at": NOW.isoformat()},
+                    held.file_name: {**posting, "created_at": NOW.isoformat()},
+                },
+            }
+        )
+    )
+    other = tmp_path / "upgraded.sqlite"
+    t = make_transport(hub, tmp_path, journal=DeliveryJournal(other, legacy_dir=work))
+    assert not legacy.exists() and legacy.with_name("035.json.imported").is_file()
+    receipt = t.deliver(unfinished)  # finishes the folder the earlier version created
+    with pytest.raises(TransportError) as info:
+        t.deliver(held)  # its POST got no answer then: held for an operator, never posted again
+    t.close()
+    assert receipt.reference == entry["folder_id"] and info.value.permanent
+    assert len(hub.requests_to("POST", "/folders$")) == 1 and len(hub.folders) == 1
+    rows = read_journal(other, JournalTransport.HUBEE, "035")
+    assert rows[unfinished.file_name].step == "completed" and rows[held.file_name].step == "posting"
 
 
 def test_a_completion_whose_answer_was_lost_is_not_sent_again(hub, tmp_path):
@@ -517,7 +591,7 @@ def test_check_gets_a_token_per_demarche_and_reaches_the_api_without_sending_dat
 
 
 def test_check_reports_a_refused_token_and_a_missing_branch_code(hub, tmp_path):
-    hub.fail_token(times=1, status=500)
+    hub.fail_token(times=3, status=500)  # a 5xx is retried: three answers exhaust the policy's attempts
     t = make_transport(hub, tmp_path, dept="971")
     results = {r.what: r for r in t.check("971")}
     t.close()
@@ -541,7 +615,7 @@ def test_the_hubee_table_is_loaded_with_its_secrets_kept_out_of_repr(demo, hub, 
     assert not any(s in repr(settings) for s in SECRETS.values())
     assert settings.departments["035"].transport == HubeeConfig(type="hubee", branch_code="35238")
     t = transport_for(settings, settings.departments["035"])
-    assert isinstance(t, HubeeTransport) and t.state_file() == root / "work" / "hubee" / "035.json"
+    assert isinstance(t, HubeeTransport) and t.journal.path == settings.paths.trace
     t.close()
 
 
@@ -693,11 +767,17 @@ def test_a_night_over_hubee_delivers_every_emission_as_one_folder_and_no_persona
             and (v.encode() in r.body or v in json.dumps(r.json, ensure_ascii=False))
         )
     ]
+    journal = [
+        e
+        for d in DEPTS
+        for e in read_journal(root / "trace" / "flux-pmi.sqlite", JournalTransport.HUBEE, d).values()
+    ]
+    assert len(journal) == 9
     hits += [
-        ("state", p.name, v)
-        for p in (root / "work" / "hubee").iterdir()
+        ("journal", e.file_name, v)
+        for e in journal
         for v in values
-        if v in p.read_text()
+        if v in json.dumps([e.file_name, e.step, e.facts], ensure_ascii=False)
     ]
     hits += [
         ("sealed upload", n, v)

@@ -27,6 +27,7 @@ from flux_pmi.jobs.acks import ack_name, build_ack
 from flux_pmi.jobs.night import emission_name
 from flux_pmi.receive.config import HubeeDropConfig
 from flux_pmi.receive.drops import DropFile, HubeeDropReader, _HubeeCase
+from flux_pmi.trace.journal import DeliveryJournal
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.hubee import HubeeTransport, TokenCache
 
@@ -58,7 +59,7 @@ def sender(hub: FakeHubee, api_url: str, tmp_path) -> HubeeTransport:
         config=cfg,
         department=DEPT,
         siret=SIRET,
-        state_dir=tmp_path / "state",
+        journal=DeliveryJournal(tmp_path / "trace.sqlite"),
         flows=("GRO",),
         branch_code="35238",
         tokens=TokenCache(),
