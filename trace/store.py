@@ -510,7 +510,7 @@ class TraceStore(ReportQueries, RetentionQueries):
 
         `records` are (record key, received, deadline); the key is stored only as an HMAC.
         """
-        recs = [(self.record_ref(k), _iso(r), _iso(d)) for k, r, d in records]
+        recs = [(self.record_ref(k), r.isoformat(), d.isoformat()) for k, r, d in records]
         with self.tx():
             self._transition(
                 emission_id, Status.ARCHIVED, now, run_id=run_id, file_name=file_name, size=size, sha256=sha256,

@@ -136,3 +136,23 @@ def test_a_second_writer_waits_then_gets_a_clear_error(tmp_path):
     b.start_run("run", DAY, NOW)  # once released, it works
     a.close()
     b.close()
+
+
+def test_a_version_2_trace_is_migrated_in_place_and_failed_is_told_apart(tmp_path):
+    path = tmp_path / "trace" / "t.sqlite"
+    with TraceStore(path) as t:
+        run = t.start_run("run", DAY, NOW)
+        b = t.create_batch("DSG", DAY, run, NOW, [])
+        ids = [t.get_or_create_emission(b, "DSG", d, DAY, 1, NOW).id for d in ("035", "056", "067", "971")]
+        # As version 2 wrote them: one `failed` for three meanings, and a purge interrupted after marking.
+        t.db.execute("UPDATE emissions SET status='failed' WHERE id=?", (ids[0],))
+        t.db.execute("UPDATE emissions SET status='failed', archived_at=? WHERE id=?", (NOW.isoformat(), ids[1]))
+        t.db.execute("UPDATE emissions SET status='failed', archived_at=?, ack_status='KO' WHERE id=?",
+                     (NOW.isoformat(), ids[2]))
+        t.db.execute("UPDATE emissions SET status='acknowledged', purged_at=? WHERE id=?", (NOW.isoformat(), ids[3]))
+        t.db.execute("PRAGMA user_version = 2")
+    with TraceStore(path) as t:
+        assert [t.emission(i).status for i in ids] == [
+            Status.BUILD_FAILED, Status.DELIVERY_FAILED, Status.REFUSED, Status.PURGED]
+        assert t.db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert [e.id for e in t.to_deliver()] == [ids[1]]  # only the failed delivery is retried
