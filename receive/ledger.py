@@ -31,6 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..core.errors import FluxError
+from ..trace.records import Record
 from ..trace.sqlite import Database, open_database
 
 __all__ = ["DUPLICATE", "INGESTING", "OK", "REFUSED", "FileStatus", "Gap", "Ledger", "LedgerError", "Row"]
@@ -147,7 +148,7 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
-class Anomaly:
+class Anomaly(Record):
     """Something an operator should look at: a sequence gap (kind SEQUENCE_GAP)."""
 
     id: int
@@ -157,9 +158,6 @@ class Anomaly:
     seq: int | None
     file: str | None
     detail: str
-
-    def __getitem__(self, key: str) -> object:  # read like the sqlite3.Row it replaces
-        return getattr(self, key)
 
 
 def _utc(at: datetime) -> str:
@@ -234,7 +232,7 @@ class Ledger(Database):
         return row["high"] if row else None
 
     def anomalies(self) -> list[Anomaly]:
-        return [Anomaly(**dict(r)) for r in self.db.execute("SELECT * FROM anomalies ORDER BY id")]
+        return Anomaly.all(self.db.execute("SELECT * FROM anomalies ORDER BY id"))
 
     # -- decisions ----------------------------------------------------------------------------
 

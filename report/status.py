@@ -31,7 +31,7 @@ from ..core.lock import lock_path
 from ..jobs.preflight import EXPIRY_WARNING_DAYS
 from ..seal import certs
 from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, RequestStatus, RunStatus
-from ..trace.records import EmissionDetail, Run
+from ..trace.records import Emission, Run
 from ..trace.store import TraceStore
 
 SCHEMA = "flux-pmi.status/1"
@@ -115,7 +115,7 @@ def _request_deadlines(trace: TraceStore) -> dict[int, str | None]:
     return {r["id"]: r["deadline"] for r in trace.requests()}
 
 
-def _deadline(row: EmissionDetail | None, request_deadlines: dict[int, str | None]) -> str | None:
+def _deadline(row: Emission | None, request_deadlines: dict[int, str | None]) -> str | None:
     """The date an emission is due: a re-emission answers a request, so its clock is the request's."""
     if row is None:
         return None
@@ -148,7 +148,7 @@ def _flows(trace: TraceStore, settings: Settings, today: date) -> list[dict[str,
     return out
 
 
-def _last_emission(row: EmissionDetail, deadline: str | None, today: date) -> dict[str, Any]:
+def _last_emission(row: Emission, deadline: str | None, today: date) -> dict[str, Any]:
     return {
         "seq": row.seq,
         "part": row.part,
@@ -424,6 +424,12 @@ def _table(headers: list[str], rows: list[list[Any]], empty: str = "(none)") -> 
     ]
 
 
+def _keyed_table(columns: tuple[tuple[str, str], ...], items: list[dict[str, Any]],
+                 empty: str = "(none)") -> list[str]:
+    """A table of (heading, key) columns, each row read from one item."""
+    return _table([h for h, _ in columns], [[item.get(k) for _, k in columns] for item in items], empty)
+
+
 def render_text(data: dict[str, Any]) -> str:
     """The status for a human at a terminal: one heading per section, fixed-width columns."""
     out = [f"flux-pmi status at {data['generated_at']} (today {data['today']})", ""]
@@ -452,89 +458,31 @@ def _text_last_nightly(data: dict[str, Any]) -> list[str]:
 
 
 def _text_runs(data: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    out += ["", f"RUNS (last {RUNS_SHOWN})"]
-    out += _table(
-        [
-            "ID",
-            "COMMAND",
-            "DATE",
-            "STARTED",
-            "FINISHED",
-            "STATUS",
-            "EXIT",
-            "RECORDS",
-            "REJECTS",
-            "FILES",
-            "BYTES",
-        ],
-        [[r[k] for k in _RUN_FIELDS] for r in data["runs"]],
-    )
-    return out
+    headings = ("ID", "COMMAND", "DATE", "STARTED", "FINISHED", "STATUS", "EXIT", "RECORDS", "REJECTS", "FILES",
+                "BYTES")
+    return ["", f"RUNS (last {RUNS_SHOWN})"] + _keyed_table(tuple(zip(headings, _RUN_FIELDS, strict=True)),
+                                                           data["runs"])
+
+
+_FLOW_COLUMNS = (("DEPT", "department"), ("FLOW", "flow"), ("SEQ", "seq"), ("FILE", "file_name"),
+                 ("STATUS", "status"), ("RECORDS", "records"), ("DEADLINE", "deadline"),
+                 ("DELIVERED", "delivered_at"), ("ACK", "ack_status"), ("CODE", "ack_code"), ("ON TIME", "on_time"))
 
 
 def _text_flows(data: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    out += ["", "FLOWS (last emission per département and flow)"]
-    rows = []
-    for f in data["flows"]:
-        e = f["last_emission"] or {}
-        rows.append(
-            [
-                f["department"],
-                f["flow"],
-                e.get("seq"),
-                e.get("file_name"),
-                e.get("status"),
-                e.get("records"),
-                e.get("deadline"),
-                e.get("delivered_at"),
-                e.get("ack_status"),
-                e.get("ack_code"),
-                e.get("on_time"),
-            ]
-        )
-    out += _table(
-        [
-            "DEPT",
-            "FLOW",
-            "SEQ",
-            "FILE",
-            "STATUS",
-            "RECORDS",
-            "DEADLINE",
-            "DELIVERED",
-            "ACK",
-            "CODE",
-            "ON TIME",
-        ],
-        rows,
-        "(no département enabled)",
-    )
-    return out
+    items = [{**(f["last_emission"] or {}), "department": f["department"], "flow": f["flow"]} for f in data["flows"]]
+    return ["", "FLOWS (last emission per département and flow)"] + _keyed_table(
+        _FLOW_COLUMNS, items, "(no département enabled)")
+
+
+_UNDELIVERED_COLUMNS = (("DEPT", "department"), ("FLOW", "flow"), ("SEQ", "seq"), ("FILE", "file_name"),
+                        ("STATUS", "status"), ("ATTEMPTS", "attempts"), ("DEADLINE", "deadline"),
+                        ("LAST ERROR", "last_error"))
 
 
 def _text_undelivered(data: dict[str, Any]) -> list[str]:
-    out: list[str] = []
     u = data["undelivered"]
-    out += ["", f"UNDELIVERED ({u['total']})"]
-    out += _table(
-        ["DEPT", "FLOW", "SEQ", "FILE", "STATUS", "ATTEMPTS", "DEADLINE", "LAST ERROR"],
-        [
-            [
-                e["department"],
-                e["flow"],
-                e["seq"],
-                e["file_name"],
-                e["status"],
-                e["attempts"],
-                e["deadline"],
-                e["last_error"],
-            ]
-            for e in u["emissions"]
-        ],
-    )
-    return out
+    return ["", f"UNDELIVERED ({u['total']})"] + _keyed_table(_UNDELIVERED_COLUMNS, u["emissions"])
 
 
 def _text_holds(data: dict[str, Any]) -> list[str]:
@@ -587,44 +535,15 @@ def _text_acks(data: dict[str, Any]) -> list[str]:
     return out
 
 
+_REQUEST_COLUMNS = (("ID", "id"), ("REQUESTED", "requested_at"), ("BY", "requested_by"), ("FLOW", "flow"),
+                    ("DEPT", "department"), ("FROM", "date_from"), ("TO", "date_to"), ("DEADLINE", "deadline"),
+                    ("STATUS", "status"), ("DONE", "done_at"), ("OVERDUE", "overdue"), ("REASON", "reason"))
+
+
 def _text_reemissions(data: dict[str, Any]) -> list[str]:
-    out: list[str] = []
     r = data["reemissions"]
-    out += ["", f"RE-EMISSION REQUESTS (pending {r['pending']}, done {r['done']}, refused {r['refused']})"]
-    out += _table(
-        [
-            "ID",
-            "REQUESTED",
-            "BY",
-            "FLOW",
-            "DEPT",
-            "FROM",
-            "TO",
-            "DEADLINE",
-            "STATUS",
-            "DONE",
-            "OVERDUE",
-            "REASON",
-        ],
-        [
-            [
-                q["id"],
-                q["requested_at"],
-                q["requested_by"],
-                q["flow"],
-                q["department"],
-                q["date_from"],
-                q["date_to"],
-                q["deadline"],
-                q["status"],
-                q["done_at"],
-                q["overdue"],
-                q["reason"],
-            ]
-            for q in r["requests"]
-        ],
-    )
-    return out
+    return (["", f"RE-EMISSION REQUESTS (pending {r['pending']}, done {r['done']}, refused {r['refused']})"]
+            + _keyed_table(_REQUEST_COLUMNS, r["requests"]))
 
 
 def _text_certificates(data: dict[str, Any]) -> list[str]:

@@ -48,29 +48,7 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Emission(Record):
-    id: int
-    batch_id: int | None
-    flow: str
-    department: str
-    business_date: str
-    part: int
-    seq: int
-    reemission_no: int
-    file_name: str | None
-    size: int | None
-    sha256: str | None
-    record_count: int
-    status: Status
-    attempts: int
-    archived_at: str | None
-    delivered_at: str | None
-    last_error: str | None
-    deadline: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class EmissionDetail(Record):
-    """An emission with every column (reports, re-emission, purge): `Emission` is what the night needs."""
+    """An emission row, every column."""
 
     id: int
     batch_id: int | None
@@ -226,7 +204,7 @@ class Anomaly(Record):
     detail: str
 
 
-Emission._enums = EmissionDetail._enums = {"status": Status}
+Emission._enums = {"status": Status}
 Run._enums = {"status": RunStatus}
 BatchRow._enums = {"state": BatchState}
 InboxFile._enums = {"state": InboxState}

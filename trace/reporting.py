@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .lifecycle import Status
-from .records import Ack, Anomaly, EmissionDetail, Record, Run
+from .records import Ack, Anomaly, Emission, Record, Run
 from .sqlite import Database
 
 
@@ -65,16 +65,16 @@ class ReportQueries(Database):
         row = self.db.execute("SELECT * FROM runs WHERE command=? ORDER BY id LIMIT 1", (command,)).fetchone()
         return Run.from_row(row) if row is not None else None
 
-    def latest_emission(self, flow: str, department: str) -> EmissionDetail | None:
+    def latest_emission(self, flow: str, department: str) -> Emission | None:
         """The last emission of a flow to a département: highest sequence, latest copy."""
         row = self.db.execute(
             "SELECT * FROM emissions WHERE flow=? AND department=? ORDER BY seq DESC, reemission_no DESC LIMIT 1",
             (flow, department)).fetchone()
-        return EmissionDetail.from_row(row) if row is not None else None
+        return Emission.from_row(row) if row is not None else None
 
-    def emissions_in(self, statuses: Iterable[Status]) -> list[EmissionDetail]:
+    def emissions_in(self, statuses: Iterable[Status]) -> list[Emission]:
         wanted = list(statuses)
-        return EmissionDetail.all(self.db.execute(
+        return Emission.all(self.db.execute(
             f"SELECT * FROM emissions WHERE status IN ({_marks(wanted)}) ORDER BY id", wanted))
 
     def deadline_counts(self) -> list[DeadlineCount]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from .lifecycle import PURGEABLE, BatchState, Status
-from .records import EmissionDetail
+from .records import Emission
 from .sqlite import Database
 
 _KEEP_STATUSES = ",".join(f"'{s}'" for s in (*PURGEABLE, Status.PURGED))
@@ -39,7 +39,7 @@ _BY_DATE = {
 class Marked:
     """A marked emission and its group's last transmission (the archive retention counts from it)."""
 
-    emission: EmissionDetail
+    emission: Emission
     last: str | None
 
 
@@ -85,7 +85,7 @@ class RetentionQueries(Database):
         last = {(g["flow"], g["department"], g["seq"]): g["last"] for g in groups}
         due = {(g["flow"], g["department"], g["seq"]) for g in groups
                if g["last"] is not None and g["last"][:10] < c and not g["busy"]}
-        rows = EmissionDetail.all(self.db.execute("SELECT * FROM emissions ORDER BY id"))
+        rows = Emission.all(self.db.execute("SELECT * FROM emissions ORDER BY id"))
         marked = [e for e in rows if e.purged_at is not None or (e.flow, e.department, e.seq) in due]
         if write:
             for e in marked:

@@ -34,7 +34,7 @@ from .lifecycle import (
     Status,
     check_transition,
 )
-from .records import BatchRow, Emission, EmissionDetail, Hold, InboxFile, Parked, Reject, Request, Run
+from .records import BatchRow, Emission, Hold, InboxFile, Parked, Reject, Request, Run
 from .reporting import ReportQueries
 from .retention import RetentionQueries
 from .sqlite import Migration, open_database
@@ -434,10 +434,10 @@ class TraceStore(ReportQueries, RetentionQueries):
             raise TraceError(f"no emission {emission_id}")
         return Emission.from_row(row)
 
-    def emission_detail(self, emission_id: int) -> EmissionDetail | None:
+    def emission_detail(self, emission_id: int) -> Emission | None:
         """The emission with every column (its ack, its request, its purge mark); None if it is not there."""
         row = self.db.execute("SELECT * FROM emissions WHERE id=?", (emission_id,)).fetchone()
-        return EmissionDetail.from_row(row) if row is not None else None
+        return Emission.from_row(row) if row is not None else None
 
     def ack_state(self, emission_id: int) -> tuple[Status, str | None]:
         """An emission's status and the ack status it recorded, read together."""
@@ -560,9 +560,9 @@ class TraceStore(ReportQueries, RetentionQueries):
     # -- re-emission -----------------------------------------------------------------------
 
     def originals_between(self, flow: str, department: str, date_from: date,
-                          date_to: date) -> list[EmissionDetail]:
+                          date_to: date) -> list[Emission]:
         """First emissions (not re-emissions) of a flow and département over a date range, archived or not."""
-        return EmissionDetail.all(self.db.execute(
+        return Emission.all(self.db.execute(
             "SELECT * FROM emissions WHERE flow=? AND department=? AND business_date BETWEEN ? AND ?"
             " AND reemission_no=0 ORDER BY business_date, seq",
             (flow, department, _iso(date_from), _iso(date_to))))
