@@ -341,7 +341,7 @@ def _holds(trace: TraceStore, today: date) -> dict[str, Any]:
                 "flow": e.flow,
                 "seq": e.seq,
                 "reemission_no": e.reemission_no,
-                "deadline": _deadline(trace.emission_detail(e.id), request_deadlines),
+                "deadline": _deadline(e, request_deadlines),
             }
             for e in waiting.get(code, [])
         ]
