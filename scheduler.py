@@ -116,11 +116,7 @@ def dst_warnings(settings: Settings) -> list[str]:
 
 
 def last_completed_nightly(trace: Any) -> datetime | None:
-    row = trace.db.execute(
-        f"SELECT started_at FROM runs WHERE command='run' AND status IN ({','.join('?' * len(COMPLETED_STATUSES))})"
-        " ORDER BY id DESC LIMIT 1",
-        COMPLETED_STATUSES,
-    ).fetchone()
+    row = trace.last_run("run", statuses=COMPLETED_STATUSES)
     if row is not None:
         at = datetime.fromisoformat(row["started_at"])
         return at if at.tzinfo else at.replace(tzinfo=PARIS)
@@ -134,9 +130,7 @@ def missed_nightly_fires(settings: Settings, trace: Any, now: datetime) -> list[
         return []
     last = last_completed_nightly(trace)
     if last is None:
-        anything = trace.db.execute(
-            "SELECT started_at FROM runs WHERE command='run' ORDER BY id LIMIT 1"
-        ).fetchone()
+        anything = trace.first_run("run")
         if anything is None:
             return []  # a new installation: no night was ever owed
         first = datetime.fromisoformat(anything["started_at"])

@@ -47,6 +47,7 @@ from ..core.fsutil import (
     storable_name,
 )
 from ..testing import faults
+from ..trace.lifecycle import BatchState, InboxKind
 from ..trace.store import TraceStore
 
 PATTERNS: dict[str, tuple[str, ...]] = {"DSG": (".xml",), "GRO": (".xml", ".csv"), "SGR": (".zip", ".csv")}
@@ -242,7 +243,7 @@ def _problem(path: Path, name: str) -> tuple[str, str] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return "UNREADABLE", f"{SCREEN_REASONS['UNREADABLE']} ({exc.strerror or errno.errorcode.get(exc.errno)})"
+        return "UNREADABLE", f"{SCREEN_REASONS['UNREADABLE']} ({exc.strerror or errno.errorcode.get(exc.errno or 0)})"
     if stat.S_ISLNK(st.st_mode):
         return "NOT_A_FILE", "a symbolic link (links in the inbox are never followed)"
     if not stat.S_ISREG(st.st_mode):
@@ -261,7 +262,7 @@ def _unreadable(path: Path, code: str) -> tuple[str, str] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return code, f"{SCREEN_REASONS[code]} ({exc.strerror or errno.errorcode.get(exc.errno)})"
+        return code, f"{SCREEN_REASONS[code]} ({exc.strerror or errno.errorcode.get(exc.errno or 0)})"
     return None
 
 
@@ -315,7 +316,7 @@ def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: s
             _move(path, dup_dir / free_name(dup_dir, _aside_base(path.name, f".{digest[:12]}")))
             duplicates.append(path.name)
             continue
-        entries.append((path.name, "input", digest, size))
+        entries.append((path.name, InboxKind.INPUT, digest, size))
         if flow == "SGR" and path.name.lower().endswith(".csv"):
             for rel in _scans_named_by(path, folder):
                 if rel not in taken_scans:
@@ -324,7 +325,7 @@ def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: s
                     except OSError:
                         continue  # the parser finds it missing and rejects its record
                     taken_scans.add(rel)
-                    entries.append((rel, "scan", scan_digest, scan_size))
+                    entries.append((rel, InboxKind.SCAN, scan_digest, scan_size))
     if not entries:
         return None, duplicates
     batch_id = trace.create_batch(flow, business_date, run_id, now, entries)
@@ -345,7 +346,7 @@ def finish_claim(trace: TraceStore, batch_id: int, *, inbox: Path, work: Path, f
     fsync_dir(target)
     if (inbox / flow).exists():
         fsync_dir(inbox / flow)
-    trace.set_batch_state(batch_id, "claimed", now)
+    trace.set_batch_state(batch_id, BatchState.CLAIMED, now)
 
 
 def retire_batch(work: Path, consumed: Path, batch_id: int, business_date: date,

@@ -249,8 +249,7 @@ def collect(
 
 def _ack_state(trace: TraceStore, emission_id: int) -> tuple[str, str | None]:
     # Emission does not carry ack_status: read it with the status, in one statement.
-    row = trace.db.execute("SELECT status, ack_status FROM emissions WHERE id=?", (emission_id,)).fetchone()
-    return row["status"], row["ack_status"]
+    return trace.ack_state(emission_id)
 
 
 def _one(
@@ -379,7 +378,7 @@ def _one(
         else:
             trace.transition(
                 emission.id,
-                Status.FAILED,
+                Status.REFUSED,
                 now,
                 run_id=run_id,
                 detail=f"ack {ack.code}",
@@ -426,11 +425,7 @@ def _maybe_reemit(
 ) -> None:
     if reemit is None or not dept.options.get("reemit_on_ko"):
         return
-    newer = trace.db.execute(
-        "SELECT 1 FROM emissions WHERE flow=? AND department=? AND seq=? AND reemission_no>? LIMIT 1",
-        (emission.flow, emission.department, emission.seq, emission.reemission_no),
-    ).fetchone()
-    if newer is not None:
+    if trace.has_later_copy(emission):
         return  # a later copy of this file exists already (an operator's, or ours before a crash)
     file = emission.file_name
     if emission.reemission_no >= MAX_AUTO_REEMISSIONS:

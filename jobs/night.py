@@ -433,7 +433,7 @@ class Night:
                 line.bytes += trace.emission(row.id).size or 0
             except (SchemaError, SealError) as exc:
                 ok = False
-                trace.transition(row.id, Status.FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
+                trace.transition(row.id, Status.BUILD_FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
                 report.problems.append(f"{flow} {dept.code}: {exc}")
                 self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
             finally:
@@ -492,7 +492,7 @@ class Night:
 
     def _secure_consumed(self, trace: TraceStore) -> None:
         """Nothing consumed stays in clear: finish a retirement a crash interrupted, encrypt old leftovers."""
-        done = {r["id"]: r for r in trace.db.execute("SELECT id, business_date FROM batches WHERE state='done'")}
+        done = {r["id"]: r for r in trace.done_batches()}
         for folder in sorted(self.paths.work.glob("batch-*")):
             try:
                 batch_id = int(folder.name.removeprefix("batch-"))
@@ -556,13 +556,12 @@ class Night:
                 shutil.rmtree(work, ignore_errors=True)
 
     def _unarchived(self, trace: TraceStore) -> int:
-        return trace.db.execute("SELECT COUNT(*) FROM emissions WHERE archived_at IS NULL").fetchone()[0]
+        return trace.unarchived_count()
 
     # -- rejects report ----------------------------------------------------------------------
 
     def _write_rejects_report(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
-        rows = trace.db.execute("SELECT flow, department, file, line, code, message FROM rejects WHERE run_id=?"
-                                " ORDER BY flow, file, line", (run_id,)).fetchall()
+        rows = trace.rejects_of_run(run_id)
         if not rows:
             return
         path = self.paths.reports / f"rejects-{report.business_date:%Y%m%d}-run{run_id:06d}.csv"
@@ -603,7 +602,7 @@ class Night:
             except FluxError as exc:  # one partner's broken setup must not stop the others
                 report.problems.append(f"département {code}: transport unusable: {exc}")
                 for e in by_dept[code]:
-                    trace.transition(e.id, Status.FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
+                    trace.transition(e.id, Status.DELIVERY_FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
         self.progress(f"delivering {len(pending)} file(s) to {len(transports)} département(s)")
         policy = self.settings.delivery
         with ThreadPoolExecutor(max_workers=max(1, policy.parallel), thread_name_prefix="deliver") as pool:
@@ -628,7 +627,7 @@ class Night:
                     done += 1
                     self.progress(f"{emission.flow} {emission.department}: {done}/{len(pending)} files delivered")
                 else:
-                    trace.transition(emission.id, Status.FAILED, now, run_id=run_id,
+                    trace.transition(emission.id, Status.DELIVERY_FAILED, now, run_id=run_id,
                                      attempts=emission.attempts + attempts, last_error=error[:500])
                     line.pending += 1
                     report.problems.append(f"{emission.flow} {emission.department} seq {emission.seq}: {error}")

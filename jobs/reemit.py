@@ -158,7 +158,7 @@ class ReemitResult:
 
 
 def _original_row(trace: TraceStore, emission_id: int) -> Any:
-    row = trace.db.execute("SELECT * FROM emissions WHERE id=?", (emission_id,)).fetchone()
+    row = trace.emission_detail(emission_id)
     if row is None:
         raise RefusedError(
             f"emission {emission_id} is not in the trace: purged after the retention period, "

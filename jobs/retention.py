@@ -41,7 +41,6 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
 from ..archive import ArchiveStore
 from ..archive.consumed import SUFFIX as KEPT_SUFFIX
@@ -50,7 +49,7 @@ from ..config.settings import Settings
 from ..core.clock import PARIS
 from ..core.log import get as get_logger
 from ..testing import faults
-from ..trace.lifecycle import TO_DELIVER
+from ..trace.retention import Marked
 from ..trace.store import TraceStore
 
 DUPLICATES_DIR = "duplicates"
@@ -72,12 +71,7 @@ def retention_cutoff(today: date, months: int) -> date:
 
 def last_purge_cutoff(trace: TraceStore) -> date | None:
     """The latest cutoff a purge applied: dates before it may be gone even if retention grew since."""
-    row = trace.db.execute("SELECT MAX(archive_cutoff) FROM purges").fetchone()
-    return date.fromisoformat(row[0]) if row and row[0] else None
-
-
-class _DryRun(Exception):
-    """Raised inside the rows transaction of a dry run so that it is rolled back."""
+    return trace.last_purge_cutoff()
 
 
 @dataclass
@@ -106,101 +100,72 @@ def purge(
     cutoff = retention_cutoff(today, settings.retention.trace_months)
     archive_cutoff = retention_cutoff(today, settings.retention.archive_months)
     result = PurgeResult(cutoff, archive_cutoff, dry_run)
-    marked = _mark(trace, cutoff, now, result, dry_run=dry_run)
-
-    days: set[Path] = set()
-    for row in marked:
-        if row["last"] is not None and row["last"][:10] < archive_cutoff.isoformat() and row["file_name"]:
-            day = date.fromisoformat(row["business_date"])
-            if dry_run:
-                result.archive_files += int(archive.sealed_path(day, row["file_name"]).exists())
-            else:
-                result.archive_files += archive.purge_file(day, row["file_name"])
-                faults.point("purge-mid")
-            days.add(archive.day_dir(day))
-    named = {r[0] for r in trace.db.execute("SELECT file_name FROM emissions WHERE file_name IS NOT NULL")}
-    for day, folder in _archive_days(archive.root):
-        if day >= archive_cutoff:
-            continue
-        for sealed in sorted(folder.glob("*" + SEALED_SUFFIX)):
-            if sealed.name.endswith(ARCHIVE_SUFFIX):
-                continue
-            name = sealed.name.removesuffix(SEALED_SUFFIX)
-            if name in named or _local_day(sealed) >= archive_cutoff:
-                continue
-            result.archive_files += 1
-            days.add(folder)
-            if not dry_run:
-                archive.purge_file(day, name)
-    for folder in sorted(days):
-        if folder.is_dir() and not any(folder.iterdir()):
-            result.archive_days += 1
-            if not dry_run:
-                folder.rmdir()
-                _remove_empty_parents(folder, archive.root)
+    result.held = trace.held_before(cutoff)
+    marked = trace.mark_for_purge(cutoff, now, write=not dry_run)
+    days = _purge_marked_files(archive, marked, archive_cutoff, result)
+    days |= _purge_unnamed_files(archive, trace.named_files(), archive_cutoff, result)
+    _remove_empty_days(archive.root, days, result)
     keep = trace.parked_batches()
     result.consumed_dirs, result.duplicates, result.parked = _purge_consumed(
         settings.paths.consumed, cutoff, keep, dry_run=dry_run)
     result.quarantined = _purge_quarantine(settings.paths.quarantine, cutoff, dry_run=dry_run)
 
-    try:
-        _delete_rows(trace, cutoff, archive_cutoff, now, result, keep, dry_run=dry_run)
-    except _DryRun:
-        pass
-    log.info(
-        "purge.dry_run" if dry_run else "purge.done",
-        cutoff=cutoff.isoformat(),
-        archive_cutoff=archive_cutoff.isoformat(),
-        archive_files=result.archive_files,
-        emissions=result.emissions,
-        consumed_dirs=result.consumed_dirs,
-        duplicates=result.duplicates,
-        quarantined=result.quarantined,
-        held=result.held,
-        parked=result.parked,
-    )
+    deleted = trace.delete_past(cutoff, archive_cutoff, now, keep=keep, archive_files=result.archive_files,
+                                consumed_dirs=result.consumed_dirs, dry_run=dry_run)
+    result.emissions, result.undelivered, result.rows = deleted.emissions, deleted.undelivered, deleted.rows
+    counts = ("archive_files", "emissions", "consumed_dirs", "duplicates", "quarantined", "held", "parked")
+    log.info("purge.dry_run" if dry_run else "purge.done", cutoff=cutoff.isoformat(),
+             archive_cutoff=archive_cutoff.isoformat(), **{k: getattr(result, k) for k in counts})
     return result
+
+
+def _purge_marked_files(archive: ArchiveStore, marked: list[Marked], archive_cutoff: date,
+                        result: PurgeResult) -> set[Path]:
+    """Step 2a: the files of marked emissions whose last transmission is past the archive retention."""
+    days: set[Path] = set()
+    for m in marked:
+        e = m.emission
+        if m.last is None or m.last[:10] >= archive_cutoff.isoformat() or not e.file_name:
+            continue
+        day = date.fromisoformat(e.business_date)
+        if result.dry_run:
+            result.archive_files += int(archive.sealed_path(day, e.file_name).exists())
+        else:
+            result.archive_files += archive.purge_file(day, e.file_name)
+            faults.point("purge-mid")
+        days.add(archive.day_dir(day))
+    return days
+
+
+def _purge_unnamed_files(archive: ArchiveStore, named: set[str], archive_cutoff: date,
+                         result: PurgeResult) -> set[Path]:
+    """Step 2b: sealed files no row accounts for, older than the archive retention by their date."""
+    days: set[Path] = set()
+    for day, folder in _archive_days(archive.root):
+        if day >= archive_cutoff:
+            continue
+        for sealed in sorted(folder.glob("*" + SEALED_SUFFIX)):
+            name = sealed.name.removesuffix(SEALED_SUFFIX)
+            if sealed.name.endswith(ARCHIVE_SUFFIX) or name in named or _local_day(sealed) >= archive_cutoff:
+                continue
+            result.archive_files += 1
+            days.add(folder)
+            if not result.dry_run:
+                archive.purge_file(day, name)
+    return days
+
+
+def _remove_empty_days(root: Path, days: set[Path], result: PurgeResult) -> None:
+    for folder in sorted(days):
+        if folder.is_dir() and not any(folder.iterdir()):
+            result.archive_days += 1
+            if not result.dry_run:
+                folder.rmdir()
+                _remove_empty_parents(folder, root)
 
 
 def _local_day(path: Path) -> date:
     return datetime.fromtimestamp(path.stat().st_mtime, PARIS).date()
-
-
-# An emission group is an original and its re-emissions (same flow, département, sequence): it
-# is purged as a whole, from its last transmission, and only when none of it still has to go.
-_GROUPS = f"""
-SELECT flow, department, seq, MAX(delivered_at) AS last,
-       SUM(CASE WHEN archived_at IS NULL
-                  OR (status IN ({",".join(repr(str(s)) for s in TO_DELIVER)}) AND COALESCE(ack_status, '') != 'KO')
-                  OR (batch_id IS NOT NULL AND batch_id IN (SELECT id FROM batches WHERE state != 'done'))
-                THEN 1 ELSE 0 END) AS busy
-FROM emissions GROUP BY flow, department, seq
-"""
-
-
-def _mark(trace: TraceStore, cutoff: date, now: datetime, result: PurgeResult, *, dry_run: bool) -> list[Any]:
-    """Step 1: mark the groups whose last transmission is past the trace retention; return the marked rows
-    (with their group's `last`), already marked ones included (a purge interrupted after marking)."""
-    with trace.tx() as db:
-        return _mark_in(db, cutoff, now, result, write=not dry_run)
-
-
-def _mark_in(db: Any, cutoff: date, now: datetime, result: PurgeResult, *, write: bool) -> list[dict[str, Any]]:
-    c = cutoff.isoformat()
-    groups = db.execute(_GROUPS).fetchall()
-    result.held = db.execute(
-        "SELECT COUNT(*) FROM emissions WHERE business_date < ?"
-        " AND batch_id IN (SELECT id FROM batches WHERE state != 'done')", (c,)).fetchone()[0]
-    due = [g for g in groups if g["last"] is not None and g["last"][:10] < c and not g["busy"]]
-    last = {(g["flow"], g["department"], g["seq"]): g["last"] for g in groups}
-    if write:
-        db.executemany(
-            "UPDATE emissions SET purged_at=? WHERE flow=? AND department=? AND seq=? AND purged_at IS NULL",
-            [(now.isoformat(), g["flow"], g["department"], g["seq"]) for g in due])
-    keys = {(g["flow"], g["department"], g["seq"]) for g in due}
-    rows = [r for r in db.execute("SELECT * FROM emissions ORDER BY id")
-            if r["purged_at"] is not None or (r["flow"], r["department"], r["seq"]) in keys]
-    return [{**dict(r), "last": last.get((r["flow"], r["department"], r["seq"]))} for r in rows]
 
 
 def _archive_days(root: Path) -> list[tuple[date, Path]]:
@@ -235,115 +200,62 @@ def _remove_empty_parents(folder: Path, root: Path) -> None:
 def _purge_consumed(consumed: Path, cutoff: date, keep: set[int], *, dry_run: bool) -> tuple[int, int, int]:
     """`consumed/<YYYY-MM-DD>/` by business date (a batch whose records are parked stays);
     `consumed/duplicates/` file by file, by mtime. Returns (batches or folders, duplicates, kept as parked)."""
-    dirs = dups = parked = 0
     if not consumed.is_dir():
         return 0, 0, 0
+    dirs = parked = 0
     for entry in sorted(consumed.iterdir()):
-        if entry.is_symlink() or not entry.is_dir() or entry.name == DUPLICATES_DIR:
+        day = _consumed_day(entry)
+        if day is None or day >= cutoff:
             continue
-        try:
-            day = date.fromisoformat(entry.name)
-        except ValueError:
+        gone, kept = _purge_consumed_day(entry, keep, dry_run=dry_run)
+        dirs, parked = dirs + gone, parked + kept
+    return dirs, _purge_duplicates(consumed / DUPLICATES_DIR, cutoff, dry_run=dry_run), parked
+
+
+def _consumed_day(entry: Path) -> date | None:
+    """The business date of a `consumed/<YYYY-MM-DD>/` folder; None for anything else."""
+    if entry.is_symlink() or not entry.is_dir() or entry.name == DUPLICATES_DIR:
+        return None
+    try:
+        return date.fromisoformat(entry.name)
+    except ValueError:
+        return None
+
+
+def _purge_consumed_day(entry: Path, keep: set[int], *, dry_run: bool) -> tuple[int, int]:
+    """One day's kept batches: (removed, kept because their records are parked)."""
+    gone = parked = 0
+    for item in sorted(entry.iterdir()):
+        stem = item.name.removesuffix(KEPT_SUFFIX).removeprefix("batch-")
+        if stem.isdigit() and int(stem) in keep:
+            parked += 1
             continue
-        if day >= cutoff:
-            continue
-        for item in sorted(entry.iterdir()):
-            stem = item.name.removesuffix(KEPT_SUFFIX)
-            batch_id = int(stem.removeprefix("batch-")) if stem.removeprefix("batch-").isdigit() else None
-            if batch_id is not None and batch_id in keep:
-                parked += 1
-                continue
-            dirs += 1
-            if not dry_run:
-                if item.is_dir() and not item.is_symlink():
-                    shutil.rmtree(item)
-                else:
-                    item.unlink(missing_ok=True)
-        if not dry_run and not any(entry.iterdir()):
-            entry.rmdir()
+        gone += 1
+        if not dry_run:
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item)
+            else:
+                item.unlink(missing_ok=True)
+    if not dry_run and not any(entry.iterdir()):
+        entry.rmdir()
+    return gone, parked
+
+
+def _purge_duplicates(folder: Path, cutoff: date, *, dry_run: bool) -> int:
     # A duplicate carries no business date. Its mtime is the upstream writer's (a rename keeps
     # it), so it can only make the duplicate look older than its setting aside: it then goes
     # early, which is the safe side for a copy of material already emitted.
-    for path in (
-        sorted((consumed / DUPLICATES_DIR).rglob("*")) if (consumed / DUPLICATES_DIR).is_dir() else []
-    ):
+    dups = 0
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
         try:
             st = path.lstat()
         except FileNotFoundError:
             continue
-        if (
-            path.is_file()
-            and not path.is_symlink()
-            and datetime.fromtimestamp(st.st_mtime, PARIS).date() < cutoff
-        ):
+        if path.is_file() and not path.is_symlink() and datetime.fromtimestamp(st.st_mtime, PARIS).date() < cutoff:
             dups += 1
             if not dry_run:
                 path.unlink(missing_ok=True)
-    return dirs, dups, parked
-
-
-def _delete_rows(trace: TraceStore, cutoff: date, archive_cutoff: date, now: datetime, result: PurgeResult,
-                 keep: set[int], *, dry_run: bool) -> None:
-    """Step 3: the marked emissions and their dependants, then the other tables by their own dates."""
-    c = cutoff.isoformat()
-    gone = "SELECT id FROM emissions WHERE purged_at IS NOT NULL"
-    rows: dict[str, int] = {}
-    kept = ",".join(str(int(b)) for b in sorted(keep)) or "-1"
-    with trace.tx() as db:
-        if dry_run:  # the marks step 1 would have made, in this transaction only
-            _mark_in(db, cutoff, now, PurgeResult(cutoff), write=True)
-        result.undelivered = db.execute(
-            "SELECT COUNT(*) FROM emissions WHERE purged_at IS NOT NULL AND delivered_at IS NULL"
-        ).fetchone()[0]
-        rows["emission_events"] = db.execute(
-            f"DELETE FROM emission_events WHERE emission_id IN ({gone})"
-        ).rowcount
-        rows["records"] = db.execute(f"DELETE FROM records WHERE emission_id IN ({gone})").rowcount
-        rows["acks"] = db.execute(
-            f"DELETE FROM acks WHERE emission_id IN ({gone})"
-            " OR (emission_id IS NULL AND substr(received_at, 1, 10) < ?)",
-            (c,),
-        ).rowcount
-        # Re-emissions first: they point at their original.
-        result.emissions = db.execute(
-            "DELETE FROM emissions WHERE purged_at IS NOT NULL AND reemission_no > 0"
-        ).rowcount
-        result.emissions += db.execute("DELETE FROM emissions WHERE purged_at IS NOT NULL").rowcount
-        old_batches = (
-            "SELECT id FROM batches WHERE business_date < ? AND state = 'done'"
-            " AND id NOT IN (SELECT batch_id FROM emissions WHERE batch_id IS NOT NULL)"
-            f" AND id NOT IN ({kept})"  # parked records: the batch is replayed under its id
-        )
-        rows["inbox_files"] = db.execute(
-            f"DELETE FROM inbox_files WHERE batch_id IN ({old_batches})", (c,)
-        ).rowcount
-        rows["rejects"] = db.execute(
-            f"DELETE FROM rejects WHERE batch_id IN ({old_batches}) OR substr(created_at, 1, 10) < ?", (c, c)
-        ).rowcount
-        rows["batches"] = db.execute(f"DELETE FROM batches WHERE id IN ({old_batches})", (c,)).rowcount
-        rows["runs"] = db.execute(
-            "DELETE FROM runs WHERE substr(started_at, 1, 10) < ? AND id NOT IN (SELECT run_id FROM batches)",
-            (c,),
-        ).rowcount
-        rows["anomalies"] = db.execute("DELETE FROM anomalies WHERE substr(at, 1, 10) < ?", (c,)).rowcount
-        rows["reemission_requests"] = db.execute(
-            "DELETE FROM reemission_requests WHERE substr(requested_at, 1, 10) < ?", (c,)
-        ).rowcount
-        rows["holds"] = db.execute(
-            "DELETE FROM holds WHERE resumed_at IS NOT NULL AND substr(resumed_at, 1, 10) < ?", (c,)
-        ).rowcount
-        rows["parked"] = db.execute(
-            "DELETE FROM parked WHERE closed_at IS NOT NULL AND substr(closed_at, 1, 10) < ?", (c,)
-        ).rowcount
-        db.execute(
-            "INSERT INTO purges(at, archive_cutoff, trace_cutoff, archive_files, emissions, consumed_dirs)"
-            " VALUES (?,?,?,?,?,?)",
-            (now.isoformat(), archive_cutoff.isoformat(), c, result.archive_files, result.emissions,
-             result.consumed_dirs),
-        )
-        result.rows = rows
-        if dry_run:
-            raise _DryRun
+    return dups
 
 
 def _purge_quarantine(quarantine: Path, cutoff: date, *, dry_run: bool = False) -> int:

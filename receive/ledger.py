@@ -24,20 +24,29 @@ folder (if it got that far) and the row, then taking the file again from the dro
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 from ..core.errors import FluxError
-from ..core.fsutil import private_dir
+from ..trace.records import Record
+from ..trace.sqlite import Database, open_database
 
-__all__ = ["DUPLICATE", "INGESTING", "OK", "REFUSED", "Gap", "Ledger", "LedgerError", "Row"]
+__all__ = ["DUPLICATE", "INGESTING", "OK", "REFUSED", "FileStatus", "Gap", "Ledger", "LedgerError", "Row"]
 
-INGESTING, OK, DUPLICATE, REFUSED = "ingesting", "ok", "duplicate", "refused"
+
+class FileStatus(StrEnum):
+    """A `files` row's decision."""
+
+    INGESTING = "ingesting"  # its output folder is being written (a crash leaves it to resolve)
+    OK = "ok"
+    DUPLICATE = "duplicate"
+    REFUSED = "refused"
+
+
+INGESTING, OK, DUPLICATE, REFUSED = FileStatus.INGESTING, FileStatus.OK, FileStatus.DUPLICATE, FileStatus.REFUSED
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -105,7 +114,7 @@ class Row:
     flow: str | None
     department: str | None
     seq: int | None
-    status: str
+    status: FileStatus
     code: str
     rows: int
     scans: int
@@ -118,8 +127,9 @@ class Row:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Row:
-        values = {f: row[f] for f in cls.__slots__}  # type: ignore[attr-defined]
+        values = {f: row[f] for f in cls.__slots__}
         values["sealed"] = bool(values["sealed"])
+        values["status"] = FileStatus(values["status"])
         return cls(**values)
 
 
@@ -137,50 +147,33 @@ class Gap:
         return f"{self.flow}: sequence {self.seq} received, {missing} missing"
 
 
+@dataclass(frozen=True, slots=True)
+class Anomaly(Record):
+    """Something an operator should look at: a sequence gap (kind SEQUENCE_GAP)."""
+
+    id: int
+    at: str
+    kind: str
+    flow: str | None
+    seq: int | None
+    file: str | None
+    detail: str
+
+
 def _utc(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
 
-class Ledger:
+class Ledger(Database):
     """One connection, used by the receiving process's main thread (the run lock keeps it alone)."""
+
+    label = "ledger"
+    error = LedgerError
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000):
         self.path = Path(path)
-        private_dir(self.path.parent)
-        # SQLite gives its -wal and -shm files the database file's mode: create it owner-only.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        try:
-            self.db = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: {exc}") from exc
-        self.db.row_factory = sqlite3.Row
-        try:
-            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = FULL")
-            if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                with self.tx():
-                    for stmt in _SCHEMA.split(";"):
-                        if stmt.strip():
-                            self.db.execute(stmt)
-                    self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            self.db.close()
-            raise LedgerError(f"ledger {self.path}: {exc}") from exc
-
-    def close(self) -> None:
-        self.db.close()
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """An immediate transaction: it takes the write lock first, so it never deadlocks midway."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        self.db = open_database(self.path, label=self.label, schema=_SCHEMA, version=SCHEMA_VERSION,
+                                error=LedgerError, busy_timeout_ms=busy_timeout_ms)
 
     def _one(self, sql: str, args: tuple = ()) -> Row | None:
         row = self.db.execute(sql, args).fetchone()
@@ -238,8 +231,8 @@ class Ledger:
         row = self.db.execute("SELECT high FROM sequences WHERE flow=?", (flow,)).fetchone()
         return row["high"] if row else None
 
-    def anomalies(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM anomalies ORDER BY id").fetchall()
+    def anomalies(self) -> list[Anomaly]:
+        return Anomaly.all(self.db.execute("SELECT * FROM anomalies ORDER BY id"))
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -247,7 +240,7 @@ class Ledger:
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         cur = self.db.execute(f"INSERT INTO files ({cols}) VALUES ({marks})", tuple(values.values()))
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def decide(self, at: datetime, **values: object) -> int:
         """Insert a decided row (refused or duplicate): one statement, so atomic."""

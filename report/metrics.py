@@ -30,12 +30,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config.settings import FLOWS, Settings
 from ..core.errors import FluxError
 from ..core.fsutil import atomic_write
 from ..core.log import get as get_logger
+
+if TYPE_CHECKING:
+    from ..trace.store import TraceStore
 
 JOB_SUCCESS = "flux_pmi_job_last_success_timestamp_seconds"
 # Rows of the rejects table that are warnings, not rejects: the record was still delivered
@@ -79,61 +82,36 @@ def _timestamp(stamp: str | None) -> float | None:
 # -- what the file says ----------------------------------------------------------------------
 
 
-def last_nightly_run(trace: Any) -> dict[str, Any] | None:
+def last_nightly_run(trace: TraceStore) -> dict[str, Any] | None:
     """The last nightly run that ended, with what it archived and rejected per flow.
 
     Read from the trace (archive events and rejects of that run), not from a NightReport,
     so that every job (and `run` under cron) reports the same thing. Re-emissions are not
     counted: they are not the night's records.
     """
-    run = trace.db.execute(
-        "SELECT id, started_at, status, exit_code FROM runs WHERE command='run' AND finished_at IS NOT NULL"
-        " ORDER BY id DESC LIMIT 1"
-    ).fetchone()
+    run = trace.last_run("run", finished=True)
     if run is None:
         return None
     flows = {f: {"records": 0, "rejects": 0, "files": 0} for f in FLOWS}
-    for flow, files, records in trace.db.execute(
-        "SELECT e.flow, COUNT(DISTINCT e.id), COALESCE(SUM(e.record_count), 0) FROM emissions e"
-        " WHERE e.reemission_no = 0 AND e.id IN (SELECT emission_id FROM emission_events"
-        " WHERE run_id = ? AND to_status = 'archived') GROUP BY e.flow",
-        (run["id"],),
-    ):
-        flows.setdefault(flow, {"records": 0, "rejects": 0, "files": 0}).update(files=files, records=records)
-    for flow, n in trace.db.execute(
-        f"SELECT flow, COUNT(*) FROM rejects WHERE run_id = ? AND code NOT IN ({','.join('?' * len(WARNING_CODES))})"
-        " GROUP BY flow",
-        (run["id"], *WARNING_CODES),
-    ):
+    for c in trace.archived_by_flow(run.id):
+        flows.setdefault(c.flow, {"records": 0, "rejects": 0, "files": 0}).update(files=c.files, records=c.records)
+    for flow, n in trace.rejects_by_flow(run.id, except_codes=WARNING_CODES).items():
         flows.setdefault(flow, {"records": 0, "rejects": 0, "files": 0})["rejects"] = n
-    return {
-        "id": run["id"],
-        "started_at": run["started_at"],
-        "status": run["status"],
-        "exit_code": run["exit_code"],
-        "flows": flows,
-    }
+    return {"id": run.id, "started_at": run.started_at, "status": run.status, "exit_code": run.exit_code,
+            "flows": flows}
 
 
 def certificate_days(settings: Settings, now: datetime) -> list[dict[str, Any]]:
     """Days left for every certificate in use (status lists only those close to expiry; a graph wants all)."""
     from ..seal import certs
+    from .status import loaded_certificates
 
-    out = []
-    for scope, role, path in settings.certificates_in_use():
-        try:
-            if path is None:
-                raise FluxError("no certificate configured")
-            out.append(
-                {
-                    "scope": scope,
-                    "role": role,
-                    "days_left": certs.days_left(certs.load_certificate(path), now),
-                    "error": None,
-                }
-            )
-        except FluxError as exc:
-            out.append({"scope": scope, "role": role, "days_left": None, "error": type(exc).__name__})
+    out: list[dict[str, Any]] = []
+    for scope, role, _, cert in loaded_certificates(settings):
+        if isinstance(cert, FluxError):
+            out.append({"scope": scope, "role": role, "days_left": None, "error": type(cert).__name__})
+        else:
+            out.append({"scope": scope, "role": role, "days_left": certs.days_left(cert, now), "error": None})
     return out
 
 

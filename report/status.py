@@ -18,7 +18,10 @@ import fcntl
 import os
 from collections import Counter
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
+
+from cryptography.x509 import Certificate
 
 from ..config.settings import FLOWS, Settings
 from ..core import workdays
@@ -27,7 +30,8 @@ from ..core.errors import ConfigError, FluxError
 from ..core.lock import lock_path
 from ..jobs.preflight import EXPIRY_WARNING_DAYS
 from ..seal import certs
-from ..trace.lifecycle import RunStatus, Status
+from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, RequestStatus, RunStatus
+from ..trace.records import Emission, Run
 from ..trace.store import TraceStore
 
 SCHEMA = "flux-pmi.status/1"
@@ -35,7 +39,7 @@ DEFAULT_MAX_AGE_HOURS = 26  # a nightly job plus two hours of slack
 RUNS_SHOWN = 10
 ANOMALIES_SHOWN = 20
 AT_RISK_WORKING_DAYS = 2
-UNDELIVERED_STATUSES = (Status.ARCHIVED, Status.REEMITTED, Status.FAILED)
+UNDELIVERED_STATUSES = UNDELIVERED
 
 _RUN_FIELDS = (
     "id",
@@ -69,7 +73,7 @@ def _local_date(stamp: str) -> date:
     return (at if at.tzinfo else at.replace(tzinfo=PARIS)).astimezone(PARIS).date()
 
 
-def _run(row: Any, alive: bool = True) -> dict[str, Any]:
+def _run(row: Run, alive: bool = True) -> dict[str, Any]:
     run = {k: row[k] for k in _RUN_FIELDS}
     if run["status"] == RunStatus.RUNNING and not alive:
         # Nobody holds the run lock, so the process is gone: the next command marks it `died` too.
@@ -111,11 +115,13 @@ def _request_deadlines(trace: TraceStore) -> dict[int, str | None]:
     return {r["id"]: r["deadline"] for r in trace.requests()}
 
 
-def _deadline(row: Any, request_deadlines: dict[int, str | None]) -> str | None:
+def _deadline(row: Emission | None, request_deadlines: dict[int, str | None]) -> str | None:
     """The date an emission is due: a re-emission answers a request, so its clock is the request's."""
-    if row["reemission_no"] and request_deadlines.get(row["request_id"]):
-        return request_deadlines[row["request_id"]]
-    return row["deadline"]
+    if row is None:
+        return None
+    if row.reemission_no and row.request_id is not None and request_deadlines.get(row.request_id):
+        return request_deadlines[row.request_id]
+    return row.deadline
 
 
 # -- sections -----------------------------------------------------------------------------
@@ -123,7 +129,7 @@ def _deadline(row: Any, request_deadlines: dict[int, str | None]) -> str | None:
 
 def _last_nightly(trace: TraceStore, settings: Settings, now: datetime, alive: bool = True) -> dict[str, Any]:
     limit = max_age_hours(settings)
-    row = trace.db.execute("SELECT * FROM runs WHERE command='run' ORDER BY id DESC LIMIT 1").fetchone()
+    row = trace.last_run("run")
     if row is None:
         return {"run": None, "age_hours": None, "max_age_hours": limit, "stale": True}
     # Measured from the start: a run that started on time and is still going is not a scheduler problem.
@@ -136,39 +142,35 @@ def _flows(trace: TraceStore, settings: Settings, today: date) -> list[dict[str,
     out = []
     for dept in sorted(settings.enabled_departments(), key=lambda d: d.code):
         for flow in sorted(dept.flows, key=_flow_order):
-            row = trace.db.execute(
-                "SELECT * FROM emissions WHERE flow=? AND department=? ORDER BY seq DESC, reemission_no DESC"
-                " LIMIT 1",
-                (flow, dept.code),
-            ).fetchone()
-            last = None
-            if row is not None:
-                deadline = _deadline(row, request_deadlines)
-                last = {
-                    "seq": row["seq"],
-                    "part": row["part"],
-                    "reemission_no": row["reemission_no"],
-                    "file_name": row["file_name"],
-                    "business_date": row["business_date"],
-                    "status": row["status"],
-                    "records": row["record_count"],
-                    "deadline": deadline,
-                    "delivered_at": row["delivered_at"],
-                    "acknowledged_at": row["acknowledged_at"],
-                    "ack_status": row["ack_status"],
-                    "ack_code": row["ack_code"],
-                    "on_time": _on_time(row["delivered_at"], deadline, today),
-                }
+            row = trace.latest_emission(flow, dept.code)
+            last = None if row is None else _last_emission(row, _deadline(row, request_deadlines), today)
             out.append({"department": dept.code, "flow": flow, "last_emission": last})
     return out
 
 
+def _last_emission(row: Emission, deadline: str | None, today: date) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "part": row.part,
+        "reemission_no": row.reemission_no,
+        "file_name": row.file_name,
+        "business_date": row.business_date,
+        "status": row.status,
+        "records": row.record_count,
+        "deadline": deadline,
+        "delivered_at": row.delivered_at,
+        "acknowledged_at": row.acknowledged_at,
+        "ack_status": row.ack_status,
+        "ack_code": row.ack_code,
+        "on_time": _on_time(row.delivered_at, deadline, today),
+    }
+
+
 def _undelivered(trace: TraceStore) -> dict[str, Any]:
     request_deadlines = _request_deadlines(trace)
-    marks = ",".join("?" * len(UNDELIVERED_STATUSES))
     rows = sorted(
-        trace.db.execute(f"SELECT * FROM emissions WHERE status IN ({marks})", tuple(UNDELIVERED_STATUSES)),
-        key=lambda r: (r["department"], _flow_order(r["flow"]), r["seq"], r["reemission_no"]),
+        trace.emissions_in(UNDELIVERED_STATUSES),
+        key=lambda r: (r.department, _flow_order(r.flow), r.seq, r.reemission_no),
     )
     emissions = [
         {
@@ -195,11 +197,7 @@ def _sla(trace: TraceStore, settings: Settings, today: date) -> dict[str, Any]:
     zero = {"at_risk": 0, "late": 0, "late_delivered": 0}
     by_dept: dict[str, dict[str, int]] = {d.code: dict(zero) for d in settings.enabled_departments()}
     # Grouped in SQL: three months of records are many rows but few (département, deadline, delivery) triples.
-    rows = trace.db.execute(
-        "SELECT e.department, r.deadline, e.delivered_at, COUNT(*) AS n FROM records r"
-        " JOIN emissions e ON e.id = r.emission_id GROUP BY e.department, r.deadline, e.delivered_at"
-    )
-    for dept, deadline, delivered_at, n in rows:
+    for dept, deadline, delivered_at, n in trace.deadline_counts():
         limit = date.fromisoformat(deadline)
         counts = by_dept.setdefault(dept, dict(zero))
         if delivered_at is not None:
@@ -221,9 +219,7 @@ def _sla(trace: TraceStore, settings: Settings, today: date) -> dict[str, Any]:
 
 def _acks(trace: TraceStore) -> dict[str, Any]:
     counts = {"ok": 0, "ko": 0, "anomalies": 0, "duplicates": 0}
-    for outcome, status, n in trace.db.execute(
-        "SELECT outcome, status, COUNT(*) FROM acks GROUP BY outcome, status"
-    ):
+    for outcome, status, n in trace.ack_counts():
         if outcome == "recorded":
             key = {"OK": "ok", "KO": "ko"}.get((status or "").upper())
             if key:
@@ -240,9 +236,7 @@ def _acks(trace: TraceStore) -> dict[str, Any]:
             "at": r["ack_at"] or r["received_at"],
             "received_at": r["received_at"],
         }
-        for r in trace.db.execute(
-            "SELECT * FROM acks WHERE outcome='recorded' AND UPPER(status)='KO' ORDER BY id"
-        )
+        for r in trace.ko_acks()
     ]
     return {**counts, "ko_list": ko}
 
@@ -261,7 +255,7 @@ def _reemissions(trace: TraceStore, today: date) -> dict[str, Any]:
             "deadline": r["deadline"],
             "status": r["status"],
             "done_at": r["done_at"],
-            "overdue": r["status"] == "pending"
+            "overdue": r["status"] == RequestStatus.PENDING
             and r["deadline"] is not None
             and date.fromisoformat(r["deadline"]) < today,
         }
@@ -269,16 +263,29 @@ def _reemissions(trace: TraceStore, today: date) -> dict[str, Any]:
     ]
     counts = Counter(r["status"] for r in requests)
     return {
-        "pending": counts["pending"],
-        "done": counts["done"],
-        "refused": counts["refused"],
+        "pending": counts[RequestStatus.PENDING],
+        "done": counts[RequestStatus.DONE],
+        "refused": counts[RequestStatus.REFUSED],
         "requests": requests,
     }
 
 
+def loaded_certificates(settings: Settings) -> list[tuple[str, str, Path | None, Certificate | FluxError]]:
+    """(scope, role, path, the certificate or the error that kept it from loading) of every certificate in use."""
+    out: list[tuple[str, str, Path | None, Certificate | FluxError]] = []
+    for scope, role, path in settings.certificates_in_use():
+        try:
+            if path is None:
+                raise FluxError("no certificate configured")
+            out.append((scope, role, path, certs.load_certificate(path)))
+        except FluxError as exc:
+            out.append((scope, role, path, exc))
+    return out
+
+
 def _certificates(settings: Settings, now: datetime) -> list[dict[str, Any]]:
     out = []
-    for scope, role, path in settings.certificates_in_use():
+    for scope, role, path, cert in loaded_certificates(settings):
         entry: dict[str, Any] = {
             "scope": scope,
             "role": role,
@@ -289,12 +296,8 @@ def _certificates(settings: Settings, now: datetime) -> list[dict[str, Any]]:
             "expired": None,
             "error": None,
         }
-        try:
-            if path is None:
-                raise FluxError("no certificate configured")
-            cert = certs.load_certificate(path)
-        except FluxError as exc:
-            out.append({**entry, "error": str(exc)})
+        if isinstance(cert, FluxError):
+            out.append({**entry, "error": str(cert)})
             continue
         left = certs.days_left(cert, now)
         if left <= EXPIRY_WARNING_DAYS:
@@ -311,7 +314,7 @@ def _certificates(settings: Settings, now: datetime) -> list[dict[str, Any]]:
 
 
 def _anomalies(trace: TraceStore) -> list[dict[str, Any]]:
-    rows = trace.db.execute("SELECT * FROM anomalies ORDER BY id DESC LIMIT ?", (ANOMALIES_SHOWN,))
+    rows = trace.recent_anomalies(ANOMALIES_SHOWN)
     return [
         {
             "kind": r["kind"],
@@ -338,8 +341,7 @@ def _holds(trace: TraceStore, today: date) -> dict[str, Any]:
                 "flow": e.flow,
                 "seq": e.seq,
                 "reemission_no": e.reemission_no,
-                "deadline": _deadline(trace.db.execute("SELECT * FROM emissions WHERE id=?", (e.id,)).fetchone(),
-                                      request_deadlines),
+                "deadline": _deadline(e, request_deadlines),
             }
             for e in waiting.get(code, [])
         ]
@@ -422,14 +424,26 @@ def _table(headers: list[str], rows: list[list[Any]], empty: str = "(none)") -> 
     ]
 
 
+def _keyed_table(columns: tuple[tuple[str, str], ...], items: list[dict[str, Any]],
+                 empty: str = "(none)") -> list[str]:
+    """A table of (heading, key) columns, each row read from one item."""
+    return _table([h for h, _ in columns], [[item.get(k) for _, k in columns] for item in items], empty)
+
+
 def render_text(data: dict[str, Any]) -> str:
     """The status for a human at a terminal: one heading per section, fixed-width columns."""
     out = [f"flux-pmi status at {data['generated_at']} (today {data['today']})", ""]
+    for section in _TEXT_SECTIONS:
+        out += section(data)
+    return "\n".join(out) + "\n"
 
+
+def _text_last_nightly(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     ln = data["last_nightly"]
     out.append("LAST NIGHTLY RUN")
     verdict = "STALE" if ln["stale"] else "OK"
-    if not ln["stale"] and ln["run"] is not None and ln["run"]["status"] in ("died", "failed", "interrupted"):
+    if not ln["stale"] and ln["run"] is not None and ln["run"]["status"] in UNFINISHED_RUNS:
         verdict = "NOT FINISHED (rerun `flux-pmi run`: it resumes)"  # recent, but "OK" would hide a dead night
     if ln["run"] is None:
         out.append(f"  {verdict}: no nightly run recorded (max age {ln['max_age_hours']} h)")
@@ -440,81 +454,39 @@ def render_text(data: dict[str, Any]) -> str:
             f"{ln['age_hours']} h ago (max {ln['max_age_hours']} h); status {r['status']}, "
             f"exit {_cell(r['exit_code'])}"
         )
+    return out
 
-    out += ["", f"RUNS (last {RUNS_SHOWN})"]
-    out += _table(
-        [
-            "ID",
-            "COMMAND",
-            "DATE",
-            "STARTED",
-            "FINISHED",
-            "STATUS",
-            "EXIT",
-            "RECORDS",
-            "REJECTS",
-            "FILES",
-            "BYTES",
-        ],
-        [[r[k] for k in _RUN_FIELDS] for r in data["runs"]],
-    )
 
-    out += ["", "FLOWS (last emission per département and flow)"]
-    rows = []
-    for f in data["flows"]:
-        e = f["last_emission"] or {}
-        rows.append(
-            [
-                f["department"],
-                f["flow"],
-                e.get("seq"),
-                e.get("file_name"),
-                e.get("status"),
-                e.get("records"),
-                e.get("deadline"),
-                e.get("delivered_at"),
-                e.get("ack_status"),
-                e.get("ack_code"),
-                e.get("on_time"),
-            ]
-        )
-    out += _table(
-        [
-            "DEPT",
-            "FLOW",
-            "SEQ",
-            "FILE",
-            "STATUS",
-            "RECORDS",
-            "DEADLINE",
-            "DELIVERED",
-            "ACK",
-            "CODE",
-            "ON TIME",
-        ],
-        rows,
-        "(no département enabled)",
-    )
+def _text_runs(data: dict[str, Any]) -> list[str]:
+    headings = ("ID", "COMMAND", "DATE", "STARTED", "FINISHED", "STATUS", "EXIT", "RECORDS", "REJECTS", "FILES",
+                "BYTES")
+    return ["", f"RUNS (last {RUNS_SHOWN})"] + _keyed_table(tuple(zip(headings, _RUN_FIELDS, strict=True)),
+                                                           data["runs"])
 
+
+_FLOW_COLUMNS = (("DEPT", "department"), ("FLOW", "flow"), ("SEQ", "seq"), ("FILE", "file_name"),
+                 ("STATUS", "status"), ("RECORDS", "records"), ("DEADLINE", "deadline"),
+                 ("DELIVERED", "delivered_at"), ("ACK", "ack_status"), ("CODE", "ack_code"), ("ON TIME", "on_time"))
+
+
+def _text_flows(data: dict[str, Any]) -> list[str]:
+    items = [{**(f["last_emission"] or {}), "department": f["department"], "flow": f["flow"]} for f in data["flows"]]
+    return ["", "FLOWS (last emission per département and flow)"] + _keyed_table(
+        _FLOW_COLUMNS, items, "(no département enabled)")
+
+
+_UNDELIVERED_COLUMNS = (("DEPT", "department"), ("FLOW", "flow"), ("SEQ", "seq"), ("FILE", "file_name"),
+                        ("STATUS", "status"), ("ATTEMPTS", "attempts"), ("DEADLINE", "deadline"),
+                        ("LAST ERROR", "last_error"))
+
+
+def _text_undelivered(data: dict[str, Any]) -> list[str]:
     u = data["undelivered"]
-    out += ["", f"UNDELIVERED ({u['total']})"]
-    out += _table(
-        ["DEPT", "FLOW", "SEQ", "FILE", "STATUS", "ATTEMPTS", "DEADLINE", "LAST ERROR"],
-        [
-            [
-                e["department"],
-                e["flow"],
-                e["seq"],
-                e["file_name"],
-                e["status"],
-                e["attempts"],
-                e["deadline"],
-                e["last_error"],
-            ]
-            for e in u["emissions"]
-        ],
-    )
+    return ["", f"UNDELIVERED ({u['total']})"] + _keyed_table(_UNDELIVERED_COLUMNS, u["emissions"])
 
+
+def _text_holds(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     h = data["holds"]
     out += ["", f"HOLDS ({len(h['active'])} département(s) held)"]
     out += _table(
@@ -522,20 +494,33 @@ def render_text(data: dict[str, Any]) -> str:
         [[x["department"], x["since"], x["by"], x["waiting"], x["next_deadline"], x["late"], x["reason"]]
          for x in h["active"]],
     )
+    return out
+
+
+def _text_parked(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     p = data["parked"]
     out += ["", f"KEPT FOR DÉPARTEMENTS NOT ENABLED ({p['records']} record(s) in {p['batches']} batch(es))"]
     out += _table(
         ["DEPT", "RECORDS BY FLOW"],
         [[d, ", ".join(f"{f} {n}" for f, n in flows.items())] for d, flows in p["by_department"].items()],
     )
+    return out
 
+
+def _text_sla(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     s = data["sla"]
     out += ["", f"DEADLINES (records; at risk = due within {s['at_risk_working_days']} working days)"]
     rows = [[d, c["at_risk"], c["late"], c["late_delivered"]] for d, c in s["by_department"].items()]
     t = s["totals"]
     rows.append(["TOTAL", t["at_risk"], t["late"], t["late_delivered"]])
     out += _table(["DEPT", "AT RISK", "LATE", "LATE DELIVERED"], rows)
+    return out
 
+
+def _text_acks(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     a = data["acks"]
     out += [
         "",
@@ -547,43 +532,22 @@ def render_text(data: dict[str, Any]) -> str:
             ["DEPT", "FILE", "CODE", "AT"],
             [[k["department"], k["file"], k["code"], k["at"]] for k in a["ko_list"]],
         )
+    return out
 
+
+_REQUEST_COLUMNS = (("ID", "id"), ("REQUESTED", "requested_at"), ("BY", "requested_by"), ("FLOW", "flow"),
+                    ("DEPT", "department"), ("FROM", "date_from"), ("TO", "date_to"), ("DEADLINE", "deadline"),
+                    ("STATUS", "status"), ("DONE", "done_at"), ("OVERDUE", "overdue"), ("REASON", "reason"))
+
+
+def _text_reemissions(data: dict[str, Any]) -> list[str]:
     r = data["reemissions"]
-    out += ["", f"RE-EMISSION REQUESTS (pending {r['pending']}, done {r['done']}, refused {r['refused']})"]
-    out += _table(
-        [
-            "ID",
-            "REQUESTED",
-            "BY",
-            "FLOW",
-            "DEPT",
-            "FROM",
-            "TO",
-            "DEADLINE",
-            "STATUS",
-            "DONE",
-            "OVERDUE",
-            "REASON",
-        ],
-        [
-            [
-                q["id"],
-                q["requested_at"],
-                q["requested_by"],
-                q["flow"],
-                q["department"],
-                q["date_from"],
-                q["date_to"],
-                q["deadline"],
-                q["status"],
-                q["done_at"],
-                q["overdue"],
-                q["reason"],
-            ]
-            for q in r["requests"]
-        ],
-    )
+    return (["", f"RE-EMISSION REQUESTS (pending {r['pending']}, done {r['done']}, refused {r['refused']})"]
+            + _keyed_table(_REQUEST_COLUMNS, r["requests"]))
 
+
+def _text_certificates(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     out += ["", f"CERTIFICATES (expired, unreadable or expiring within {EXPIRY_WARNING_DAYS} days)"]
     out += _table(
         ["SCOPE", "ROLE", "DAYS LEFT", "NOT AFTER", "SUBJECT / ERROR"],
@@ -592,10 +556,17 @@ def render_text(data: dict[str, Any]) -> str:
             for c in data["certificates"]
         ],
     )
+    return out
 
+
+def _text_anomalies(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     out += ["", f"ANOMALIES (last {ANOMALIES_SHOWN})"]
     out += _table(
         ["AT", "KIND", "DEPT", "FILE", "DETAIL"],
         [[x["at"], x["kind"], x["department"], x["file"], x["detail"]] for x in data["anomalies"]],
     )
-    return "\n".join(out) + "\n"
+    return out
+
+
+_TEXT_SECTIONS = (_text_last_nightly, _text_runs, _text_flows, _text_undelivered, _text_holds, _text_parked, _text_sla, _text_acks, _text_reemissions, _text_certificates, _text_anomalies)

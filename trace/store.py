@@ -16,17 +16,34 @@ import hmac
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
 from ..core.errors import TraceError
-from ..core.fsutil import private_dir
-from .lifecycle import TO_DELIVER, ParkedState, RunStatus, Status, check_transition
+from .lifecycle import (
+    MIGRATE_FAILED,
+    MIGRATE_PURGED,
+    TO_DELIVER,
+    BatchState,
+    InboxKind,
+    InboxState,
+    ParkedState,
+    RequestStatus,
+    RunStatus,
+    Status,
+    check_transition,
+)
+from .records import BatchRow, Emission, Hold, InboxFile, Parked, Reject, Request, Run
+from .reporting import ReportQueries
+from .retention import RetentionQueries
+from .sqlite import Migration, open_database
 
-SCHEMA_VERSION = 2
+__all__ = ["SCHEMA_VERSION", "Emission", "TraceStore", "recent_archived_files"]
+
+# 1: the tables; 2: the sequences table; 3: `failed` split into build-failed, delivery-failed and
+# refused, and marked rows `purged` (trace/lifecycle.py).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -212,32 +229,6 @@ def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class Emission:
-    id: int
-    batch_id: int | None
-    flow: str
-    department: str
-    business_date: str
-    part: int
-    seq: int
-    reemission_no: int
-    file_name: str | None
-    size: int | None
-    sha256: str | None
-    record_count: int
-    status: str
-    attempts: int
-    archived_at: str | None
-    delivered_at: str | None
-    last_error: str | None
-    deadline: str | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Emission:
-        return cls(**{f: row[f] for f in cls.__slots__})  # type: ignore[attr-defined]
-
-
 def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]:
     """(business date, file name) of the latest emissions the trace says are in the archive and not
     purged, read-only: `check` proves the archive folder holds them, and must change nothing."""
@@ -255,62 +246,43 @@ def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]
     return [(date.fromisoformat(d), name) for d, name in rows]
 
 
-class TraceStore:
+def _seed_sequences(db: sqlite3.Connection) -> None:
+    """Version 2: the sequences table starts from what the emissions rows still say."""
+    db.execute(
+        "INSERT INTO sequences(flow, department, last_seq) SELECT flow, department, MAX(seq)"
+        " FROM emissions WHERE true GROUP BY flow, department"
+        " ON CONFLICT(flow, department) DO UPDATE SET last_seq=MAX(last_seq, excluded.last_seq)")
+
+
+def _typed_emissions(db: sqlite3.Connection) -> None:
+    """Version 3: every emission status is one of the lifecycle's (trace/lifecycle.py)."""
+    db.execute(MIGRATE_FAILED)
+    db.execute(MIGRATE_PURGED)
+
+
+MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions))
+
+
+class TraceStore(ReportQueries, RetentionQueries):
     """One connection, used by the run's main thread; delivery workers report back to it."""
+
+    label = "trace store"
+    error = TraceError
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000):
         self.path = Path(path)
-        private_dir(self.path.parent)
-        # SQLite gives its -wal and -shm files the database file's mode: create it owner-only.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        self.db = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        try:
-            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = FULL")
-            self.db.execute("PRAGMA foreign_keys = ON")
-            if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                with self.tx():
-                    for stmt in _SCHEMA.split(";"):
-                        if stmt.strip():
-                            self.db.execute(stmt)
-                    # Version 2: the sequences table starts from what the emissions rows still say.
-                    self.db.execute(
-                        "INSERT INTO sequences(flow, department, last_seq) SELECT flow, department, MAX(seq)"
-                        " FROM emissions WHERE true GROUP BY flow, department"
-                        " ON CONFLICT(flow, department) DO UPDATE SET last_seq=MAX(last_seq, excluded.last_seq)")
-                    self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.OperationalError as exc:
-            self.db.close()
-            raise TraceError(f"trace store {self.path}: {exc}") from exc
+        self.db = open_database(self.path, label=self.label, schema=_SCHEMA, migrations=MIGRATIONS,
+                                version=SCHEMA_VERSION, error=TraceError, busy_timeout_ms=busy_timeout_ms,
+                                foreign_keys=True)
         self._key = self._load_key()
 
     # -- plumbing ------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self.db.close()
 
     def __enter__(self) -> TraceStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """An immediate transaction: it takes the write lock first, so it never deadlocks midway."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise TraceError(f"trace store {self.path} is locked by another process: {exc}") from exc
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
 
     def _load_key(self) -> bytes:
         key_file = self.path.with_suffix(".key")
@@ -348,7 +320,7 @@ class TraceStore:
                 "INSERT INTO runs(command, business_date, started_at, pid) VALUES (?,?,?,?)",
                 (command, _iso(business_date), _iso(now), os.getpid()),
             )
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def finish_run(self, run_id: int, now: datetime, *, status: RunStatus | str, exit_code: int, records: int = 0,
                    rejects: int = 0, files: int = 0, nbytes: int = 0, message: str = "") -> None:
@@ -359,8 +331,8 @@ class TraceStore:
                 (_iso(now), RunStatus(status), exit_code, records, rejects, files, nbytes, message, run_id),
             )
 
-    def last_runs(self, limit: int = 10) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    def last_runs(self, limit: int = 10) -> list[Run]:
+        return Run.all(self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)))
 
     # -- batches and claimed inputs --------------------------------------------------------
 
@@ -370,49 +342,51 @@ class TraceStore:
         with self.tx():
             cur = self.db.execute(
                 "INSERT INTO batches(flow, business_date, run_id, state, created_at) VALUES (?,?,?,?,?)",
-                (flow, _iso(business_date), run_id, "claiming", _iso(now)),
+                (flow, _iso(business_date), run_id, BatchState.CLAIMING, _iso(now)),
             )
-            batch_id = int(cur.lastrowid)
+            batch_id = int(cur.lastrowid or 0)
             self.db.executemany(
-                "INSERT INTO inbox_files(batch_id, flow, name, kind, sha256, size, state)"
-                " VALUES (?,?,?,?,?,?,'claimed')",
-                [(batch_id, flow, n, k, h, s) for n, k, h, s in files],
+                "INSERT INTO inbox_files(batch_id, flow, name, kind, sha256, size, state) VALUES (?,?,?,?,?,?,?)",
+                [(batch_id, flow, n, InboxKind(k), h, s, InboxState.CLAIMED) for n, k, h, s in files],
             )
             return batch_id
 
-    def set_batch_state(self, batch_id: int, state: str, now: datetime) -> None:
+    def set_batch_state(self, batch_id: int, state: BatchState | str, now: datetime) -> None:
+        state = BatchState(state)
         with self.tx():
             self.db.execute(
-                "UPDATE batches SET state=?, done_at=CASE WHEN ?='done' THEN ? ELSE done_at END WHERE id=?",
-                (state, state, _iso(now), batch_id),
+                "UPDATE batches SET state=?, done_at=CASE WHEN ?=? THEN ? ELSE done_at END WHERE id=?",
+                (state, state, BatchState.DONE, _iso(now), batch_id),
             )
-            if state == "done":
-                self.db.execute(
-                    "UPDATE inbox_files SET state='consumed' WHERE batch_id=? AND state='claimed'", (batch_id,)
-                )
+            if state == BatchState.DONE:
+                self.db.execute("UPDATE inbox_files SET state=? WHERE batch_id=? AND state=?",
+                                (InboxState.CONSUMED, batch_id, InboxState.CLAIMED))
 
-    def open_batches(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM batches WHERE state != 'done' ORDER BY id").fetchall()
+    def open_batches(self) -> list[BatchRow]:
+        return BatchRow.all(self.db.execute("SELECT * FROM batches WHERE state != ? ORDER BY id", (BatchState.DONE,)))
 
-    def batch_files(self, batch_id: int) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM inbox_files WHERE batch_id=? ORDER BY name", (batch_id,)).fetchall()
+    def done_batches(self) -> list[BatchRow]:
+        return BatchRow.all(self.db.execute("SELECT * FROM batches WHERE state = ? ORDER BY id", (BatchState.DONE,)))
 
-    def known_input(self, flow: str, sha256: str) -> sqlite3.Row | None:
-        return self.db.execute(
-            "SELECT * FROM inbox_files WHERE flow=? AND sha256=? AND kind='input'"
-            " AND state IN ('claimed','consumed') LIMIT 1",
-            (flow, sha256),
+    def batch_files(self, batch_id: int) -> list[InboxFile]:
+        return InboxFile.all(self.db.execute("SELECT * FROM inbox_files WHERE batch_id=? ORDER BY name", (batch_id,)))
+
+    def known_input(self, flow: str, sha256: str) -> InboxFile | None:
+        row = self.db.execute(
+            "SELECT * FROM inbox_files WHERE flow=? AND sha256=? AND kind=? AND state IN (?,?) LIMIT 1",
+            (flow, sha256, InboxKind.INPUT, InboxState.CLAIMED, InboxState.CONSUMED),
         ).fetchone()
+        return InboxFile.from_row(row) if row is not None else None
 
     def quarantine_file(self, file_id: int, code: str, reason: str) -> None:
         with self.tx():
-            self.db.execute("UPDATE inbox_files SET state='quarantined', code=?, reason=? WHERE id=?",
-                            (code, reason, file_id))
+            self.db.execute("UPDATE inbox_files SET state=?, code=?, reason=? WHERE id=?",
+                            (InboxState.QUARANTINED, code, reason, file_id))
 
-    def quarantined_in_run(self, run_id: int) -> list[sqlite3.Row]:
-        return self.db.execute(
+    def quarantined_in_run(self, run_id: int) -> list[InboxFile]:
+        return InboxFile.all(self.db.execute(
             "SELECT f.* FROM inbox_files f JOIN batches b ON b.id=f.batch_id"
-            " WHERE f.state='quarantined' AND b.run_id=?", (run_id,)).fetchall()
+            " WHERE f.state=? AND b.run_id=?", (InboxState.QUARANTINED, run_id)))
 
     # -- emissions -------------------------------------------------------------------------
 
@@ -430,7 +404,7 @@ class TraceStore:
                     " VALUES (?,?,?,?,?,?,?,?)",
                     (batch_id, flow, department, _iso(business_date), part, seq, Status.BUILT, _iso(now)),
                 )
-                self._event(int(cur.lastrowid), None, Status.BUILT, now, "allocated")
+                self._event(int(cur.lastrowid or 0), None, Status.BUILT, now, "allocated")
                 row = self.db.execute("SELECT * FROM emissions WHERE id=?", (cur.lastrowid,)).fetchone()
             return Emission.from_row(row)
 
@@ -460,6 +434,28 @@ class TraceStore:
             raise TraceError(f"no emission {emission_id}")
         return Emission.from_row(row)
 
+    def emission_detail(self, emission_id: int) -> Emission | None:
+        """The emission with every column (its ack, its request, its purge mark); None if it is not there."""
+        row = self.db.execute("SELECT * FROM emissions WHERE id=?", (emission_id,)).fetchone()
+        return Emission.from_row(row) if row is not None else None
+
+    def ack_state(self, emission_id: int) -> tuple[Status, str | None]:
+        """An emission's status and the ack status it recorded, read together."""
+        row = self.db.execute("SELECT status, ack_status FROM emissions WHERE id=?", (emission_id,)).fetchone()
+        if row is None:
+            raise TraceError(f"no emission {emission_id}")
+        return Status(row["status"]), row["ack_status"]
+
+    def has_later_copy(self, emission: Emission) -> bool:
+        """Whether a re-emission newer than `emission` exists for its flow, département and sequence."""
+        return self.db.execute(
+            "SELECT 1 FROM emissions WHERE flow=? AND department=? AND seq=? AND reemission_no>? LIMIT 1",
+            (emission.flow, emission.department, emission.seq, emission.reemission_no)).fetchone() is not None
+
+    def unarchived_count(self) -> int:
+        """Emissions not (yet) in the archive: built, sealed, or whose build failed."""
+        return int(self.db.execute("SELECT COUNT(*) FROM emissions WHERE archived_at IS NULL").fetchone()[0])
+
     def emissions_of_batch(self, batch_id: int) -> list[Emission]:
         rows = self.db.execute("SELECT * FROM emissions WHERE batch_id=? AND reemission_no=0", (batch_id,))
         return [Emission.from_row(r) for r in rows]
@@ -470,11 +466,11 @@ class TraceStore:
             (flow, department, _iso(business_date))).fetchone() is not None
 
     def to_deliver(self) -> list[Emission]:
-        """Archived emissions the partner does not have yet (a KO-acknowledged one waits for a re-emission)."""
+        """Archived emissions the partner does not have yet (a refused one waits for a re-emission)."""
         marks = ",".join("?" * len(TO_DELIVER))
         rows = self.db.execute(
-            f"SELECT * FROM emissions WHERE status IN ({marks}) AND archived_at IS NOT NULL AND purged_at IS NULL"
-            " AND COALESCE(ack_status, '') != 'KO' ORDER BY department, flow, seq, reemission_no", tuple(TO_DELIVER))
+            f"SELECT * FROM emissions WHERE status IN ({marks}) ORDER BY department, flow, seq, reemission_no",
+            tuple(TO_DELIVER))
         return [Emission.from_row(r) for r in rows]
 
     def transition(self, emission_id: int, target: Status, now: datetime, *, detail: str = "",
@@ -490,12 +486,16 @@ class TraceStore:
             raise TraceError(f"no emission {emission_id}")
         status = check_transition(row["status"], target)
         stamp = {Status.BUILT: "built_at", Status.SEALED: "sealed_at", Status.ARCHIVED: "archived_at",
-                 Status.DELIVERED: "delivered_at", Status.ACKNOWLEDGED: "acknowledged_at"}.get(status)
+                 Status.DELIVERED: "delivered_at", Status.ACKNOWLEDGED: "acknowledged_at",
+                 Status.PURGED: "purged_at"}.get(status)
         if stamp and stamp not in fields:
             fields[stamp] = _iso(now)
         sets = ", ".join(["status=?"] + [f"{k}=?" for k in fields])
         self.db.execute(f"UPDATE emissions SET {sets} WHERE id=?", (status, *fields.values(), emission_id))
         self._event(emission_id, row["status"], status, now, detail, run_id)
+
+    def _purge_mark(self, emission_id: int, now: datetime) -> None:
+        self._transition(emission_id, Status.PURGED, now, detail="retention")
 
     def _event(self, emission_id: int, src: str | None, dst: str, now: datetime, detail: str,
                run_id: int | None = None) -> None:
@@ -510,7 +510,7 @@ class TraceStore:
 
         `records` are (record key, received, deadline); the key is stored only as an HMAC.
         """
-        recs = [(self.record_ref(k), _iso(r), _iso(d)) for k, r, d in records]
+        recs = [(self.record_ref(k), r.isoformat(), d.isoformat()) for k, r, d in records]
         with self.tx():
             self._transition(
                 emission_id, Status.ARCHIVED, now, run_id=run_id, file_name=file_name, size=size, sha256=sha256,
@@ -544,8 +544,12 @@ class TraceStore:
                 " created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 [(run_id, batch_id, *r, _iso(now)) for r in rejects])
 
-    def rejects_of_batch(self, batch_id: int) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM rejects WHERE batch_id=? ORDER BY file, line", (batch_id,)).fetchall()
+    def rejects_of_batch(self, batch_id: int) -> list[Reject]:
+        return Reject.all(self.db.execute("SELECT * FROM rejects WHERE batch_id=? ORDER BY file, line", (batch_id,)))
+
+    def rejects_of_run(self, run_id: int) -> list[Reject]:
+        """The rejects a run wrote, in the order of its rejects report."""
+        return Reject.all(self.db.execute("SELECT * FROM rejects WHERE run_id=? ORDER BY flow, file, line", (run_id,)))
 
     def add_anomaly(self, kind: str, detail: str, now: datetime, *, department: str | None = None,
                     file: str | None = None) -> None:
@@ -555,25 +559,30 @@ class TraceStore:
 
     # -- re-emission -----------------------------------------------------------------------
 
-    def originals_between(self, flow: str, department: str, date_from: date, date_to: date) -> list[sqlite3.Row]:
+    def originals_between(self, flow: str, department: str, date_from: date,
+                          date_to: date) -> list[Emission]:
         """First emissions (not re-emissions) of a flow and département over a date range, archived or not."""
-        return self.db.execute(
+        return Emission.all(self.db.execute(
             "SELECT * FROM emissions WHERE flow=? AND department=? AND business_date BETWEEN ? AND ?"
             " AND reemission_no=0 ORDER BY business_date, seq",
-            (flow, department, _iso(date_from), _iso(date_to))).fetchall()
+            (flow, department, _iso(date_from), _iso(date_to))))
 
     def create_request(self, now: datetime, *, by: str, reason: str, flow: str, department: str,
-                       date_from: date, date_to: date, deadline: date | None, status: str = "pending",
+                       date_from: date, date_to: date, deadline: date | None,
+                       status: RequestStatus | str = RequestStatus.PENDING,
                        message: str = "") -> int:
+        status = RequestStatus(status)
         with self.tx():
             cur = self.db.execute(
                 "INSERT INTO reemission_requests(requested_at, requested_by, reason, flow, department, date_from,"
                 " date_to, deadline, status, message, done_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (_iso(now), by, reason, flow, department, _iso(date_from), _iso(date_to), _iso(deadline), status,
-                 message, _iso(now) if status != "pending" else None))
-            return int(cur.lastrowid)
+                 message, _iso(now) if status != RequestStatus.PENDING else None))
+            return int(cur.lastrowid or 0)
 
-    def finish_request(self, request_id: int, now: datetime, status: str = "done", message: str = "") -> None:
+    def finish_request(self, request_id: int, now: datetime, status: RequestStatus | str = RequestStatus.DONE,
+                       message: str = "") -> None:
+        status = RequestStatus(status)
         with self.tx():
             self.db.execute("UPDATE reemission_requests SET status=?, done_at=?, message=? WHERE id=?",
                             (status, _iso(now), message, request_id))
@@ -593,7 +602,7 @@ class TraceStore:
                 (o["flow"], o["department"], o["business_date"], o["part"], o["seq"], n, original_id, request_id,
                  file_name, size, sha256, o["record_count"], Status.REEMITTED, o["received_first"], o["deadline"],
                  _iso(now), _iso(now), _iso(now), recipient_cert_sha256))
-            self._event(int(cur.lastrowid), None, Status.REEMITTED, now, detail or f"re-emission of {original_id}")
+            self._event(int(cur.lastrowid or 0), None, Status.REEMITTED, now, detail or f"re-emission of {original_id}")
             return Emission.from_row(self.db.execute("SELECT * FROM emissions WHERE id=?",
                                                      (cur.lastrowid,)).fetchone())
 
@@ -602,10 +611,11 @@ class TraceStore:
         return self.db.execute("SELECT COALESCE(MAX(reemission_no), 0) + 1 FROM emissions WHERE flow=? AND"
                                " department=? AND seq=?", tuple(o)).fetchone()[0]
 
-    def requests(self, status: str | None = None) -> list[sqlite3.Row]:
+    def requests(self, status: RequestStatus | str | None = None) -> list[Request]:
         if status:
-            return self.db.execute("SELECT * FROM reemission_requests WHERE status=? ORDER BY id", (status,)).fetchall()
-        return self.db.execute("SELECT * FROM reemission_requests ORDER BY id").fetchall()
+            return Request.all(self.db.execute("SELECT * FROM reemission_requests WHERE status=? ORDER BY id",
+                                               (RequestStatus(status),)))
+        return Request.all(self.db.execute("SELECT * FROM reemission_requests ORDER BY id"))
 
     def emissions_of_request(self, request_id: int) -> list[Emission]:
         rows = self.db.execute("SELECT * FROM emissions WHERE request_id=? ORDER BY id", (request_id,))
@@ -613,33 +623,39 @@ class TraceStore:
 
     # -- holds -------------------------------------------------------------------------------
 
-    def hold(self, department: str, now: datetime, *, by: str, reason: str) -> tuple[sqlite3.Row, bool]:
+    def _active_hold(self, department: str) -> Hold | None:
+        row = self.db.execute("SELECT * FROM holds WHERE department=? AND resumed_at IS NULL",
+                              (department,)).fetchone()
+        return Hold.from_row(row) if row is not None else None
+
+    def _hold(self, hold_id: int) -> Hold:
+        return Hold.from_row(self.db.execute("SELECT * FROM holds WHERE id=?", (hold_id,)).fetchone())
+
+    def hold(self, department: str, now: datetime, *, by: str, reason: str) -> tuple[Hold, bool]:
         """Hold a département's deliveries; (the active hold, True if it was created now)."""
         with self.tx():
-            row = self.db.execute("SELECT * FROM holds WHERE department=? AND resumed_at IS NULL",
-                                  (department,)).fetchone()
-            if row is not None:
-                return row, False
+            active = self._active_hold(department)
+            if active is not None:
+                return active, False
             cur = self.db.execute("INSERT INTO holds(department, held_at, held_by, reason) VALUES (?,?,?,?)",
                                   (department, _iso(now), by, reason))
-            return self.db.execute("SELECT * FROM holds WHERE id=?", (cur.lastrowid,)).fetchone(), True
+            return self._hold(int(cur.lastrowid or 0)), True
 
-    def resume(self, department: str, now: datetime, *, by: str) -> sqlite3.Row | None:
+    def resume(self, department: str, now: datetime, *, by: str) -> Hold | None:
         """Lift the active hold of a département; the hold row (now closed), or None if none was active."""
         with self.tx():
-            row = self.db.execute("SELECT * FROM holds WHERE department=? AND resumed_at IS NULL",
-                                  (department,)).fetchone()
-            if row is None:
+            active = self._active_hold(department)
+            if active is None:
                 return None
-            self.db.execute("UPDATE holds SET resumed_at=?, resumed_by=? WHERE id=?", (_iso(now), by, row["id"]))
-            return self.db.execute("SELECT * FROM holds WHERE id=?", (row["id"],)).fetchone()
+            self.db.execute("UPDATE holds SET resumed_at=?, resumed_by=? WHERE id=?", (_iso(now), by, active.id))
+            return self._hold(active.id)
 
-    def active_holds(self) -> dict[str, sqlite3.Row]:
+    def active_holds(self) -> dict[str, Hold]:
         rows = self.db.execute("SELECT * FROM holds WHERE resumed_at IS NULL ORDER BY department")
-        return {r["department"]: r for r in rows}
+        return {h.department: h for h in Hold.all(rows)}
 
-    def holds_history(self, limit: int = 20) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM holds ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    def holds_history(self, limit: int = 20) -> list[Hold]:
+        return Hold.all(self.db.execute("SELECT * FROM holds ORDER BY id DESC LIMIT ?", (limit,)))
 
     # -- parked records (département not enabled) --------------------------------------------
 
@@ -652,11 +668,11 @@ class TraceStore:
                 " VALUES (?,?,?,?,?,?,?) ON CONFLICT(batch_id, flow, department) DO NOTHING",
                 (batch_id, flow, department, _iso(business_date), count, ParkedState.PARKED, _iso(now)))
 
-    def parked(self, state: ParkedState | None = ParkedState.PARKED) -> list[sqlite3.Row]:
+    def parked(self, state: ParkedState | None = ParkedState.PARKED) -> list[Parked]:
         if state is None:
-            return self.db.execute("SELECT * FROM parked ORDER BY batch_id, flow, department").fetchall()
-        return self.db.execute("SELECT * FROM parked WHERE state=? ORDER BY batch_id, flow, department",
-                               (state,)).fetchall()
+            return Parked.all(self.db.execute("SELECT * FROM parked ORDER BY batch_id, flow, department"))
+        return Parked.all(self.db.execute("SELECT * FROM parked WHERE state=? ORDER BY batch_id, flow, department",
+                                          (state,)))
 
     def close_parked(self, parked_id: int, now: datetime, state: ParkedState, emitted: int) -> None:
         with self.tx():

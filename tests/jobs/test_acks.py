@@ -294,7 +294,7 @@ def test_an_ack_sent_twice_is_a_duplicate_and_changes_nothing(env):
     assert [o for _, o in ack_rows(trace)] == ["recorded", "duplicate"]
 
 
-def test_a_ko_marks_the_emission_failed_and_the_next_night_does_not_redeliver_it(env):
+def test_a_ko_marks_the_emission_refused_and_the_next_night_does_not_redeliver_it(env):
     root, settings, trace = env
     name, sha = delivered(root, "035", "SGR")
     p7m = root / "drop" / "035" / name
@@ -305,7 +305,7 @@ def test_a_ko_marks_the_emission_failed_and_the_next_night_does_not_redeliver_it
     assert (summary.recorded_ok, summary.recorded_ko, summary.reemitted) == (0, 1, [])
     r = row(trace, "035", name)
     assert (r["status"], r["ack_status"], r["ack_code"], r["last_error"]) == (
-        Status.FAILED,
+        Status.REFUSED,
         "KO",
         "DECRYPT",
         "KO ack: DECRYPT",
@@ -320,7 +320,7 @@ def test_a_ko_marks_the_emission_failed_and_the_next_night_does_not_redeliver_it
     report = Night(settings, clock=FixedClock(LATER), sleep=lambda _s: None).run(BUSINESS_DATE, trace=trace)
     assert report.exit_code == ExitCode.OK and report.undelivered == 0
     assert report.totals().delivered == 0 and not p7m.exists()
-    assert row(trace, "035", name)["status"] == Status.FAILED
+    assert row(trace, "035", name)["status"] == Status.REFUSED
 
 
 def test_a_ko_with_reemit_on_ko_calls_the_injected_reemit_with_the_emission_id(night_root, open_env):
@@ -384,7 +384,7 @@ def test_a_refused_reemission_is_reported_and_the_ko_stays_recorded(night_root, 
     assert summary.recorded_ko == 1 and summary.reemitted == [] and summary.anomalies == 1
     assert len(summary.errors) == 1 and "outside the retention period" in summary.errors[0]
     assert anomalies(trace) == [("ack-reemit-failed", "035", name)]
-    assert row(trace, "035", name)["status"] == Status.FAILED and not path.exists()
+    assert row(trace, "035", name)["status"] == Status.REFUSED and not path.exists()
 
 
 def test_no_automatic_reemission_when_a_newer_copy_exists_or_too_many_were_made(night_root, open_env):
@@ -519,7 +519,7 @@ def test_an_ok_after_a_ko_is_a_conflict_and_changes_nothing(env):
     assert (summary.recorded_ok, summary.anomalies) == (0, 1)
     assert anomalies(trace) == [("ack-conflict", "035", name)]
     r = row(trace, "035", name)
-    assert (r["status"], r["ack_status"]) == (Status.FAILED, "KO")
+    assert (r["status"], r["ack_status"]) == (Status.REFUSED, "KO")
 
 
 class _FetchFails(LocalDrop):

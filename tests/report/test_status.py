@@ -93,7 +93,7 @@ def add_known_events(trace: TraceStore) -> None:
     """Acks, requests, a re-emission and an anomaly, written through the trace store's own methods.
 
     The acks are traced as acks.py does: an OK acknowledges the emission at the partner's
-    timestamp; a KO sends it back to `failed`, awaiting a re-emission, with its delivery kept.
+    timestamp; a KO makes it `refused`, awaiting a re-emission, with its delivery kept.
     """
     dsg035 = "DSG_035_20261123_000001.xml.p7m"
     gro035 = "GRO_035_20261123_000001.xml.p7m"
@@ -118,7 +118,7 @@ def add_known_events(trace: TraceStore) -> None:
     )
     trace.transition(
         emission_id(trace, "035", dsg035),
-        Status.FAILED,
+        Status.REFUSED,
         AT,
         ack_status="KO",
         ack_code="E042",
@@ -286,7 +286,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                 "flow": "DSG",
                 "last_emission": last(
                     "DSG_035_20261123_000001.xml.p7m",
-                    "failed",
+                    "refused",
                     17,
                     "2026-11-27",
                     on_time=True,
@@ -317,7 +317,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                 "department": "067",
                 "flow": "DSG",
                 "last_emission": last(
-                    "DSG_067_20261123_000001.xml.p7m", "failed", 15, "2026-11-26", delivered=False
+                    "DSG_067_20261123_000001.xml.p7m", "delivery-failed", 15, "2026-11-26", delivered=False
                 ),
             },
             {
@@ -378,7 +378,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "reemission_no": 0,
                     "file_name": "DSG_035_20261123_000001.xml.p7m",
                     "business_date": "2026-11-23",
-                    "status": "failed",
+                    "status": "refused",
                     "attempts": 1,
                     "last_error": "KO ack: E042",
                     "deadline": "2026-11-27",
@@ -392,7 +392,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "reemission_no": 0,
                     "file_name": "DSG_067_20261123_000001.xml.p7m",
                     "business_date": "2026-11-23",
-                    "status": "failed",
+                    "status": "delivery-failed",
                     "attempts": 3,
                     "last_error": "partner 067: partner down (double)",
                     "deadline": "2026-11-26",

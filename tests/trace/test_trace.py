@@ -10,6 +10,7 @@ import pytest
 
 from flux_pmi.core.clock import PARIS
 from flux_pmi.core.errors import TraceError
+from flux_pmi.trace import lifecycle
 from flux_pmi.trace.lifecycle import ALLOWED, Status, check_transition
 from flux_pmi.trace.store import TraceStore
 
@@ -32,7 +33,48 @@ def test_lifecycle_allows_the_happy_path_and_refuses_skips():
                 (Status.ACKNOWLEDGED, Status.DELIVERED), (Status.DELIVERED, Status.ARCHIVED)]:
         with pytest.raises(TraceError):
             check_transition(*bad)
-    assert ALLOWED[Status.ACKNOWLEDGED] == frozenset()
+    assert ALLOWED[Status.ACKNOWLEDGED] == frozenset({Status.PURGED})  # nothing but the retention
+    assert ALLOWED[Status.PURGED] == frozenset()
+
+
+# Every move the lifecycle allows, written out by hand: the map must say exactly this.
+EXPECTED_MOVES = {
+    (Status.BUILT, Status.BUILT), (Status.BUILT, Status.SEALED), (Status.BUILT, Status.BUILD_FAILED),
+    (Status.SEALED, Status.BUILT), (Status.SEALED, Status.ARCHIVED), (Status.SEALED, Status.BUILD_FAILED),
+    (Status.BUILD_FAILED, Status.BUILT), (Status.BUILD_FAILED, Status.BUILD_FAILED),
+    (Status.ARCHIVED, Status.DELIVERED), (Status.ARCHIVED, Status.DELIVERY_FAILED),
+    (Status.REEMITTED, Status.DELIVERED), (Status.REEMITTED, Status.DELIVERY_FAILED),
+    (Status.DELIVERY_FAILED, Status.DELIVERED), (Status.DELIVERY_FAILED, Status.DELIVERY_FAILED),
+    (Status.DELIVERED, Status.ACKNOWLEDGED), (Status.DELIVERED, Status.REFUSED), (Status.DELIVERED, Status.PURGED),
+    (Status.ACKNOWLEDGED, Status.PURGED), (Status.REFUSED, Status.PURGED),
+}
+
+
+@pytest.mark.parametrize("src", list(Status))
+@pytest.mark.parametrize("dst", list(Status))
+def test_every_pair_of_statuses_is_allowed_or_refused_as_the_table_says(src, dst):
+    if (src, dst) in EXPECTED_MOVES:
+        assert check_transition(src, dst) == dst
+    else:
+        with pytest.raises(TraceError):
+            check_transition(src, dst)
+
+
+def test_the_docstring_diagram_is_the_map():
+    drawn = [line.strip() for line in lifecycle.__doc__.splitlines() if " -> " in line]
+    assert drawn == lifecycle.diagram()
+    assert len(drawn) == len(Status)
+
+
+def test_store_transitions_go_through_the_map(trace):
+    run = trace.start_run("run", DAY, NOW)
+    e = trace.get_or_create_emission(trace.create_batch("DSG", DAY, run, NOW, []), "DSG", "035", DAY, 1, NOW)
+    trace.transition(e.id, Status.BUILD_FAILED, NOW, last_error="seal")
+    with pytest.raises(TraceError):
+        trace.transition(e.id, Status.DELIVERED, NOW)  # a file never archived cannot be delivered
+    with pytest.raises(TraceError):
+        trace.transition(e.id, Status.PURGED, NOW)  # nor purged
+    assert trace.emission(e.id).status == Status.BUILD_FAILED
 
 
 def test_wal_mode_and_owner_only_key(trace, tmp_path):
@@ -94,3 +136,23 @@ def test_a_second_writer_waits_then_gets_a_clear_error(tmp_path):
     b.start_run("run", DAY, NOW)  # once released, it works
     a.close()
     b.close()
+
+
+def test_a_version_2_trace_is_migrated_in_place_and_failed_is_told_apart(tmp_path):
+    path = tmp_path / "trace" / "t.sqlite"
+    with TraceStore(path) as t:
+        run = t.start_run("run", DAY, NOW)
+        b = t.create_batch("DSG", DAY, run, NOW, [])
+        ids = [t.get_or_create_emission(b, "DSG", d, DAY, 1, NOW).id for d in ("035", "056", "067", "971")]
+        # As version 2 wrote them: one `failed` for three meanings, and a purge interrupted after marking.
+        t.db.execute("UPDATE emissions SET status='failed' WHERE id=?", (ids[0],))
+        t.db.execute("UPDATE emissions SET status='failed', archived_at=? WHERE id=?", (NOW.isoformat(), ids[1]))
+        t.db.execute("UPDATE emissions SET status='failed', archived_at=?, ack_status='KO' WHERE id=?",
+                     (NOW.isoformat(), ids[2]))
+        t.db.execute("UPDATE emissions SET status='acknowledged', purged_at=? WHERE id=?", (NOW.isoformat(), ids[3]))
+        t.db.execute("PRAGMA user_version = 2")
+    with TraceStore(path) as t:
+        assert [t.emission(i).status for i in ids] == [
+            Status.BUILD_FAILED, Status.DELIVERY_FAILED, Status.REFUSED, Status.PURGED]
+        assert t.db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert [e.id for e in t.to_deliver()] == [ids[1]]  # only the failed delivery is retried

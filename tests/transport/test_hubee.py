@@ -818,7 +818,7 @@ def test_a_500_during_an_upload_is_finished_by_the_next_run_in_the_same_folder(d
     assert (first["department"], first["flow"], first["status"], first["attempts"]) == (
         "02A",
         "DSG",
-        "failed",
+        "delivery-failed",
         3,
     )
     ext = external_id(first["file_name"])
@@ -865,7 +865,7 @@ def test_a_digest_mismatch_is_refused_by_hubee_reported_and_sent_again_next_nigh
     assert report.exit_code == ExitCode.UNDELIVERED
     assert any("Digest does not match" in p for p in report.problems)
     first = emissions(root)[0]
-    assert first["status"] == "failed" and first["attempts"] == 1  # a 400: not insisted on tonight
+    assert first["status"] == "delivery-failed" and first["attempts"] == 1  # a 400: not insisted on tonight
     folder = hub.folder_by_external_id(external_id(first["file_name"]))
     assert folder["attachments"][0]["status"] == "CORRUPTED"
     assert night(cfg).run(BUSINESS_DATE).exit_code == ExitCode.OK
@@ -925,7 +925,7 @@ def test_case_statuses_set_by_the_departement_become_acks_at_the_next_night(demo
         assert (r["status"], r["ack_status"], r["ack_code"]) == ("acknowledged", "OK", "SI_RECEIVED")
         assert datetime.fromisoformat(r["acknowledged_at"]) == HUB_NOW
     r = rows[("02A", "DSG")]
-    assert (r["status"], r["ack_status"], r["ack_code"]) == ("failed", "KO", "REFUSED")
+    assert (r["status"], r["ack_status"], r["ack_code"]) == ("refused", "KO", "REFUSED")
     assert sum(1 for r in rows.values() if r["status"] == "delivered") == 5
     assert len(hub.folders) == 9  # a KO is not redelivered blindly (reemit_on_ko is off)
 

@@ -1,0 +1,98 @@
+"""Opening a flux-pmi SQLite store: the one place that knows the pragmas, the file mode and migrations.
+
+The trace (trace/store.py) and the receiving side's ledger (receive/ledger.py) are both
+small SQLite databases that must survive a crash and hold nothing anyone else may read.
+They open the same way: an owner-only file created before SQLite creates its -wal and -shm
+beside it (they take its mode), WAL with a full sync, and a schema brought up to date in
+one immediate transaction: the `CREATE ... IF NOT EXISTS` script, then every migration
+newer than the file's `user_version`, in order, then the new version. A crash midway
+leaves the old version in place, and the next open does it all again.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from ..core.errors import FluxError
+from ..core.fsutil import private_dir
+
+# (version, step): the step brings a file from version-1 to `version`; it runs after the schema script.
+Migration = tuple[int, Callable[[sqlite3.Connection], None]]
+
+
+def open_database(path: Path, *, label: str, schema: str, migrations: Sequence[Migration] = (), version: int,
+                  error: type[FluxError], busy_timeout_ms: int = 30_000,
+                  foreign_keys: bool = False) -> sqlite3.Connection:
+    """A connection (autocommit, rows as sqlite3.Row) to an up-to-date database.
+
+    `label` names the store in messages ("trace store", "ledger"); `error` is raised on any SQLite failure.
+    """
+    private_dir(path.parent)
+    # SQLite gives its -wal and -shm files the database file's mode: create it owner-only.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    try:
+        db = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise error(f"{label} {path}: {exc}") from exc
+    db.row_factory = sqlite3.Row
+    try:
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        if foreign_keys:
+            db.execute("PRAGMA foreign_keys = ON")
+        current = db.execute("PRAGMA user_version").fetchone()[0]
+        if current < version:
+            with immediate(db, f"{label} {path}", error):
+                for stmt in schema.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                for to, step in sorted(migrations, key=lambda m: m[0]):
+                    if current < to <= version:
+                        step(db)
+                db.execute(f"PRAGMA user_version = {int(version)}")
+    except sqlite3.Error as exc:
+        db.close()
+        raise error(f"{label} {path}: {exc}") from exc
+    return db
+
+
+@contextmanager
+def immediate(db: sqlite3.Connection, what: str, error: type[FluxError]) -> Iterator[sqlite3.Connection]:
+    """An immediate transaction: it takes the write lock first, so it never deadlocks midway.
+
+    `what` names the database ("trace store /srv/..."): a lock held elsewhere raises `error` saying so.
+    """
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise error(f"{what} is locked by another process: {exc}") from exc
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+class Database:
+    """What every store built on `open_database` shares: the connection, `tx()` and `close()`.
+
+    Query mixins (trace/reporting.py, trace/retention.py) subclass it to reach `db` and `tx`.
+    """
+
+    label = "database"
+    error: type[FluxError] = FluxError
+    path: Path
+    db: sqlite3.Connection
+
+    def close(self) -> None:
+        self.db.close()
+
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        """An immediate transaction: it takes the write lock first, so it never deadlocks midway."""
+        return immediate(self.db, f"{self.label} {self.path}", self.error)
