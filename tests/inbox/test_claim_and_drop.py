@@ -98,7 +98,7 @@ def _delivery(tmp_path, data=b"sealed bytes", name="GRO_035_20261123_000001.xml.
 
 
 def test_local_drop_is_atomic_idempotent_and_writes_the_sha256_marker(tmp_path):
-    drop = LocalDrop(tmp_path / "drop")
+    drop = LocalDrop("035", tmp_path / "drop")
     item = _delivery(tmp_path)
     r1 = drop.deliver(item)
     r2 = drop.deliver(item)  # a rerun after a crash
@@ -110,7 +110,7 @@ def test_local_drop_is_atomic_idempotent_and_writes_the_sha256_marker(tmp_path):
 
 
 def test_local_drop_refuses_to_overwrite_a_different_file(tmp_path):
-    drop = LocalDrop(tmp_path / "drop")
+    drop = LocalDrop("035", tmp_path / "drop")
     drop.deliver(_delivery(tmp_path, b"one"))
     with pytest.raises(TransportError) as info:
         drop.deliver(_delivery(tmp_path, b"two"))
@@ -118,7 +118,7 @@ def test_local_drop_refuses_to_overwrite_a_different_file(tmp_path):
 
 
 def test_local_drop_rewrites_a_missing_marker_after_a_crash(tmp_path):
-    drop = LocalDrop(tmp_path / "drop")
+    drop = LocalDrop("035", tmp_path / "drop")
     item = _delivery(tmp_path)
     drop.deliver(item)
     (tmp_path / "drop" / "035" / (item.file_name + ".sha256")).unlink()
