@@ -31,7 +31,6 @@ from .base import AckFile, CheckResult, Delivery, Receipt, Transport
 from .sftp_client import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_PORT,
-    DEFAULT_TIMEOUT,
     LINK_ERRORS,
     Sftp,
     SftpClient,
@@ -60,30 +59,14 @@ class SftpTransport(Transport):
         self,
         department: str,
         *,
-        host: str,
-        user: str,
-        key: Path,
-        known_hosts: Path,
         directories: dict[str, Any],
-        port: int = DEFAULT_PORT,
-        passphrase: bytes | None = None,
         ack_directory: str | None = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        timeout: float = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
+        **connection: Any,
     ):
+        """`connection`: SftpClient's keywords (host, port, user, key, known_hosts, passphrase, timeouts)."""
         self.department = department
-        self.client = SftpClient(
-            department,
-            host=host,
-            port=port,
-            user=user,
-            key=key,
-            known_hosts=known_hosts,
-            passphrase=passphrase,
-            connect_timeout=connect_timeout,
-            timeout=timeout,
-        )
+        self.client = SftpClient(department, **connection)
         self.directories = dict(directories)
         self.ack_directory = ack_directory
         self.log = self.client.log
@@ -303,33 +286,36 @@ class SftpTransport(Transport):
             add(*self._check_readable(sftp, self.ack_directory))
 
     @staticmethod
-    def _check_writable(sftp: Sftp, flow: str, folder: Any) -> tuple[bool, str, str]:
-        what = f"{flow} directory {folder}"
+    def _probe(what: str, failed: str, action: Callable[[], tuple[bool, str]]) -> tuple[bool, str, str]:
+        try:
+            ok, detail = action()
+            return ok, what, detail
+        except (TimeoutError, paramiko.SSHException, EOFError) as exc:
+            return False, what, f"no answer ({type(exc).__name__})"
+        except OSError as exc:
+            return False, what, f"{failed} ({exc.strerror or exc})"
+
+    def _check_writable(self, sftp: Sftp, flow: str, folder: Any) -> tuple[bool, str, str]:
         if not isinstance(folder, str) or not folder:
             return False, f"{flow} directory", "not a path (transport.directories)"
-        try:
+
+        def probe() -> tuple[bool, str]:
             attrs = sftp.stat_or_none(folder)
             if attrs is None:
-                return False, what, "does not exist on the server"
+                return False, "does not exist on the server"
             if attrs.st_mode is not None and not stat.S_ISDIR(attrs.st_mode):
-                return False, what, "is not a directory"
+                return False, "is not a directory"
             # A zero-byte file, created and deleted: proves the right to write without sending any data.
-            probe = posixpath.join(folder, CHECK_PREFIX + secrets.token_hex(8))
-            sftp.open(probe, "wb").close()
-            sftp.remove(probe)
-            return True, what, "exists and is writable"
-        except (TimeoutError, paramiko.SSHException, EOFError) as exc:
-            return False, what, f"no answer ({type(exc).__name__})"
-        except OSError as exc:
-            return False, what, f"not writable ({exc.strerror or exc})"
+            path = posixpath.join(folder, CHECK_PREFIX + secrets.token_hex(8))
+            sftp.open(path, "wb").close()
+            sftp.remove(path)
+            return True, "exists and is writable"
 
-    @staticmethod
-    def _check_readable(sftp: Sftp, folder: str) -> tuple[bool, str, str]:
-        what = f"ack directory {folder}"
-        try:
+        return self._probe(f"{flow} directory {folder}", "not writable", probe)
+
+    def _check_readable(self, sftp: Sftp, folder: str) -> tuple[bool, str, str]:
+        def probe() -> tuple[bool, str]:
             sftp.listdir(folder)
-            return True, what, "readable"
-        except (TimeoutError, paramiko.SSHException, EOFError) as exc:
-            return False, what, f"no answer ({type(exc).__name__})"
-        except OSError as exc:
-            return False, what, f"not readable ({exc.strerror or exc})"
+            return True, "readable"
+
+        return self._probe(f"ack directory {folder}", "not readable", probe)
