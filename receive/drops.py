@@ -29,6 +29,7 @@ from ..core.errors import TransportError
 from ..core.fsutil import atomic_write, name_digest, private_dir, storable_name
 from ..core.log import get as get_logger
 from ..transport.local import ACK_DIR
+from ..transport.upload import MARKER_SUFFIX, MAX_MARKER_BYTES  # the sender's marker, read back here
 from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
 
 __all__ = [
@@ -43,9 +44,6 @@ __all__ = [
     "open_drop",
 ]
 
-MARKER_SUFFIX = ".sha256"
-# A `sha256sum` line is ~100 bytes; anything much larger is not a marker.
-MAX_MARKER_BYTES = 4096
 
 # The sender's technical names (night.emission_name; schemas/ack.xsd accepts these only).
 TECHNICAL_NAME = re.compile(

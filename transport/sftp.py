@@ -168,6 +168,8 @@ class SftpTransport(Transport):
                 raise self.client.error(exc, f"delivering {item.file_name}") from exc
             self.client.drop()
             raise _StaleSession(type(exc).__name__) from exc
+        except TransportError:
+            raise
         except Exception as exc:
             raise self.client.error(exc, f"delivering {item.file_name}") from exc
         if receipt.already_there:

@@ -552,5 +552,7 @@ class SftpClient:
             if "posix-rename@openssh.com" not in fs.sftp.extensions:
                 fs.remove(name)  # a plain SFTP rename refuses to replace a name
             put(fs, io.BytesIO(data), name, len(data), hashlib.sha256(data).hexdigest())
+        except TransportError:
+            raise
         except Exception as exc:
             raise self.error(exc, f"writing {fs.where(name)}") from exc
