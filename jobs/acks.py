@@ -180,7 +180,7 @@ def _fetch(
     transport: Transport | None = None
     try:
         transport = transport_for(settings, dept)
-        return _Fetched(dept, transport, transport.fetch_acks(dept.code))
+        return _Fetched(dept, transport, transport.fetch_acks())
     except FluxError as exc:  # a broken partner or its configuration: the others go on
         return _Fetched(dept, transport, [], str(exc))
     except BaseException:
@@ -304,18 +304,18 @@ def _one(
             ack = parse_ack(ack_file.data)
         except AckError as exc:
             anomaly("ack-invalid", INVALID, exc.reason)
-            transport.remove_ack(code, name)
+            transport.remove_ack(name)
             return
         if name != ack_name(ack.file_name):
             anomaly("ack-invalid", INVALID, "its name does not match the file it acknowledges", ack)
-            transport.remove_ack(code, name)
+            transport.remove_ack(name)
             return
         emission = trace.emission_by_file(code, ack.file_name)
         if emission is None:
             anomaly(
                 "ack-unknown-file", UNKNOWN_FILE, f"no file {ack.file_name} was sent to this département", ack
             )
-            transport.remove_ack(code, name)
+            transport.remove_ack(name)
             return
         if emission.sha256 != ack.sha256:
             # A forged, stale or corrupted ack: it must not vouch for a file it did not see.
@@ -326,7 +326,7 @@ def _one(
                 ack,
                 emission,
             )
-            transport.remove_ack(code, name)
+            transport.remove_ack(name)
             return
         status, recorded = _ack_state(trace, emission.id)
         if recorded == ack.status:
@@ -347,13 +347,13 @@ def _one(
             if ack.status == KO:
                 # The first run may have stopped between recording the KO and re-emitting.
                 _maybe_reemit(trace, dept, emission, ack, now, reemit, summary, log)
-            transport.remove_ack(code, name)
+            transport.remove_ack(name)
             return
         if recorded is not None:
             anomaly(
                 "ack-conflict", CONFLICT, f"{ack.status} after a {recorded} for the same file", ack, emission
             )
-            transport.remove_ack(code, name)
+            transport.remove_ack(name)
             return
         if status != Status.DELIVERED:
             # Our delivery is not recorded yet (a crash between the transfer and the trace): the
@@ -406,7 +406,7 @@ def _one(
             _maybe_reemit(trace, dept, emission, ack, now, reemit, summary, log)
         faults.point("ack-recorded")
         # Removed last: a crash before this leaves the ack, which the next collect sees as a duplicate.
-        transport.remove_ack(code, name)
+        transport.remove_ack(name)
     except TraceError as exc:
         # The trace refused (locked, or the emission changed under us): the ack stays for the next collect.
         summary.errors.append(f"ack {name} of département {code} not recorded: {exc}")

@@ -22,7 +22,7 @@ from ..config.settings import Department, Settings
 from ..core.errors import CertificateError, FluxError
 from ..seal import certs
 from ..trace.store import recent_archived_files
-from ..transport.base import CheckResult
+from ..transport.base import Checkable, CheckResult
 from ..transport.factory import transport_for
 from . import guards
 
@@ -78,7 +78,11 @@ def _partner(settings: Settings, dept: Department) -> list[Finding]:
     except FluxError as exc:
         return [Finding(dept.code, False, f"{dept.transport.type} transport cannot be built", str(exc))]
     try:
-        results: list[CheckResult] = transport.check(dept.code)
+        results: list[CheckResult] = (
+            transport.check() if isinstance(transport, Checkable)
+            else [CheckResult(dept.code, True, f"{dept.transport.type} transport built", "it offers no check",
+                              warning=True)]
+        )
     except Exception as exc:  # a check must report, never crash the others
         results = [CheckResult(dept.code, False, f"{dept.transport.type} check failed", type(exc).__name__)]
     finally:

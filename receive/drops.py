@@ -29,6 +29,7 @@ from ..core.errors import TransportError
 from ..core.fsutil import atomic_write, name_digest, private_dir, storable_name
 from ..core.log import get as get_logger
 from ..transport.local import ACK_DIR
+from ..transport.upload import MARKER_SUFFIX, MAX_MARKER_BYTES  # the sender's marker, read back here
 from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
 
 __all__ = [
@@ -43,9 +44,6 @@ __all__ = [
     "open_drop",
 ]
 
-MARKER_SUFFIX = ".sha256"
-# A `sha256sum` line is ~100 bytes; anything much larger is not a marker.
-MAX_MARKER_BYTES = 4096
 
 # The sender's technical names (night.emission_name; schemas/ack.xsd accepts these only).
 TECHNICAL_NAME = re.compile(
@@ -208,10 +206,10 @@ class SftpDropReader(Drop):
     kind = "sftp"
 
     def __init__(self, cfg: SftpDropConfig, department: str):
-        from ..transport.sftp import SftpTransport  # paramiko loads only for an SFTP drop
+        from ..transport.sftp_client import SftpClient  # paramiko loads only for an SFTP drop
 
         self.cfg = cfg
-        self.transport = SftpTransport(
+        self.client = SftpClient(
             department,
             host=cfg.host,
             port=cfg.port,
@@ -219,8 +217,6 @@ class SftpDropReader(Drop):
             key=cfg.key,
             known_hosts=cfg.known_hosts,
             passphrase=cfg.key_passphrase,
-            directories=cfg.directories,
-            ack_directory=cfg.ack_directory,
             connect_timeout=cfg.connect_timeout,
             timeout=cfg.timeout,
         )
@@ -232,29 +228,29 @@ class SftpDropReader(Drop):
     def list_ready(self) -> list[DropFile]:
         out: list[DropFile] = []
         for folder in sorted(set(self.cfg.directories.values())):
-            out += _ready({f.name: (f.size, f.mtime) for f in self.transport.list_files(folder)}, folder)
+            out += _ready({f.name: (f.size, f.mtime) for f in self.client.list_files(folder)}, folder)
         return sorted(out, key=lambda f: (f.name, f.folder))
 
     def read(self, item: DropFile, max_bytes: int) -> bytes:
-        return self.transport.download(item.folder, item.name, max_bytes)
+        return self.client.download(item.folder, item.name, max_bytes)
 
     def read_marker(self, item: DropFile) -> bytes | None:
         try:
-            return self.transport.download(item.folder, item.name + MARKER_SUFFIX, MAX_MARKER_BYTES)
+            return self.client.download(item.folder, item.name + MARKER_SUFFIX, MAX_MARKER_BYTES)
         except TransportError as exc:
             if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOENT:
                 return None  # removed since the listing
             raise
 
     def write_ack(self, name: str, data: bytes) -> None:
-        self.transport.upload_bytes(self.cfg.ack_directory, name, data)
+        self.client.upload_bytes(self.cfg.ack_directory, name, data)
 
     def remove(self, item: DropFile) -> None:
         for name in (item.name, item.name + MARKER_SUFFIX):
-            self.transport.remove(item.folder, name)
+            self.client.remove(item.folder, name)
 
     def close(self) -> None:
-        self.transport.close()
+        self.client.close()
 
 
 # -- HubEE (scope SI) -----------------------------------------------------------------------------

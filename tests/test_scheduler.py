@@ -371,10 +371,10 @@ def test_the_sla_job_warns_about_late_records_and_each_job_writes_the_metrics(se
 
 def test_the_sla_job_warns_when_records_are_at_risk(settings):
     from flux_pmi.jobs.night import Night
-    from flux_pmi.testing.mock import RecordingTransport
+    from flux_pmi.testing.mock import ScriptedPartner
 
-    double = RecordingTransport(down={"067"})  # 067's files stay undelivered
-    Night(settings, clock=FixedClock(NOW), sleep=lambda _s: None, transport_factory=lambda s, d: double).run()
+    double = ScriptedPartner(down={"067"})  # 067's files stay undelivered
+    Night(settings, clock=FixedClock(NOW), sleep=lambda _s: None, transport_factory=double.factory).run()
     with capture_logs() as logs:
         assert ServiceJobs(settings, clock=FixedClock(NOW)).run_job("sla") is True
     (report,) = [e for e in logs if e["event"] == "sla.report"]

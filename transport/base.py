@@ -1,4 +1,9 @@
-"""The one interface every transport implements: deliver, fetch acks, check, close.
+"""The one interface every transport implements, in the shape of httpx's transports.
+
+A transport is built for one département (the factory builds one per département from its
+configuration) and offers `deliver`, `fetch_acks`, `remove_ack` and `close`; it is a context
+manager, closed on leaving. Diagnostics sit behind a separate small protocol, `Checkable`,
+that `flux-pmi check` (jobs/preflight.py) uses: a night never needs them.
 
 A transport moves opaque sealed bytes; it knows nothing of flows, records or the
 trace. Delivery must be idempotent: delivering the same file name with the same
@@ -10,6 +15,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,30 +53,40 @@ class CheckResult:
 
 
 class Transport(abc.ABC):
-    """One partner connection. Methods raise errors.TransportError (or a subclass)."""
+    """One département's partner connection. Methods raise errors.TransportError (or a subclass)."""
 
     name: str = "transport"
+    department: str
 
     @abc.abstractmethod
     def deliver(self, item: Delivery) -> Receipt: ...
 
     @abc.abstractmethod
-    def fetch_acks(self, department: str) -> list[AckFile]: ...
+    def fetch_acks(self) -> list[AckFile]: ...
 
-    def remove_ack(self, department: str, name: str) -> None:  # noqa: B027 - optional hook
+    def remove_ack(self, name: str) -> None:  # noqa: B027 - optional hook
         """Remove an ack once recorded, where the protocol allows it."""
-
-    @abc.abstractmethod
-    def check(self, department: str) -> list[CheckResult]: ...
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def __enter__(self) -> Transport:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
         self.close()
+
+
+@runtime_checkable
+class Checkable(Protocol):
+    """A transport that can say, without sending any data, whether its partner is reachable and usable."""
+
+    def check(self) -> list[CheckResult]: ...
 
 
 @dataclass

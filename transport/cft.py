@@ -169,7 +169,9 @@ class CftTransport(Transport):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         command_timeout: float = COMMAND_TIMEOUT,
+        department: str = "",
     ):
+        self.department = department  # the registry builds one transport per département and names it
         if not isinstance(part, str) or not _BARE.fullmatch(part):
             raise ValueError(f"part: a CFT partner identifier (letters, digits, _), not {part!r}")
         if not isinstance(idf, Mapping) or not idf:
@@ -542,35 +544,35 @@ class CftTransport(Transport):
         self._record(item, idtu, CftPhase.DONE)
         return Receipt(item.file_name, already_there=True, reference=idtu)
 
-    def fetch_acks(self, department: str) -> list[AckFile]:
+    def fetch_acks(self) -> list[AckFile]:
         folder = self.ack_directory
         if folder is None or not folder.is_dir():
             return []
         return [
-            AckFile(department, p.name, p.read_bytes())
+            AckFile(self.department, p.name, p.read_bytes())
             for p in sorted(folder.iterdir())
             if p.is_file() and not p.name.startswith(".")
         ]
 
-    def remove_ack(self, department: str, name: str) -> None:
+    def remove_ack(self, name: str) -> None:
         if self.ack_directory is not None:
             (self.ack_directory / name).unlink(missing_ok=True)
 
-    def check(self, department: str) -> list[CheckResult]:
+    def check(self) -> list[CheckResult]:
         exe = self.cftutil
         if not exe.is_file() or not os.access(exe, os.X_OK):
-            return [CheckResult(department, False, "CFTUTIL not executable", str(exe))]
-        out = [CheckResult(department, True, "CFTUTIL executable", str(exe))]
+            return [CheckResult(self.department, False, "CFTUTIL not executable", str(exe))]
+        out = [CheckResult(self.department, True, "CFTUTIL executable", str(exe))]
         try:
-            rc, text = self._run(department, "LISTPART", f"ID={self.part}", self.command_timeout)
+            rc, text = self._run(self.department, "LISTPART", f"ID={self.part}", self.command_timeout)
         except TransportError as exc:
-            return out + [CheckResult(department, False, "CFT partner not checked", exc.reason)]
+            return out + [CheckResult(self.department, False, "CFT partner not checked", exc.reason)]
         if rc == 0 and not _NO_RECORD.search(text):
-            out.append(CheckResult(department, True, "CFT partner defined", f"PART={self.part}"))
+            out.append(CheckResult(self.department, True, "CFT partner defined", f"PART={self.part}"))
         else:
             out.append(
                 CheckResult(
-                    department,
+                    self.department,
                     False,
                     "CFT partner not defined",
                     f"PART={self.part}: rc={rc}, {_diagnostics(text)}",
@@ -579,7 +581,7 @@ class CftTransport(Transport):
         if self.ack_directory is not None and not self.ack_directory.is_dir():
             out.append(
                 CheckResult(
-                    department, True, "CFT ack directory missing", str(self.ack_directory), warning=True
+                    self.department, True, "CFT ack directory missing", str(self.ack_directory), warning=True
                 )
             )
         return out

@@ -518,7 +518,7 @@ class HubeeTransport(Transport):
 
     # -- acknowledgements ----------------------------------------------------------------------------
 
-    def fetch_acks(self, department: str) -> list[AckFile]:
+    def fetch_acks(self) -> list[AckFile]:
         from ..jobs import acks  # acks imports this package's base module
 
         with self._lock:
@@ -547,13 +547,13 @@ class HubeeTransport(Transport):
                 data = acks.build_ack(
                     name, entry["sha256"], ack["status"], ack["code"], "", datetime.fromisoformat(ack["at"])
                 )
-                out.append(AckFile(department, acks.ack_name(name), data))
+                out.append(AckFile(self.department, acks.ack_name(name), data))
             for name in changed:
                 self._save(name, files[name])
         if errors and not out:
             raise errors[0]
         for err in errors:
-            self.log.warning("hubee.case_unread", department=department, error=err.reason)
+            self.log.warning("hubee.case_unread", department=self.department, error=err.reason)
         return out
 
     def _case_ack(self, name: str, entry: dict[str, Any]) -> dict[str, str] | None:
@@ -601,7 +601,7 @@ class HubeeTransport(Transport):
         )
         return {"status": kind, "code": status, "at": at.isoformat()}
 
-    def remove_ack(self, department: str, name: str) -> None:
+    def remove_ack(self, name: str) -> None:
         from ..jobs import acks
 
         with self._lock:
@@ -614,7 +614,7 @@ class HubeeTransport(Transport):
 
     # -- check -----------------------------------------------------------------------------------
 
-    def check(self, department: str) -> list[CheckResult]:
+    def check(self) -> list[CheckResult]:
         out: list[CheckResult] = []
         usable: str | None = None
         for flow in self.flows:
@@ -622,25 +622,25 @@ class HubeeTransport(Transport):
             try:
                 self._token(flow)
             except TransportError as exc:
-                out.append(CheckResult(department, False, f"HubEE token for {flow} not obtained", exc.reason))
+                out.append(CheckResult(self.department, False, f"HubEE token for {flow} not obtained", exc.reason))
                 continue
             usable = usable or flow
             out.append(
-                CheckResult(department, True, f"HubEE token for {flow}", f"client {client_id}, scope {SCOPE}")
+                CheckResult(self.department, True, f"HubEE token for {flow}", f"client {client_id}, scope {SCOPE}")
             )
         if usable is not None:
             # Read-only, and open to the OSL scope: proves the API, the token and our headers are accepted.
             try:
                 r = self._call(usable, "GET", "/notifications", params={"maxResult": 1})
             except TransportError as exc:
-                out.append(CheckResult(department, False, "HubEE API not reachable", exc.reason))
+                out.append(CheckResult(self.department, False, "HubEE API not reachable", exc.reason))
             else:
                 if r.status_code == 200:
-                    out.append(CheckResult(department, True, "HubEE API reachable", self.api_url))
+                    out.append(CheckResult(self.department, True, "HubEE API reachable", self.api_url))
                 else:
                     out.append(
                         CheckResult(
-                            department,
+                            self.department,
                             False,
                             "HubEE API refused the check",
                             self._failure(r, "GET /notifications").reason,
@@ -649,7 +649,7 @@ class HubeeTransport(Transport):
         if not self.branch_code:
             out.append(
                 CheckResult(
-                    department,
+                    self.department,
                     True,
                     "no HubEE branch_code",
                     "the spec lists recipient.branchCode as required: set the code guichet from the subscription",
@@ -659,7 +659,7 @@ class HubeeTransport(Transport):
         try:
             self._load()
         except TransportError as exc:
-            out.append(CheckResult(department, False, "HubEE delivery journal unreadable", exc.reason))
+            out.append(CheckResult(self.department, False, "HubEE delivery journal unreadable", exc.reason))
         return out
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from flux_pmi.config.settings import load
 from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ExitCode, TraceError
 from flux_pmi.jobs.night import Night
-from flux_pmi.testing.mock import RecordingTransport
+from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.store import TraceStore
 from flux_pmi.transport.factory import transport_for
 
@@ -258,7 +258,7 @@ def test_the_clock_goes_back_an_hour(demo, expected):
     root, _ = demo
 
     def down_067(settings, dept):
-        return RecordingTransport(down={FAULTY}) if dept.code == FAULTY else transport_for(settings, dept)
+        return ScriptedPartner(down={FAULTY}).factory(settings, dept) if dept.code == FAULTY else transport_for(settings, dept)
 
     first = _night(root, transport_factory=down_067).run(BUSINESS_DATE)
     assert first.exit_code == ExitCode.UNDELIVERED and f"partner {FAULTY}" in "\n".join(first.problems)

@@ -22,7 +22,7 @@ from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ExitCode
 from flux_pmi.core.stopping import GracefulStop
 from flux_pmi.jobs.night import Night
-from flux_pmi.testing.mock import RecordingTransport
+from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.store import TraceStore
 
 FILES = 12  # the demo's 4 départements x 3 flows
@@ -213,13 +213,13 @@ def test_night_records_the_file_in_flight_and_stops_the_other_departments(demo):
     root, _ = demo
     stop = threading.Event()
     progress: list[str] = []
-    double = RecordingTransport(on_deliver=lambda item: stop.set())  # the stop arrives during the first file
+    double = ScriptedPartner(on_deliver=lambda item: stop.set())  # the stop arrives during the first file
     cfg = root / "flux-pmi.toml"
     cfg.write_text(cfg.read_text().replace("parallel = 8", "parallel = 1"))
     night = Night(
         load(cfg),
         clock=FixedClock(NOW),
-        transport_factory=lambda s, d: double,
+        transport_factory=double.factory,
         stop=stop,
         sleep=lambda _s: None,
         progress=progress.append,
@@ -232,7 +232,7 @@ def test_night_records_the_file_in_flight_and_stops_the_other_departments(demo):
     assert any(p.endswith("batch 1/3 built") for p in progress)
 
     again = Night(
-        load(cfg), clock=FixedClock(NOW), transport_factory=lambda s, d: double, sleep=lambda _s: None
+        load(cfg), clock=FixedClock(NOW), transport_factory=double.factory, sleep=lambda _s: None
     ).run(BUSINESS_DATE)
     assert again.exit_code == ExitCode.OK and again.totals().delivered == FILES - 1
     assert sum(len(v) for v in double.received.values()) == FILES

@@ -98,7 +98,7 @@ def _delivery(tmp_path, data=b"sealed bytes", name="GRO_035_20261123_000001.xml.
 
 
 def test_local_drop_is_atomic_idempotent_and_writes_the_sha256_marker(tmp_path):
-    drop = LocalDrop(tmp_path / "drop")
+    drop = LocalDrop("035", tmp_path / "drop")
     item = _delivery(tmp_path)
     r1 = drop.deliver(item)
     r2 = drop.deliver(item)  # a rerun after a crash
@@ -110,7 +110,7 @@ def test_local_drop_is_atomic_idempotent_and_writes_the_sha256_marker(tmp_path):
 
 
 def test_local_drop_refuses_to_overwrite_a_different_file(tmp_path):
-    drop = LocalDrop(tmp_path / "drop")
+    drop = LocalDrop("035", tmp_path / "drop")
     drop.deliver(_delivery(tmp_path, b"one"))
     with pytest.raises(TransportError) as info:
         drop.deliver(_delivery(tmp_path, b"two"))
@@ -118,9 +118,39 @@ def test_local_drop_refuses_to_overwrite_a_different_file(tmp_path):
 
 
 def test_local_drop_rewrites_a_missing_marker_after_a_crash(tmp_path):
-    drop = LocalDrop(tmp_path / "drop")
+    drop = LocalDrop("035", tmp_path / "drop")
     item = _delivery(tmp_path)
     drop.deliver(item)
     (tmp_path / "drop" / "035" / (item.file_name + ".sha256")).unlink()
     drop.deliver(item)
     assert (tmp_path / "drop" / "035" / (item.file_name + ".sha256")).exists()
+
+
+def test_local_drop_removes_what_an_interrupted_delivery_left_and_publishes_once(tmp_path):
+    drop = LocalDrop("035", tmp_path / "drop")
+    item = _delivery(tmp_path)
+    folder = tmp_path / "drop" / "035"
+    folder.mkdir(parents=True)
+    (folder / f".tmp-{item.file_name}").write_bytes(b"half a fi")  # killed mid-copy
+    (folder / f".tmp-{item.file_name}.sha256").write_bytes(b"")  # killed mid-marker
+    (folder / f"{item.file_name}.sha256").write_bytes(b"a marker without its file")
+    assert not drop.deliver(item).already_there
+    assert sorted(p.name for p in folder.iterdir()) == [item.file_name, item.file_name + ".sha256"]
+    assert (folder / item.file_name).read_bytes() == b"sealed bytes"
+
+
+def test_local_drop_refuses_a_marker_naming_another_digest_and_an_archive_that_is_not_its_digest(tmp_path):
+    drop = LocalDrop("035", tmp_path / "drop")
+    item = _delivery(tmp_path)
+    drop.deliver(item)
+    marker = tmp_path / "drop" / "035" / (item.file_name + ".sha256")
+    marker.write_text(f"{'0' * 64}  {item.file_name}\n")
+    with pytest.raises(TransportError, match="another digest") as info:
+        drop.deliver(item)
+    assert info.value.permanent
+    other = _delivery(tmp_path, name="GRO_035_20261123_000002.xml.p7m")
+    other.path.write_bytes(b"sealed bytez")  # same size, other bytes than the trace recorded
+    with pytest.raises(TransportError, match="SHA-256") as info:
+        drop.deliver(other)
+    assert info.value.permanent and not (tmp_path / "drop" / "035" / other.file_name).exists()
+    assert not list((tmp_path / "drop" / "035").glob(".tmp-*"))

@@ -16,7 +16,7 @@ from flux_pmi.core.errors import ExitCode, RefusedError, TransportError
 from flux_pmi.jobs import acks
 from flux_pmi.jobs.night import Night
 from flux_pmi.schemas import xsd_path
-from flux_pmi.testing.mock import RecordingTransport
+from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.lifecycle import Status
 from flux_pmi.trace.store import TraceStore
 from flux_pmi.transport.factory import transport_for
@@ -523,22 +523,23 @@ def test_an_ok_after_a_ko_is_a_conflict_and_changes_nothing(env):
 
 
 class _FetchFails(LocalDrop):
-    def fetch_acks(self, department):
-        raise TransportError(department, "ack folder unreachable")
+    def fetch_acks(self):
+        raise TransportError(self.department, "ack folder unreachable")
 
 
 class _RemoveFails(LocalDrop):
-    def remove_ack(self, department, name):
-        raise TransportError(department, "cannot remove")
+    def remove_ack(self, name):
+        raise TransportError(self.department, "cannot remove")
 
 
 def test_one_departments_transport_failing_does_not_stop_the_others(env):
     root, settings, trace = env
     for dept in ("035", "02A", "067", "971"):
         write_ack(root, dept, *delivered(root, dept))
-    double = RecordingTransport()
+    partner = ScriptedPartner()
+    double = partner.transport("971")
     name971, sha971 = delivered(root, "971")
-    double.acks["971"].append(acks_file("971", name971, sha971))
+    partner.acks["971"].append(acks_file("971", name971, sha971))
     opened: list = []
 
     def factory(s, dept):
@@ -547,7 +548,7 @@ def test_one_departments_transport_failing_does_not_stop_the_others(env):
         if dept.code == "971":
             opened.append(double)
             return double
-        t = (_FetchFails if dept.code == "02A" else LocalDrop)(root / "drop")
+        t = (_FetchFails if dept.code == "02A" else LocalDrop)(dept.code, root / "drop")
         opened.append(t)
         return t
 
@@ -561,7 +562,7 @@ def test_one_departments_transport_failing_does_not_stop_the_others(env):
     for dept in ("02A", "067"):
         assert row(trace, dept, delivered(root, dept)[0])["status"] == Status.DELIVERED
         assert list((root / "drop" / dept / "acks").iterdir())  # kept for the next collect
-    assert double.acks["971"] == [] and double.closed
+    assert partner.acks["971"] == [] and double.closed
 
 
 def acks_file(dept: str, name: str, sha: str):
@@ -574,7 +575,7 @@ def test_an_ack_that_cannot_be_removed_is_recorded_once(env):
     root, settings, trace = env
     name, sha = delivered(root, "035")
     path = write_ack(root, "035", name, sha)
-    summary = acks.collect(settings, trace, lambda s, d: _RemoveFails(root / "drop"), LATER)
+    summary = acks.collect(settings, trace, lambda s, d: _RemoveFails(d.code, root / "drop"), LATER)
     assert summary.recorded_ok == 1 and any("cannot remove" in e for e in summary.errors)
     assert path.exists()
     again = acks.collect(settings, trace, transport_for, LATER)

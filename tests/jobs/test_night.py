@@ -19,7 +19,7 @@ from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ExitCode
 from flux_pmi.jobs.night import Night
 from flux_pmi.schemas import xsd_path
-from flux_pmi.testing.mock import RecordingTransport
+from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.store import TraceStore
 
 DEPTS = ["035", "02A", "067", "971"]
@@ -163,19 +163,19 @@ def test_a_large_flow_is_split_into_numbered_parts_each_valid(demo):
 
 def test_a_partner_down_leaves_work_undelivered_then_the_next_run_completes_it(demo):
     root, result = demo
-    double = RecordingTransport(down={"067"})
-    report = _night(root, transport_factory=lambda s, d: double).run(BUSINESS_DATE)
+    double = ScriptedPartner(down={"067"})
+    report = _night(root, transport_factory=double.factory).run(BUSINESS_DATE)
     assert report.exit_code == ExitCode.UNDELIVERED and report.undelivered == 3
     assert sorted(double.received) == ["02A", "035", "971"]
     double.down.clear()
-    again = _night(root, transport_factory=lambda s, d: double).run(BUSINESS_DATE)
+    again = _night(root, transport_factory=double.factory).run(BUSINESS_DATE)
     assert again.exit_code == ExitCode.OK and sorted(double.received) == sorted(DEPTS)
 
 
 def test_transient_failures_are_retried_within_the_run(demo):
     root, _ = demo
-    double = RecordingTransport(fail_first={"035": 2})
-    report = _night(root, transport_factory=lambda s, d: double).run(BUSINESS_DATE)
+    double = ScriptedPartner(fail_first={"035": 2})
+    report = _night(root, transport_factory=double.factory).run(BUSINESS_DATE)
     assert report.exit_code == ExitCode.OK and len(double.received["035"]) == 3
 
 

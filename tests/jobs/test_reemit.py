@@ -19,7 +19,7 @@ from flux_pmi.jobs import reemit
 from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.retention import purge
 from flux_pmi.seal import certs, cms
-from flux_pmi.testing.mock import RecordingTransport
+from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.store import TraceStore
 from flux_pmi.transport.factory import transport_for
 
@@ -295,14 +295,14 @@ def test_malformed_or_impossible_requests(site):
 def test_what_the_partner_does_not_take_now_the_next_night_delivers_and_the_request_closes(site):
     _nights(site, D23)
     with _trace(site) as trace:
-        down = RecordingTransport(down={"035"})
+        down = ScriptedPartner(down={"035"})
         result = _ask(
             site,
             trace,
             flows=["SGR"],
             departments=["035"],
             date_from=D23,
-            transport_factory=lambda _s, _d: down,
+            transport_factory=down.factory,
         )
         assert result.exit_code == ExitCode.UNDELIVERED and result.pending == 1
         assert result.problems and trace.requests()[-1]["status"] == "pending"

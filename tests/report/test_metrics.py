@@ -26,7 +26,7 @@ from flux_pmi.jobs.night import Night
 from flux_pmi.report import metrics
 from flux_pmi.report.status import gather
 from flux_pmi.seal import certs
-from flux_pmi.testing.mock import RecordingTransport
+from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.store import TraceStore
 
 DEPTS = ["02A", "035", "067", "971"]
@@ -80,9 +80,9 @@ def night(tmp_path):
     make_demo(root)
     (tmp_path / "prom").mkdir()
     settings = with_metrics_file(load(root / "flux-pmi.toml"), tmp_path / "prom" / "flux-pmi.prom")
-    double = RecordingTransport(down={"067"})
+    double = ScriptedPartner(down={"067"})
     report = Night(
-        settings, clock=FixedClock(NOW), sleep=lambda _s: None, transport_factory=lambda s, d: double
+        settings, clock=FixedClock(NOW), sleep=lambda _s: None, transport_factory=double.factory
     ).run(BUSINESS_DATE)
     assert report.exit_code == ExitCode.UNDELIVERED
     return settings, report

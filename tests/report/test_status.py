@@ -22,7 +22,7 @@ from flux_pmi.core.errors import ConfigError, ExitCode
 from flux_pmi.jobs.night import Night, NightReport, emission_name
 from flux_pmi.report.status import SCHEMA, gather, render_text
 from flux_pmi.seal import certs
-from flux_pmi.testing.mock import RecordingTransport
+from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.lifecycle import Status
 from flux_pmi.trace.store import TraceStore
 
@@ -66,9 +66,9 @@ def state(tmp_path):
     root = tmp_path / "demo"
     make_demo(root)
     settings = load(root / "flux-pmi.toml")
-    double = RecordingTransport(down={"067"})
+    double = ScriptedPartner(down={"067"})
     report = Night(
-        settings, clock=FixedClock(NOW), sleep=lambda _s: None, transport_factory=lambda s, d: double
+        settings, clock=FixedClock(NOW), sleep=lambda _s: None, transport_factory=double.factory
     ).run(BUSINESS_DATE)
     assert report.exit_code == ExitCode.UNDELIVERED
     trace = TraceStore(settings.paths.trace)
@@ -556,7 +556,7 @@ def test_records_at_risk_and_late_as_the_clock_moves(state):
         settings,
         clock=FixedClock(later),
         sleep=lambda _s: None,
-        transport_factory=lambda s, d: RecordingTransport(),
+        transport_factory=ScriptedPartner().factory,
     )
     run_id = trace.start_run("deliver", later.date(), later)
     night.deliver(trace, run_id, NightReport(run_id, later.date()))

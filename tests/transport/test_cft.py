@@ -82,6 +82,7 @@ class Cft:
             "env": {"FAKE_CFT_HOME": str(self.home)},
             "sleep": self.clock.sleep,
             "clock": self.clock,
+            "department": "035",
             **kw,
         }
         return CftTransport(**args)
@@ -574,14 +575,14 @@ def test_from_config_without_timeout_takes_the_delivery_timeout(tmp_path):
 
 def test_check_finds_cftutil_and_the_partner(cft):
     cft.partners(PMI035={"behaviour": "ok"})
-    results = cft.transport().check("035")
+    results = cft.transport().check()
     assert [(r.ok, r.what) for r in results] == [(True, "CFTUTIL executable"), (True, "CFT partner defined")]
     assert [c["cmd"] for c in cft.calls()] == ["LISTPART"] and cft.calls()[0]["ID"] == "PMI035"
 
 
 def test_check_reports_an_unknown_partner(cft):
     cft.partners(PMI035={"behaviour": "ok"})
-    results = cft.transport(part="PMI099").check("035")
+    results = cft.transport(part="PMI099").check()
     assert [(r.ok, r.what) for r in results] == [
         (True, "CFTUTIL executable"),
         (False, "CFT partner not defined"),
@@ -590,26 +591,26 @@ def test_check_reports_an_unknown_partner(cft):
 
 
 def test_check_reports_a_missing_or_non_executable_cftutil(cft, tmp_path):
-    missing = cft.transport(cftutil=tmp_path / "no" / "CFTUTIL").check("035")
+    missing = cft.transport(cftutil=tmp_path / "no" / "CFTUTIL").check()
     assert [(r.ok, r.what) for r in missing] == [(False, "CFTUTIL not executable")]
     plain = tmp_path / "CFTUTIL"
     plain.write_text("#!/bin/sh\n")
     plain.chmod(0o644)
-    assert not cft.transport(cftutil=plain).check("035")[0].ok
+    assert not cft.transport(cftutil=plain).check()[0].ok
     assert cft.calls() == []
 
 
 def test_acks_come_from_the_ack_directory(cft, tmp_path):
     acks = tmp_path / "acks"
     t = cft.transport(ack_directory=acks)
-    assert t.fetch_acks("035") == []
+    assert t.fetch_acks() == []
     acks.mkdir()
     (acks / "ACK_GRO_035_20261123_000001.xml").write_bytes(b"<ack/>")
     (acks / ".partial").write_bytes(b"")
-    [ack] = t.fetch_acks("035")
+    [ack] = t.fetch_acks()
     assert (ack.department, ack.name, ack.data) == ("035", "ACK_GRO_035_20261123_000001.xml", b"<ack/>")
-    t.remove_ack("035", ack.name)
-    assert t.fetch_acks("035") == [] and cft.transport().fetch_acks("035") == []
+    t.remove_ack(ack.name)
+    assert t.fetch_acks() == [] and cft.transport().fetch_acks() == []
 
 
 # -- a demo night -----------------------------------------------------------------------------

@@ -524,24 +524,24 @@ def test_case_statuses_become_acks_once_each(hub, tmp_path):
     items = [sealed_file(tmp_path, f) for f in FLOWS]
     for item in items:
         t.deliver(item)
-    assert t.fetch_acks("035") == []  # HUBEE_NOTIFIED: nothing decided yet
+    assert t.fetch_acks() == []  # HUBEE_NOTIFIED: nothing decided yet
     case = {i.flow: hub.case_of(hub.folder_by_external_id(external_id(i.file_name)))["id"] for i in items}
     taken = datetime(2026, 11, 23, 9, 15, tzinfo=UTC)
     hub.set_case_status(case["DSG"], "SI_RECEIVED", at=taken)
     hub.set_case_status(case["DSG"], "DONE", at=datetime(2026, 11, 24, tzinfo=UTC))
     hub.set_case_status(case["SGR"], "REFUSED", at=taken)
-    acks = {a.name: parse_ack(a.data) for a in t.fetch_acks("035")}
+    acks = {a.name: parse_ack(a.data) for a in t.fetch_acks()}
     dsg, sgr = (f"{i.file_name}.ack.xml" for i in items[:2])
     assert sorted(acks) == sorted([dsg, sgr])
     assert (acks[dsg].status, acks[dsg].code, acks[dsg].at) == ("OK", "DONE", taken)  # the first taking in
     assert acks[dsg].sha256 == items[0].sha256 and acks[dsg].file_name == items[0].file_name
     assert (acks[sgr].status, acks[sgr].code) == ("KO", "REFUSED")
     # Offered again, the same, until acks.collect has recorded and removed them.
-    assert {a.name: parse_ack(a.data) for a in t.fetch_acks("035")} == acks
+    assert {a.name: parse_ack(a.data) for a in t.fetch_acks()} == acks
     gets = len(hub.requests_to("GET", "/cases/"))
     for name in acks:
-        t.remove_ack("035", name)
-    assert t.fetch_acks("035") == []
+        t.remove_ack(name)
+    assert t.fetch_acks() == []
     assert len(hub.requests_to("GET", "/cases/")) == gets + 1  # only the undecided GRO case is asked again
     t.close()
 
@@ -556,12 +556,12 @@ def test_an_integration_error_is_a_ko_and_a_closed_case_tells_from_its_events(hu
     hub.set_case_status(cases[1], "IN_PROGRESS")
     hub.set_case_status(cases[1], "CLOSED")
     hub.set_case_status(cases[2], "CLOSED")  # closed without ever saying: no ack, and no more asking
-    acks = {parse_ack(a.data).file_name: parse_ack(a.data) for a in t.fetch_acks("035")}
+    acks = {parse_ack(a.data).file_name: parse_ack(a.data) for a in t.fetch_acks()}
     assert (acks[items[0].file_name].status, acks[items[0].file_name].code) == ("KO", "SI_INTG_ERROR")
     assert (acks[items[1].file_name].status, acks[items[1].file_name].code) == ("OK", "IN_PROGRESS")
     assert items[2].file_name not in acks and state(tmp_path)[items[2].file_name]["closed"]
     gets = len(hub.requests_to("GET", "/cases/"))
-    t.fetch_acks("035")
+    t.fetch_acks()
     t.close()
     assert len(hub.requests_to("GET", "/cases/")) == gets
 
@@ -572,7 +572,7 @@ def test_an_unreachable_hubee_makes_fetch_acks_fail_once_not_per_case(hub, tmp_p
         t.deliver(sealed_file(tmp_path, seq=seq))
     hub.fail("GET", "/cases/", "close", times=10)
     with pytest.raises(NoAnswer):
-        t.fetch_acks("035")
+        t.fetch_acks()
     t.close()
     assert len(hub.requests_to("GET", "/cases/")) == 1
 
@@ -582,7 +582,7 @@ def test_an_unreachable_hubee_makes_fetch_acks_fail_once_not_per_case(hub, tmp_p
 
 def test_check_gets_a_token_per_demarche_and_reaches_the_api_without_sending_data(hub, tmp_path):
     t = make_transport(hub, tmp_path)
-    results = t.check("035")
+    results = t.check()
     t.close()
     assert all(r.ok and not r.warning for r in results)
     assert {r.what for r in results} == {f"HubEE token for {f}" for f in FLOWS} | {"HubEE API reachable"}
@@ -593,7 +593,7 @@ def test_check_gets_a_token_per_demarche_and_reaches_the_api_without_sending_dat
 def test_check_reports_a_refused_token_and_a_missing_branch_code(hub, tmp_path):
     hub.fail_token(times=3, status=500)  # a 5xx is retried: three answers exhaust the policy's attempts
     t = make_transport(hub, tmp_path, dept="971")
-    results = {r.what: r for r in t.check("971")}
+    results = {r.what: r for r in t.check()}
     t.close()
     failed = [r for r in results.values() if not r.ok]
     assert len(failed) == 1 and "HTTP 500" in failed[0].detail

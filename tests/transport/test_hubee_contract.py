@@ -107,7 +107,7 @@ def test_both_ends_of_an_exchange_make_only_requests_the_spec_accepts(hub, tmp_p
             # OSL: POST /folders, PUT the attachment with its digest, PATCH the folder completed.
             receipt = t.deliver(item)
             assert receipt.reference in hub.folders
-            assert t.fetch_acks(DEPT) == []  # GET /cases/{id}: not decided yet
+            assert t.fetch_acks() == []  # GET /cases/{id}: not decided yet
             # SI: GET /notifications, GET /cases/{id}, GET the attachment, POST the event, DELETE the notification.
             (ready,) = drop.list_ready()
             assert ready.name == item.file_name and ready.size == item.size
@@ -119,7 +119,7 @@ def test_both_ends_of_an_exchange_make_only_requests_the_spec_accepts(hub, tmp_p
                 n["recipient"]["type"] == "OSL" for n in hub.notifications.values()
             )
             # OSL: the case status is the ack.
-            (got,) = t.fetch_acks(DEPT)
+            (got,) = t.fetch_acks()
             assert b"SI_RECEIVED" in got.data
         finally:
             t.close()

@@ -30,8 +30,10 @@ from flux_pmi.jobs.night import Night
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.factory import transport_for
 from flux_pmi.transport.sftp import SftpTransport
+from flux_pmi.transport.sftp_client import SftpFolder
 
 PASSPHRASE = "correct horse battery staple"
+NAPS: list[float] = []
 PASSPHRASE_ENV = "FLUX_PMI_TEST_SFTP_PASSPHRASE"
 
 
@@ -69,6 +71,7 @@ def transport(
     kh = partner.write_known_hosts(tmp_path / f"known_hosts-{partner.name}", wrong=wrong_pin)
     kw.setdefault("connect_timeout", 5)
     kw.setdefault("timeout", 10)
+    kw.setdefault("sleep", NAPS.append)  # the reconnect's jittered pause: recorded, never slept
     return SftpTransport(
         "035",
         host=HOST,
@@ -101,18 +104,18 @@ def logins(partner: SshdPartner) -> int:
 # -- delivery -----------------------------------------------------------------------------------
 
 
-def test_delivery_is_atomic_and_the_sha256_marker_comes_last(partner, keys, tmp_path):
+def test_delivery_is_atomic_and_the_sha256_marker_comes_last(partner, keys, tmp_path, monkeypatch):
     # 3 MiB: more write requests than the pipelining window, so statuses are collected mid-stream.
     item = sealed(tmp_path, "GRO_035_20261123_000001.xml.p7m", payload(3 * 1024 * 1024 + 17))
     t = transport(partner, keys["ed25519"][0], tmp_path)
     seen: list[tuple[str, dict]] = []
-    real_rename = t._rename
+    real_rename = SftpFolder.rename
 
-    def spy(sftp, src, dst):  # what a receiver listing the folder could see just before each rename
-        seen.append((dst.rsplit("/", 1)[1], partner.files()))
-        real_rename(sftp, src, dst)
+    def spy(folder, src, dst):  # what a receiver listing the folder could see just before each rename
+        seen.append((dst.rsplit("/", 1)[-1], partner.files()))
+        real_rename(folder, src, dst)
 
-    t._rename = spy
+    monkeypatch.setattr(SftpFolder, "rename", spy)
     with t:
         receipt = t.deliver(item)
     assert not receipt.already_there and receipt.reference.endswith(item.file_name)
@@ -167,7 +170,7 @@ def test_a_rerun_after_a_crash_between_rename_and_marker_only_writes_the_marker(
 def test_without_posix_rename_a_plain_rename_publishes_and_replaces_nothing(partner, keys, tmp_path):
     item = sealed(tmp_path, "GRO_035_20261123_000005.xml.p7m", payload(9000))
     with transport(partner, keys["ed25519"][0], tmp_path) as t:
-        sftp = t._sftp()
+        sftp = t.client.session()
         assert {"posix-rename@openssh.com", "fsync@openssh.com"} <= set(
             sftp.extensions
         )  # OpenSSH announces them
@@ -327,16 +330,16 @@ def test_acks_are_read_and_removed(partner, keys, tmp_path):
     (acks / "sub").mkdir()
     (acks / "HUGE.xml").write_bytes(b"x" * (1024 * 1024 + 1))
     with transport(partner, keys["ed25519"][0], tmp_path) as t:
-        got = t.fetch_acks("035")
+        got = t.fetch_acks()
         assert [(a.department, a.name, a.data) for a in got] == [
             ("035", "ACK_GRO_035_20261123_000001.xml", b"<ack>OK</ack>"),
             ("035", "KO_DSG_035_20261123_000001.xml", b"<ack>KO</ack>"),
         ]
-        t.remove_ack("035", got[0].name)
-        t.remove_ack("035", got[0].name)  # already gone: fine
+        t.remove_ack(got[0].name)
+        t.remove_ack(got[0].name)  # already gone: fine
         with pytest.raises(TransportError):
-            t.remove_ack("035", "../in/gro/x")
-        assert [a.name for a in t.fetch_acks("035")] == ["KO_DSG_035_20261123_000001.xml"]
+            t.remove_ack("../in/gro/x")
+        assert [a.name for a in t.fetch_acks()] == ["KO_DSG_035_20261123_000001.xml"]
     assert sorted(p.name for p in acks.iterdir()) == [
         ".being-written",
         "HUGE.xml",
@@ -354,7 +357,7 @@ def _failed(results) -> dict[str, str]:
 
 def test_check_on_a_healthy_partner_passes_and_leaves_nothing(partner, keys, tmp_path):
     with transport(partner, keys["ed25519"][0], tmp_path) as t:
-        results = t.check("035")
+        results = t.check()
     assert _failed(results) == {}
     whats = [r.what for r in results]
     assert f"host key of {HOST}:{partner.port}" in whats and f"authentication as {partner.user}" in whats
@@ -370,7 +373,7 @@ def test_check_reports_each_failure_without_raising(pool, keys, tmp_path):
 
     def failures(t: SftpTransport) -> dict[str, str]:
         with t:
-            return _failed(t.check("035"))
+            return _failed(t.check())
 
     changed = failures(transport(ok, key, tmp_path, wrong_pin=True))
     assert list(changed) == [f"host key of {where}"] and "CHANGED" in changed[f"host key of {where}"]
@@ -559,3 +562,37 @@ def test_a_night_over_sftp_delivers_the_reachable_and_refuses_the_wrong_key(
     assert len(partners["971"].files()) == 6
     assert partners["02A"].files() == {}
     assert {c: partners[c].files() for c in ("035", "056")} == before  # nothing sent twice
+
+
+def test_a_kept_session_found_dead_is_replaced_once_after_a_jittered_pause(partner, keys, tmp_path, monkeypatch):
+    item = sealed(tmp_path, "GRO_035_20261123_000001.xml.p7m", payload(1000))
+    NAPS.clear()
+    real_stat, dead = SftpFolder.stat, [True]
+
+    def link_died_once(folder, name):  # the server restarted while the connection sat idle
+        if dead and name == item.file_name:
+            dead.clear()
+            raise EOFError
+        return real_stat(folder, name)
+
+    with transport(partner, keys["ed25519"][0], tmp_path) as t:
+        t.deliver(sealed(tmp_path, "DSG_035_20261123_000001.xml.p7m", b"first", "DSG"))
+        monkeypatch.setattr(SftpFolder, "stat", link_died_once)
+        assert not t.deliver(item).already_there
+    assert len(NAPS) == 1 and 0 <= NAPS[0] <= 0.5  # one reconnection, after a pause drawn at random
+    assert logins(partner) == 2
+    assert f"in/gro/{item.file_name}.sha256" in partner.files()
+
+
+def test_a_fresh_session_that_dies_is_not_retried_here(partner, keys, tmp_path, monkeypatch):
+    item = sealed(tmp_path, "GRO_035_20261123_000001.xml.p7m", payload(1000))
+    NAPS.clear()
+
+    def link_dies(folder, name):
+        raise EOFError
+
+    monkeypatch.setattr(SftpFolder, "stat", link_dies)
+    with transport(partner, keys["ed25519"][0], tmp_path) as t, pytest.raises(TransportError) as exc:
+        t.deliver(item)
+    assert "connection lost" in exc.value.reason and not exc.value.permanent
+    assert NAPS == [] and logins(partner) == 1  # the night's own retry decides when to try again

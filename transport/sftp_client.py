@@ -1,0 +1,558 @@
+"""One pinned SSH/SFTP connection to a partner's server, shared by the delivery adapter and the receive side.
+
+Both sides talk to a département's SFTP server the same way: the partner's host key is
+pinned (only the configured known_hosts file is trusted; an unknown or changed key stops
+the connection during the key exchange, before authentication, so not one byte of a file
+leaves: errors.HostKeyError, permanent), only the configured client key is offered (no
+agent, no ~/.ssh), one connection is opened on first use, reused, and dropped as soon as
+its state cannot be trusted. `SftpClient.error` is the one place where paramiko's and the
+OS's errors become TransportErrors.
+
+The delivery adapter (sftp.py) publishes through `SftpFolder`, upload.py's RemoteFolder
+over a session; the receiving side (receive/drops.py) pulls with `list_files`, `download`,
+`remove` and `upload_bytes`. Names are plain basenames: a server cannot steer us out of a folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import io
+import logging
+import posixpath
+import socket
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import paramiko
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_EXTENDED,
+    CMD_HANDLE,
+    CMD_INIT,
+    CMD_NAME,
+    CMD_OPENDIR,
+    CMD_READDIR,
+    CMD_VERSION,
+    SFTPError,
+)
+
+from ..core import keyfiles
+from ..core.errors import CertificateError, HostKeyError, TransportError
+from ..core.log import get as get_logger
+from ..testing import faults
+from .upload import Entry, Source, put
+
+# paramiko logs every transport event and a traceback per failed connection; ours say it once, without noise.
+logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+DEFAULT_PORT = 22
+DEFAULT_CONNECT_TIMEOUT = 20.0
+DEFAULT_TIMEOUT = 60.0
+CHUNK = 1 << 20
+# Pipelined write requests in flight before their statuses are collected: enough to fill a
+# long link, few enough that a refused write is noticed early.
+WRITE_WINDOW = 64
+# The errors of a link that died (server restart, idle timeout), as opposed to an SFTP status.
+LINK_ERRORS = (paramiko.SSHException, EOFError, ConnectionError)
+
+
+def key_fingerprint(key: paramiko.PKey) -> str:
+    """`SHA256:...`, as `ssh-keygen -l` and the partner's own tools print it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def _raw(sftp: paramiko.SFTPClient) -> Any:
+    """paramiko's request layer, which its type stubs leave out (the listing and write statuses need it)."""
+    return sftp
+
+
+def listdir_attr(sftp: paramiko.SFTPClient, path: str) -> list[paramiko.SFTPAttributes]:
+    """A folder's entries, whatever bytes their names hold.
+
+    paramiko's own listdir_attr decodes every name as strict UTF-8, so one name that is not
+    UTF-8 fails the whole listing and every good file behind it waits. Here such a name comes
+    back surrogate-escaped, one entry the caller sets aside (fsutil.storable_name), and the
+    rest of the folder is read. Same requests as paramiko's (OPENDIR, READDIR until EOF, CLOSE).
+    """
+    raw = _raw(sftp)
+    t, msg = raw._request(CMD_OPENDIR, raw._adjust_cwd(path))
+    if t != CMD_HANDLE:
+        raise SFTPError("Expected handle")
+    handle = msg.get_binary()
+    entries = []
+    try:
+        while True:
+            try:
+                t, msg = raw._request(CMD_READDIR, handle)
+            except EOFError:
+                break
+            if t != CMD_NAME:
+                raise SFTPError("Expected name response")
+            for _ in range(msg.get_int()):
+                filename = msg.get_string().decode("utf-8", "surrogateescape")
+                longname = msg.get_string().decode("utf-8", "replace")
+                attr = paramiko.SFTPAttributes._from_msg(msg, filename, longname)  # type: ignore[attr-defined]
+                if filename not in (".", ".."):
+                    entries.append(attr)
+    finally:
+        raw._request(CMD_CLOSE, handle)
+    return entries
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """One file of a remote listing (the receiving side's pull)."""
+
+    name: str
+    size: int
+    mtime: int
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    def __init__(self, hostname: str, key: paramiko.PKey):
+        super().__init__(f"Server {hostname!r} not found in known_hosts")
+        self.key = key
+
+
+class _PinnedOnly(paramiko.RejectPolicy):
+    """RejectPolicy, keeping the key the server offered so the operator can compare it out of band."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
+        raise _UnknownHostKey(hostname, key)
+
+
+class Sftp(paramiko.SFTPClient):
+    """paramiko's SFTP client, plus the extensions the server announces (paramiko reads and drops them)."""
+
+    extensions: dict[str, bytes]
+
+    def _send_version(self) -> int:
+        raw = _raw(self)
+        msg = paramiko.Message()
+        msg.add_int(3)
+        raw._send_packet(CMD_INIT, msg)
+        t, data = raw._read_packet()
+        if t != CMD_VERSION:
+            raise SFTPError("Incompatible sftp protocol")
+        reply = paramiko.Message(data)
+        version: int = reply.get_int()
+        self.extensions = {}
+        try:
+            while reply.get_remainder():
+                name = reply.get_text()
+                self.extensions[name] = reply.get_binary()
+        except Exception:  # a malformed list only costs the extensions, not the session
+            self.extensions = {}
+        return version
+
+    def fsync(self, handle: Any) -> None:
+        """The data on the partner's disk before the rename publishes it (OpenSSH extension)."""
+        _raw(self)._request(CMD_EXTENDED, "fsync@openssh.com", handle)
+
+    def stat_or_none(self, path: str) -> paramiko.SFTPAttributes | None:
+        try:
+            return self.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+
+    def remove_quiet(self, path: str) -> None:
+        try:
+            self.remove(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+    def read_small(self, path: str, limit: int) -> bytes | None:
+        try:
+            with self.open(path, "rb") as fh:
+                data: bytes = fh.read(limit + 1)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return data
+
+
+class SftpFolder:
+    """upload.RemoteFolder over one folder of an open session."""
+
+    kind = "sftp"
+
+    def __init__(self, sftp: Sftp, folder: str, department: str):
+        self.sftp, self.folder, self.department = sftp, folder, department
+
+    def where(self, name: str) -> str:
+        return posixpath.join(self.folder, name)
+
+    def temp_name(self, name: str) -> str:
+        return f".{name}.part"
+
+    def remove_temps(self, name: str) -> None:
+        for n in (name, f"{name}.sha256"):
+            self.sftp.remove_quiet(self.where(self.temp_name(n)))
+
+    def stat(self, name: str) -> Entry | None:
+        attrs = self.sftp.stat_or_none(self.where(name))
+        if attrs is None:
+            return None
+        return Entry(attrs.st_size or 0, attrs.st_mode is None or stat.S_ISREG(attrs.st_mode))
+
+    def read_small(self, name: str, limit: int) -> bytes | None:
+        return self.sftp.read_small(self.where(name), limit)
+
+    def sha256(self, name: str) -> str:
+        h = hashlib.sha256()
+        with self.sftp.open(self.where(name), "rb") as fh:
+            fh.prefetch()
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def remove(self, name: str) -> None:
+        self.sftp.remove_quiet(self.where(name))
+
+    def write(self, tmp: str, src: Source) -> None:
+        """paramiko's pipelined writes drop the server's statuses, so they are collected here:
+        a refused write (disk full) is an error, not a hole in the file."""
+        with self.sftp.open(self.where(tmp), "wb") as fr:
+            pending = getattr(fr, "_reqs", None)
+            fr.set_pipelined(pending is not None)  # without that hook, wait for each write instead
+            for chunk in iter(lambda: src.read(CHUNK), b""):
+                fr.write(chunk)
+                faults.point("sftp-uploaded")
+                if pending is not None and len(pending) > WRITE_WINDOW:
+                    self._collect(pending, WRITE_WINDOW // 2)
+            fr.flush()
+            if pending is not None:
+                self._collect(pending, 0)
+            if "fsync@openssh.com" in self.sftp.extensions:
+                self.sftp.fsync(fr.handle)
+
+    def _collect(self, pending: Any, keep: int) -> None:
+        while len(pending) > keep:
+            _raw(self.sftp)._read_response(pending.popleft())  # raises IOError on an error status
+
+    def rename(self, tmp: str, final: str) -> None:
+        src, dst = self.where(tmp), self.where(final)
+        if "posix-rename@openssh.com" in self.sftp.extensions:
+            self.sftp.posix_rename(src, dst)
+        else:
+            # Plain SFTP rename refuses to replace a name; we remove nothing, so a clash fails loud.
+            self.sftp.rename(src, dst)
+
+
+def _basename(name: str) -> str:
+    if not name or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
+        raise ValueError(f"refusing remote file name {name!r}")
+    return name
+
+
+class SftpClient:
+    """One département's SFTP server; one connection, opened on first use, reused, closed by close()."""
+
+    def __init__(
+        self,
+        department: str,
+        *,
+        host: str,
+        user: str,
+        key: Path,
+        known_hosts: Path,
+        port: int = DEFAULT_PORT,
+        passphrase: bytes | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
+        self.department = department
+        self.host, self.port, self.user = host, int(port), user
+        self.key_path, self.known_hosts = Path(key), Path(known_hosts)
+        self._passphrase = passphrase
+        self.connect_timeout, self.timeout = float(connect_timeout), float(timeout)
+        self.log = get_logger("flux-pmi.sftp")
+        self._client: paramiko.SSHClient | None = None
+        self._sftp_client: Sftp | None = None
+        self._pkey: paramiko.PKey | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        """A session is kept from an earlier call (it may have died since, unnoticed)."""
+        return self._sftp_client is not None
+
+    # -- connection --------------------------------------------------------------------------
+
+    def load_key(self) -> paramiko.PKey:
+        """The configured client key, or a permanent error: retrying cannot fix a key file."""
+        if self._pkey is None:
+            self._pkey = self._read_key()
+        return self._pkey
+
+    def _read_key(self) -> paramiko.PKey:
+        path, d = self.key_path, self.department
+        try:
+            path.stat()
+        except OSError as exc:
+            raise TransportError(d, f"SFTP client key {path} cannot be read ({exc.strerror})", permanent=True) from exc
+        try:
+            keyfiles.check_key_permissions(path, "SFTP client key")  # the one rule for every key flux-pmi holds
+        except CertificateError as exc:
+            raise TransportError(d, str(exc), permanent=True) from None
+        try:
+            return paramiko.PKey.from_path(path, self._passphrase)  # type: ignore[arg-type]  # bytes work; positional: renamed in 5.0
+        except (paramiko.PasswordRequiredException, TypeError) as exc:  # TypeError: cryptography's way to say it
+            raise TransportError(
+                d,
+                f"SFTP client key {path} needs a passphrase: set key_passphrase_env or key_passphrase_file",
+                permanent=True,
+            ) from exc
+        except (paramiko.SSHException, ValueError, OSError) as exc:
+            raise TransportError(
+                d,
+                f"SFTP client key {path} cannot be loaded (wrong passphrase, "
+                f"or not an ed25519/RSA key: {type(exc).__name__})",
+                permanent=True,
+            ) from exc
+
+    def tcp(self) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+
+    def handshake(self, sock: socket.socket, pkey: paramiko.PKey) -> paramiko.SSHClient:
+        """Key exchange, pinned host key check, then authentication. Raises paramiko's exceptions."""
+        client = paramiko.SSHClient()
+        try:
+            client.load_host_keys(str(self.known_hosts))  # this partner's pin only, never ~/.ssh/known_hosts
+            client.set_missing_host_key_policy(_PinnedOnly())  # never AutoAddPolicy
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.user,
+                pkey=pkey,
+                sock=sock,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                channel_timeout=self.timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except BaseException:
+            client.close()
+            sock.close()
+            raise
+        return client
+
+    def open_sftp(self, client: paramiko.SSHClient) -> Sftp:
+        transport = client.get_transport()
+        assert transport is not None
+        sftp = Sftp.from_transport(transport)
+        assert sftp is not None
+        sftp.get_channel().settimeout(self.timeout)  # type: ignore[union-attr]
+        return sftp
+
+    def session(self) -> Sftp:
+        """The open session, or a new one. Errors come out as TransportError/HostKeyError."""
+        if self._sftp_client is not None and self._client is not None:
+            t = self._client.get_transport()
+            if t is not None and t.is_active():
+                return self._sftp_client
+            self.drop()
+        pkey = self.load_key()
+        if not self.known_hosts.is_file():
+            raise HostKeyError(
+                self.department,
+                f"no pinned host key for {self.where}: known_hosts file "
+                f"{self.known_hosts} does not exist; nothing sent",
+            )
+        started = time.monotonic()
+        try:
+            client = self.handshake(self.tcp(), pkey)
+        except Exception as exc:
+            raise self.error(exc) from exc
+        try:
+            sftp = self.open_sftp(client)
+        except Exception as exc:
+            client.close()
+            raise TransportError(
+                self.department, f"SFTP subsystem refused on {self.where} ({type(exc).__name__}: {exc})"
+            ) from exc
+        self._client, self._sftp_client = client, sftp
+        self.log.info(
+            "sftp.connected",
+            department=self.department,
+            host=self.host,
+            port=self.port,
+            host_key=self.server_key_fingerprint(client),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return sftp
+
+    @staticmethod
+    def server_key_fingerprint(client: paramiko.SSHClient) -> str:
+        transport = client.get_transport()
+        key = transport.get_remote_server_key() if transport else None
+        return key_fingerprint(key) if key else ""
+
+    def drop(self) -> None:
+        """Forget the connection: after a timeout or a dropped link its state cannot be trusted."""
+        sftp, client = self._sftp_client, self._client
+        self._sftp_client, self._client = None, None
+        for thing in (sftp, client):
+            try:
+                if thing is not None:
+                    thing.close()
+            except Exception:  # closing a dead session may fail; there is nothing left to release
+                pass
+
+    def close(self) -> None:
+        self.drop()
+
+    # -- the one error mapping ------------------------------------------------------------------
+
+    def error(self, exc: BaseException, doing: str | None = None) -> TransportError:
+        """paramiko's and the OS's errors, said for the operator as a TransportError (or HostKeyError).
+
+        Without `doing`, `exc` came while connecting (before the session existed); with it, from
+        inside the session: an SFTP status keeps the session, anything else drops it.
+        """
+        if isinstance(exc, TransportError):
+            return exc
+        if doing is None:
+            return self._connect_error(exc)
+        if not isinstance(exc, OSError) or isinstance(exc, TimeoutError | ConnectionError):
+            self.drop()
+        return self._session_error(exc, doing)
+
+    def _host_key_error(self, exc: paramiko.BadHostKeyException | _UnknownHostKey) -> HostKeyError:
+        if isinstance(exc, paramiko.BadHostKeyException):
+            pinned, offered = exc.expected_key, exc.key
+            msg = (
+                f"host key CHANGED for {self.where}: pinned {pinned.get_name()} {key_fingerprint(pinned)} "
+                f"({self.known_hosts}), offered {offered.get_name()} {key_fingerprint(offered)}; refused, "
+                "nothing sent. Confirm the new key with the partner out of band before changing the pin"
+            )
+            self.log.error("sftp.host_key_changed", department=self.department, host=self.host, port=self.port,
+                           pinned=key_fingerprint(pinned), offered=key_fingerprint(offered))
+            return HostKeyError(self.department, msg)
+        msg = (
+            f"unknown host key for {self.where}: {self.known_hosts} pins no key for it, the server offered "
+            f"{exc.key.get_name()} {key_fingerprint(exc.key)}; refused, nothing sent. Pin it only after "
+            "checking that fingerprint with the partner"
+        )
+        self.log.error("sftp.host_key_unknown", department=self.department, host=self.host, port=self.port,
+                       offered=key_fingerprint(exc.key))
+        return HostKeyError(self.department, msg)
+
+    def _connect_error(self, exc: BaseException) -> TransportError:
+        d, where = self.department, self.where
+        if isinstance(exc, paramiko.BadHostKeyException | _UnknownHostKey):
+            return self._host_key_error(exc)
+        if isinstance(exc, paramiko.AuthenticationException):
+            return TransportError(
+                d,
+                f"authentication refused by {where} for user {self.user!r} with key "
+                f"{self.key_path.name} ({type(exc).__name__})",
+                permanent=True,
+            )
+        if isinstance(exc, TimeoutError):
+            return TransportError(d, f"connection to {where} timed out after {self.connect_timeout:g}s")
+        if isinstance(exc, ConnectionRefusedError):
+            return TransportError(d, f"connection to {where} refused (server down?)")
+        if isinstance(exc, socket.gaierror):
+            return TransportError(d, f"cannot resolve {self.host} ({exc.strerror})")
+        if isinstance(exc, OSError):
+            return TransportError(d, f"cannot connect to {where}: {exc.strerror or exc}")
+        if isinstance(exc, paramiko.SSHException | EOFError):
+            return TransportError(d, f"SSH session with {where} failed: {exc}")
+        return TransportError(d, f"SSH session with {where} failed ({type(exc).__name__}: {exc})")
+
+    def _session_error(self, exc: BaseException, doing: str) -> TransportError:
+        d, where = self.department, self.where
+        if isinstance(exc, TimeoutError):
+            return TransportError(d, f"{doing} on {where}: no answer within {self.timeout:g}s")
+        if isinstance(exc, LINK_ERRORS):
+            return TransportError(d, f"{doing} on {where}: connection lost ({type(exc).__name__})")
+        if not isinstance(exc, OSError):
+            return TransportError(d, f"{doing} on {where}: {type(exc).__name__}: {exc}")
+        if exc.errno == errno.EACCES:
+            return TransportError(d, f"{doing} on {where}: permission denied", permanent=True)
+        if exc.errno == errno.ENOENT:
+            return TransportError(
+                d, f"{doing} on {where}: no such file or directory (is the remote folder there?)", permanent=True
+            )
+        # SSH_FX_FAILURE is all OpenSSH says for ENOSPC, EDQUOT, EFBIG: worth another try later.
+        return TransportError(
+            d,
+            f"{doing} on {where}: the server refused the write or the operation "
+            f"({exc.strerror or exc}); disk full or quota reached?",
+        )
+
+    # -- the receiving side's pull -------------------------------------------------------------------
+
+    def folder(self, folder: str) -> SftpFolder:
+        return SftpFolder(self.session(), folder, self.department)
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        """The regular files of `folder` (hidden ones, i.e. uploads in progress, left out), by name."""
+        sftp = self.session()
+        try:
+            entries = listdir_attr(sftp, folder)
+        except Exception as exc:
+            raise self.error(exc, f"listing {folder}") from exc
+        out = [
+            RemoteFile(a.filename, a.st_size or 0, int(a.st_mtime or 0))
+            for a in entries
+            if not a.filename.startswith(".") and a.st_mode is not None and stat.S_ISREG(a.st_mode)
+        ]
+        return sorted(out, key=lambda f: f.name)
+
+    def download(self, folder: str, name: str, max_bytes: int) -> bytes:
+        """The whole file, read into memory; at most `max_bytes` + 1 bytes are read, so a caller
+        that finds more than `max_bytes` knows it is over its cap without fetching the rest."""
+        path = posixpath.join(folder, _basename(name))
+        sftp = self.session()
+        try:
+            with sftp.open(path, "rb") as fh:
+                fh.prefetch()
+                chunks, got = [], 0
+                while got <= max_bytes:
+                    chunk = fh.read(min(CHUNK, max_bytes + 1 - got))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    got += len(chunk)
+            return b"".join(chunks)
+        except Exception as exc:
+            raise self.error(exc, f"reading {path}") from exc
+
+    def remove(self, folder: str, name: str) -> None:
+        """Remove a file; one already gone is not an error."""
+        path = posixpath.join(folder, _basename(name))
+        sftp = self.session()
+        try:
+            sftp.remove_quiet(path)
+        except Exception as exc:
+            raise self.error(exc, f"removing {path}") from exc
+
+    def upload_bytes(self, folder: str, name: str, data: bytes) -> None:
+        """Write `data` as `folder/name`: hidden temporary, size and digest checked, renamed into place
+        (replacing an older file of that name, so that writing the same thing twice is harmless)."""
+        name = _basename(name)
+        fs = self.folder(folder)
+        try:
+            if "posix-rename@openssh.com" not in fs.sftp.extensions:
+                fs.remove(name)  # a plain SFTP rename refuses to replace a name
+            put(fs, io.BytesIO(data), name, len(data), hashlib.sha256(data).hexdigest())
+        except TransportError:
+            raise
+        except Exception as exc:
+            raise self.error(exc, f"writing {fs.where(name)}") from exc

@@ -1,0 +1,172 @@
+"""The one routine that publishes a file in a partner's folder: temporary name, check, rename, marker.
+
+The local drop and SFTP publish the same way, so a receiver listing the folder never sees a
+partial file under its final name, and a rerun after a crash sends nothing twice:
+
+1. leftovers of an interrupted delivery (temporaries) are removed: a temporary never
+   carried the final name;
+2. a file already under the final name is ours only with the same size and either our
+   `.sha256` marker beside it or, the marker missing (a crash between rename and marker),
+   the same SHA-256; then only the marker is completed. Anything else is refused, permanently;
+3. otherwise the bytes go under a temporary name, their size and SHA-256 are checked, and
+   the temporary is renamed into place;
+4. `<file>.sha256` (the `sha256sum` line) is written last, the same way: the completion marker.
+
+Each place offers the small `RemoteFolder` protocol below (the local backend in local.py,
+the SFTP one in sftp_client.py); its own errors (OSError, paramiko's) go through unchanged,
+for the adapter's one error-mapping function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..core.errors import TransportError
+from ..core.log import get as get_logger
+from ..testing import faults
+from .base import Delivery, Receipt
+
+MARKER_SUFFIX = ".sha256"
+# A `sha256sum` line is ~100 bytes; anything larger under a marker's name is not ours.
+MAX_MARKER_BYTES = 4096
+
+
+def sha256_line(digest: str, name: str) -> bytes:
+    """The `sha256sum` format, so a receiver can run `sha256sum -c`."""
+    return f"{digest}  {name}\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What a folder says about a name: its size, and whether it is a regular file."""
+
+    size: int
+    is_file: bool
+
+
+class Source(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class RemoteFolder(Protocol):
+    """One folder at the partner. Names are plain basenames inside it."""
+
+    kind: str  # "drop", "sftp": names the fault points (testing/faults.py) and the log events
+    department: str
+
+    def where(self, name: str) -> str:
+        """What the receipt names: a path the operator can look up."""
+        ...
+
+    def temp_name(self, name: str) -> str: ...
+
+    def remove_temps(self, name: str) -> None:
+        """Remove what an interrupted delivery of `name` (file or marker) left under temporary names."""
+        ...
+
+    def stat(self, name: str) -> Entry | None: ...
+
+    def read_small(self, name: str, limit: int) -> bytes | None:
+        """At most `limit` + 1 bytes of `name`, or None when it does not exist."""
+        ...
+
+    def sha256(self, name: str) -> str: ...
+
+    def remove(self, name: str) -> None:
+        """Remove `name`; one already gone is not an error."""
+        ...
+
+    def write(self, tmp: str, src: Source) -> None:
+        """The whole of `src` under `tmp`, on the partner's disk (fsync) before returning."""
+        ...
+
+    def rename(self, tmp: str, final: str) -> None: ...
+
+
+class _Hashing:
+    """Reads through to the source, hashing what the backend is given: what was sent is what is checked."""
+
+    def __init__(self, src: Source):
+        self.src, self.h = src, hashlib.sha256()
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.src.read(size)
+        self.h.update(data)
+        return data
+
+
+def put(fs: RemoteFolder, src: Source, name: str, size: int, sha256: str) -> None:
+    """Stream `src` under a temporary name, check its size and digest, then rename it to `name`."""
+    tmp = fs.temp_name(name)
+    hashing = _Hashing(src)
+    try:
+        fs.write(tmp, hashing)
+        got = fs.stat(tmp)
+        if got is None or got.size != size:
+            raise TransportError(
+                fs.department,
+                f"{name}: the partner holds {got.size if got else 0} bytes of {size} after the upload; disk full?",
+            )
+        if hashing.h.hexdigest() != sha256:
+            # The archive gave other bytes than the trace recorded: publish nothing.
+            raise TransportError(
+                fs.department,
+                f"{name}: the archived file does not match its recorded SHA-256; not delivered",
+                permanent=True,
+            )
+    except BaseException:
+        try:
+            fs.remove(tmp)
+        except Exception:  # the session may be gone; the next delivery removes the stale temporary
+            pass
+        raise
+    faults.point(f"{fs.kind}-before-rename")
+    fs.rename(tmp, name)
+
+
+def _put_marker(fs: RemoteFolder, name: str, line: bytes) -> None:
+    put(fs, io.BytesIO(line), name + MARKER_SUFFIX, len(line), hashlib.sha256(line).hexdigest())
+
+
+def publish(fs: RemoteFolder, item: Delivery, src: Source) -> Receipt:
+    """Deliver `item` (its bytes read from `src`) into `fs`, idempotently; see the module's steps."""
+    name = item.file_name
+    expected = sha256_line(item.sha256, name)
+    fs.remove_temps(name)
+    entry = fs.stat(name)
+    if entry is not None:
+        return _already_there(fs, item, entry, expected)
+    # A marker without its file describes nothing a receiver could take: not beside the new one.
+    fs.remove(name + MARKER_SUFFIX)
+    put(fs, src, name, item.size, item.sha256)
+    faults.point(f"{fs.kind}-before-marker")
+    _put_marker(fs, name, expected)
+    return Receipt(name, already_there=False, reference=fs.where(name))
+
+
+def _refuse(fs: RemoteFolder, name: str, why: str) -> TransportError:
+    return TransportError(fs.department, f"{name}: {why}", permanent=True)
+
+
+def _already_there(fs: RemoteFolder, item: Delivery, entry: Entry, expected: bytes) -> Receipt:
+    name = item.file_name
+    if not entry.is_file:
+        raise _refuse(fs, name, "something that is not a file sits under this name at the partner")
+    if entry.size != item.size:
+        raise _refuse(
+            fs, name, f"a different file already sits under this name ({entry.size} bytes, ours {item.size})"
+        )
+    current = fs.read_small(name + MARKER_SUFFIX, MAX_MARKER_BYTES)
+    if current == expected:
+        return Receipt(name, already_there=True, reference=fs.where(name))
+    if current is not None:
+        raise _refuse(fs, name, "a different file already sits under this name (its .sha256 names another digest)")
+    # Renamed into place, then interrupted before the marker: make sure it is ours, then complete it.
+    if fs.sha256(name) != item.sha256:
+        raise _refuse(fs, name, "a different file already sits under this name (same size, other SHA-256)")
+    _put_marker(fs, name, expected)
+    get_logger("flux-pmi.transport").info(f"{fs.kind}.marker_completed", department=fs.department, file=name)
+    return Receipt(name, already_there=True, reference=fs.where(name))
