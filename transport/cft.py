@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import string
 import subprocess
 import threading
 import time
@@ -26,16 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config.settings import FLOWS, Department, Settings
-from ..config.transports import CftConfig
+from ..config.transports import SEND_TEMPLATE, WAIT_MODES, CftConfig, check_send_template
 from ..core.errors import ConfigError, TransportError
 from ..core.log import get as get_logger
 from ..trace.journal import CftPhase, DeliveryJournal, JournalTransport
 from .base import AckFile, CheckResult, Delivery, Receipt, Transport
 from .retry import poll
 
-SEND_TEMPLATE = "SEND PART={part}, IDF={idf}, FNAME={fname}, NFNAME={nfname}"
-PLACEHOLDERS = frozenset({"part", "idf", "fname", "nfname"})
-WAIT_MODES = ("swaitcat", "poll")
 DEFAULT_TIMEOUT = 300.0  # when built directly; from_config defaults to [delivery] timeout_seconds
 DEFAULT_POLL_INTERVAL = 2.0
 # SEND, LISTCAT and LISTPART answer at once on a healthy CFT; a hung CFTUTIL must not hold the night.
@@ -113,28 +109,6 @@ def _diagnostics(text: str) -> str:
     return " ".join(codes) or "no diagnostic code"
 
 
-def _check_template(template: str) -> None:
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"send_template: {exc}") from None
-    fields = []
-    for _literal, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if name not in PLACEHOLDERS or spec or conversion:
-            raise ValueError(
-                f"send_template: {{{name}}} is not one of "
-                + ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS))
-            )
-        fields.append(name)
-    if "fname" not in fields:
-        raise ValueError("send_template must pass {fname}: the archived sealed file is what CFT sends")
-    verb = template.strip().split(None, 1)[0].upper() if template.strip() else ""
-    if verb != "SEND" or "\n" in template:
-        raise ValueError("send_template must be one CFTUTIL SEND command, e.g. " + SEND_TEMPLATE)
-
-
 class CftError(TransportError):
     """CFTUTIL refused a command or failed to run; the reason holds its codes, never its echo."""
 
@@ -182,7 +156,7 @@ class CftTransport(Transport):
                     f"idf: {flow} = {value!r}: expected a flow among {', '.join(FLOWS)} "
                     "and an IDF of letters and digits"
                 )
-        _check_template(send_template)
+        check_send_template(send_template)
         if wait not in WAIT_MODES:
             raise ValueError(f"wait: one of {', '.join(WAIT_MODES)}, not {wait!r}")
         if not isinstance(expect_ack, bool):
