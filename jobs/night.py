@@ -14,29 +14,25 @@ next one:
 from __future__ import annotations
 
 import dataclasses
-import os
-import queue
 import shutil
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives import hashes
 
 from ..archive import ArchiveStore
 from ..archive import consumed as consumed_store
 from ..config.settings import Department, Settings
 from ..core import workdays
 from ..core.clock import Clock
-from ..core.errors import ExitCode, FluxError, InputFileError, SchemaError, SealError, TransportError
+from ..core.errors import ExitCode, FluxError, InputFileError, SchemaError, SealError
 from ..core.fsutil import private_dir, remove_temp_files
 from ..core.log import get as get_logger
+from ..core.names import emission_name
 from ..flows.build import FlowHeader, build
 from ..flows.codes import recipient_of_commune, recipient_of_idepart
 from ..flows.parse import Limits as ParseLimits
@@ -49,25 +45,10 @@ from ..seal import certs, cms
 from ..testing import faults
 from ..trace.lifecycle import ParkedState, RunStatus, Status
 from ..trace.store import Emission, TraceStore
-from ..transport.base import Delivery, Transport
+from ..transport.base import Transport
 from ..transport.factory import transport_for
-from . import guards
-
-
-def cert_fingerprint(cert: Any) -> str:
-    """Which certificate a file was sealed for: a re-emission re-seals when it has changed."""
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def emission_name(flow: str, department: str, business_date: date, seq: int, part: int, parts: int,
-                  reemission_no: int = 0) -> str:
-    """Technical file names only: flow, département, date, sequence (and part / re-emission)."""
-    stem = f"{flow}_{department}_{business_date:%Y%m%d}_{seq:06d}"
-    if parts > 1:
-        stem += f"_P{part}of{parts}"
-    if reemission_no:
-        stem += f"_R{reemission_no:02d}"
-    return stem + (".zip" if flow == "SGR" else ".xml") + ".p7m"
+from . import acks, guards, reemit, retention
+from .deliver import Deliverer
 
 
 @dataclass
@@ -131,6 +112,9 @@ class Night:
         self.log = get_logger("flux-pmi.night")
         self.paths = settings.paths
         self.archive = ArchiveStore(self.paths.archive)
+        self.deliverer = Deliverer(settings, archive=self.archive, clock=self.clock,
+                                   transport_factory=transport_factory, stop=self.stop, sleep=sleep,
+                                   progress=self.progress)
         self._certs: dict[str, Any] = {}
 
     # -- entry point -----------------------------------------------------------------------
@@ -221,8 +205,6 @@ class Night:
 
     def _collect_acks(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
         """Record the départements' acks before emitting, so a KO can be re-emitted tonight."""
-        from . import acks, reemit  # imported here: reemit uses this module
-
         now = self.clock.now()
 
         def auto_reemit(emission_id: int, *, reason: str) -> object:
@@ -239,8 +221,6 @@ class Night:
         report.problems.extend(f"acks: {e}" for e in summary.errors)
 
     def _housekeeping(self, trace: TraceStore, report: NightReport) -> None:
-        from . import reemit, retention
-
         if self.purge and not self.stop.is_set():
             faults.point("purge")
             report.purge = retention.purge(self.settings, trace, self.archive, today=self.clock.today(),
@@ -461,21 +441,10 @@ class Night:
             row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
             records=[(k, r, workdays.deadline(r, dept.code)) for k, r in zip(part.record_keys, part.received,
                                                                              strict=True)],
-            rejects_count=rejects, run_id=run_id, recipient_cert_sha256=cert_fingerprint(self._recipient_cert(dept)))
+            rejects_count=rejects, run_id=run_id, recipient_cert_sha256=certs.cert_fingerprint(self._recipient_cert(dept)))
         faults.point("archived")
         self.log.info("emission.archived", flow=row.flow, department=dept.code, seq=row.seq, file=name,
                       records=len(part.record_keys))
-
-    def _stamp_transmission(self, emission: Emission, now: Any) -> None:
-        """The archived files' mtime becomes their last transmission: the purge of files whose trace
-        rows are already gone (archive_months > trace_months) counts from it."""
-        day = date.fromisoformat(emission.business_date)
-        for path in (self.archive.sealed_path(day, emission.file_name or ""),
-                     self.archive.archive_copy_path(day, emission.file_name or "")):
-            try:
-                os.utime(path, (now.timestamp(), now.timestamp()))
-            except OSError:
-                pass  # only a date for the purge: never a reason to fail a delivery that happened
 
     # -- consumed input, kept encrypted; parked records -------------------------------------
 
@@ -572,112 +541,15 @@ class Night:
 
     def deliver(self, trace: TraceStore, run_id: int, report: NightReport, *,
                 only: Collection[int] | None = None) -> None:
-        """Deliver every archived emission not yet delivered (night, re-emissions, retries).
-
-        `only`: these emission ids and nothing else (a re-emission request sends what it asked
-        for; the rest waits for the night). A held département's files wait for its resume:
-        no connection is opened to it.
-        """
-        pending = trace.to_deliver()
-        if only is not None:
-            pending = [e for e in pending if e.id in only]
-        held = trace.active_holds()
-        for e in pending:
-            if e.department in held:
-                report.held[e.department] = report.held.get(e.department, 0) + 1
-        pending = [e for e in pending if e.department not in held]
-        if not pending:
-            return
-        by_dept: dict[str, list[Emission]] = defaultdict(list)
-        for e in pending:
-            by_dept[e.department].append(e)
-        results: queue.Queue[tuple[Emission, str | None, int, str]] = queue.Queue()
-        transports: dict[str, Transport] = {}
-        for code in by_dept:
-            dept = self.settings.departments.get(code)
-            if dept is None or not dept.enabled:
-                report.problems.append(f"département {code} has emissions to deliver but is not enabled")
-                continue
-            try:
-                transports[code] = self.transport_factory(self.settings, dept)
-            except FluxError as exc:  # one partner's broken setup must not stop the others
-                report.problems.append(f"département {code}: transport unusable: {exc}")
-                for e in by_dept[code]:
-                    trace.transition(e.id, Status.FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
-        self.progress(f"delivering {len(pending)} file(s) to {len(transports)} département(s)")
-        policy = self.settings.delivery
-        with ThreadPoolExecutor(max_workers=max(1, policy.parallel), thread_name_prefix="deliver") as pool:
-            futures = [pool.submit(self._deliver_department, transports[c], by_dept[c], results)
-                       for c in sorted(transports)]
-            remaining, done = len(futures), 0
-            while remaining:
-                item = results.get()
-                if item is None:  # type: ignore[comparison-overlap]
-                    remaining -= 1
-                    continue
-                emission, error, attempts, reference = item
-                now = self.clock.now()
-                line = report.lines[(emission.flow, emission.department)]
-                if error is None:
-                    trace.transition(emission.id, Status.DELIVERED, now, run_id=run_id, attempts=emission.attempts
-                                     + attempts, transport=transports[emission.department].name, last_error=None,
-                                     transport_ref=reference or None)
-                    faults.point("delivered-traced")
-                    self._stamp_transmission(emission, now)
-                    line.delivered += 1
-                    done += 1
-                    self.progress(f"{emission.flow} {emission.department}: {done}/{len(pending)} files delivered")
-                else:
-                    trace.transition(emission.id, Status.FAILED, now, run_id=run_id,
-                                     attempts=emission.attempts + attempts, last_error=error[:500])
-                    line.pending += 1
-                    report.problems.append(f"{emission.flow} {emission.department} seq {emission.seq}: {error}")
-                    self.progress(f"{emission.flow} {emission.department}: seq {emission.seq} not delivered")
-            for f in futures:
-                f.result()
-        for t in {id(t): t for t in transports.values()}.values():
-            t.close()
-
-    def _deliver_department(self, transport: Transport, emissions: list[Emission],
-                            results: queue.Queue[Any]) -> None:
-        """One département's files, in sequence order; a failure stops its queue (no gap is created)."""
-        policy = self.settings.delivery
-        try:
-            for e in emissions:
-                if self.stop.is_set():
-                    return
-                item = Delivery(e.department, e.flow, e.file_name or "",
-                                self.archive.sealed_path(date.fromisoformat(e.business_date), e.file_name or ""),
-                                e.size or 0, e.sha256 or "")
-                error, attempts, reference = None, 0, ""
-                for attempt in range(1, policy.attempts + 1):
-                    attempts = attempt
-                    try:
-                        faults.point("deliver")
-                        reference = transport.deliver(item).reference
-                        faults.point("delivered")
-                        error = None
-                        break
-                    except TransportError as exc:
-                        error = str(exc)
-                        self.log.warning("deliver.retry" if not exc.permanent and attempt < policy.attempts
-                                         else "deliver.failed", department=e.department, file=item.file_name,
-                                         attempt=attempt, error=str(exc))
-                        if exc.permanent:
-                            break
-                        if attempt < policy.attempts:
-                            self.sleep(min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1)))
-                    except FluxError as exc:
-                        error = str(exc)
-                        break
-                results.put((e, error, attempts, reference))
-                if error is not None:
-                    return
-        except Exception as exc:  # a bug in one adapter must not take the other départements down
-            self.log.error("deliver.crashed", error=type(exc).__name__)
-            raise
-        finally:
-            results.put(None)
+        """Deliver what is due (jobs/deliver.py) and tally it into the night's report."""
+        done = self.deliverer.deliver(trace, run_id, only=only)
+        for code, n in done.held.items():
+            report.held[code] = report.held.get(code, 0) + n
+        for e in done.delivered:
+            report.lines[(e.flow, e.department)].delivered += 1
+        for e in done.not_delivered:
+            report.lines[(e.flow, e.department)].pending += 1
+        report.problems.extend(done.problems)
 
 
 def _route(rec: Any) -> str | None:

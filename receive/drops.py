@@ -25,15 +25,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..core import names
 from ..core.errors import TransportError
 from ..core.fsutil import atomic_write, name_digest, private_dir, storable_name
 from ..core.log import get as get_logger
+from ..core.names import EmissionName
+from ..schemas.ack import parse_ack
 from ..transport.local import ACK_DIR
 from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
 
 __all__ = [
     "MARKER_SUFFIX",
-    "TECHNICAL_NAME",
     "Drop",
     "DropFile",
     "HubeeDropReader",
@@ -47,12 +49,6 @@ MARKER_SUFFIX = ".sha256"
 # A `sha256sum` line is ~100 bytes; anything much larger is not a marker.
 MAX_MARKER_BYTES = 4096
 
-# The sender's technical names (night.emission_name; schemas/ack.xsd accepts these only).
-TECHNICAL_NAME = re.compile(
-    r"^(?P<flow>DSG|GRO|SGR)_(?P<department>0[0-9]{2}|02[AB]|97[1-6]|69M)_(?P<date>[0-9]{8})_(?P<seq>[0-9]{6})"
-    r"(?:_P(?P<part>[1-9][0-9]*)of(?P<parts>[1-9][0-9]*))?(?:_R(?P<reemission>[0-9]{2,4}))?"
-    r"\.(?P<ext>xml|zip)(?P<sealed>\.p7m)?$"
-)
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 UNSEALED_SUFFIXES = (".xml", ".zip")
 
@@ -83,8 +79,8 @@ class DropFile:
     unusable: str = ""
 
     @property
-    def technical(self) -> re.Match[str] | None:
-        return TECHNICAL_NAME.match(self.name)
+    def technical(self) -> EmissionName | None:
+        return names.parse(self.name)
 
 
 class Drop(abc.ABC):
@@ -469,13 +465,8 @@ class HubeeDropReader(Drop):
             self._refuse(case_id, status, n["id"], "ATTACHMENTS")
             return None
         att, name = atts[0], names[0]
-        t = TECHNICAL_NAME.match(name) if is_safe_name(name) else None
-        if (
-            t is None
-            or not t["sealed"]
-            or (t["flow"] == "SGR") != (t["ext"] == "zip")
-            or t["flow"] != n["processCode"]
-        ):
+        t = names.parse(name) if is_safe_name(name) else None
+        if t is None or not t.sealed or not t.fits or t.flow != n["processCode"]:
             self._refuse(case_id, status, n["id"], "NAME")
             return None
         if att.get("status") not in (None, "RECEIVED") or not isinstance(att.get("id"), str):
@@ -544,8 +535,6 @@ class HubeeDropReader(Drop):
         return found
 
     def write_ack(self, name: str, data: bytes) -> None:
-        from ..jobs.acks import parse_ack
-
         ack = parse_ack(data)
         if ack.file_name not in self._cases and ack.file_name not in self._settled:
             self.list_ready()  # a decision of an earlier run whose status was not posted: find its case again

@@ -60,7 +60,8 @@ from ..core.errors import ConfigError, ExitCode, FluxError, SealError
 from ..core.fsutil import private_dir
 from ..core.lock import RunLock, lock_path
 from ..core.log import get as get_logger
-from ..jobs.acks import AckError, ack_name, build_ack
+from ..core.names import ack_name
+from ..schemas.ack import AckError, build_ack
 from ..seal import certs, cms
 from ..testing import faults
 from .config import ReceiveConfig
@@ -332,7 +333,7 @@ class Receiver:
         declared, marker_problem = parse_marker(marker, name)
         marker_key = declared or ""
         technical = item.technical
-        fits = technical is None or (technical["flow"] == "SGR") == (technical["ext"] == "zip")
+        fits = technical is None or technical.fits
         # Only a sealed file under its technical name can be acknowledged (schemas/ack.xsd).
         ackable = item.sealed and technical is not None and fits
         base: dict[str, Any] = {
@@ -427,12 +428,12 @@ class Receiver:
             raise _Refused("DEPARTMENT", "the records name no département")
         t = item.technical
         if t is not None:
-            if t["flow"] != x.flow:
-                raise _Refused("NAME_MISMATCH", f"named {t['flow']}, the content is {x.flow}")
-            if t["department"] != code:
-                raise _Refused("NAME_MISMATCH", f"named for département {t['department']}")
-            if x.seq is not None and int(t["seq"]) != x.seq:
-                raise _Refused("NAME_MISMATCH", f"named sequence {int(t['seq'])}, the content says {x.seq}")
+            if t.flow != x.flow:
+                raise _Refused("NAME_MISMATCH", f"named {t.flow}, the content is {x.flow}")
+            if t.department != code:
+                raise _Refused("NAME_MISMATCH", f"named for département {t.department}")
+            if x.seq is not None and t.seq != x.seq:
+                raise _Refused("NAME_MISMATCH", f"named sequence {t.seq}, the content says {x.seq}")
 
     # -- decisions ------------------------------------------------------------------------------
 

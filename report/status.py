@@ -25,8 +25,8 @@ from ..core import workdays
 from ..core.clock import PARIS
 from ..core.errors import ConfigError, FluxError
 from ..core.lock import lock_path
-from ..jobs.preflight import EXPIRY_WARNING_DAYS
 from ..seal import certs
+from ..seal.certs import EXPIRY_WARNING_DAYS
 from ..trace.lifecycle import RunStatus, Status
 from ..trace.store import TraceStore
 
