@@ -177,16 +177,16 @@ def cmd_run(args: argparse.Namespace) -> int:
               " enabling them emits these records")
     if report.replayed:
         print(f"emitted: {report.replayed} kept record(s) of départements enabled since")
-    code = report.exit_code
-    if code != ExitCode.OK:
+    exit_code = report.exit_code
+    if exit_code != ExitCode.OK:
         reason = {ExitCode.UNDELIVERED: f"{report.undelivered} emission(s) not delivered yet; the next run retries",
                   ExitCode.QUARANTINED: "input file(s) quarantined: see quarantine/ and their .reason files",
-                  ExitCode.INTERRUPTED: "stopped before the end; the next run resumes"}.get(code, code.name)
-        print(f"exit {int(code)}: {reason}")
+                  ExitCode.INTERRUPTED: "stopped before the end; the next run resumes"}.get(exit_code, exit_code.name)
+        print(f"exit {int(exit_code)}: {reason}")
         for problem in report.problems[:20]:
             print(f"  - {problem}")
     _write_metrics(settings, "nightly", succeeded=not report.interrupted)
-    return int(code)
+    return int(exit_code)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

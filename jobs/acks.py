@@ -184,33 +184,22 @@ def _one(
     """Judge one ack, record it, then remove it (unless it is left for later)."""
     code, name = dept.code, ack_file.name
 
+    def record(outcome: str, ack: Ack | None, emission: Emission | None = None) -> None:
+        trace.add_ack(now, department=code, ack_name=name, outcome=outcome,
+                      file_name=ack.file_name if ack else None, sha256=ack.sha256 if ack else None,
+                      status=ack.status if ack else None, code=ack.code if ack else None,
+                      ack_at=ack.at.isoformat() if ack else None, emission_id=emission.id if emission else None)
+
     def anomaly(
         kind: str, outcome: str, detail: str, ack: Ack | None = None, emission: Emission | None = None
-    ):
-        trace.add_ack(
-            now,
-            department=code,
-            ack_name=name,
-            outcome=outcome,
-            file_name=ack.file_name if ack else None,
-            sha256=ack.sha256 if ack else None,
-            status=ack.status if ack else None,
-            code=ack.code if ack else None,
-            ack_at=ack.at.isoformat() if ack else None,
-            emission_id=emission.id if emission else None,
-        )
+    ) -> None:
+        record(outcome, ack, emission)
         trace.add_anomaly(
             kind, f"ack {name}: {detail}", now, department=code, file=ack.file_name if ack else name
         )
         summary.anomalies += 1
-        log.warning(
-            "ack.anomaly",
-            department=code,
-            ack=name,
-            outcome=outcome,
-            code=ack.code if ack else None,
-            kind=kind,
-        )
+        log.warning("ack.anomaly", department=code, ack=name, outcome=outcome, code=ack.code if ack else None,
+                    kind=kind)
 
     if not name.endswith(ACK_SUFFIX):
         # Maybe a receiver's upload still under its temporary name: never read nor removed.
@@ -248,18 +237,7 @@ def _one(
             return
         status, recorded = _ack_state(trace, emission.id)
         if recorded == ack.status:
-            trace.add_ack(
-                now,
-                department=code,
-                ack_name=name,
-                outcome=DUPLICATE,
-                file_name=ack.file_name,
-                sha256=ack.sha256,
-                status=ack.status,
-                code=ack.code,
-                ack_at=ack.at.isoformat(),
-                emission_id=emission.id,
-            )
+            record(DUPLICATE, ack, emission)
             summary.duplicates += 1
             log.info("ack.duplicate", department=code, ack=name, outcome=DUPLICATE, code=ack.code)
             if ack.status == KO:
@@ -305,18 +283,7 @@ def _one(
                 last_error=f"KO ack: {ack.code}",
             )
             summary.recorded_ko += 1
-        trace.add_ack(
-            now,
-            department=code,
-            ack_name=name,
-            outcome=RECORDED,
-            file_name=ack.file_name,
-            sha256=ack.sha256,
-            status=ack.status,
-            code=ack.code,
-            ack_at=ack.at.isoformat(),
-            emission_id=emission.id,
-        )
+        record(RECORDED, ack, emission)
         (log.info if ack.status == OK else log.warning)(
             "ack.recorded", department=code, ack=name, outcome=RECORDED, status=ack.status, code=ack.code
         )

@@ -84,7 +84,7 @@ def _transient(exc: BaseException) -> bool:
 class Deliverer:
     def __init__(self, settings: Settings, *, archive: ArchiveStore | None = None, clock: Clock | None = None,
                  transport_factory: Callable[[Settings, Department], Transport] = transport_for,
-                 stop: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep,
+                 stop: threading.Event | None = None, sleep: Callable[[float], object] = time.sleep,
                  progress: Callable[[str], None] | None = None):
         self.settings = settings
         self.archive = archive or ArchiveStore(settings.paths.archive)
@@ -193,6 +193,9 @@ class Deliverer:
             except OSError:
                 pass  # only a date for the purge: never a reason to fail a delivery that happened
 
+    def _pause(self, seconds: float) -> None:
+        self.sleep(seconds)  # `stop.wait` also says whether it was set: only the pause matters here
+
     # -- on a worker thread: one département's queue ---------------------------------------------
 
     def _deliver_department(self, transport: Transport, emissions: list[Emission],
@@ -234,7 +237,7 @@ class Deliverer:
                              attempt=state.attempt_number, error=str(exc))
 
         retrying = Retrying(stop=stop_after_attempt(policy.attempts), wait=retry_wait(policy),
-                            retry=retry_if_exception(_transient), sleep=self.sleep, before_sleep=warn_retry,
+                            retry=retry_if_exception(_transient), sleep=self._pause, before_sleep=warn_retry,
                             reraise=True)
         try:
             reference = retrying(attempt)

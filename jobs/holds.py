@@ -23,7 +23,7 @@ from ..trace.store import TraceStore
 from .reemit import _clean, parse_departments, requester
 
 
-def _department(settings, value: str) -> str:  # type: ignore[no-untyped-def]
+def _department(settings: Settings, value: str) -> str:
     if value.strip().lower() == "all":
         raise ConfigError("command line", "department", "one département code (035, 02A, 971), not all")
     try:

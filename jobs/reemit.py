@@ -218,15 +218,8 @@ def _reemit(
     )
     if emission.file_name != name or emission.reemission_no != n:
         raise TraceError(f"{name}: traced as re-emission {emission.reemission_no}: concurrent re-emissions")
-    get_logger("flux-pmi.reemit").info(
-        "reemit.archived",
-        flow=row["flow"],
-        department=row["department"],
-        seq=row["seq"],
-        file=name,
-        resealed=resealed,
-        request=request_id,
-    )
+    get_logger("flux-pmi.reemit").info("reemit.archived", flow=row["flow"], department=row["department"],
+                                       seq=row["seq"], file=name, resealed=resealed, request=request_id)
     return ReemittedFile(emission, row["id"], resealed)
 
 
@@ -248,17 +241,9 @@ def reemit_emission(
     archived yet or its département is not enabled.
     """
     row = _original_row(trace, emission_id)
-    return _reemit(
-        settings,
-        trace,
-        archive,
-        row,
-        now=now,
-        by=by,
-        reason=reason,
-        request_id=request_id,
-        keys=_Keys(settings),
-    ).emission
+    keys = _Keys(settings)
+    return _reemit(settings, trace, archive, row, now=now, by=by, reason=reason, request_id=request_id,
+                   keys=keys).emission
 
 
 # -- a request -------------------------------------------------------------------------------

@@ -235,7 +235,7 @@ def _remove_empty_parents(folder: Path, root: Path) -> None:
 def _purge_consumed(consumed: Path, cutoff: date, keep: set[int], *, dry_run: bool) -> tuple[int, int, int]:
     """`consumed/<YYYY-MM-DD>/` by business date (a batch whose records are parked stays);
     `consumed/duplicates/` file by file, by mtime. Returns (batches or folders, duplicates, kept as parked)."""
-    dirs = dups = parked = 0
+    dirs = parked = 0
     if not consumed.is_dir():
         return 0, 0, 0
     for entry in sorted(consumed.iterdir()):
@@ -245,41 +245,47 @@ def _purge_consumed(consumed: Path, cutoff: date, keep: set[int], *, dry_run: bo
             day = date.fromisoformat(entry.name)
         except ValueError:
             continue
-        if day >= cutoff:
+        if day < cutoff:
+            gone, kept = _purge_consumed_day(entry, keep, dry_run=dry_run)
+            dirs, parked = dirs + gone, parked + kept
+    return dirs, _purge_duplicates(consumed / DUPLICATES_DIR, cutoff, dry_run=dry_run), parked
+
+
+def _purge_consumed_day(entry: Path, keep: set[int], *, dry_run: bool) -> tuple[int, int]:
+    """One business date's kept batches, but those whose records are parked. Returns (removed, kept)."""
+    dirs = parked = 0
+    for item in sorted(entry.iterdir()):
+        stem = item.name.removesuffix(KEPT_SUFFIX)
+        batch_id = int(stem.removeprefix("batch-")) if stem.removeprefix("batch-").isdigit() else None
+        if batch_id is not None and batch_id in keep:
+            parked += 1
             continue
-        for item in sorted(entry.iterdir()):
-            stem = item.name.removesuffix(KEPT_SUFFIX)
-            batch_id = int(stem.removeprefix("batch-")) if stem.removeprefix("batch-").isdigit() else None
-            if batch_id is not None and batch_id in keep:
-                parked += 1
-                continue
-            dirs += 1
-            if not dry_run:
-                if item.is_dir() and not item.is_symlink():
-                    shutil.rmtree(item)
-                else:
-                    item.unlink(missing_ok=True)
-        if not dry_run and not any(entry.iterdir()):
-            entry.rmdir()
+        dirs += 1
+        if not dry_run:
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item)
+            else:
+                item.unlink(missing_ok=True)
+    if not dry_run and not any(entry.iterdir()):
+        entry.rmdir()
+    return dirs, parked
+
+
+def _purge_duplicates(folder: Path, cutoff: date, *, dry_run: bool) -> int:
     # A duplicate carries no business date. Its mtime is the upstream writer's (a rename keeps
     # it), so it can only make the duplicate look older than its setting aside: it then goes
     # early, which is the safe side for a copy of material already emitted.
-    for path in (
-        sorted((consumed / DUPLICATES_DIR).rglob("*")) if (consumed / DUPLICATES_DIR).is_dir() else []
-    ):
+    dups = 0
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
         try:
             st = path.lstat()
         except FileNotFoundError:
             continue
-        if (
-            path.is_file()
-            and not path.is_symlink()
-            and datetime.fromtimestamp(st.st_mtime, PARIS).date() < cutoff
-        ):
+        if path.is_file() and not path.is_symlink() and datetime.fromtimestamp(st.st_mtime, PARIS).date() < cutoff:
             dups += 1
             if not dry_run:
                 path.unlink(missing_ok=True)
-    return dirs, dups, parked
+    return dups
 
 
 def _delete_rows(trace: TraceStore, cutoff: date, archive_cutoff: date, now: datetime, result: PurgeResult,

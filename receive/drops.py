@@ -25,11 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..core import names
 from ..core.errors import TransportError
 from ..core.fsutil import atomic_write, name_digest, private_dir, storable_name
 from ..core.log import get as get_logger
 from ..core.names import EmissionName
+from ..core.names import parse as parse_technical_name
 from ..schemas.ack import parse_ack
 from ..transport.local import ACK_DIR
 from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
@@ -80,7 +80,7 @@ class DropFile:
 
     @property
     def technical(self) -> EmissionName | None:
-        return names.parse(self.name)
+        return parse_technical_name(self.name)
 
 
 class Drop(abc.ABC):
@@ -465,7 +465,7 @@ class HubeeDropReader(Drop):
             self._refuse(case_id, status, n["id"], "ATTACHMENTS")
             return None
         att, name = atts[0], names[0]
-        t = names.parse(name) if is_safe_name(name) else None
+        t = parse_technical_name(name) if is_safe_name(name) else None
         if t is None or not t.sealed or not t.fits or t.flow != n["processCode"]:
             self._refuse(case_id, status, n["id"], "NAME")
             return None

@@ -54,7 +54,8 @@ def build_ack(file_name: str, sha256: str, status: str, code: str, text: str, at
     if at.tzinfo is None or at.utcoffset() is None:
         raise AckError("Horodatage needs a timezone offset")
     ns = f"{{{ACK_NAMESPACE}}}"
-    root = etree.Element(f"{ns}AccuseReception", nsmap={None: ACK_NAMESPACE})
+    # The default namespace's key is None, which lxml-stubs does not allow for.
+    root = etree.Element(f"{ns}AccuseReception", nsmap={None: ACK_NAMESPACE})  # type: ignore[dict-item]
     values = (file_name, sha256, status, code, text, at.isoformat())
     try:
         for name, value in zip(_FIELDS, values, strict=True):
