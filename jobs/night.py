@@ -55,12 +55,12 @@ from .deliver import Deliverer
 class LineSummary:
     """One (flow, département) line of the night's summary."""
 
-    records: int = 0
-    rejects: int = 0
-    files: int = 0
-    bytes: int = 0
+    records: int = 0  # emitted tonight
+    rejects: int = 0  # refused, parked or warned about, by rejects code
+    files: int = 0  # sealed and archived
+    bytes: int = 0  # of the sealed files
     delivered: int = 0
-    pending: int = 0
+    pending: int = 0  # tried tonight and not delivered: the next run retries
 
 
 @dataclass
