@@ -177,16 +177,16 @@ def cmd_run(args: argparse.Namespace) -> int:
               " enabling them emits these records")
     if report.replayed:
         print(f"emitted: {report.replayed} kept record(s) of départements enabled since")
-    code = report.exit_code
-    if code != ExitCode.OK:
+    exit_code = report.exit_code
+    if exit_code != ExitCode.OK:
         reason = {ExitCode.UNDELIVERED: f"{report.undelivered} emission(s) not delivered yet; the next run retries",
                   ExitCode.QUARANTINED: "input file(s) quarantined: see quarantine/ and their .reason files",
-                  ExitCode.INTERRUPTED: "stopped before the end; the next run resumes"}.get(code, code.name)
-        print(f"exit {int(code)}: {reason}")
+                  ExitCode.INTERRUPTED: "stopped before the end; the next run resumes"}.get(exit_code, exit_code.name)
+        print(f"exit {int(exit_code)}: {reason}")
         for problem in report.problems[:20]:
             print(f"  - {problem}")
     _write_metrics(settings, "nightly", succeeded=not report.interrupted)
-    return int(code)
+    return int(exit_code)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -232,8 +232,8 @@ def cmd_reemit(args: argparse.Namespace) -> int:
     from .core.errors import RefusedError
     from .core.lock import run_lock
     from .core.stopping import GracefulStop
-    from .jobs.night import Night
-    from .jobs.reemit import describe, request, requester
+    from .jobs.deliver import Deliverer
+    from .jobs.reemit import ReemitRequest, describe, request, requester
     from .trace.store import TraceStore
 
     settings = load(args.config)
@@ -242,11 +242,11 @@ def cmd_reemit(args: argparse.Namespace) -> int:
     with run_lock(settings, "reemit"), GracefulStop() as stop:
         trace = TraceStore(settings.paths.trace)
         try:
-            result = request(settings, trace, flows=[args.flow], departments=[args.department],
-                             date_from=args.date, date_to=args.to, reason=args.reason,
-                             by=requester() if args.by is None else args.by,
-                             clock=clock, progress=progress, dry_run=args.dry_run,
-                             night=Night(settings, clock=clock, stop=stop.event, progress=progress))
+            ask = ReemitRequest(flows=[args.flow], departments=[args.department], date_from=args.date,
+                                date_to=args.to, reason=args.reason,
+                                by=requester() if args.by is None else args.by, dry_run=args.dry_run)
+            result = request(settings, trace, ask, clock=clock, progress=progress,
+                             deliverer=Deliverer(settings, clock=clock, stop=stop.event, progress=progress))
         except RefusedError as exc:
             print(exc)  # "re-emission refused: ...": what was refused and why
             return int(ExitCode.REFUSED)

@@ -293,8 +293,8 @@ def build_scheduler(
     finally:
         trace.close()
     add_jobs(scheduler, settings, jobs, catch_up=bool(missed))
-    scheduler.flux_jobs = jobs  # type: ignore[attr-defined]
-    scheduler.flux_missed = missed  # type: ignore[attr-defined]
+    scheduler.flux_jobs = jobs
+    scheduler.flux_missed = missed
     return scheduler
 
 
@@ -375,7 +375,7 @@ def serve(settings: Settings, *, clock: Clock | None = None) -> int:
             watcher = threading.Thread(target=stop_when_asked, name="flux-pmi-stop", daemon=True)
             watcher.start()
             watchers.append(watcher)
-            missed = scheduler.flux_missed  # type: ignore[attr-defined]
+            missed = scheduler.flux_missed
             log.info(
                 "scheduler.started",
                 jobs={

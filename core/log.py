@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -25,7 +26,7 @@ def _mask(value: Any) -> Any:
     return value
 
 
-def mask_personal_shapes(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def mask_personal_shapes(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
     return {k: _mask(v) for k, v in event.items()}
 
 

@@ -25,42 +25,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from lxml import etree
-
 from ..config.settings import Department, Settings
-from ..core.errors import FluxError, SchemaError, TraceError, TransportError
+from ..core.errors import FluxError, TraceError, TransportError
 from ..core.log import get as get_logger
-from ..schemas import validate_bytes
+from ..core.names import ACK_SUFFIX, ack_name
+from ..schemas.ack import KO, OK, Ack, AckError, build_ack, parse_ack
 from ..testing import faults
 from ..trace.lifecycle import Status
 from ..trace.store import Emission, TraceStore
 from ..transport.base import AckFile, Transport
 
-__all__ = [
-    "ACK_NAMESPACE",
-    "ACK_SUFFIX",
-    "MAX_ACK_BYTES",
-    "MAX_AUTO_REEMISSIONS",
-    "Ack",
-    "AckError",
-    "AckSummary",
-    "Reemit",
-    "ack_name",
-    "build_ack",
-    "collect",
-    "parse_ack",
-]
+__all__ = ["MAX_AUTO_REEMISSIONS", "AckSummary", "Reemit", "collect"]
 
-ACK_NAMESPACE = "urn:flux-pmi:ack:1"
-ACK_SUFFIX = ".ack.xml"
-# An ack is a few hundred bytes; a cap keeps a hostile or broken receiver from making us
-# parse megabytes. The transports have their own, looser caps (1 MiB for SFTP).
-MAX_ACK_BYTES = 64 * 1024
 # A receiver that keeps refusing the same file (its own certificate is wrong, say) would
 # otherwise get a new copy after every KO: past this many copies, an operator decides.
 MAX_AUTO_REEMISSIONS = 3
-
-OK, KO = "OK", "KO"
 
 # acks.outcome values (the trace's `acks` table); "recorded" is the only one that changes an emission.
 RECORDED = "recorded"
@@ -69,26 +48,6 @@ CONFLICT = "conflict"
 UNKNOWN_FILE = "unknown-file"
 HASH_MISMATCH = "hash-mismatch"
 INVALID = "invalid"
-
-_FIELDS = ("Fichier", "Empreinte", "Statut", "Code", "Libelle", "Horodatage")
-
-
-class AckError(FluxError):
-    """An acknowledgement cannot be built or read. The reason never quotes the ack's content."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(f"acknowledgement refused: {reason}")
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    file_name: str  # the delivered file, e.g. GRO_035_20261123_000001.xml.p7m
-    sha256: str  # of the delivered .p7m, 64 lowercase hex
-    status: str  # OK or KO
-    code: str  # reason code: OK, SIGNATURE, DECRYPT, SCHEMA, SEQUENCE_DUPLICATE...
-    text: str  # reason text: for the caller only, never logged or traced
-    at: datetime  # when the receiver took the file into account (aware)
 
 
 class Reemit(Protocol):
@@ -107,60 +66,6 @@ class AckSummary:
     deferred: int = 0  # acks for a file whose delivery is not recorded yet: left for a later collect
     ignored: int = 0  # files not named *.ack.xml (maybe a receiver's write in progress): left in place
     reemitted: list[int] = field(default_factory=list)  # emission ids handed to `reemit`
-
-
-def ack_name(file_name: str) -> str:
-    """The name a receiver gives the ack of `file_name`."""
-    return file_name + ACK_SUFFIX
-
-
-# --- the format ------------------------------------------------------------------------
-
-
-def build_ack(file_name: str, sha256: str, status: str, code: str, text: str, at: datetime) -> bytes:
-    """One ack document, UTF-8, valid against schemas/ack.xsd; AckError if a field does not fit."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise AckError("Horodatage needs a timezone offset")
-    ns = f"{{{ACK_NAMESPACE}}}"
-    root = etree.Element(f"{ns}AccuseReception", nsmap={None: ACK_NAMESPACE})
-    values = (file_name, sha256, status, code, text, at.isoformat())
-    try:
-        for name, value in zip(_FIELDS, values, strict=True):
-            etree.SubElement(root, f"{ns}{name}").text = value
-    except (TypeError, ValueError):
-        # lxml refuses control characters and NUL; its message would quote them.
-        raise AckError("a field holds characters XML does not allow") from None
-    data = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-    try:
-        validate_bytes("ACK", data)
-    except SchemaError as exc:
-        raise AckError("; ".join(exc.errors[:5])) from None
-    return data
-
-
-def parse_ack(data: bytes) -> Ack:
-    """Read one ack: size-capped, no DTD or entity, valid against schemas/ack.xsd, UTF-8."""
-    if len(data) > MAX_ACK_BYTES:
-        raise AckError(f"larger than {MAX_ACK_BYTES} bytes")
-    try:
-        # The hardened parse: a DOCTYPE, an entity or a network reference is refused here.
-        validate_bytes("ACK", data)
-    except SchemaError as exc:
-        raise AckError("; ".join(exc.errors[:5])) from None
-    # Valid and without a DOCTYPE: a second, equally locked-down parse only reads the values.
-    parser = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False)
-    root = etree.fromstring(data, parser)
-    encoding = (root.getroottree().docinfo.encoding or "").upper()
-    if encoding not in ("UTF-8", "UTF8"):
-        raise AckError("not UTF-8")
-    values = {name: root.findtext(f"{{{ACK_NAMESPACE}}}{name}") or "" for name in _FIELDS}
-    try:
-        at = datetime.fromisoformat(values["Horodatage"])
-    except ValueError:
-        raise AckError("Horodatage is not a date and time this system can represent") from None
-    return Ack(
-        values["Fichier"], values["Empreinte"], values["Statut"], values["Code"], values["Libelle"], at
-    )
 
 
 # --- collecting ------------------------------------------------------------------------
@@ -247,6 +152,18 @@ def collect(
     return summary
 
 
+def _ack_bytes(ack_file: AckFile) -> bytes:
+    """The ack document: as the partner wrote it, or made here from the decision its protocol gave.
+
+    A decision is written as the ack a receiver would have sent (no reason text), so that it is
+    read, judged and recorded exactly like one.
+    """
+    d = ack_file.decision
+    if d is None:
+        return ack_file.data or b""
+    return build_ack(d.file_name, d.sha256, str(d.status), d.code, "", d.at)
+
+
 def _ack_state(trace: TraceStore, emission_id: int) -> tuple[str, str | None]:
     # Emission does not carry ack_status: read it with the status, in one statement.
     return trace.ack_state(emission_id)
@@ -266,33 +183,22 @@ def _one(
     """Judge one ack, record it, then remove it (unless it is left for later)."""
     code, name = dept.code, ack_file.name
 
+    def record(outcome: str, ack: Ack | None, emission: Emission | None = None) -> None:
+        trace.add_ack(now, department=code, ack_name=name, outcome=outcome,
+                      file_name=ack.file_name if ack else None, sha256=ack.sha256 if ack else None,
+                      status=ack.status if ack else None, code=ack.code if ack else None,
+                      ack_at=ack.at.isoformat() if ack else None, emission_id=emission.id if emission else None)
+
     def anomaly(
         kind: str, outcome: str, detail: str, ack: Ack | None = None, emission: Emission | None = None
-    ):
-        trace.add_ack(
-            now,
-            department=code,
-            ack_name=name,
-            outcome=outcome,
-            file_name=ack.file_name if ack else None,
-            sha256=ack.sha256 if ack else None,
-            status=ack.status if ack else None,
-            code=ack.code if ack else None,
-            ack_at=ack.at.isoformat() if ack else None,
-            emission_id=emission.id if emission else None,
-        )
+    ) -> None:
+        record(outcome, ack, emission)
         trace.add_anomaly(
             kind, f"ack {name}: {detail}", now, department=code, file=ack.file_name if ack else name
         )
         summary.anomalies += 1
-        log.warning(
-            "ack.anomaly",
-            department=code,
-            ack=name,
-            outcome=outcome,
-            code=ack.code if ack else None,
-            kind=kind,
-        )
+        log.warning("ack.anomaly", department=code, ack=name, outcome=outcome, code=ack.code if ack else None,
+                    kind=kind)
 
     if not name.endswith(ACK_SUFFIX):
         # Maybe a receiver's upload still under its temporary name: never read nor removed.
@@ -301,7 +207,7 @@ def _one(
         return
     try:
         try:
-            ack = parse_ack(ack_file.data)
+            ack = parse_ack(_ack_bytes(ack_file))
         except AckError as exc:
             anomaly("ack-invalid", INVALID, exc.reason)
             transport.remove_ack(name)
@@ -330,18 +236,7 @@ def _one(
             return
         status, recorded = _ack_state(trace, emission.id)
         if recorded == ack.status:
-            trace.add_ack(
-                now,
-                department=code,
-                ack_name=name,
-                outcome=DUPLICATE,
-                file_name=ack.file_name,
-                sha256=ack.sha256,
-                status=ack.status,
-                code=ack.code,
-                ack_at=ack.at.isoformat(),
-                emission_id=emission.id,
-            )
+            record(DUPLICATE, ack, emission)
             summary.duplicates += 1
             log.info("ack.duplicate", department=code, ack=name, outcome=DUPLICATE, code=ack.code)
             if ack.status == KO:
@@ -387,18 +282,7 @@ def _one(
                 last_error=f"KO ack: {ack.code}",
             )
             summary.recorded_ko += 1
-        trace.add_ack(
-            now,
-            department=code,
-            ack_name=name,
-            outcome=RECORDED,
-            file_name=ack.file_name,
-            sha256=ack.sha256,
-            status=ack.status,
-            code=ack.code,
-            ack_at=ack.at.isoformat(),
-            emission_id=emission.id,
-        )
+        record(RECORDED, ack, emission)
         (log.info if ack.status == OK else log.warning)(
             "ack.recorded", department=code, ack=name, outcome=RECORDED, status=ack.status, code=ack.code
         )

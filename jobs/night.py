@@ -14,29 +14,25 @@ next one:
 from __future__ import annotations
 
 import dataclasses
-import os
-import queue
 import shutil
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives import hashes
 
 from ..archive import ArchiveStore
 from ..archive import consumed as consumed_store
 from ..config.settings import Department, Settings
 from ..core import workdays
 from ..core.clock import Clock
-from ..core.errors import ExitCode, FluxError, InputFileError, SchemaError, SealError, TransportError
+from ..core.errors import ExitCode, FluxError, InputFileError, SchemaError, SealError
 from ..core.fsutil import private_dir, remove_temp_files
 from ..core.log import get as get_logger
+from ..core.names import emission_name
 from ..flows.build import FlowHeader, build
 from ..flows.codes import recipient_of_commune, recipient_of_idepart
 from ..flows.parse import Limits as ParseLimits
@@ -49,35 +45,22 @@ from ..seal import certs, cms
 from ..testing import faults
 from ..trace.lifecycle import ParkedState, RunStatus, Status
 from ..trace.store import Emission, TraceStore
-from ..transport.base import Delivery, Transport
+from ..transport.base import Transport
 from ..transport.factory import transport_for
-from . import guards
-
-
-def cert_fingerprint(cert: Any) -> str:
-    """Which certificate a file was sealed for: a re-emission re-seals when it has changed."""
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def emission_name(flow: str, department: str, business_date: date, seq: int, part: int, parts: int,
-                  reemission_no: int = 0) -> str:
-    """Technical file names only: flow, département, date, sequence (and part / re-emission)."""
-    stem = f"{flow}_{department}_{business_date:%Y%m%d}_{seq:06d}"
-    if parts > 1:
-        stem += f"_P{part}of{parts}"
-    if reemission_no:
-        stem += f"_R{reemission_no:02d}"
-    return stem + (".zip" if flow == "SGR" else ".xml") + ".p7m"
+from . import acks, guards, reemit, retention
+from .deliver import Deliverer
 
 
 @dataclass
 class LineSummary:
-    records: int = 0
-    rejects: int = 0
-    files: int = 0
-    bytes: int = 0
+    """One (flow, département) line of the night's summary."""
+
+    records: int = 0  # emitted tonight
+    rejects: int = 0  # refused, parked or warned about, by rejects code
+    files: int = 0  # sealed and archived
+    bytes: int = 0  # of the sealed files
     delivered: int = 0
-    pending: int = 0
+    pending: int = 0  # tried tonight and not delivered: the next run retries
 
 
 @dataclass
@@ -100,13 +83,10 @@ class NightReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.interrupted:
-            return ExitCode.INTERRUPTED
-        if self.undelivered:
-            return ExitCode.UNDELIVERED
-        if self.quarantined:
-            return ExitCode.QUARANTINED
-        return ExitCode.OK
+        # The most urgent that holds: a stop, then files not delivered, then input set aside.
+        urgent = ((self.interrupted, ExitCode.INTERRUPTED), (self.undelivered > 0, ExitCode.UNDELIVERED),
+                  (bool(self.quarantined), ExitCode.QUARANTINED))
+        return next((code for holds, code in urgent if holds), ExitCode.OK)
 
     def totals(self) -> LineSummary:
         t = LineSummary()
@@ -116,10 +96,21 @@ class NightReport:
         return t
 
 
+@dataclass
+class _Routed:
+    """One batch's records once routed: to emit per département, warnings, rejects, parked counts."""
+
+    enabled: dict[str, Department]  # the départements whose flow is enabled
+    by_dept: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    warnings: list[tuple[Reject, str | None]] = field(default_factory=list)
+    rejects: list[tuple[Reject, str | None]] = field(default_factory=list)
+    parked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
 class Night:
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
                  transport_factory: Callable[[Settings, Department], Transport] = transport_for,
-                 stop: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep,
+                 stop: threading.Event | None = None, sleep: Callable[[float], object] = time.sleep,
                  progress: Callable[[str], None] | None = None, purge: bool = True):
         self.settings = settings
         self.clock = clock or Clock()
@@ -131,6 +122,9 @@ class Night:
         self.log = get_logger("flux-pmi.night")
         self.paths = settings.paths
         self.archive = ArchiveStore(self.paths.archive)
+        self.deliverer = Deliverer(settings, archive=self.archive, clock=self.clock,
+                                   transport_factory=transport_factory, stop=self.stop, sleep=sleep,
+                                   progress=self.progress)
         self._certs: dict[str, Any] = {}
 
     # -- entry point -----------------------------------------------------------------------
@@ -221,8 +215,6 @@ class Night:
 
     def _collect_acks(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
         """Record the départements' acks before emitting, so a KO can be re-emitted tonight."""
-        from . import acks, reemit  # imported here: reemit uses this module
-
         now = self.clock.now()
 
         def auto_reemit(emission_id: int, *, reason: str) -> object:
@@ -239,8 +231,6 @@ class Night:
         report.problems.extend(f"acks: {e}" for e in summary.errors)
 
     def _housekeeping(self, trace: TraceStore, report: NightReport) -> None:
-        from . import reemit, retention
-
         if self.purge and not self.stop.is_set():
             faults.point("purge")
             report.purge = retention.purge(self.settings, trace, self.archive, today=self.clock.today(),
@@ -292,9 +282,26 @@ class Night:
     # -- parse, check, route, build, validate, seal, archive -------------------------------
 
     def _process_batch(self, trace: TraceStore, batch: inbox.Batch, run_id: int, report: NightReport) -> None:
-        flow, now = batch.flow, self.clock.now()
-        limits = ParseLimits(max_input_bytes=self.settings.limits.max_input_bytes,
-                             max_pdf_bytes=self.settings.limits.max_pdf_bytes)
+        now = self.clock.now()
+        records, rejects = self._parse_batch(trace, batch, report)
+        routed = self._route_batch(trace, batch, records, now)
+        routed.rejects[:0] = rejects  # the parse's rejects first, as they were found
+        rejects_by_dept = self._record_rejects(trace, batch, run_id, routed, report, now)
+        complete = self._emit_batch(trace, batch, routed, rejects_by_dept, run_id, report)
+        if complete and not self.stop.is_set():
+            faults.point("batch-done")
+            trace.set_batch_state(batch.id, "done", self.clock.now())
+            inbox.retire_batch(self.paths.work, self.paths.consumed, batch.id, batch.business_date,
+                               keep=lambda src: self._keep_consumed(src, batch.id, batch.business_date))
+
+    def _parse_limits(self) -> ParseLimits:
+        return ParseLimits(max_input_bytes=self.settings.limits.max_input_bytes,
+                           max_pdf_bytes=self.settings.limits.max_pdf_bytes)
+
+    def _parse_batch(self, trace: TraceStore, batch: inbox.Batch,
+                     report: NightReport) -> tuple[list[Any], list[tuple[Reject, str | None]]]:
+        """The records and rejects of the batch's claimed inputs; an unreadable input is quarantined."""
+        flow, limits = batch.flow, self._parse_limits()
         records: list[Any] = []
         rejects: list[tuple[Reject, str | None]] = []
         for row in trace.batch_files(batch.id):
@@ -315,94 +322,105 @@ class Night:
                 continue
             records.extend(result.records)
             rejects.extend((r, None) for r in result.rejects)
+        return records, rejects
 
-        enabled = {d.code: d for d in self.settings.enabled_departments() if flow in d.flows}
-        by_dept: dict[str, list[Any]] = defaultdict(list)
+    def _route_batch(self, trace: TraceStore, batch: inbox.Batch, records: list[Any], now: datetime) -> _Routed:
+        """Each record to its département, or to a reject (with the département when one is known)."""
+        flow = batch.flow
+        routed = _Routed({d.code: d for d in self.settings.enabled_departments() if flow in d.flows})
         refs = {id(r): trace.record_ref(r.key) for r in records}
         elsewhere = trace.refs_emitted_elsewhere(refs.values(), batch.id)
         # A DSG rectification is emitted again, not refused: trace it as such when its original was sent.
         originals = {id(r): trace.record_ref(r.original_key) for r in records
                      if isinstance(r, DsgRecord) and r.is_rectification}
         rectified = trace.refs_emitted_elsewhere(originals.values(), batch.id) if originals else set()
-        warnings: list[tuple[Reject, str | None]] = []
         seen: set[str] = set()
-        parked: dict[str, int] = defaultdict(int)
         for rec in records:
-            dept = _route(rec)
-            ref = refs[id(rec)]
-            if dept is None:
-                rejects.append((Reject(flow, rec.source, "COMMUNE_UNKNOWN",
-                                       "no recipient runs PMI for this record's commune (or IDEPARTE)"), None))
-            elif ref in elsewhere:
-                rejects.append((Reject(flow, rec.source, "DUPLICATE", "record already emitted from an earlier input"),
-                                dept))
-            elif ref in seen:
-                rejects.append((Reject(flow, rec.source, "DUPLICATE", "record appears twice in this batch"), dept))
-            elif dept not in enabled and dept in self.settings.departments:
-                # Kept: the input is kept (encrypted) and enabling the flow later emits these records.
-                rejects.append((Reject(flow, rec.source, "DEPARTMENT_NOT_ENABLED_KEPT",
-                                       f"département {dept} has no enabled {flow} flow: kept, emitted once"
-                                       " it is enabled"), dept))
-                parked[dept] += 1
-            elif dept not in enabled:
-                rejects.append((Reject(flow, rec.source, "DEPARTMENT_NOT_ENABLED",
-                                       f"département {dept} has no enabled {flow} flow"), dept))
-            else:
-                seen.add(ref)
-                by_dept[dept].append(rec)
-                mismatch = _addressing_mismatch(rec, dept, enabled[dept].siret)
-                if mismatch:
-                    warnings.append((Reject(flow, rec.source, "ADDRESSING_MISMATCH", mismatch), dept))
-                if originals.get(id(rec)) in rectified:
-                    trace.add_anomaly("dsg-rectification", "declaration emitted again as a rectification", now,
-                                      department=dept, file=rec.source.file)
-        for r, d in warnings:
+            dept, ref = _route(rec), refs[id(rec)]
+            refusal = self._refusal(flow, dept, ref in elsewhere, ref in seen, routed.enabled)
+            if refusal is not None:
+                routed.rejects.append((Reject(flow, rec.source, *refusal), dept))
+                if refusal[0] == "DEPARTMENT_NOT_ENABLED_KEPT":
+                    routed.parked[dept or ""] += 1
+                continue
+            assert dept is not None
+            seen.add(ref)
+            routed.by_dept[dept].append(rec)
+            mismatch = _addressing_mismatch(rec, dept, routed.enabled[dept].siret)
+            if mismatch:
+                routed.warnings.append((Reject(flow, rec.source, "ADDRESSING_MISMATCH", mismatch), dept))
+            if originals.get(id(rec)) in rectified:
+                trace.add_anomaly("dsg-rectification", "declaration emitted again as a rectification", now,
+                                  department=dept, file=rec.source.file)
+        return routed
+
+    def _refusal(self, flow: str, dept: str | None, emitted_before: bool, seen: bool,
+                 enabled: dict[str, Department]) -> tuple[str, str] | None:
+        """Why a record is not emitted tonight (code, value-free message), or None when it is."""
+        if dept is None:
+            return "COMMUNE_UNKNOWN", "no recipient runs PMI for this record's commune (or IDEPARTE)"
+        if emitted_before:
+            return "DUPLICATE", "record already emitted from an earlier input"
+        if seen:
+            return "DUPLICATE", "record appears twice in this batch"
+        if dept not in enabled and dept in self.settings.departments:
+            # Kept: the input is kept (encrypted) and enabling the flow later emits these records.
+            return ("DEPARTMENT_NOT_ENABLED_KEPT",
+                    f"département {dept} has no enabled {flow} flow: kept, emitted once it is enabled")
+        if dept not in enabled:
+            return "DEPARTMENT_NOT_ENABLED", f"département {dept} has no enabled {flow} flow"
+        return None
+
+    def _record_rejects(self, trace: TraceStore, batch: inbox.Batch, run_id: int, routed: _Routed,
+                        report: NightReport, now: datetime) -> dict[str, int]:
+        """Trace and log the warnings, rejects and parked records; the rejects per département."""
+        flow = batch.flow
+        for r, d in routed.warnings:
             self.log.warning("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                              department=d, reason=r.message)
-        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
-                                             for r, d in warnings], now)
-        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
-                                             for r, d in rejects], now)
-        for code, n in sorted(parked.items()):
+        for found in (routed.warnings, routed.rejects):
+            trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
+                                                 for r, d in found], now)
+        for code, n in sorted(routed.parked.items()):
             trace.park(batch.id, flow, code, batch.business_date, n, now)
             report.parked += n
-        for r, d in rejects:
+        for r, d in routed.rejects:
             self.log.warning("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                              department=d, reason=r.message)
         rejects_by_dept: dict[str, int] = defaultdict(int)
-        for _r, d in rejects:
+        for _r, d in routed.rejects:
             rejects_by_dept[d or "---"] += 1  # "---": no département could be told
         for code, n in rejects_by_dept.items():
             report.lines[(flow, code)].rejects += n
+        return rejects_by_dept
 
+    def _emit_batch(self, trace: TraceStore, batch: inbox.Batch, routed: _Routed, rejects_by_dept: dict[str, int],
+                    run_id: int, report: NightReport) -> bool:
+        """Emit for every target département; False when one is left undone (the batch stays open)."""
+        flow = batch.flow
         existing: dict[str, list[Emission]] = defaultdict(list)
         for e in trace.emissions_of_batch(batch.id):
             existing[e.department].append(e)
-        targets = set(by_dept) | set(existing)
+        targets = set(routed.by_dept) | set(existing)
         for d in self._empty_flow_departments(flow):
             if d.code not in targets and not trace.has_emission_on(flow, d.code, batch.business_date):
                 targets.add(d.code)
         complete = True
         for code in sorted(targets):
             if self.stop.is_set():
-                complete = False
-                break
+                return False
             line = report.lines[(flow, code)]
             if existing[code] and all(e.archived_at for e in existing[code]):
                 continue  # archived by an earlier, interrupted run: only delivery is left
-            recs = sorted(by_dept.get(code, []), key=lambda r: (r.source.file, r.source.line))
+            recs = sorted(routed.by_dept.get(code, []), key=lambda r: (r.source.file, r.source.line))
             try:
-                complete &= self._emit(trace, batch, enabled[code], recs, rejects_by_dept.get(code, 0), run_id,
-                                       line, report)
+                complete &= self._emit(trace, batch, routed.enabled[code], recs, rejects_by_dept.get(code, 0),
+                                       run_id, line, report)
             except OSError as exc:  # a full disk, say: this département waits, the others go on
                 complete = False
                 report.problems.append(f"{flow} {code}: cannot build: {exc.strerror or exc}")
                 self.log.error("emission.build_failed", flow=flow, department=code, error=exc.strerror or str(exc))
-        if complete and not self.stop.is_set():
-            faults.point("batch-done")
-            trace.set_batch_state(batch.id, "done", self.clock.now())
-            inbox.retire_batch(self.paths.work, self.paths.consumed, batch.id, batch.business_date,
-                               keep=lambda src, b=batch: self._keep_consumed(src, b.id, b.business_date))
+        return complete
 
     def _emit(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any], rejects: int,
               run_id: int, line: LineSummary, report: NightReport) -> bool:
@@ -461,21 +479,10 @@ class Night:
             row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
             records=[(k, r, workdays.deadline(r, dept.code)) for k, r in zip(part.record_keys, part.received,
                                                                              strict=True)],
-            rejects_count=rejects, run_id=run_id, recipient_cert_sha256=cert_fingerprint(self._recipient_cert(dept)))
+            rejects_count=rejects, run_id=run_id, recipient_cert_sha256=certs.cert_fingerprint(self._recipient_cert(dept)))
         faults.point("archived")
         self.log.info("emission.archived", flow=row.flow, department=dept.code, seq=row.seq, file=name,
                       records=len(part.record_keys))
-
-    def _stamp_transmission(self, emission: Emission, now: Any) -> None:
-        """The archived files' mtime becomes their last transmission: the purge of files whose trace
-        rows are already gone (archive_months > trace_months) counts from it."""
-        day = date.fromisoformat(emission.business_date)
-        for path in (self.archive.sealed_path(day, emission.file_name or ""),
-                     self.archive.archive_copy_path(day, emission.file_name or "")):
-            try:
-                os.utime(path, (now.timestamp(), now.timestamp()))
-            except OSError:
-                pass  # only a date for the purge: never a reason to fail a delivery that happened
 
     # -- consumed input, kept encrypted; parked records -------------------------------------
 
@@ -506,54 +513,59 @@ class Night:
 
     def _replay_parked(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
         """Emit the parked records of départements enabled since, from their kept input, exactly once."""
-        limits = ParseLimits(max_input_bytes=self.settings.limits.max_input_bytes,
-                             max_pdf_bytes=self.settings.limits.max_pdf_bytes)
         for row in trace.parked():
             dept = self.settings.departments.get(row["department"])
             if dept is None or not dept.enabled or row["flow"] not in dept.flows:
                 continue
             if self.stop.is_set():
                 return
-            batch_id, flow, now = row["batch_id"], row["flow"], self.clock.now()
-            where = f"{flow} {dept.code} (kept input of batch {batch_id})"
-            work = self.paths.work / f"replay-{batch_id:06d}"
+            self._replay_one(trace, row, dept, run_id, report)
+
+    def _replay_one(self, trace: TraceStore, row: Any, dept: Department, run_id: int, report: NightReport) -> None:
+        batch_id, flow, now = row["batch_id"], row["flow"], self.clock.now()
+        where = f"{flow} {dept.code} (kept input of batch {batch_id})"
+        work = self.paths.work / f"replay-{batch_id:06d}"
+        try:
+            consumed_store.restore(self.paths.consumed, batch_id, work, self._decrypt_from_archive)
+            folder = work / flow
+            todo = self._not_yet_emitted(trace, flow, dept.code, folder)
+            ok = True
+            if todo:
+                batch = inbox.Batch(batch_id, flow, date.fromisoformat(row["business_date"]), folder)
+                ok = self._emit(trace, batch, dept, todo, 0, run_id, report.lines[(flow, dept.code)], report)
+                shutil.rmtree(self.paths.work / f"batch-{batch_id:06d}", ignore_errors=True)  # its `out/`
+            if ok:
+                trace.close_parked(row["id"], self.clock.now(), ParkedState.EMITTED, len(todo))
+                report.replayed += len(todo)
+                self.log.info("parked.emitted", flow=flow, department=dept.code, batch=batch_id, records=len(todo))
+        except (FluxError, OSError) as exc:
+            if isinstance(exc, consumed_store.KeptInputMissing):
+                trace.close_parked(row["id"], now, ParkedState.LOST, 0)
+            report.problems.append(f"{where}: not emitted: {exc}")
+            self.log.error("parked.failed", flow=flow, department=dept.code, batch=batch_id, error=str(exc))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _not_yet_emitted(self, trace: TraceStore, flow: str, dept: str, folder: Path) -> list[Any]:
+        """The records of a restored kept input that route to `dept` and were never emitted, in input order."""
+        limits, records = self._parse_limits(), []
+        inputs = sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()
+                        and p.name.lower().endswith(inbox.PATTERNS[flow])) if folder.is_dir() else []
+        for path in inputs:
             try:
-                consumed_store.restore(self.paths.consumed, batch_id, work, self._decrypt_from_archive)
-                folder = work / flow
-                records = []
-                inputs = sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()
-                                and p.name.lower().endswith(inbox.PATTERNS[flow])) if folder.is_dir() else []
-                for path in inputs:
-                    try:
-                        records.extend(parse_file(flow, path, display_name=path.name, today=self.clock.today(),
-                                                  inbox_root=folder, limits=limits).records)
-                    except InputFileError:
-                        continue  # quarantined the first time: never part of the kept batch's records
-                mine = [r for r in records if _route(r) == dept.code]
-                refs = {id(r): trace.record_ref(r.key) for r in mine}
-                emitted = trace.refs_emitted(refs.values())
-                todo, seen = [], set()
-                for r in sorted(mine, key=lambda r: (r.source.file, r.source.line)):
-                    if refs[id(r)] not in emitted and refs[id(r)] not in seen:
-                        seen.add(refs[id(r)])
-                        todo.append(r)
-                ok = True
-                if todo:
-                    batch = inbox.Batch(batch_id, flow, date.fromisoformat(row["business_date"]), folder)
-                    ok = self._emit(trace, batch, dept, todo, 0, run_id, report.lines[(flow, dept.code)], report)
-                    shutil.rmtree(self.paths.work / f"batch-{batch_id:06d}", ignore_errors=True)  # its `out/`
-                if ok:
-                    trace.close_parked(row["id"], self.clock.now(), ParkedState.EMITTED, len(todo))
-                    report.replayed += len(todo)
-                    self.log.info("parked.emitted", flow=flow, department=dept.code, batch=batch_id,
-                                  records=len(todo))
-            except (FluxError, OSError) as exc:
-                if isinstance(exc, consumed_store.KeptInputMissing):
-                    trace.close_parked(row["id"], now, ParkedState.LOST, 0)
-                report.problems.append(f"{where}: not emitted: {exc}")
-                self.log.error("parked.failed", flow=flow, department=dept.code, batch=batch_id, error=str(exc))
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+                records.extend(parse_file(flow, path, display_name=path.name, today=self.clock.today(),
+                                          inbox_root=folder, limits=limits).records)
+            except InputFileError:
+                continue  # quarantined the first time: never part of the kept batch's records
+        mine = [r for r in records if _route(r) == dept]
+        refs = {id(r): trace.record_ref(r.key) for r in mine}
+        emitted = trace.refs_emitted(refs.values())
+        todo, seen = [], set()
+        for r in sorted(mine, key=lambda r: (r.source.file, r.source.line)):
+            if refs[id(r)] not in emitted and refs[id(r)] not in seen:
+                seen.add(refs[id(r)])
+                todo.append(r)
+        return todo
 
     def _unarchived(self, trace: TraceStore) -> int:
         return trace.unarchived_count()
@@ -571,112 +583,15 @@ class Night:
 
     def deliver(self, trace: TraceStore, run_id: int, report: NightReport, *,
                 only: Collection[int] | None = None) -> None:
-        """Deliver every archived emission not yet delivered (night, re-emissions, retries).
-
-        `only`: these emission ids and nothing else (a re-emission request sends what it asked
-        for; the rest waits for the night). A held département's files wait for its resume:
-        no connection is opened to it.
-        """
-        pending = trace.to_deliver()
-        if only is not None:
-            pending = [e for e in pending if e.id in only]
-        held = trace.active_holds()
-        for e in pending:
-            if e.department in held:
-                report.held[e.department] = report.held.get(e.department, 0) + 1
-        pending = [e for e in pending if e.department not in held]
-        if not pending:
-            return
-        by_dept: dict[str, list[Emission]] = defaultdict(list)
-        for e in pending:
-            by_dept[e.department].append(e)
-        results: queue.Queue[tuple[Emission, str | None, int, str]] = queue.Queue()
-        transports: dict[str, Transport] = {}
-        for code in by_dept:
-            dept = self.settings.departments.get(code)
-            if dept is None or not dept.enabled:
-                report.problems.append(f"département {code} has emissions to deliver but is not enabled")
-                continue
-            try:
-                transports[code] = self.transport_factory(self.settings, dept)
-            except FluxError as exc:  # one partner's broken setup must not stop the others
-                report.problems.append(f"département {code}: transport unusable: {exc}")
-                for e in by_dept[code]:
-                    trace.transition(e.id, Status.DELIVERY_FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
-        self.progress(f"delivering {len(pending)} file(s) to {len(transports)} département(s)")
-        policy = self.settings.delivery
-        with ThreadPoolExecutor(max_workers=max(1, policy.parallel), thread_name_prefix="deliver") as pool:
-            futures = [pool.submit(self._deliver_department, transports[c], by_dept[c], results)
-                       for c in sorted(transports)]
-            remaining, done = len(futures), 0
-            while remaining:
-                item = results.get()
-                if item is None:  # type: ignore[comparison-overlap]
-                    remaining -= 1
-                    continue
-                emission, error, attempts, reference = item
-                now = self.clock.now()
-                line = report.lines[(emission.flow, emission.department)]
-                if error is None:
-                    trace.transition(emission.id, Status.DELIVERED, now, run_id=run_id, attempts=emission.attempts
-                                     + attempts, transport=transports[emission.department].name, last_error=None,
-                                     transport_ref=reference or None)
-                    faults.point("delivered-traced")
-                    self._stamp_transmission(emission, now)
-                    line.delivered += 1
-                    done += 1
-                    self.progress(f"{emission.flow} {emission.department}: {done}/{len(pending)} files delivered")
-                else:
-                    trace.transition(emission.id, Status.DELIVERY_FAILED, now, run_id=run_id,
-                                     attempts=emission.attempts + attempts, last_error=error[:500])
-                    line.pending += 1
-                    report.problems.append(f"{emission.flow} {emission.department} seq {emission.seq}: {error}")
-                    self.progress(f"{emission.flow} {emission.department}: seq {emission.seq} not delivered")
-            for f in futures:
-                f.result()
-        for t in {id(t): t for t in transports.values()}.values():
-            t.close()
-
-    def _deliver_department(self, transport: Transport, emissions: list[Emission],
-                            results: queue.Queue[Any]) -> None:
-        """One département's files, in sequence order; a failure stops its queue (no gap is created)."""
-        policy = self.settings.delivery
-        try:
-            for e in emissions:
-                if self.stop.is_set():
-                    return
-                item = Delivery(e.department, e.flow, e.file_name or "",
-                                self.archive.sealed_path(date.fromisoformat(e.business_date), e.file_name or ""),
-                                e.size or 0, e.sha256 or "")
-                error, attempts, reference = None, 0, ""
-                for attempt in range(1, policy.attempts + 1):
-                    attempts = attempt
-                    try:
-                        faults.point("deliver")
-                        reference = transport.deliver(item).reference
-                        faults.point("delivered")
-                        error = None
-                        break
-                    except TransportError as exc:
-                        error = str(exc)
-                        self.log.warning("deliver.retry" if not exc.permanent and attempt < policy.attempts
-                                         else "deliver.failed", department=e.department, file=item.file_name,
-                                         attempt=attempt, error=str(exc))
-                        if exc.permanent:
-                            break
-                        if attempt < policy.attempts:
-                            self.sleep(min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1)))
-                    except FluxError as exc:
-                        error = str(exc)
-                        break
-                results.put((e, error, attempts, reference))
-                if error is not None:
-                    return
-        except Exception as exc:  # a bug in one adapter must not take the other départements down
-            self.log.error("deliver.crashed", error=type(exc).__name__)
-            raise
-        finally:
-            results.put(None)
+        """Deliver what is due (jobs/deliver.py) and tally it into the night's report."""
+        done = self.deliverer.deliver(trace, run_id, only=only)
+        for code, n in done.held.items():
+            report.held[code] = report.held.get(code, 0) + n
+        for e in done.delivered:
+            report.lines[(e.flow, e.department)].delivered += 1
+        for e in done.not_delivered:
+            report.lines[(e.flow, e.department)].pending += 1
+        report.problems.extend(done.problems)
 
 
 def _route(rec: Any) -> str | None:

@@ -21,12 +21,11 @@ from ..archive import ArchiveStore
 from ..config.settings import Department, Settings
 from ..core.errors import CertificateError, FluxError
 from ..seal import certs
+from ..seal.certs import EXPIRY_WARNING_DAYS
 from ..trace.store import recent_archived_files
 from ..transport.base import Checkable, CheckResult
 from ..transport.factory import transport_for
 from . import guards
-
-EXPIRY_WARNING_DAYS = 30
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ Rules, decided here:
 - Each original in the range is re-emitted once per request, even if an earlier
   re-emission of it is still waiting for delivery: the département asked again, and
   the receiver recognises copies by their sequence number.
-- The re-emissions are delivered at once (through `Night.deliver`, which also delivers
-  whatever else is due). What cannot be delivered now stays queued for the next night;
-  the request stays `pending` until `close_completed_requests` sees every one delivered.
+- The re-emissions are delivered at once (jobs/deliver.py, as the night delivers), and only
+  them. What cannot be delivered now stays queued for the next night; the request stays
+  `pending` until `close_completed_requests` sees every one delivered.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import os
@@ -35,46 +36,36 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..archive import ArchiveStore
 from ..config.settings import FLOWS, Settings
-from ..core import workdays
+from ..core import names, workdays
 from ..core.clock import Clock
 from ..core.errors import ConfigError, ExitCode, FluxError, RefusedError, TraceError
 from ..core.log import get as get_logger
 from ..seal import certs, cms
 from ..trace.lifecycle import DONE
 from ..trace.store import Emission, TraceStore
-from . import night as night_mod  # a module, not names: the ack collector imports us from the night's side
+from .deliver import Deliverer
 from .retention import last_purge_cutoff, retention_cutoff
-
-if TYPE_CHECKING:
-    from .night import Night
 
 REQUEST_WORKING_DAYS = 8  # annexe 2 §3: re-emit within 8 jours ouvrés of the request
 AUTO_REQUESTER = "flux-pmi (auto)"
 
-_NAME = re.compile(
-    r"^(?P<flow>DSG|SGR|GRO)_(?P<dept>[0-9AB]{3}|69M)_(?P<date>\d{8})_(?P<seq>\d{6})"
-    r"(?:_P(?P<part>\d+)of(?P<parts>\d+))?\.(?:xml|zip)\.p7m$"
-)
 # C0 and C1 controls (ESC, CSI \x9b, NEL \x85), Unicode line separators and bidi overrides, and the
 # surrogates Python makes of argv bytes that are not UTF-8 (SQLite cannot store them: a traceback).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+")
 
 
 def reemission_name(original_name: str, reemission_no: int) -> str:
-    """The original's name with `_Rnn`, built by the same function that named the original."""
-    m = _NAME.match(original_name)
-    if m is None:
+    """The original's name with `_Rnn`, built by the grammar that named the original (core/names.py)."""
+    name = names.parse(original_name)
+    if name is None or not name.sealed:
         raise TraceError(f"{original_name}: not an emission file name")
-    flow, dept = m["flow"], m["dept"]
-    day = datetime.strptime(m["date"], "%Y%m%d").date()
-    part, parts = int(m["part"] or 1), int(m["parts"] or 1)
-    if night_mod.emission_name(flow, dept, day, int(m["seq"]), part, parts) != original_name:
+    if not name.is_original or names.build(name) != original_name:
         raise TraceError(f"{original_name}: not an original emission name")
-    return night_mod.emission_name(flow, dept, day, int(m["seq"]), part, parts, reemission_no=reemission_no)
+    return names.build(dataclasses.replace(name, reemission_no=reemission_no))
 
 
 def requester() -> str:
@@ -107,7 +98,7 @@ class _Keys:
                     f"département {department} has no certificate configured: nothing can be sealed"
                 )
             cert = certs.load_certificate(dept.certificate)
-            self._recipients[department] = cert, night_mod.cert_fingerprint(cert)
+            self._recipients[department] = cert, certs.cert_fingerprint(cert)
         return self._recipients[department]
 
     def archive(self) -> tuple[Any, Any]:
@@ -227,15 +218,8 @@ def _reemit(
     )
     if emission.file_name != name or emission.reemission_no != n:
         raise TraceError(f"{name}: traced as re-emission {emission.reemission_no}: concurrent re-emissions")
-    get_logger("flux-pmi.reemit").info(
-        "reemit.archived",
-        flow=row["flow"],
-        department=row["department"],
-        seq=row["seq"],
-        file=name,
-        resealed=resealed,
-        request=request_id,
-    )
+    get_logger("flux-pmi.reemit").info("reemit.archived", flow=row["flow"], department=row["department"],
+                                       seq=row["seq"], file=name, resealed=resealed, request=request_id)
     return ReemittedFile(emission, row["id"], resealed)
 
 
@@ -252,22 +236,14 @@ def reemit_emission(
 ) -> Emission:
     """Re-emit one archived emission (given by its id, or the id of one of its re-emissions).
 
-    The copy is archived and traced `re-emitted`, ready for the next `Night.deliver`; it is not
+    The copy is archived and traced `re-emitted`, ready for the next delivery; it is not
     delivered here. Raises RefusedError when the emission is purged, outside retention, not
     archived yet or its département is not enabled.
     """
     row = _original_row(trace, emission_id)
-    return _reemit(
-        settings,
-        trace,
-        archive,
-        row,
-        now=now,
-        by=by,
-        reason=reason,
-        request_id=request_id,
-        keys=_Keys(settings),
-    ).emission
+    keys = _Keys(settings)
+    return _reemit(settings, trace, archive, row, now=now, by=by, reason=reason, request_id=request_id,
+                   keys=keys).emission
 
 
 # -- a request -------------------------------------------------------------------------------
@@ -305,209 +281,220 @@ def _label(values: Sequence[str], everything: bool) -> str:
     return "all" if everything else ",".join(values)
 
 
-def request(
-    settings: Settings,
-    trace: TraceStore,
-    *,
-    flows: Sequence[str],
-    departments: Sequence[str],
-    date_from: date,
-    date_to: date | None = None,
-    reason: str = "",
-    by: str,
-    clock: Clock,
-    night: Night | None = None,
-    progress: Callable[[str], None] | None = None,
-    dry_run: bool = False,
-) -> ReemitResult:
-    """Re-emit every archived emission of the flows and départements over [date_from, date_to], and deliver.
+@dataclass(frozen=True)
+class ReemitRequest:
+    """What an operator asks: which flows and départements (["all"] for every one), which business
+    dates, who asks and why. `dry_run`: the same checks, then only the names that would be sent."""
 
-    `flows` / `departments` may be ["all"]. Raises RefusedError (traced, nothing sent) when a
-    date is outside retention, when nothing was emitted in the range, or when a département
-    is not enabled; ConfigError for a malformed request (not traced).
+    flows: Sequence[str]
+    departments: Sequence[str]
+    date_from: date
+    date_to: date | None = None
+    by: str = ""
+    reason: str = ""
+    dry_run: bool = False
 
-    `dry_run`: the same checks, then the names that would be re-emitted and sent, in
-    `planned`; nothing is written (not even a refusal) and nothing is sent.
-    """
-    now = clock.now()
-    date_to = date_to or date_from
-    if date_to < date_from:
-        raise ConfigError("command line", "--to", f"a date on or after --date {date_from}")
-    by, reason = _clean(by, 64), _clean(reason, 500)
+
+@dataclass(frozen=True)
+class _Scope:
+    """A request once read: registry codes, the labels the trace keeps, and the operator's text cleaned."""
+
+    flows: list[str]
+    departments: list[str]
+    flow_label: str
+    dept_label: str
+    date_from: date
+    date_to: date
+    by: str
+    reason: str
+
+    @property
+    def when(self) -> str:
+        return f"{self.date_from}" if self.date_to == self.date_from else f"{self.date_from} to {self.date_to}"
+
+    @property
+    def what(self) -> str:
+        flows = self.flow_label if self.flow_label != "all" else "any flow"
+        return f"{flows} {self.dept_label if self.dept_label != 'all' else 'any département'}"
+
+
+def _scope(settings: Settings, ask: ReemitRequest) -> _Scope:
+    """ConfigError for a malformed request (not traced: nobody could tell what was asked)."""
+    date_to = ask.date_to or ask.date_from
+    if date_to < ask.date_from:
+        raise ConfigError("command line", "--to", f"a date on or after --date {ask.date_from}")
+    by, reason = _clean(ask.by, 64), _clean(ask.reason, 500)
     if not by:
         raise ConfigError("command line", "--by", "who asks for the re-emission (an operator identity)")
-    flow_list = parse_flows(flows)
-    dept_list = parse_departments(settings, departments)
-    flow_label = _label(flow_list, any(f.strip().lower() == "all" for f in flows))
-    dept_label = _label(dept_list, any(d.strip().lower() == "all" for d in departments))
-    when = f"{date_from}" if date_to == date_from else f"{date_from} to {date_to}"
-    log = get_logger("flux-pmi.reemit")
+    flows = parse_flows(ask.flows)
+    departments = parse_departments(settings, ask.departments)
+    return _Scope(flows, departments, _label(flows, any(f.strip().lower() == "all" for f in ask.flows)),
+                  _label(departments, any(d.strip().lower() == "all" for d in ask.departments)),
+                  ask.date_from, date_to, by, reason)
 
-    def refuse(message: str) -> RefusedError:
-        if dry_run:
-            return RefusedError(message)
-        trace.create_request(
-            now,
-            by=by,
-            reason=reason,
-            flow=flow_label,
-            department=dept_label,
-            date_from=date_from,
-            date_to=date_to,
-            deadline=None,
-            status="refused",
-            message=message,
-        )
-        log.warning(
-            "reemit.refused",
-            flow=flow_label,
-            department=dept_label,
-            date_from=date_from.isoformat(),
-            date_to=date_to.isoformat(),
-            reason=message,
-        )
+
+def _create_request(trace: TraceStore, scope: _Scope, now: datetime, **outcome: Any) -> int:
+    return trace.create_request(now, by=scope.by, reason=scope.reason, flow=scope.flow_label,
+                                department=scope.dept_label, date_from=scope.date_from, date_to=scope.date_to,
+                                **outcome)
+
+
+class _Refusals:
+    """A refusal is traced (and logged) before it is raised; a dry run only raises it."""
+
+    def __init__(self, trace: TraceStore, scope: _Scope, now: datetime, *, dry_run: bool):
+        self.trace, self.scope, self.now, self.dry_run = trace, scope, now, dry_run
+
+    def __call__(self, message: str) -> RefusedError:
+        if not self.dry_run:
+            s = self.scope
+            _create_request(self.trace, s, self.now, deadline=None, status="refused", message=message)
+            get_logger("flux-pmi.reemit").warning(
+                "reemit.refused", flow=s.flow_label, department=s.dept_label, date_from=s.date_from.isoformat(),
+                date_to=s.date_to.isoformat(), reason=message)
         return RefusedError(message)
 
-    disabled = [c for c in dept_list if not settings.departments[c].enabled]
+
+def _check_scope(settings: Settings, trace: TraceStore, scope: _Scope, now: datetime, refuse: _Refusals) -> None:
+    disabled = [c for c in scope.departments if not settings.departments[c].enabled]
     if disabled:
-        raise refuse(
-            f"re-emission refused: département {', '.join(disabled)} is not enabled: "
-            "nothing can be sent to it"
-        )
-    if not dept_list:
+        raise refuse(f"re-emission refused: département {', '.join(disabled)} is not enabled: "
+                     "nothing can be sent to it")
+    if not scope.departments:
         raise refuse("re-emission refused: no département is enabled")
     months = settings.retention.months
     purged_before = max(filter(None, (retention_cutoff(now.date(), months), last_purge_cutoff(trace))))
-    if date_from < purged_before:
-        raise refuse(
-            f"re-emission refused: {date_from} is outside retention (kept {months} months: "
-            f"emissions before {purged_before} are purged)"
-        )
+    if scope.date_from < purged_before:
+        raise refuse(f"re-emission refused: {scope.date_from} is outside retention (kept {months} months: "
+                     f"emissions before {purged_before} are purged)")
 
-    rows = [
-        r for d in dept_list for f in flow_list for r in trace.originals_between(f, d, date_from, date_to)
-    ]
-    what = f"{flow_label if flow_label != 'all' else 'any flow'} {dept_label if dept_label != 'all' else 'any département'}"
+
+def _select(settings: Settings, trace: TraceStore, scope: _Scope, refuse: _Refusals) -> tuple[list[Any], list[str]]:
+    """The originals to copy (delivered ones), and the names still waiting for their first delivery."""
+    rows = [r for d in scope.departments for f in scope.flows
+            for r in trace.originals_between(f, d, scope.date_from, scope.date_to)]
+    what, when = scope.what, scope.when
     if any(r["purged_at"] for r in rows):  # a purge was interrupted after marking them
-        raise refuse(
-            f"re-emission refused: {when} is outside retention (kept {months} months): "
-            f"its emissions of {what} are being purged"
-        )
+        raise refuse(f"re-emission refused: {when} is outside retention (kept {settings.retention.months} months): "
+                     f"its emissions of {what} are being purged")
     archived = [r for r in rows if r["archived_at"] is not None and r["file_name"]]
     # A file not delivered yet is still on its way (its partner held or failing): the night delivers
     # it. A copy made now would reach the partner twice, the original and the `_Rnn`.
     waiting = [r["file_name"] for r in archived if r["delivered_at"] is None]
     eligible = [r for r in archived if r["delivered_at"] is not None]
-    if not eligible:
-        if waiting:
-            raise refuse(
-                f"re-emission refused: {what} on {when} is not delivered yet ({len(waiting)} file(s) waiting, "
-                "its partner held or failing): the next run delivers it; a re-emission would send it twice"
-            )
-        if rows:
-            raise refuse(
-                f"re-emission refused: nothing archived yet for {what} on {when}: "
-                "the night has not finished it"
-            )
-        raise refuse(f"re-emission refused: nothing was emitted for {what} on {when}")
+    if eligible:
+        return eligible, waiting
+    if waiting:
+        raise refuse(f"re-emission refused: {what} on {when} is not delivered yet ({len(waiting)} file(s) waiting, "
+                     "its partner held or failing): the next run delivers it; a re-emission would send it twice")
+    if rows:
+        raise refuse(f"re-emission refused: nothing archived yet for {what} on {when}: "
+                     "the night has not finished it")
+    raise refuse(f"re-emission refused: nothing was emitted for {what} on {when}")
 
-    # Certificates first: a renewed certificate that is unusable must stop the request before
-    # anything is made (CertificateError: an operator's matter, exit 2).
-    keys = _Keys(settings)
+
+def _check_certificates(keys: _Keys, eligible: list[Any], now: datetime) -> list[str]:
+    """The départements involved. A renewed certificate that is unusable stops the request before
+    anything is made (CertificateError: an operator's matter, exit 2)."""
     involved = sorted({r["department"] for r in eligible})
     for code in involved:
         cert, fingerprint = keys.recipient(code)
         if any(r["department"] == code and r["recipient_cert_sha256"] != fingerprint for r in eligible):
             certs.check_recipient(cert, now=now)
             keys.archive()
+    return involved
 
+
+def request(settings: Settings, trace: TraceStore, ask: ReemitRequest, *, clock: Clock,
+            deliverer: Deliverer | None = None, progress: Callable[[str], None] | None = None) -> ReemitResult:
+    """Re-emit every archived emission of the flows and départements over [date_from, date_to], and deliver.
+
+    Raises RefusedError (traced, nothing sent) when a date is outside retention, when nothing
+    was emitted in the range, or when a département is not enabled; ConfigError for a
+    malformed request (not traced). A dry run writes nothing (not even a refusal) and sends
+    nothing: the names that would be re-emitted and sent are in `planned`.
+    """
+    now = clock.now()
+    scope = _scope(settings, ask)
+    refuse = _Refusals(trace, scope, now, dry_run=ask.dry_run)
+    _check_scope(settings, trace, scope, now, refuse)
+    eligible, waiting = _select(settings, trace, scope, refuse)
+    keys = _Keys(settings)
+    involved = _check_certificates(keys, eligible, now)
     deadline = min(workdays.add_working_days(now.date(), REQUEST_WORKING_DAYS, c) for c in involved)
-    if dry_run:
+    if ask.dry_run:
         plan = ReemitResult(0, 0, deadline, "dry-run", waiting=waiting)
         plan.planned = [reemission_name(r["file_name"], trace.next_reemission_no(r["id"])) for r in eligible]
         plan.held = dict(Counter(r["department"] for r in eligible if r["department"] in trace.active_holds()))
         return plan
-    request_id = trace.create_request(
-        now,
-        by=by,
-        reason=reason,
-        flow=flow_label,
-        department=dept_label,
-        date_from=date_from,
-        date_to=date_to,
-        deadline=deadline,
-    )
+    request_id = _create_request(trace, scope, now, deadline=deadline)
     run_id = trace.start_run("reemit", None, now)
     result = ReemitResult(request_id, run_id, deadline, "pending", waiting=waiting)
-    night = night or night_mod.Night(settings, clock=clock, progress=progress)
-    archive = night.archive
+    deliverer = deliverer or Deliverer(settings, clock=clock, progress=progress)
+    run = _Run(settings, trace, scope, clock, keys, progress)
     status, code = "failed", ExitCode.INTERNAL
     started = time.monotonic()
     try:
-        for i, dept in enumerate(involved, 1):
-            made = 0
-            for row in (r for r in eligible if r["department"] == dept):
-                try:
-                    result.files.append(
-                        _reemit(
-                            settings,
-                            trace,
-                            archive,
-                            row,
-                            now=clock.now(),
-                            by=by,
-                            reason=reason,
-                            request_id=request_id,
-                            keys=keys,
-                        )
-                    )
-                    made += 1
-                except FluxError as exc:  # one damaged archive file must not stop the others
-                    result.failed.append(f"{row['file_name']}: {exc}")
-                    log.error("reemit.failed", department=dept, file=row["file_name"], error=str(exc))
-            if progress:
-                progress(f"{dept}: {made} file(s) re-emitted ({i}/{len(involved)} départements)")
-
-        report = night_mod.NightReport(run_id, date_from)
-        night.deliver(trace, run_id, report, only={f.emission.id for f in result.files})
-        result.held = dict(report.held)
-        result.problems = report.problems
-        result.files = [
-            ReemittedFile(f.emission, f.original_id, f.resealed, trace.emission(f.emission.id).status in DONE)
-            for f in result.files
-        ]
-        end = clock.now()
-        if result.failed:
-            result.status = "failed"
-            trace.finish_request(request_id, end, "failed", _clean("; ".join(result.failed), 2000))
-        elif not result.pending:
-            result.status = "done"
-            trace.finish_request(
-                request_id, end, "done", f"{len(result.files)} file(s) re-emitted and delivered"
-            )
+        run.make(result, eligible, involved, deliverer.archive)
+        run.deliver(result, deliverer)
+        run.finish_request(result)
         code = result.exit_code
         status = "done" if code == ExitCode.OK else code.name.lower()
         return result
     finally:
-        trace.finish_run(
-            run_id,
-            clock.now(),
-            status=status,
-            exit_code=int(code),
-            files=len(result.files),
-            nbytes=sum(f.emission.size or 0 for f in result.files),
-            message=_clean("; ".join(result.failed + result.problems), 2000),
-        )
-        log.info(
-            "reemit.end",
-            request=request_id,
-            run=run_id,
-            files=len(result.files),
-            pending=result.pending,
-            failed=len(result.failed),
-            status=result.status,
-            seconds=round(time.monotonic() - started, 3),
-        )
+        run.finish_run(result, status, code, started)
+
+
+class _Run:
+    """One request's making, delivery and closing, once it is traced."""
+
+    def __init__(self, settings: Settings, trace: TraceStore, scope: _Scope, clock: Clock, keys: _Keys,
+                 progress: Callable[[str], None] | None):
+        self.settings, self.trace, self.scope, self.clock, self.keys = settings, trace, scope, clock, keys
+        self.progress = progress
+        self.log = get_logger("flux-pmi.reemit")
+
+    def make(self, result: ReemitResult, eligible: list[Any], involved: list[str], archive: ArchiveStore) -> None:
+        for i, dept in enumerate(involved, 1):
+            made = 0
+            for row in (r for r in eligible if r["department"] == dept):
+                try:
+                    result.files.append(_reemit(self.settings, self.trace, archive, row, now=self.clock.now(),
+                                                by=self.scope.by, reason=self.scope.reason,
+                                                request_id=result.request_id, keys=self.keys))
+                    made += 1
+                except FluxError as exc:  # one damaged archive file must not stop the others
+                    result.failed.append(f"{row['file_name']}: {exc}")
+                    self.log.error("reemit.failed", department=dept, file=row["file_name"], error=str(exc))
+            if self.progress:
+                self.progress(f"{dept}: {made} file(s) re-emitted ({i}/{len(involved)} départements)")
+
+    def deliver(self, result: ReemitResult, deliverer: Deliverer) -> None:
+        done = deliverer.deliver(self.trace, result.run_id, only={f.emission.id for f in result.files})
+        result.held = dict(done.held)
+        result.problems = done.problems
+        result.files = [
+            ReemittedFile(f.emission, f.original_id, f.resealed, self.trace.emission(f.emission.id).status in DONE)
+            for f in result.files
+        ]
+
+    def finish_request(self, result: ReemitResult) -> None:
+        end = self.clock.now()
+        if result.failed:
+            result.status = "failed"
+            self.trace.finish_request(result.request_id, end, "failed", _clean("; ".join(result.failed), 2000))
+        elif not result.pending:
+            result.status = "done"
+            self.trace.finish_request(result.request_id, end, "done",
+                                      f"{len(result.files)} file(s) re-emitted and delivered")
+
+    def finish_run(self, result: ReemitResult, status: str, code: ExitCode, started: float) -> None:
+        self.trace.finish_run(result.run_id, self.clock.now(), status=status, exit_code=int(code),
+                              files=len(result.files), nbytes=sum(f.emission.size or 0 for f in result.files),
+                              message=_clean("; ".join(result.failed + result.problems), 2000))
+        self.log.info("reemit.end", request=result.request_id, run=result.run_id, files=len(result.files),
+                      pending=result.pending, failed=len(result.failed), status=result.status,
+                      seconds=round(time.monotonic() - started, 3))
 
 
 def close_completed_requests(trace: TraceStore, now: datetime) -> list[int]:

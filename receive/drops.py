@@ -28,13 +28,15 @@ from typing import Any
 from ..core.errors import TransportError
 from ..core.fsutil import atomic_write, name_digest, private_dir, storable_name
 from ..core.log import get as get_logger
+from ..core.names import EmissionName
+from ..core.names import parse as parse_technical_name
+from ..schemas.ack import parse_ack
 from ..transport.local import ACK_DIR
 from ..transport.upload import MARKER_SUFFIX, MAX_MARKER_BYTES  # the sender's marker, read back here
 from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
 
 __all__ = [
     "MARKER_SUFFIX",
-    "TECHNICAL_NAME",
     "Drop",
     "DropFile",
     "HubeeDropReader",
@@ -45,12 +47,6 @@ __all__ = [
 ]
 
 
-# The sender's technical names (night.emission_name; schemas/ack.xsd accepts these only).
-TECHNICAL_NAME = re.compile(
-    r"^(?P<flow>DSG|GRO|SGR)_(?P<department>0[0-9]{2}|02[AB]|97[1-6]|69M)_(?P<date>[0-9]{8})_(?P<seq>[0-9]{6})"
-    r"(?:_P(?P<part>[1-9][0-9]*)of(?P<parts>[1-9][0-9]*))?(?:_R(?P<reemission>[0-9]{2,4}))?"
-    r"\.(?P<ext>xml|zip)(?P<sealed>\.p7m)?$"
-)
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 UNSEALED_SUFFIXES = (".xml", ".zip")
 
@@ -81,8 +77,8 @@ class DropFile:
     unusable: str = ""
 
     @property
-    def technical(self) -> re.Match[str] | None:
-        return TECHNICAL_NAME.match(self.name)
+    def technical(self) -> EmissionName | None:
+        return parse_technical_name(self.name)
 
 
 class Drop(abc.ABC):
@@ -417,13 +413,8 @@ class HubeeDropReader(Drop):
             self._refuse(case_id, status, n["id"], "ATTACHMENTS")
             return None
         att, name = atts[0], names[0]
-        t = TECHNICAL_NAME.match(name) if is_safe_name(name) else None
-        if (
-            t is None
-            or not t["sealed"]
-            or (t["flow"] == "SGR") != (t["ext"] == "zip")
-            or t["flow"] != n["processCode"]
-        ):
+        t = parse_technical_name(name) if is_safe_name(name) else None
+        if t is None or not t.sealed or not t.fits or t.flow != n["processCode"]:
             self._refuse(case_id, status, n["id"], "NAME")
             return None
         if att.get("status") not in (None, "RECEIVED") or not isinstance(att.get("id"), str):
@@ -489,8 +480,6 @@ class HubeeDropReader(Drop):
         return found
 
     def write_ack(self, name: str, data: bytes) -> None:
-        from ..jobs.acks import parse_ack
-
         ack = parse_ack(data)
         if ack.file_name not in self._cases and ack.file_name not in self._settled:
             self.list_ready()  # a decision of an earlier run whose status was not posted: find its case again

@@ -60,7 +60,8 @@ from ..core.errors import ConfigError, DecryptError, ExitCode, FluxError, SealEr
 from ..core.fsutil import private_dir
 from ..core.lock import RunLock, lock_path
 from ..core.log import get as get_logger
-from ..jobs.acks import AckError, ack_name, build_ack
+from ..core.names import ack_name
+from ..schemas.ack import AckError, build_ack
 from ..seal import certs, cms
 from ..testing import faults
 from .config import ReceiveConfig
@@ -208,7 +209,7 @@ def _fits_and_ackable(item: DropFile) -> tuple[bool, bool]:
     """Whether the extension fits the flow its name says, and whether a refusal can be acknowledged:
     only a sealed file under its technical name can be (schemas/ack.xsd)."""
     technical = item.technical
-    fits = technical is None or (technical["flow"] == "SGR") == (technical["ext"] == "zip")
+    fits = technical is None or technical.fits
     return fits, item.sealed and technical is not None and fits
 
 
@@ -433,12 +434,12 @@ class Receiver:
             raise _Refused("DEPARTMENT", "the records name no département")
         t = item.technical
         if t is not None:
-            if t["flow"] != x.flow:
-                raise _Refused("NAME_MISMATCH", f"named {t['flow']}, the content is {x.flow}")
-            if t["department"] != code:
-                raise _Refused("NAME_MISMATCH", f"named for département {t['department']}")
-            if x.seq is not None and int(t["seq"]) != x.seq:
-                raise _Refused("NAME_MISMATCH", f"named sequence {int(t['seq'])}, the content says {x.seq}")
+            if t.flow != x.flow:
+                raise _Refused("NAME_MISMATCH", f"named {t.flow}, the content is {x.flow}")
+            if t.department != code:
+                raise _Refused("NAME_MISMATCH", f"named for département {t.department}")
+            if x.seq is not None and t.seq != x.seq:
+                raise _Refused("NAME_MISMATCH", f"named sequence {t.seq}, the content says {x.seq}")
 
     # -- decisions ------------------------------------------------------------------------------
 

@@ -28,8 +28,8 @@ from ..core import workdays
 from ..core.clock import PARIS
 from ..core.errors import ConfigError, FluxError
 from ..core.lock import lock_path
-from ..jobs.preflight import EXPIRY_WARNING_DAYS
 from ..seal import certs
+from ..seal.certs import EXPIRY_WARNING_DAYS
 from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, RequestStatus, RunStatus
 from ..trace.records import Emission, Run
 from ..trace.store import TraceStore

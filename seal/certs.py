@@ -17,13 +17,15 @@ import os
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ..core.errors import CertificateError
 
 __all__ = [
+    "EXPIRY_WARNING_DAYS",
+    "cert_fingerprint",
     "check_recipient",
     "check_signer",
     "days_left",
@@ -32,6 +34,11 @@ __all__ = [
     "load_certificates",
     "load_private_key",
 ]
+
+
+# A certificate this close to its end is flagged by preflight and status: renewing one takes the
+# partner days, and a file sealed for an expired certificate cannot be opened.
+EXPIRY_WARNING_DAYS = 30
 
 
 # --- loading -------------------------------------------------------------------------
@@ -181,3 +188,8 @@ def days_left(cert: x509.Certificate, now: datetime) -> int:
     """Whole days until `cert` expires (negative once expired), for renewal warnings."""
     _require_aware(now)
     return (cert.not_valid_after_utc - now).days
+
+
+def cert_fingerprint(cert: x509.Certificate) -> str:
+    """Which certificate a file was sealed for (SHA-256, hex): a re-emission re-seals when it has changed."""
+    return cert.fingerprint(hashes.SHA256()).hex()

@@ -25,7 +25,6 @@ import threading
 _counts: dict[str, int] = {}
 _enospc_counts: dict[str, int] = {}
 _pause_counts: dict[str, int] = {}
-_enospc_counts: dict[str, int] = {}
 _pause_lock = threading.Lock()  # points are passed by delivery workers in parallel: count each passage once
 
 

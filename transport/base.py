@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -36,11 +38,32 @@ class Receipt:
     reference: str = ""  # transport-side id: CFT IDTU, HubEE folder id, remote path
 
 
+class AckStatus(StrEnum):
+    OK = "OK"
+    KO = "KO"
+
+
+@dataclass(frozen=True, slots=True)
+class AckDecision:
+    """A partner's decision on a delivered file, where its protocol gives one instead of an ack file.
+
+    HubEE says it through a case's status: the transport hands the decision over as it is, and
+    the ack collector writes it in the ack format (schemas/ack.py), which transports do not know.
+    """
+
+    file_name: str  # the delivered file
+    sha256: str  # of the file as delivered
+    status: AckStatus
+    code: str  # the partner's own status code, e.g. SI_RECEIVED
+    at: datetime  # when the partner took the file into account (aware)
+
+
 @dataclass(frozen=True, slots=True)
 class AckFile:
     department: str
-    name: str
-    data: bytes
+    name: str  # the ack's name (core/names.ack_name of the delivered file)
+    data: bytes | None = None  # the ack document, as the partner wrote it
+    decision: AckDecision | None = None  # or the partner's decision, when it writes no document
 
 
 @dataclass(frozen=True, slots=True)

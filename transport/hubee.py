@@ -43,11 +43,12 @@ import httpx
 from .. import __version__
 from ..config.settings import Department, Hubee, Settings
 from ..config.transports import HubeeConfig
+from ..core import names
 from ..core.clock import Clock, from_environment
 from ..core.errors import ConfigError, TraceError, TransportError
 from ..core.log import get as get_logger
 from ..trace.journal import DeliveryJournal, HubeeStep, JournalEntry, JournalTransport
-from .base import AckFile, CheckResult, Delivery, Receipt, Transport
+from .base import AckDecision, AckFile, AckStatus, CheckResult, Delivery, Receipt, Transport
 from .hubee_client import HubeeApi, NoAnswer, error_detail
 from .oauth2 import (
     DEFAULT_TOKEN_LIFETIME,
@@ -88,10 +89,6 @@ OK_STATUSES = frozenset({"SI_RECEIVED", "IN_PROGRESS", "ADD_AWAITING", "DONE"})
 KO_STATUSES = frozenset({"SI_INTG_ERROR", "REFUSED"})
 CLOSED = "CLOSED"
 
-_FILE_NAME = re.compile(
-    r"^(DSG|SGR|GRO)_(0[0-9]{2}|02[AB]|97[1-6]|69M)_([0-9]{8})_([0-9]{6})"
-    r"(?:_P[1-9][0-9]*of[1-9][0-9]*)?(?:_R([0-9]{2,4}))?\.(?:xml|zip)\.p7m$"
-)
 # One département's journal rows are shared by the transports of one process (acks, then deliveries,
 # and `check`): each read-modify-write of them holds this lock.
 _STATE_LOCKS: dict[tuple[Path, str], threading.Lock] = {}
@@ -119,13 +116,13 @@ def external_id(file_name: str) -> str:
     département. The case's externalId is this plus "-01", within the spec's 30 characters. The
     three shapes differ in their number of fields, so different emissions never share an id.
     """
-    m = _FILE_NAME.match(file_name)
-    if m is None:
+    n = names.parse(file_name)
+    if n is None or not n.sealed:
         raise ValueError(f"{file_name} is not a flux-pmi emission name")
-    flow, dept, day, seq, reemission = m.groups()
-    tail = str(int(seq)) + (f"R{int(reemission)}" if reemission and int(reemission) else "")
+    day = f"{n.business_date:%Y%m%d}"
+    tail = str(n.seq) + (f"R{n.reemission_no}" if n.reemission_no else "")
     for stamp in (f"{day}-", f"{day[2:]}-", ""):
-        ext = f"CNAF-{flow}-{dept}-{stamp}{tail}"
+        ext = f"CNAF-{n.flow}-{n.department}-{stamp}{tail}"
         if len(ext) + len(CASE_SUFFIX) <= EXTERNAL_ID_MAX:
             return ext
     raise AssertionError("unreachable: 13 + 6 + 1 + 4 characters fit")  # pragma: no cover
@@ -519,8 +516,6 @@ class HubeeTransport(Transport):
     # -- acknowledgements ----------------------------------------------------------------------------
 
     def fetch_acks(self) -> list[AckFile]:
-        from ..jobs import acks  # acks imports this package's base module
-
         with self._lock:
             files = self._load()
             out: list[AckFile] = []
@@ -544,10 +539,10 @@ class HubeeTransport(Transport):
                         continue
                     # Kept, so that the same ack (same date) is offered until acks.collect has recorded it.
                     entry["ack"] = ack
-                data = acks.build_ack(
-                    name, entry["sha256"], ack["status"], ack["code"], "", datetime.fromisoformat(ack["at"])
+                decision = AckDecision(
+                    name, entry["sha256"], AckStatus(ack["status"]), ack["code"], datetime.fromisoformat(ack["at"])
                 )
-                out.append(AckFile(self.department, acks.ack_name(name), data))
+                out.append(AckFile(self.department, names.ack_name(name), decision=decision))
             for name in changed:
                 self._save(name, files[name])
         if errors and not out:
@@ -602,12 +597,10 @@ class HubeeTransport(Transport):
         return {"status": kind, "code": status, "at": at.isoformat()}
 
     def remove_ack(self, name: str) -> None:
-        from ..jobs import acks
-
         with self._lock:
             files = self._load()
             for file_name, entry in files.items():
-                if acks.ack_name(file_name) == name:
+                if names.ack_name(file_name) == name:
                     entry["ack_handed"] = self.clock.now().isoformat()
                     self._save(file_name, entry)
                     return

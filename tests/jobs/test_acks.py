@@ -13,9 +13,11 @@ from support import BUSINESS_DATE, NOW, make_demo
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import PARIS, FixedClock
 from flux_pmi.core.errors import ExitCode, RefusedError, TransportError
+from flux_pmi.core.names import ack_name
 from flux_pmi.jobs import acks
 from flux_pmi.jobs.night import Night
 from flux_pmi.schemas import xsd_path
+from flux_pmi.schemas.ack import MAX_ACK_BYTES, Ack, AckError, build_ack, parse_ack
 from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.lifecycle import Status
 from flux_pmi.trace.store import TraceStore
@@ -86,8 +88,8 @@ def write_ack(
 ) -> Path:
     folder = root / "drop" / dept / "acks"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (name or acks.ack_name(file_name))
-    path.write_bytes(acks.build_ack(file_name, sha256, status, code, text, at))
+    path = folder / (name or ack_name(file_name))
+    path.write_bytes(build_ack(file_name, sha256, status, code, text, at))
     return path
 
 
@@ -114,7 +116,7 @@ def set_option(root: Path, dept: str, line: str) -> None:
 
 
 def test_build_and_parse_round_trip():
-    data = acks.build_ack(
+    data = build_ack(
         "SGR_02A_20261123_000003_P2of3_R01.zip.p7m",
         "0f" * 32,
         "KO",
@@ -123,8 +125,8 @@ def test_build_and_parse_round_trip():
         TAKEN,
     )
     assert data.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
-    ack = acks.parse_ack(data)
-    assert ack == acks.Ack(
+    ack = parse_ack(data)
+    assert ack == Ack(
         "SGR_02A_20261123_000003_P2of3_R01.zip.p7m",
         "0f" * 32,
         "KO",
@@ -148,23 +150,23 @@ def test_build_and_parse_round_trip():
     ],
 )
 def test_build_refuses_fields_out_of_the_contract(args, where):
-    with pytest.raises(acks.AckError, match=where):
-        acks.build_ack(*args, TAKEN)
+    with pytest.raises(AckError, match=where):
+        build_ack(*args, TAKEN)
 
 
 def test_build_refuses_a_timestamp_without_offset_and_control_characters():
-    with pytest.raises(acks.AckError, match="offset"):
-        acks.build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "", datetime(2026, 11, 23, 9))
-    with pytest.raises(acks.AckError, match="characters"):
-        acks.build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "a\x00b", TAKEN)
+    with pytest.raises(AckError, match="offset"):
+        build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "", datetime(2026, 11, 23, 9))
+    with pytest.raises(AckError, match="characters"):
+        build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "a\x00b", TAKEN)
 
 
 def test_parse_refuses_a_too_large_ack_before_reading_it():
-    data = acks.build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "", TAKEN)
-    padded = data + b" " * (acks.MAX_ACK_BYTES - len(data) + 1)
-    with pytest.raises(acks.AckError, match="larger than 65536 bytes"):
-        acks.parse_ack(padded)
-    acks.parse_ack(data + b" " * (acks.MAX_ACK_BYTES - len(data)))  # exactly at the cap is fine
+    data = build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "", TAKEN)
+    padded = data + b" " * (MAX_ACK_BYTES - len(data) + 1)
+    with pytest.raises(AckError, match="larger than 65536 bytes"):
+        parse_ack(padded)
+    parse_ack(data + b" " * (MAX_ACK_BYTES - len(data)))  # exactly at the cap is fine
 
 
 XXE = b"""<?xml version="1.0"?>
@@ -182,30 +184,30 @@ XXE = b"""<?xml version="1.0"?>
     ],
 )
 def test_parse_refuses_entities_and_broken_documents_without_quoting_them(data, reason):
-    with pytest.raises(acks.AckError, match=reason) as exc:
-        acks.parse_ack(data)
+    with pytest.raises(AckError, match=reason) as exc:
+        parse_ack(data)
     assert "passwd" not in str(exc.value) and "root:" not in str(exc.value)
 
 
 def test_parse_refuses_a_value_without_quoting_it():
-    data = acks.build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "", TAKEN)
+    data = build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "", TAKEN)
     forged = data.replace(b"GRO_035_20261123_000001.xml.p7m", b"Jeanne EXEMPLE")
-    with pytest.raises(acks.AckError) as exc:
-        acks.parse_ack(forged)
+    with pytest.raises(AckError) as exc:
+        parse_ack(forged)
     assert "Fichier" in str(exc.value) and "EXEMPLE" not in str(exc.value)
 
 
 def test_parse_refuses_an_ack_that_is_not_utf8():
-    data = acks.build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "reçu", TAKEN)
+    data = build_ack("GRO_035_20261123_000001.xml.p7m", "a" * 64, "OK", "OK", "reçu", TAKEN)
     latin = data.decode("utf-8").replace("UTF-8", "ISO-8859-1").encode("iso-8859-1")
-    with pytest.raises(acks.AckError, match="UTF-8"):
-        acks.parse_ack(latin)
+    with pytest.raises(AckError, match="UTF-8"):
+        parse_ack(latin)
 
 
 def test_the_ack_xsd_validates_with_xmllint(tmp_path):
     good = tmp_path / "GRO_035_20261123_000001.xml.p7m.ack.xml"
     good.write_bytes(
-        acks.build_ack(
+        build_ack(
             "GRO_035_20261123_000001.xml.p7m",
             "a" * 64,
             "KO",
@@ -228,8 +230,8 @@ def test_the_ack_xsd_validates_with_xmllint(tmp_path):
         text=True,
     )
     assert out.returncode != 0 and "Horodatage" in out.stderr
-    with pytest.raises(acks.AckError, match="Horodatage"):
-        acks.parse_ack(naive.read_bytes())  # lxml and xmllint agree
+    with pytest.raises(AckError, match="Horodatage"):
+        parse_ack(naive.read_bytes())  # lxml and xmllint agree
 
 
 def test_the_documentation_carries_the_schema_as_it_is():
@@ -476,7 +478,7 @@ def test_invalid_and_xxe_acks_are_anomalies_and_the_others_are_still_recorded(en
     folder.mkdir()
     (folder / "a-broken.ack.xml").write_bytes(b"<AccuseReception")
     (folder / "b-xxe.ack.xml").write_bytes(XXE)
-    (folder / "c-huge.ack.xml").write_bytes(b"<x>" + b" " * acks.MAX_ACK_BYTES + b"</x>")
+    (folder / "c-huge.ack.xml").write_bytes(b"<x>" + b" " * MAX_ACK_BYTES + b"</x>")
     name, sha = delivered(root, "035")
     write_ack(root, "035", name, sha, name="d-misnamed.ack.xml")  # valid content, name not <file>.ack.xml
     good = write_ack(root, "035", *delivered(root, "035", "DSG"))
@@ -501,11 +503,11 @@ def test_invalid_and_xxe_acks_are_anomalies_and_the_others_are_still_recorded(en
 def test_a_file_not_named_like_an_ack_is_left_alone(env):
     root, settings, trace = env
     name, sha = delivered(root, "035")
-    partial = write_ack(root, "035", name, sha, name=acks.ack_name(name) + ".part")  # an upload in progress
+    partial = write_ack(root, "035", name, sha, name=ack_name(name) + ".part")  # an upload in progress
     summary = acks.collect(settings, trace, transport_for, LATER)
     assert (summary.ignored, summary.recorded_ok, summary.anomalies) == (1, 0, 0)
     assert partial.exists() and ack_rows(trace) == []
-    partial.rename(partial.with_name(acks.ack_name(name)))  # the receiver's rename completes it
+    partial.rename(partial.with_name(ack_name(name)))  # the receiver's rename completes it
     assert acks.collect(settings, trace, transport_for, LATER).recorded_ok == 1
 
 
@@ -568,7 +570,7 @@ def test_one_departments_transport_failing_does_not_stop_the_others(env):
 def acks_file(dept: str, name: str, sha: str):
     from flux_pmi.transport.base import AckFile
 
-    return AckFile(dept, acks.ack_name(name), acks.build_ack(name, sha, "OK", "OK", "", TAKEN))
+    return AckFile(dept, ack_name(name), build_ack(name, sha, "OK", "OK", "", TAKEN))
 
 
 def test_an_ack_that_cannot_be_removed_is_recorded_once(env):
@@ -592,7 +594,7 @@ def test_log_lines_name_the_department_ack_outcome_and_code_only(env):
     line = next(e for e in logs if e["event"] == "ack.anomaly")
     assert (line["department"], line["ack"], line["outcome"], line["code"]) == (
         "035",
-        acks.ack_name(name),
+        ack_name(name),
         "hash-mismatch",
         "SCHEMA",
     )

@@ -24,7 +24,8 @@ from support.sshd import FLOW_DIRS, PartnerPool, generate_key, require_tools
 
 from flux_pmi.archive import ArchiveStore
 from flux_pmi.core.clock import PARIS
-from flux_pmi.jobs import acks
+from flux_pmi.core.names import ack_name
+from flux_pmi.schemas.ack import build_ack
 from flux_pmi.trace.store import TraceStore
 
 DEPTS = "035,02A"
@@ -203,8 +204,8 @@ def test_sigkill_between_recording_an_ack_and_removing_it_records_it_once(tmp_pa
         folder = p.parent / "acks"
         folder.mkdir(exist_ok=True)
         digest = hashlib.sha256(p.read_bytes()).hexdigest()
-        (folder / acks.ack_name(p.name)).write_bytes(
-            acks.build_ack(p.name, digest, "OK", "OK", "pris en compte", NOW)
+        (folder / ack_name(p.name)).write_bytes(
+            build_ack(p.name, digest, "OK", "OK", "pris en compte", NOW)
         )
     _kill(root, "ack-recorded:2")
     _rerun(root)

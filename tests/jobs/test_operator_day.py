@@ -19,6 +19,7 @@ from flux_pmi.core.clock import PARIS, FixedClock
 from flux_pmi.core.errors import ExitCode, FluxError, RefusedError
 from flux_pmi.demo.setup import write_demo
 from flux_pmi.jobs import reemit
+from flux_pmi.jobs.deliver import Deliverer
 from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.retention import purge
 from flux_pmi.trace.lifecycle import ParkedState, RunStatus
@@ -208,8 +209,8 @@ def test_reemit_for_02A_sends_only_02A_s_file(tmp_path):
     with _trace(root) as trace:
         pending = len(trace.to_deliver())
         assert pending == 6
-        result = reemit.request(settings, trace, flows=["DSG"], departments=["02A"], date_from=D23, by="ops",
-                                clock=asked, night=Night(settings, clock=asked, sleep=lambda _s: None))
+        result = reemit.request(settings, trace, reemit.ReemitRequest(["DSG"], ["02A"], D23, by="ops"),
+                                clock=asked, deliverer=Deliverer(settings, clock=asked, sleep=lambda _s: None))
         assert result.exit_code == ExitCode.OK
         assert _drop(root, "02A") == sorted([*sent["02A"], "DSG_02A_20261123_000001_R01.xml.p7m"])
         assert _drop(root, "035") == sent["035"]  # the other pending files wait for the night
@@ -230,8 +231,8 @@ def test_reemit_of_a_file_not_delivered_yet_is_refused_not_sent_twice(tmp_path):
     asked = _clock(D23, hour=10)
     with _trace(root) as trace:
         with pytest.raises(RefusedError, match="not delivered yet .*would send it twice"):
-            reemit.request(settings, trace, flows=["DSG"], departments=["02A"], date_from=D23, by="ops",
-                           clock=asked, night=Night(settings, clock=asked, sleep=lambda _s: None))
+            reemit.request(settings, trace, reemit.ReemitRequest(["DSG"], ["02A"], D23, by="ops"),
+                           clock=asked, deliverer=Deliverer(settings, clock=asked, sleep=lambda _s: None))
         assert len(trace.to_deliver()) == 6 and _drop(root, "02A") == []
     # The night then delivers each file once.
     assert _night(root, D23).exit_code == ExitCode.OK

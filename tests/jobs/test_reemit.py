@@ -16,6 +16,7 @@ from flux_pmi.core.errors import ConfigError, ExitCode, RefusedError, SealError
 from flux_pmi.core.workdays import add_working_days
 from flux_pmi.demo import pki as demo_pki
 from flux_pmi.jobs import reemit
+from flux_pmi.jobs.deliver import Deliverer
 from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.retention import purge
 from flux_pmi.seal import certs, cms
@@ -49,13 +50,13 @@ def _ask(root: Path, trace: TraceStore, *, clock: FixedClock | None = None, **kw
     settings = load(root / "flux-pmi.toml")
     kw.setdefault("by", "ops-jdupont")
     kw.setdefault("reason", "files lost on the PMI side")
-    night = Night(
+    deliverer = Deliverer(
         settings,
         clock=clock,
         sleep=lambda _s: None,
         transport_factory=kw.pop("transport_factory", transport_for),
     )
-    return reemit.request(settings, trace, clock=clock, night=night, **kw)
+    return reemit.request(settings, trace, reemit.ReemitRequest(**kw), clock=clock, deliverer=deliverer)
 
 
 def _drop(root: Path, dept: str) -> list[str]:
@@ -219,7 +220,7 @@ def test_a_renewed_certificate_gets_a_file_resealed_from_the_archive_that_only_t
         row = trace.db.execute(
             "SELECT recipient_cert_sha256 FROM emissions WHERE file_name=?", (copy.name,)
         ).fetchone()
-    from flux_pmi.jobs.night import cert_fingerprint
+    from flux_pmi.seal.certs import cert_fingerprint
 
     assert row[0] == cert_fingerprint(certs.load_certificate(pki / "035.crt"))
 

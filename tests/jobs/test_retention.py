@@ -15,6 +15,7 @@ from flux_pmi.config.settings import load
 from flux_pmi.core.clock import PARIS, FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode, RefusedError
 from flux_pmi.jobs import reemit
+from flux_pmi.jobs.deliver import Deliverer
 from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.retention import purge, retention_cutoff
 from flux_pmi.trace.store import TraceStore
@@ -69,13 +70,9 @@ def site(tmp_path):
         reemit.request(
             settings,
             trace,
-            flows=["GRO"],
-            departments=["035"],
-            date_from=OLD,
-            by="ops",
-            reason="lost",
+            reemit.ReemitRequest(["GRO"], ["035"], OLD, by="ops", reason="lost"),
             clock=asked,
-            night=Night(settings, clock=asked, sleep=lambda _s: None),
+            deliverer=Deliverer(settings, clock=asked, sleep=lambda _s: None),
         )
     (root / "inbox" / "GRO" / gro_input.name).write_bytes(gro_bytes)  # the same bytes dropped again
     assert Night(load(cfg), clock=_clock(YOUNG), sleep=lambda _s: None, purge=False).run(YOUNG).exit_code == ExitCode.OK
@@ -198,12 +195,9 @@ def test_purge_is_idempotent_and_a_purged_date_cannot_be_re_emitted(site):
             reemit.request(
                 settings,
                 trace,
-                flows=["GRO"],
-                departments=["035"],
-                date_from=OLD,
-                by="ops",
+                reemit.ReemitRequest(["GRO"], ["035"], OLD, by="ops"),
                 clock=asked,
-                night=Night(settings, clock=asked),
+                deliverer=Deliverer(settings, clock=asked),
             )
 
 
@@ -225,12 +219,9 @@ def test_a_purge_killed_after_marking_is_finished_by_the_next_one(site, monkeypa
             reemit.request(
                 settings,
                 trace,
-                flows=["GRO"],
-                departments=["035"],
-                date_from=OLD,
-                by="ops",
+                reemit.ReemitRequest(["GRO"], ["035"], OLD, by="ops"),
                 clock=asked,
-                night=Night(settings, clock=asked),
+                deliverer=Deliverer(settings, clock=asked),
             )
         old = trace.db.execute("SELECT id FROM emissions WHERE purged_at IS NOT NULL LIMIT 1").fetchone()[0]
         with pytest.raises(RefusedError, match="outside retention"):

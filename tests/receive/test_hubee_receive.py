@@ -22,7 +22,7 @@ from support.hubee import BRANCH, REGISTRY, emissions, night, use_hubee
 from flux_pmi.cli import main
 from flux_pmi.config.settings import load
 from flux_pmi.core.errors import ConfigError, ExitCode
-from flux_pmi.jobs.night import emission_name
+from flux_pmi.core.names import emission_name
 from flux_pmi.receive.config import HubeeDropConfig, load_receive
 from flux_pmi.receive.drops import HubeeDropReader, open_drop
 from flux_pmi.receive.ledger import Ledger

@@ -32,12 +32,15 @@ from support.sshd import FLOW_DIRS, PartnerPool, generate_key, require_tools
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import PARIS, FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode
-from flux_pmi.jobs import acks, reemit
+from flux_pmi.core.names import ack_name
+from flux_pmi.jobs import reemit
+from flux_pmi.jobs.deliver import Deliverer
 from flux_pmi.jobs.night import Night
 from flux_pmi.receive.config import load_receive
 from flux_pmi.receive.extract import COLUMNS
 from flux_pmi.receive.ledger import Ledger
 from flux_pmi.receive.pipeline import Receiver
+from flux_pmi.schemas.ack import Ack, parse_ack
 from flux_pmi.seal import certs, cms
 from flux_pmi.trace.store import TraceStore
 
@@ -134,9 +137,9 @@ def assert_ledger_matches_outputs(cfg: Path) -> None:
         assert {"records.csv", "records.parquet"} <= {p.name for p in (c.output_dir / folder).iterdir()}
 
 
-def drop_acks(root: Path, dept: str) -> dict[str, acks.Ack]:
+def drop_acks(root: Path, dept: str) -> dict[str, Ack]:
     folder = root / "drop" / dept / "acks"
-    return {p.name: acks.parse_ack(p.read_bytes()) for p in sorted(folder.glob("*.ack.xml"))}
+    return {p.name: parse_ack(p.read_bytes()) for p in sorted(folder.glob("*.ack.xml"))}
 
 
 # --- the demo night, both halves --------------------------------------------------------------
@@ -214,9 +217,9 @@ def test_a_demo_night_is_received_by_every_departement_and_the_acks_reach_the_se
         # One OK ack per delivered file, carrying its digest and the time it was taken in.
         sent_files = sorted(p.name for p in (root / "drop" / dept).glob("*.p7m"))
         got_acks = drop_acks(root, dept)
-        assert sorted(got_acks) == [acks.ack_name(n) for n in sent_files]
+        assert sorted(got_acks) == [ack_name(n) for n in sent_files]
         for name in sent_files:
-            ack = got_acks[acks.ack_name(name)]
+            ack = got_acks[ack_name(name)]
             digest = (root / "drop" / dept / f"{name}.sha256").read_text().split()[0]
             assert (ack.status, ack.code, ack.sha256, ack.at) == ("OK", "OK", digest, RECEIVED_AT)
     assert total == result.records - result.bad  # every valid record of the night, once
@@ -368,13 +371,9 @@ def test_a_reemitted_or_redelivered_file_is_recognised_and_not_taken_twice(tmp_p
         reemit.request(
             settings,
             trace,
-            flows=["all"],
-            departments=["035"],
-            date_from=BUSINESS_DATE,
-            by="ops",
-            reason="lost on the PMI side",
+            reemit.ReemitRequest(["all"], ["035"], BUSINESS_DATE, by="ops", reason="lost on the PMI side"),
             clock=asked,
-            night=Night(settings, clock=asked, sleep=lambda _s: None),
+            deliverer=Deliverer(settings, clock=asked, sleep=lambda _s: None),
         )
     finally:
         trace.close()
@@ -390,7 +389,7 @@ def test_a_reemitted_or_redelivered_file_is_recognised_and_not_taken_twice(tmp_p
     assert sum(e["event"] == "receive.duplicate" for e in logs) == 3
     got = drop_acks(root, "035")
     for name in copies:
-        ack = got[acks.ack_name(name)]
+        ack = got[ack_name(name)]
         assert (ack.status, ack.code) == ("OK", "DUPLICATE")
 
     # The sender records the copies as taken into account too.
@@ -430,7 +429,7 @@ def test_a_sequence_number_taken_with_other_content_is_refused(tmp_path):
     report = receive(cfg)
     assert [(o.name, o.status, o.code) for o in report.outcomes] == [(name, "refused", "SEQUENCE_DUPLICATE")]
     assert report.exit_code == ExitCode.QUARANTINED
-    assert drop_acks(root, "035")[acks.ack_name(name)].code == "SEQUENCE_DUPLICATE"
+    assert drop_acks(root, "035")[ack_name(name)].code == "SEQUENCE_DUPLICATE"
     assert_ledger_matches_outputs(cfg)
 
 

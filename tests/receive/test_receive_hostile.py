@@ -20,12 +20,13 @@ from support import BUSINESS_DATE, NOW, make_demo, open_delivered
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ExitCode
+from flux_pmi.core.names import ack_name
 from flux_pmi.demo.pki import SIGNING, issue_cert, make_ca
-from flux_pmi.jobs import acks
 from flux_pmi.jobs.night import Night
 from flux_pmi.receive.config import load_receive
 from flux_pmi.receive.ledger import Ledger
 from flux_pmi.receive.pipeline import Receiver
+from flux_pmi.schemas.ack import Ack, parse_ack
 from flux_pmi.seal import certs, cms
 
 GRO = f"GRO_035_{BUSINESS_DATE:%Y%m%d}_000001.xml.p7m"
@@ -79,7 +80,7 @@ def _receive_config(site: Path, base: Path) -> Path:
 
 def refused(
     site: Path, base: Path, name: str, data: bytes, code: str, *, marker: str | None = None
-) -> tuple[acks.Ack, dict]:
+) -> tuple[Ack, dict]:
     """Drop `data` as `name`, receive, and check the refusal everywhere it must show.
 
     Returns the ack and the log line.
@@ -108,7 +109,7 @@ def refused(
         ledger.close()
     assert (row.name, row.status, row.code, row.output_dir, row.rows) == (name, "refused", code, None, 0)
     # The KO ack, where the sender collects it.
-    ack = acks.parse_ack((drop / "acks" / acks.ack_name(name)).read_bytes())
+    ack = parse_ack((drop / "acks" / ack_name(name)).read_bytes())
     assert (ack.file_name, ack.status, ack.code) == (name, "KO", code)
     assert ack.sha256 == digest and ack.at == NOW
     # And a second look changes nothing.
@@ -280,6 +281,6 @@ def test_a_file_over_the_size_cap_is_refused_unread(site, tmp_path):
     (base / "drop" / f"{GRO}.sha256").write_text(f"{digest}  {GRO}\n")
     report = Receiver(load_receive(cfg), clock=FixedClock(NOW)).run_once()
     assert [(o.status, o.code) for o in report.outcomes] == [("refused", "TOO_LARGE")]
-    ack = acks.parse_ack((base / "drop" / "acks" / acks.ack_name(GRO)).read_bytes())
+    ack = parse_ack((base / "drop" / "acks" / ack_name(GRO)).read_bytes())
     assert (ack.status, ack.code, ack.sha256) == ("KO", "TOO_LARGE", digest)
     assert list((base / "out").rglob("*")) == []

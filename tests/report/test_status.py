@@ -19,7 +19,8 @@ from support import BUSINESS_DATE, NOW, make_demo, run_cli
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import PARIS, FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode
-from flux_pmi.jobs.night import Night, NightReport, emission_name
+from flux_pmi.core.names import emission_name
+from flux_pmi.jobs.night import Night, NightReport
 from flux_pmi.report.status import SCHEMA, gather, render_text
 from flux_pmi.seal import certs
 from flux_pmi.testing.mock import ScriptedPartner

@@ -41,8 +41,8 @@ from flux_pmi.config.settings import Hubee, load
 from flux_pmi.config.transports import HubeeConfig
 from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode, TransportError
-from flux_pmi.jobs.acks import parse_ack
-from flux_pmi.jobs.night import Night, emission_name
+from flux_pmi.core.names import emission_name
+from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.preflight import partner_findings
 from flux_pmi.trace.journal import DeliveryJournal, JournalTransport, read_journal
 from flux_pmi.transport import retry
@@ -530,14 +530,14 @@ def test_case_statuses_become_acks_once_each(hub, tmp_path):
     hub.set_case_status(case["DSG"], "SI_RECEIVED", at=taken)
     hub.set_case_status(case["DSG"], "DONE", at=datetime(2026, 11, 24, tzinfo=UTC))
     hub.set_case_status(case["SGR"], "REFUSED", at=taken)
-    acks = {a.name: parse_ack(a.data) for a in t.fetch_acks()}
+    acks = {a.name: a.decision for a in t.fetch_acks()}
     dsg, sgr = (f"{i.file_name}.ack.xml" for i in items[:2])
     assert sorted(acks) == sorted([dsg, sgr])
     assert (acks[dsg].status, acks[dsg].code, acks[dsg].at) == ("OK", "DONE", taken)  # the first taking in
     assert acks[dsg].sha256 == items[0].sha256 and acks[dsg].file_name == items[0].file_name
     assert (acks[sgr].status, acks[sgr].code) == ("KO", "REFUSED")
     # Offered again, the same, until acks.collect has recorded and removed them.
-    assert {a.name: parse_ack(a.data) for a in t.fetch_acks()} == acks
+    assert {a.name: a.decision for a in t.fetch_acks()} == acks
     gets = len(hub.requests_to("GET", "/cases/"))
     for name in acks:
         t.remove_ack(name)
@@ -556,7 +556,7 @@ def test_an_integration_error_is_a_ko_and_a_closed_case_tells_from_its_events(hu
     hub.set_case_status(cases[1], "IN_PROGRESS")
     hub.set_case_status(cases[1], "CLOSED")
     hub.set_case_status(cases[2], "CLOSED")  # closed without ever saying: no ack, and no more asking
-    acks = {parse_ack(a.data).file_name: parse_ack(a.data) for a in t.fetch_acks()}
+    acks = {a.decision.file_name: a.decision for a in t.fetch_acks() if a.decision}
     assert (acks[items[0].file_name].status, acks[items[0].file_name].code) == ("KO", "SI_INTG_ERROR")
     assert (acks[items[1].file_name].status, acks[items[1].file_name].code) == ("OK", "IN_PROGRESS")
     assert items[2].file_name not in acks and state(tmp_path)[items[2].file_name]["closed"]
@@ -843,7 +843,9 @@ def test_404_and_5xx_are_retried_by_the_night_with_backoff(demo, hub, monkeypatc
     slept: list[float] = []
     report = Night(load(cfg), clock=FixedClock(NOW), sleep=slept.append).run(BUSINESS_DATE)
     assert report.exit_code == ExitCode.OK, report.problems
-    assert slept == [0.5, 1.0] and emissions(root)[0]["attempts"] == 3
+    # Exponential backoff (0.5 s, then 1 s) plus a jitter of up to half the base (jobs/deliver.py).
+    assert len(slept) == 2 and 0.5 <= slept[0] <= 0.75 and 1.0 <= slept[1] <= 1.25
+    assert emissions(root)[0]["attempts"] == 3
     assert len(hub.folders) == 9
 
 

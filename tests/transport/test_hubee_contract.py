@@ -23,10 +23,10 @@ from support.prism import prism
 from flux_pmi import __version__
 from flux_pmi.config.settings import Hubee, load_registry
 from flux_pmi.core.clock import FixedClock
-from flux_pmi.jobs.acks import ack_name, build_ack
-from flux_pmi.jobs.night import emission_name
+from flux_pmi.core.names import ack_name, emission_name
 from flux_pmi.receive.config import HubeeDropConfig
 from flux_pmi.receive.drops import DropFile, HubeeDropReader, _HubeeCase
+from flux_pmi.schemas.ack import build_ack
 from flux_pmi.trace.journal import DeliveryJournal
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.hubee import HubeeTransport, TokenCache
@@ -120,7 +120,7 @@ def test_both_ends_of_an_exchange_make_only_requests_the_spec_accepts(hub, tmp_p
             )
             # OSL: the case status is the ack.
             (got,) = t.fetch_acks()
-            assert b"SI_RECEIVED" in got.data
+            assert got.decision is not None and got.decision.code == "SI_RECEIVED"
         finally:
             t.close()
             drop.close()
