@@ -7,8 +7,8 @@ ids, what was handed on as an ack), and a rerun finishes the file instead of sta
 
 The journal is one table of the trace database, so it shares the trace's backups and durability
 (WAL, synchronous=FULL: a committed step survives a power cut, as the atomic JSON files did). Its
-table is created here, idempotently, rather than by the trace's schema migrations: the adapters own
-what they write in it. Each step change is one transaction.
+table is part of the trace's schema (trace/schema.py, version 4), and whichever of the store and the
+journal opens the file first brings it up to date. Each step change is one transaction.
 
 An installation from before the journal kept those facts in JSON files under the work folder
 (work/cft/<dept>/<part>.json, work/hubee/<dept>.json). Opening the journal imports them once and
@@ -19,7 +19,6 @@ file instead of sending it twice.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
@@ -31,21 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import TraceError
-from ..core.fsutil import private_dir
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS delivery_journal (
-    transport TEXT NOT NULL,        -- cft, hubee
-    department TEXT NOT NULL,
-    file_name TEXT NOT NULL,        -- technical emission name, never personal data
-    sha256 TEXT NOT NULL,           -- of the sealed file: the same name with other bytes is refused
-    step TEXT NOT NULL,             -- CftPhase or HubeeStep
-    facts TEXT NOT NULL DEFAULT '{}',  -- JSON: the adapter's resume facts (IDTU, folder and case ids...)
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (transport, department, file_name)
-)
-"""
+from .schema import open_trace
+from .sqlite import immediate
 
 
 class JournalTransport(StrEnum):
@@ -93,22 +79,10 @@ class DeliveryJournal:
 
     def __init__(self, path: Path, *, legacy_dir: Path | None = None, busy_timeout_ms: int = 30_000):
         self.path = Path(path)
-        private_dir(self.path.parent)
-        # SQLite gives its -wal and -shm files the database file's mode: create it owner-only.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         # Delivery workers and the main thread (acks, check) share it: the lock serialises them.
         self._lock = threading.RLock()
-        self.db = sqlite3.connect(
-            self.path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = FULL")
-            self.db.execute(_DDL)
-        except sqlite3.Error as exc:
-            self.db.close()
-            raise TraceError(f"delivery journal {self.path}: {exc}") from exc
+        self.db = open_trace(self.path, label="delivery journal", busy_timeout_ms=busy_timeout_ms,
+                             check_same_thread=False)
         if legacy_dir is not None:
             import_legacy_states(self, Path(legacy_dir))
 
@@ -124,18 +98,8 @@ class DeliveryJournal:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise TraceError(f"delivery journal {self.path} is locked by another process: {exc}") from exc
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            else:
-                self.db.execute("COMMIT")
+        with self._lock, immediate(self.db, f"delivery journal {self.path}", TraceError) as db:
+            yield db
 
     # -- reading ---------------------------------------------------------------------------
 

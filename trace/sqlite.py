@@ -26,7 +26,7 @@ Migration = tuple[int, Callable[[sqlite3.Connection], None]]
 
 def open_database(path: Path, *, label: str, schema: str, migrations: Sequence[Migration] = (), version: int,
                   error: type[FluxError], busy_timeout_ms: int = 30_000,
-                  foreign_keys: bool = False) -> sqlite3.Connection:
+                  foreign_keys: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
     """A connection (autocommit, rows as sqlite3.Row) to an up-to-date database.
 
     `label` names the store in messages ("trace store", "ledger"); `error` is raised on any SQLite failure.
@@ -35,7 +35,8 @@ def open_database(path: Path, *, label: str, schema: str, migrations: Sequence[M
     # SQLite gives its -wal and -shm files the database file's mode: create it owner-only.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     try:
-        db = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
+        db = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
+                             check_same_thread=check_same_thread)
     except sqlite3.Error as exc:
         raise error(f"{label} {path}: {exc}") from exc
     db.row_factory = sqlite3.Row

@@ -22,8 +22,6 @@ from pathlib import Path
 
 from ..core.errors import TraceError
 from .lifecycle import (
-    MIGRATE_FAILED,
-    MIGRATE_PURGED,
     TO_DELIVER,
     BatchState,
     InboxKind,
@@ -37,193 +35,9 @@ from .lifecycle import (
 from .records import BatchRow, Emission, Hold, InboxFile, Parked, Reject, Request, Run
 from .reporting import ReportQueries
 from .retention import RetentionQueries
-from .sqlite import Migration, open_database
+from .schema import SCHEMA_VERSION, open_trace
 
 __all__ = ["SCHEMA_VERSION", "Emission", "TraceStore", "recent_archived_files"]
-
-# 1: the tables; 2: the sequences table; 3: `failed` split into build-failed, delivery-failed and
-# refused, and marked rows `purged` (trace/lifecycle.py).
-SCHEMA_VERSION = 3
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    command TEXT NOT NULL,
-    business_date TEXT,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    status TEXT NOT NULL DEFAULT 'running',
-    exit_code INTEGER,
-    pid INTEGER,
-    records INTEGER NOT NULL DEFAULT 0,
-    rejects INTEGER NOT NULL DEFAULT 0,
-    files INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    message TEXT
-);
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY,
-    flow TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    state TEXT NOT NULL,            -- claiming, claimed, done
-    created_at TEXT NOT NULL,
-    done_at TEXT
-);
-CREATE TABLE IF NOT EXISTS inbox_files (
-    id INTEGER PRIMARY KEY,
-    batch_id INTEGER NOT NULL REFERENCES batches(id),
-    flow TEXT NOT NULL,
-    name TEXT NOT NULL,             -- relative to the flow's inbox folder
-    kind TEXT NOT NULL DEFAULT 'input',  -- input (a claimable file) or scan (a PDF an SGR index names)
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    state TEXT NOT NULL,            -- claimed, consumed, quarantined
-    code TEXT,
-    reason TEXT,
-    purged_at TEXT
-);
-CREATE INDEX IF NOT EXISTS inbox_files_sha ON inbox_files(flow, sha256);
-CREATE TABLE IF NOT EXISTS emissions (
-    id INTEGER PRIMARY KEY,
-    batch_id INTEGER REFERENCES batches(id),
-    flow TEXT NOT NULL,
-    department TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    reemission_no INTEGER NOT NULL DEFAULT 0,
-    reemission_of INTEGER REFERENCES emissions(id),
-    request_id INTEGER,
-    file_name TEXT,
-    size INTEGER,
-    sha256 TEXT,
-    record_count INTEGER NOT NULL DEFAULT 0,
-    rejects_count INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL,
-    transport TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    received_first TEXT,            -- earliest receipt date of its records
-    deadline TEXT,                  -- earliest deadline of its records
-    built_at TEXT, sealed_at TEXT, archived_at TEXT, delivered_at TEXT, acknowledged_at TEXT,
-    ack_status TEXT, ack_code TEXT,
-    recipient_cert_sha256 TEXT,     -- which certificate it was sealed for (re-seal when it changed)
-    transport_ref TEXT,             -- the transport's own id: CFT IDTU, HubEE folder id, remote path
-    purged_at TEXT,
-    UNIQUE (batch_id, flow, department, part, reemission_no),
-    UNIQUE (flow, department, seq, reemission_no)
-);
-CREATE INDEX IF NOT EXISTS emissions_status ON emissions(status);
-CREATE INDEX IF NOT EXISTS emissions_day ON emissions(flow, department, business_date);
-CREATE TABLE IF NOT EXISTS emission_events (
-    id INTEGER PRIMARY KEY,
-    emission_id INTEGER NOT NULL REFERENCES emissions(id),
-    at TEXT NOT NULL,
-    from_status TEXT,
-    to_status TEXT NOT NULL,
-    run_id INTEGER,
-    detail TEXT
-);
-CREATE TABLE IF NOT EXISTS records (
-    id INTEGER PRIMARY KEY,
-    emission_id INTEGER NOT NULL REFERENCES emissions(id),
-    ref TEXT NOT NULL UNIQUE,       -- HMAC of the record key: recognises a duplicate, reveals nothing
-    received TEXT NOT NULL,
-    deadline TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejects (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL,
-    batch_id INTEGER NOT NULL,
-    flow TEXT NOT NULL,
-    department TEXT,
-    file TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    code TEXT NOT NULL,
-    message TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (batch_id, file, line, code)
-);
-CREATE TABLE IF NOT EXISTS reemission_requests (
-    id INTEGER PRIMARY KEY,
-    requested_at TEXT NOT NULL,
-    requested_by TEXT NOT NULL,     -- OS user or --by: an operator identity, not a person's data
-    reason TEXT NOT NULL DEFAULT '',
-    flow TEXT NOT NULL,             -- a flow or 'all'
-    department TEXT NOT NULL,       -- a département or 'all'
-    date_from TEXT NOT NULL,
-    date_to TEXT NOT NULL,
-    deadline TEXT,                  -- request date + 8 jours ouvrés (earliest of the départements)
-    status TEXT NOT NULL,           -- pending, done, refused
-    done_at TEXT,
-    message TEXT
-);
-CREATE TABLE IF NOT EXISTS acks (
-    id INTEGER PRIMARY KEY,
-    received_at TEXT NOT NULL,
-    department TEXT NOT NULL,
-    ack_name TEXT NOT NULL,
-    file_name TEXT,
-    sha256 TEXT,
-    status TEXT,                    -- OK / KO as the receiver said
-    code TEXT,
-    ack_at TEXT,                    -- the receiver's timestamp: the date of "prise en compte"
-    emission_id INTEGER REFERENCES emissions(id),
-    outcome TEXT NOT NULL           -- recorded, unknown-file, hash-mismatch, invalid, duplicate
-);
-CREATE TABLE IF NOT EXISTS purges (
-    id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    archive_cutoff TEXT NOT NULL,
-    trace_cutoff TEXT NOT NULL,
-    archive_files INTEGER NOT NULL,
-    emissions INTEGER NOT NULL,
-    consumed_dirs INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sequences (
-    -- the last sequence handed out per flow and département: a fact of its own, never purged,
-    -- so that a sequence never goes back nor repeats whatever emissions rows were deleted
-    flow TEXT NOT NULL,
-    department TEXT NOT NULL,
-    last_seq INTEGER NOT NULL,
-    PRIMARY KEY (flow, department)
-);
-CREATE TABLE IF NOT EXISTS holds (
-    -- an operator's hold on a département's deliveries, with its history (who, when, why)
-    id INTEGER PRIMARY KEY,
-    department TEXT NOT NULL,
-    held_at TEXT NOT NULL,
-    held_by TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    resumed_at TEXT,
-    resumed_by TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS holds_active ON holds(department) WHERE resumed_at IS NULL;
-CREATE TABLE IF NOT EXISTS parked (
-    -- records of a département that was not enabled, kept (encrypted input) to be emitted later
-    id INTEGER PRIMARY KEY,
-    batch_id INTEGER NOT NULL,      -- not a foreign key: the batch row may be purged, the input is kept
-    flow TEXT NOT NULL,
-    department TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    state TEXT NOT NULL,            -- trace.lifecycle.ParkedState
-    parked_at TEXT NOT NULL,
-    closed_at TEXT,
-    emitted INTEGER,
-    UNIQUE (batch_id, flow, department)
-);
-CREATE TABLE IF NOT EXISTS anomalies (
-    id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    department TEXT,
-    file TEXT,
-    detail TEXT NOT NULL
-);
-"""
-
 
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -246,23 +60,6 @@ def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]
     return [(date.fromisoformat(d), name) for d, name in rows]
 
 
-def _seed_sequences(db: sqlite3.Connection) -> None:
-    """Version 2: the sequences table starts from what the emissions rows still say."""
-    db.execute(
-        "INSERT INTO sequences(flow, department, last_seq) SELECT flow, department, MAX(seq)"
-        " FROM emissions WHERE true GROUP BY flow, department"
-        " ON CONFLICT(flow, department) DO UPDATE SET last_seq=MAX(last_seq, excluded.last_seq)")
-
-
-def _typed_emissions(db: sqlite3.Connection) -> None:
-    """Version 3: every emission status is one of the lifecycle's (trace/lifecycle.py)."""
-    db.execute(MIGRATE_FAILED)
-    db.execute(MIGRATE_PURGED)
-
-
-MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions))
-
-
 class TraceStore(ReportQueries, RetentionQueries):
     """One connection, used by the run's main thread; delivery workers report back to it."""
 
@@ -271,9 +68,7 @@ class TraceStore(ReportQueries, RetentionQueries):
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000):
         self.path = Path(path)
-        self.db = open_database(self.path, label=self.label, schema=_SCHEMA, migrations=MIGRATIONS,
-                                version=SCHEMA_VERSION, error=TraceError, busy_timeout_ms=busy_timeout_ms,
-                                foreign_keys=True)
+        self.db = open_trace(self.path, label=self.label, busy_timeout_ms=busy_timeout_ms)
         self._key = self._load_key()
 
     # -- plumbing ------------------------------------------------------------------------

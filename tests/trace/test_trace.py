@@ -11,7 +11,9 @@ import pytest
 from flux_pmi.core.clock import PARIS
 from flux_pmi.core.errors import TraceError
 from flux_pmi.trace import lifecycle
+from flux_pmi.trace.journal import DeliveryJournal
 from flux_pmi.trace.lifecycle import ALLOWED, Status, check_transition
+from flux_pmi.trace.schema import SCHEMA_VERSION
 from flux_pmi.trace.store import TraceStore
 
 NOW = datetime(2026, 11, 23, 4, 0, tzinfo=PARIS)
@@ -154,5 +156,17 @@ def test_a_version_2_trace_is_migrated_in_place_and_failed_is_told_apart(tmp_pat
     with TraceStore(path) as t:
         assert [t.emission(i).status for i in ids] == [
             Status.BUILD_FAILED, Status.DELIVERY_FAILED, Status.REFUSED, Status.PURGED]
-        assert t.db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert t.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert [e.id for e in t.to_deliver()] == [ids[1]]  # only the failed delivery is retried
+
+
+def test_a_version_3_trace_gets_its_delivery_journal_from_whichever_connection_opens_it_first(tmp_path):
+    path = tmp_path / "trace" / "t.sqlite"
+    with TraceStore(path) as t:
+        t.db.execute("DROP TABLE delivery_journal")
+        t.db.execute("PRAGMA user_version = 3")
+    with DeliveryJournal(path) as journal:  # `check` before the first night after the upgrade
+        assert journal.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert journal.db.execute("SELECT COUNT(*) FROM delivery_journal").fetchone()[0] == 0
+    with TraceStore(path) as t:
+        assert t.db.execute("SELECT COUNT(*) FROM delivery_journal").fetchone()[0] == 0
