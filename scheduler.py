@@ -118,7 +118,7 @@ def dst_warnings(settings: Settings) -> list[str]:
 def last_completed_nightly(trace: Any) -> datetime | None:
     row = trace.last_run("run", statuses=COMPLETED_STATUSES)
     if row is not None:
-        at = datetime.fromisoformat(row["started_at"])
+        at = datetime.fromisoformat(row.started_at)
         return at if at.tzinfo else at.replace(tzinfo=PARIS)
     return None
 

@@ -337,9 +337,9 @@ def finish_claim(trace: TraceStore, batch_id: int, *, inbox: Path, work: Path, f
     """Move the files of a `claiming` batch; safe to call again after a crash midway."""
     target = private_dir(batch_dir(work, batch_id, flow))
     for row in trace.batch_files(batch_id):
-        dst = target / row["name"]
+        dst = target / row.name
         # Confined again: a folder of the inbox swapped for a link since the claim is not followed.
-        src = confined(inbox / flow, row["name"])
+        src = confined(inbox / flow, row.name)
         if src is not None and not dst.exists():
             _move(src, dst)
             faults.point("claim-move")

@@ -56,8 +56,8 @@ def hold(config: Path, department: str, *, by: str | None, reason: str, now: dat
     finally:
         trace.close()
     lines = [
-        f"département {code} {'held' if created else 'already held'} since {row['held_at']} by {row['held_by']}"
-        + (f": {row['reason']}" if row["reason"] else ""),
+        f"département {code} {'held' if created else 'already held'} since {row.held_at} by {row.held_by}"
+        + (f": {row.reason}" if row.reason else ""),
         f"{waiting} file(s) waiting; its files are built and archived as usual and wait for "
         f"`flux-pmi resume {code}`",
     ]
@@ -77,6 +77,6 @@ def resume(config: Path, department: str, *, by: str | None, now: datetime) -> l
     if row is None:
         return [f"département {code} is not held: nothing to resume"]
     return [
-        f"département {code} resumed by {who} (held since {row['held_at']} by {row['held_by']})",
+        f"département {code} resumed by {who} (held since {row.held_at} by {row.held_by})",
         f"{waiting} waiting file(s) are delivered in sequence order by the next run (`flux-pmi run`)",
     ]

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -164,7 +164,7 @@ class Night:
             report.held = dict(sorted(Counter(e.department for e in trace.to_deliver()
                                               if e.department in held).items()))
             report.undelivered = (len(waiting) + self._unarchived(trace)
-                                  + len([b for b in trace.open_batches() if b["state"] == "claimed"]))
+                                  + len([b for b in trace.open_batches() if b.state == "claimed"]))
             report.interrupted = self.stop.is_set() and report.undelivered > 0
             status = RunStatus.of_exit(report.exit_code.name)
             return report
@@ -243,11 +243,11 @@ class Night:
         now = self.clock.now()
         batches: list[inbox.Batch] = []
         for row in trace.open_batches():
-            if row["state"] == "claiming":
-                inbox.finish_claim(trace, row["id"], inbox=self.paths.inbox, work=self.paths.work,
-                                   flow=row["flow"], now=now)
-            batches.append(inbox.Batch(row["id"], row["flow"], date.fromisoformat(row["business_date"]),
-                                       inbox.batch_dir(self.paths.work, row["id"], row["flow"])))
+            if row.state == "claiming":
+                inbox.finish_claim(trace, row.id, inbox=self.paths.inbox, work=self.paths.work,
+                                   flow=row.flow, now=now)
+            batches.append(inbox.Batch(row.id, row.flow, date.fromisoformat(row.business_date),
+                                       inbox.batch_dir(self.paths.work, row.id, row.flow)))
         pending_flows = {(b.flow, b.business_date) for b in batches}
         for flow in FLOWS:
             for aside in inbox.screen(self.paths.inbox, self.paths.quarantine, flow):  # before it can crash a claim
@@ -305,20 +305,20 @@ class Night:
         records: list[Any] = []
         rejects: list[tuple[Reject, str | None]] = []
         for row in trace.batch_files(batch.id):
-            if row["kind"] != "input" or row["state"] != "claimed":
+            if row.kind != "input" or row.state != "claimed":
                 continue
-            path = batch.dir / row["name"]
+            path = batch.dir / row.name
             faults.point("parse")
             try:
-                result = parse_file(flow, path, display_name=row["name"], today=self.clock.today(),
+                result = parse_file(flow, path, display_name=row.name, today=self.clock.today(),
                                     inbox_root=batch.dir, limits=limits)
             except (InputFileError, OSError) as error:  # OSError: unreadable since it was claimed
                 exc = error if isinstance(error, InputFileError) else InputFileError(
-                    row["name"], None, f"cannot be read ({error.strerror})", "UNREADABLE")
-                inbox.quarantine(path, self.paths.quarantine, flow, row["name"], exc.code, str(exc))
-                trace.quarantine_file(row["id"], exc.code, str(exc))
-                report.quarantined.append((flow, row["name"], exc.code))
-                self.log.error("inbox.quarantined", flow=flow, file=row["name"], code=exc.code, reason=str(exc))
+                    row.name, None, f"cannot be read ({error.strerror})", "UNREADABLE")
+                inbox.quarantine(path, self.paths.quarantine, flow, row.name, exc.code, str(exc))
+                trace.quarantine_file(row.id, exc.code, str(exc))
+                report.quarantined.append((flow, row.name, exc.code))
+                self.log.error("inbox.quarantined", flow=flow, file=row.name, code=exc.code, reason=str(exc))
                 continue
             records.extend(result.records)
             rejects.extend((r, None) for r in result.rejects)
@@ -499,14 +499,14 @@ class Night:
 
     def _secure_consumed(self, trace: TraceStore) -> None:
         """Nothing consumed stays in clear: finish a retirement a crash interrupted, encrypt old leftovers."""
-        done = {r["id"]: r for r in trace.done_batches()}
+        done = {r.id: r for r in trace.done_batches()}
         for folder in sorted(self.paths.work.glob("batch-*")):
             try:
                 batch_id = int(folder.name.removeprefix("batch-"))
             except ValueError:
                 continue
             if batch_id in done:
-                self._keep_consumed(folder, batch_id, date.fromisoformat(done[batch_id]["business_date"]))
+                self._keep_consumed(folder, batch_id, date.fromisoformat(done[batch_id].business_date))
         for folder in sorted(self.paths.work.glob("replay-*")):
             shutil.rmtree(folder, ignore_errors=True)  # a replay killed midway: its plaintext goes
         consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
@@ -514,15 +514,15 @@ class Night:
     def _replay_parked(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
         """Emit the parked records of départements enabled since, from their kept input, exactly once."""
         for row in trace.parked():
-            dept = self.settings.departments.get(row["department"])
-            if dept is None or not dept.enabled or row["flow"] not in dept.flows:
+            dept = self.settings.departments.get(row.department)
+            if dept is None or not dept.enabled or row.flow not in dept.flows:
                 continue
             if self.stop.is_set():
                 return
             self._replay_one(trace, row, dept, run_id, report)
 
     def _replay_one(self, trace: TraceStore, row: Any, dept: Department, run_id: int, report: NightReport) -> None:
-        batch_id, flow, now = row["batch_id"], row["flow"], self.clock.now()
+        batch_id, flow, now = row.batch_id, row.flow, self.clock.now()
         where = f"{flow} {dept.code} (kept input of batch {batch_id})"
         work = self.paths.work / f"replay-{batch_id:06d}"
         try:
@@ -531,16 +531,16 @@ class Night:
             todo = self._not_yet_emitted(trace, flow, dept.code, folder)
             ok = True
             if todo:
-                batch = inbox.Batch(batch_id, flow, date.fromisoformat(row["business_date"]), folder)
+                batch = inbox.Batch(batch_id, flow, date.fromisoformat(row.business_date), folder)
                 ok = self._emit(trace, batch, dept, todo, 0, run_id, report.lines[(flow, dept.code)], report)
                 shutil.rmtree(self.paths.work / f"batch-{batch_id:06d}", ignore_errors=True)  # its `out/`
             if ok:
-                trace.close_parked(row["id"], self.clock.now(), ParkedState.EMITTED, len(todo))
+                trace.close_parked(row.id, self.clock.now(), ParkedState.EMITTED, len(todo))
                 report.replayed += len(todo)
                 self.log.info("parked.emitted", flow=flow, department=dept.code, batch=batch_id, records=len(todo))
         except (FluxError, OSError) as exc:
             if isinstance(exc, consumed_store.KeptInputMissing):
-                trace.close_parked(row["id"], now, ParkedState.LOST, 0)
+                trace.close_parked(row.id, now, ParkedState.LOST, 0)
             report.problems.append(f"{where}: not emitted: {exc}")
             self.log.error("parked.failed", flow=flow, department=dept.code, batch=batch_id, error=str(exc))
         finally:
@@ -577,7 +577,7 @@ class Night:
         if not rows:
             return
         path = self.paths.reports / f"rejects-{report.business_date:%Y%m%d}-run{run_id:06d}.csv"
-        report.rejects_report = rejects_report.write(path, [tuple(r) for r in rows])
+        report.rejects_report = rejects_report.write(path, [astuple(r) for r in rows])
 
     # -- deliver ---------------------------------------------------------------------------
 

@@ -155,8 +155,8 @@ def _original_row(trace: TraceStore, emission_id: int) -> Any:
             f"emission {emission_id} is not in the trace: purged after the retention period, "
             "or never emitted; nothing was sent"
         )
-    if row["reemission_of"] is not None:  # a KO on a copy re-emits the original again
-        return _original_row(trace, row["reemission_of"])
+    if row.reemission_of is not None:  # a KO on a copy re-emits the original again
+        return _original_row(trace, row.reemission_of)
     return row
 
 
@@ -172,42 +172,42 @@ def _reemit(
     request_id: int | None,
     keys: _Keys,
 ) -> ReemittedFile:
-    what = f"{row['flow']} {row['department']} seq {row['seq']}"
-    business_date = date.fromisoformat(row["business_date"])
+    what = f"{row.flow} {row.department} seq {row.seq}"
+    business_date = date.fromisoformat(row.business_date)
     cutoff = retention_cutoff(now.date(), settings.retention.months)
-    if row["purged_at"] is not None or business_date < cutoff:
+    if row.purged_at is not None or business_date < cutoff:
         raise RefusedError(
             f"{what} of {business_date} is outside retention (kept {settings.retention.months} "
             f"months: emissions before {cutoff} are purged); nothing was sent"
         )
-    if row["archived_at"] is None or not row["file_name"]:
+    if row.archived_at is None or not row.file_name:
         raise RefusedError(
             f"{what} of {business_date} is not archived yet: the night has not finished it; nothing was sent"
         )
-    dept = settings.departments.get(row["department"])
+    dept = settings.departments.get(row.department)
     if dept is None or not dept.enabled:
-        raise RefusedError(f"département {row['department']} is not enabled: nothing can be sent to it")
+        raise RefusedError(f"département {row.department} is not enabled: nothing can be sent to it")
 
-    n = trace.next_reemission_no(row["id"])
-    name = reemission_name(row["file_name"], n)
-    if trace.emission_by_file(row["department"], name) is not None:  # another process took n meanwhile
+    n = trace.next_reemission_no(row.id)
+    name = reemission_name(row.file_name, n)
+    if trace.emission_by_file(row.department, name) is not None:  # another process took n meanwhile
         raise TraceError(f"{name} is already traced: another re-emission of {what} is running")
-    cert, fingerprint = keys.recipient(row["department"])
-    archive_copy = archive.get_archive_copy(business_date, row["file_name"])
-    resealed = fingerprint != row["recipient_cert_sha256"]
+    cert, fingerprint = keys.recipient(row.department)
+    archive_copy = archive.get_archive_copy(business_date, row.file_name)
+    resealed = fingerprint != row.recipient_cert_sha256
     if resealed:
         archive_cert, archive_key = keys.archive()
         sealed = cms.reseal_from_archive(
             archive_copy, archive_cert=archive_cert, archive_key=archive_key, recipient_cert=cert, now=now
         )
     else:
-        sealed = archive.get_sealed(business_date, row["file_name"])
+        sealed = archive.get_sealed(business_date, row.file_name)
     # Archived under its own name first: a crash before the row leaves only a file the next
     # attempt overwrites (same name, no row points at it yet).
     archive.put(business_date, name, sealed, archive_copy)
     detail = _clean(f"R{n:02d} by {by}" + (f": {reason}" if reason else ""), 300)
     emission = trace.create_reemission(
-        row["id"],
+        row.id,
         now,
         request_id=request_id,
         file_name=name,
@@ -218,9 +218,9 @@ def _reemit(
     )
     if emission.file_name != name or emission.reemission_no != n:
         raise TraceError(f"{name}: traced as re-emission {emission.reemission_no}: concurrent re-emissions")
-    get_logger("flux-pmi.reemit").info("reemit.archived", flow=row["flow"], department=row["department"],
-                                       seq=row["seq"], file=name, resealed=resealed, request=request_id)
-    return ReemittedFile(emission, row["id"], resealed)
+    get_logger("flux-pmi.reemit").info("reemit.archived", flow=row.flow, department=row.department,
+                                       seq=row.seq, file=name, resealed=resealed, request=request_id)
+    return ReemittedFile(emission, row.id, resealed)
 
 
 def reemit_emission(
@@ -374,14 +374,14 @@ def _select(settings: Settings, trace: TraceStore, scope: _Scope, refuse: _Refus
     rows = [r for d in scope.departments for f in scope.flows
             for r in trace.originals_between(f, d, scope.date_from, scope.date_to)]
     what, when = scope.what, scope.when
-    if any(r["purged_at"] for r in rows):  # a purge was interrupted after marking them
+    if any(r.purged_at for r in rows):  # a purge was interrupted after marking them
         raise refuse(f"re-emission refused: {when} is outside retention (kept {settings.retention.months} months): "
                      f"its emissions of {what} are being purged")
-    archived = [r for r in rows if r["archived_at"] is not None and r["file_name"]]
+    archived = [r for r in rows if r.archived_at is not None and r.file_name]
     # A file not delivered yet is still on its way (its partner held or failing): the night delivers
     # it. A copy made now would reach the partner twice, the original and the `_Rnn`.
-    waiting = [r["file_name"] for r in archived if r["delivered_at"] is None]
-    eligible = [r for r in archived if r["delivered_at"] is not None]
+    waiting = [r.file_name for r in archived if r.delivered_at is None and r.file_name]
+    eligible = [r for r in archived if r.delivered_at is not None]
     if eligible:
         return eligible, waiting
     if waiting:
@@ -396,10 +396,10 @@ def _select(settings: Settings, trace: TraceStore, scope: _Scope, refuse: _Refus
 def _check_certificates(keys: _Keys, eligible: list[Any], now: datetime) -> list[str]:
     """The départements involved. A renewed certificate that is unusable stops the request before
     anything is made (CertificateError: an operator's matter, exit 2)."""
-    involved = sorted({r["department"] for r in eligible})
+    involved = sorted({r.department for r in eligible})
     for code in involved:
         cert, fingerprint = keys.recipient(code)
-        if any(r["department"] == code and r["recipient_cert_sha256"] != fingerprint for r in eligible):
+        if any(r.department == code and r.recipient_cert_sha256 != fingerprint for r in eligible):
             certs.check_recipient(cert, now=now)
             keys.archive()
     return involved
@@ -424,8 +424,8 @@ def request(settings: Settings, trace: TraceStore, ask: ReemitRequest, *, clock:
     deadline = min(workdays.add_working_days(now.date(), REQUEST_WORKING_DAYS, c) for c in involved)
     if ask.dry_run:
         plan = ReemitResult(0, 0, deadline, "dry-run", waiting=waiting)
-        plan.planned = [reemission_name(r["file_name"], trace.next_reemission_no(r["id"])) for r in eligible]
-        plan.held = dict(Counter(r["department"] for r in eligible if r["department"] in trace.active_holds()))
+        plan.planned = [reemission_name(r.file_name, trace.next_reemission_no(r.id)) for r in eligible]
+        plan.held = dict(Counter(r.department for r in eligible if r.department in trace.active_holds()))
         return plan
     request_id = _create_request(trace, scope, now, deadline=deadline)
     run_id = trace.start_run("reemit", None, now)
@@ -457,15 +457,15 @@ class _Run:
     def make(self, result: ReemitResult, eligible: list[Any], involved: list[str], archive: ArchiveStore) -> None:
         for i, dept in enumerate(involved, 1):
             made = 0
-            for row in (r for r in eligible if r["department"] == dept):
+            for row in (r for r in eligible if r.department == dept):
                 try:
                     result.files.append(_reemit(self.settings, self.trace, archive, row, now=self.clock.now(),
                                                 by=self.scope.by, reason=self.scope.reason,
                                                 request_id=result.request_id, keys=self.keys))
                     made += 1
                 except FluxError as exc:  # one damaged archive file must not stop the others
-                    result.failed.append(f"{row['file_name']}: {exc}")
-                    self.log.error("reemit.failed", department=dept, file=row["file_name"], error=str(exc))
+                    result.failed.append(f"{row.file_name}: {exc}")
+                    self.log.error("reemit.failed", department=dept, file=row.file_name, error=str(exc))
             if self.progress:
                 self.progress(f"{dept}: {made} file(s) re-emitted ({i}/{len(involved)} départements)")
 
@@ -506,21 +506,21 @@ def close_completed_requests(trace: TraceStore, now: datetime) -> list[int]:
     """
     closed = []
     for req in trace.requests("pending"):
-        emissions = trace.emissions_of_request(req["id"])
+        emissions = trace.emissions_of_request(req.id)
         if not emissions:
-            if datetime.fromisoformat(req["requested_at"]) < now - timedelta(hours=1):
+            if datetime.fromisoformat(req.requested_at) < now - timedelta(hours=1):
                 trace.finish_request(
-                    req["id"],
+                    req.id,
                     now,
                     "failed",
                     "no re-emitted file is left (interrupted before they "
                     "were made, or purged): ask again if still needed",
                 )
-                closed.append(req["id"])
+                closed.append(req.id)
             continue
         if all(e.status in DONE for e in emissions):
-            trace.finish_request(req["id"], now, "done", f"{len(emissions)} file(s) re-emitted and delivered")
-            closed.append(req["id"])
+            trace.finish_request(req.id, now, "done", f"{len(emissions)} file(s) re-emitted and delivered")
+            closed.append(req.id)
     return closed
 
 

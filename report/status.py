@@ -74,7 +74,7 @@ def _local_date(stamp: str) -> date:
 
 
 def _run(row: Run, alive: bool = True) -> dict[str, Any]:
-    run = {k: row[k] for k in _RUN_FIELDS}
+    run = {k: getattr(row, k) for k in _RUN_FIELDS}
     if run["status"] == RunStatus.RUNNING and not alive:
         # Nobody holds the run lock, so the process is gone: the next command marks it `died` too.
         run["status"] = RunStatus.DIED
@@ -112,7 +112,7 @@ def _flow_order(flow: str) -> tuple[int, str]:
 
 
 def _request_deadlines(trace: TraceStore) -> dict[int, str | None]:
-    return {r["id"]: r["deadline"] for r in trace.requests()}
+    return {r.id: r.deadline for r in trace.requests()}
 
 
 def _deadline(row: Emission | None, request_deadlines: dict[int, str | None]) -> str | None:
@@ -133,7 +133,7 @@ def _last_nightly(trace: TraceStore, settings: Settings, now: datetime, alive: b
     if row is None:
         return {"run": None, "age_hours": None, "max_age_hours": limit, "stale": True}
     # Measured from the start: a run that started on time and is still going is not a scheduler problem.
-    age = round((now - datetime.fromisoformat(row["started_at"])).total_seconds() / 3600, 2)
+    age = round((now - datetime.fromisoformat(row.started_at)).total_seconds() / 3600, 2)
     return {"run": _run(row, alive), "age_hours": age, "max_age_hours": limit, "stale": age > limit}
 
 
@@ -174,18 +174,18 @@ def _undelivered(trace: TraceStore) -> dict[str, Any]:
     )
     emissions = [
         {
-            "department": r["department"],
-            "flow": r["flow"],
-            "seq": r["seq"],
-            "part": r["part"],
-            "reemission_no": r["reemission_no"],
-            "file_name": r["file_name"],
-            "business_date": r["business_date"],
-            "status": r["status"],
-            "attempts": r["attempts"],
-            "last_error": r["last_error"],
+            "department": r.department,
+            "flow": r.flow,
+            "seq": r.seq,
+            "part": r.part,
+            "reemission_no": r.reemission_no,
+            "file_name": r.file_name,
+            "business_date": r.business_date,
+            "status": r.status,
+            "attempts": r.attempts,
+            "last_error": r.last_error,
             "deadline": _deadline(r, request_deadlines),
-            "ack_status": r["ack_status"],
+            "ack_status": r.ack_status,
         }
         for r in rows
     ]
@@ -197,8 +197,9 @@ def _sla(trace: TraceStore, settings: Settings, today: date) -> dict[str, Any]:
     zero = {"at_risk": 0, "late": 0, "late_delivered": 0}
     by_dept: dict[str, dict[str, int]] = {d.code: dict(zero) for d in settings.enabled_departments()}
     # Grouped in SQL: three months of records are many rows but few (département, deadline, delivery) triples.
-    for dept, deadline, delivered_at, n in trace.deadline_counts():
-        limit = date.fromisoformat(deadline)
+    for row in trace.deadline_counts():
+        dept, delivered_at, n = row.department, row.delivered_at, row.n
+        limit = date.fromisoformat(row.deadline)
         counts = by_dept.setdefault(dept, dict(zero))
         if delivered_at is not None:
             # delivered_at, not the status: a file the partner got stays delivered even if a KO ack
@@ -219,7 +220,8 @@ def _sla(trace: TraceStore, settings: Settings, today: date) -> dict[str, Any]:
 
 def _acks(trace: TraceStore) -> dict[str, Any]:
     counts = {"ok": 0, "ko": 0, "anomalies": 0, "duplicates": 0}
-    for outcome, status, n in trace.ack_counts():
+    for row in trace.ack_counts():
+        outcome, status, n = row.outcome, row.status, row.n
         if outcome == "recorded":
             key = {"OK": "ok", "KO": "ko"}.get((status or "").upper())
             if key:
@@ -230,11 +232,11 @@ def _acks(trace: TraceStore) -> dict[str, Any]:
             counts["anomalies"] += n
     ko = [
         {
-            "department": r["department"],
-            "file": r["file_name"],
-            "code": r["code"],
-            "at": r["ack_at"] or r["received_at"],
-            "received_at": r["received_at"],
+            "department": r.department,
+            "file": r.file_name,
+            "code": r.code,
+            "at": r.ack_at or r.received_at,
+            "received_at": r.received_at,
         }
         for r in trace.ko_acks()
     ]
@@ -244,20 +246,20 @@ def _acks(trace: TraceStore) -> dict[str, Any]:
 def _reemissions(trace: TraceStore, today: date) -> dict[str, Any]:
     requests = [
         {
-            "id": r["id"],
-            "requested_at": r["requested_at"],
-            "requested_by": r["requested_by"],
-            "reason": r["reason"],
-            "flow": r["flow"],
-            "department": r["department"],
-            "date_from": r["date_from"],
-            "date_to": r["date_to"],
-            "deadline": r["deadline"],
-            "status": r["status"],
-            "done_at": r["done_at"],
-            "overdue": r["status"] == RequestStatus.PENDING
-            and r["deadline"] is not None
-            and date.fromisoformat(r["deadline"]) < today,
+            "id": r.id,
+            "requested_at": r.requested_at,
+            "requested_by": r.requested_by,
+            "reason": r.reason,
+            "flow": r.flow,
+            "department": r.department,
+            "date_from": r.date_from,
+            "date_to": r.date_to,
+            "deadline": r.deadline,
+            "status": r.status,
+            "done_at": r.done_at,
+            "overdue": r.status == RequestStatus.PENDING
+            and r.deadline is not None
+            and date.fromisoformat(r.deadline) < today,
         }
         for r in trace.requests()
     ]
@@ -317,11 +319,11 @@ def _anomalies(trace: TraceStore) -> list[dict[str, Any]]:
     rows = trace.recent_anomalies(ANOMALIES_SHOWN)
     return [
         {
-            "kind": r["kind"],
-            "at": r["at"],
-            "department": r["department"],
-            "file": r["file"],
-            "detail": r["detail"],
+            "kind": r.kind,
+            "at": r.at,
+            "department": r.department,
+            "file": r.file,
+            "detail": r.detail,
         }
         for r in rows
     ]
@@ -348,17 +350,17 @@ def _holds(trace: TraceStore, today: date) -> dict[str, Any]:
         deadlines = sorted(f["deadline"] for f in files if f["deadline"])
         active.append({
             "department": code,
-            "since": h["held_at"],
-            "by": h["held_by"],
-            "reason": h["reason"],
+            "since": h.held_at,
+            "by": h.held_by,
+            "reason": h.reason,
             "waiting": len(files),
             "next_deadline": deadlines[0] if deadlines else None,
             "late": bool(deadlines) and date.fromisoformat(deadlines[0]) < today,
             "files": files,
         })
     history = [
-        {"department": r["department"], "since": r["held_at"], "by": r["held_by"], "reason": r["reason"],
-         "resumed_at": r["resumed_at"], "resumed_by": r["resumed_by"]}
+        {"department": r.department, "since": r.held_at, "by": r.held_by, "reason": r.reason,
+         "resumed_at": r.resumed_at, "resumed_by": r.resumed_by}
         for r in trace.holds_history()
     ]
     return {"active": active, "history": history}
@@ -369,11 +371,11 @@ def _parked(trace: TraceStore, settings: Settings) -> dict[str, Any]:
     rows = trace.parked()
     by: dict[str, dict[str, int]] = {}
     for r in rows:
-        by.setdefault(r["department"], {}).setdefault(r["flow"], 0)
-        by[r["department"]][r["flow"]] += r["count"]
+        by.setdefault(r.department, {}).setdefault(r.flow, 0)
+        by[r.department][r.flow] += r.count
     return {
-        "records": sum(r["count"] for r in rows),
-        "batches": len({r["batch_id"] for r in rows}),
+        "records": sum(r.count for r in rows),
+        "batches": len({r.batch_id for r in rows}),
         "by_department": {d: dict(sorted(f.items())) for d, f in sorted(by.items())},
     }
 

@@ -3,9 +3,6 @@
 SQL stays in trace/; everything outside reads frozen dataclasses whose fields are the
 table's columns, so a renamed column breaks at type-check time, not at 3 a.m. The
 statuses are the lifecycle's StrEnums (trace/lifecycle.py).
-
-`Record.__getitem__` keeps `row["field"]` working for the callers written against
-sqlite3.Row while they move to attributes; it reads the same field.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from .lifecycle import BatchState, InboxState, ParkedState, RequestStatus, RunSt
 
 
 class Record:
-    """A row as a dataclass: built from a sqlite3.Row by column name, readable by attribute or key."""
+    """A row as a dataclass, built from a sqlite3.Row by column name."""
 
     __slots__ = ()
     _enums: dict[str, type] = {}
@@ -36,6 +33,8 @@ class Record:
     def all(cls, rows: Any) -> list[Self]:
         return [cls.from_row(r) for r in rows]
 
+    # Read by column name or unpacked as a tuple, like the sqlite3.Row it replaces: the tests compare
+    # trace contents that way. Product code reads attributes, so that mypy checks every column name.
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
 
@@ -44,6 +43,7 @@ class Record:
 
     def __iter__(self) -> Any:
         return iter(astuple(self))  # type: ignore[call-overload]
+
 
 
 @dataclass(frozen=True, slots=True)
