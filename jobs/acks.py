@@ -31,7 +31,7 @@ from ..core.log import get as get_logger
 from ..core.names import ACK_SUFFIX, ack_name
 from ..schemas.ack import KO, OK, Ack, AckError, build_ack, parse_ack
 from ..testing import faults
-from ..trace.lifecycle import Status
+from ..trace.lifecycle import AckOutcome, Status
 from ..trace.store import Emission, TraceStore
 from ..transport.base import AckFile, Transport
 
@@ -41,13 +41,9 @@ __all__ = ["MAX_AUTO_REEMISSIONS", "AckSummary", "Reemit", "collect"]
 # otherwise get a new copy after every KO: past this many copies, an operator decides.
 MAX_AUTO_REEMISSIONS = 3
 
-# acks.outcome values (the trace's `acks` table); "recorded" is the only one that changes an emission.
-RECORDED = "recorded"
-DUPLICATE = "duplicate"
-CONFLICT = "conflict"
-UNKNOWN_FILE = "unknown-file"
-HASH_MISMATCH = "hash-mismatch"
-INVALID = "invalid"
+# The trace's `acks.outcome` values; RECORDED is the only one that changes an emission.
+RECORDED, DUPLICATE, CONFLICT = AckOutcome.RECORDED, AckOutcome.DUPLICATE, AckOutcome.CONFLICT
+UNKNOWN_FILE, HASH_MISMATCH, INVALID = AckOutcome.UNKNOWN_FILE, AckOutcome.HASH_MISMATCH, AckOutcome.INVALID
 
 
 class Reemit(Protocol):
@@ -183,14 +179,14 @@ def _one(
     """Judge one ack, record it, then remove it (unless it is left for later)."""
     code, name = dept.code, ack_file.name
 
-    def record(outcome: str, ack: Ack | None, emission: Emission | None = None) -> None:
+    def record(outcome: AckOutcome, ack: Ack | None, emission: Emission | None = None) -> None:
         trace.add_ack(now, department=code, ack_name=name, outcome=outcome,
                       file_name=ack.file_name if ack else None, sha256=ack.sha256 if ack else None,
                       status=ack.status if ack else None, code=ack.code if ack else None,
                       ack_at=ack.at.isoformat() if ack else None, emission_id=emission.id if emission else None)
 
     def anomaly(
-        kind: str, outcome: str, detail: str, ack: Ack | None = None, emission: Emission | None = None
+        kind: str, outcome: AckOutcome, detail: str, ack: Ack | None = None, emission: Emission | None = None
     ) -> None:
         record(outcome, ack, emission)
         trace.add_anomaly(

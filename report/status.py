@@ -30,7 +30,7 @@ from ..core.errors import ConfigError, FluxError
 from ..core.lock import lock_path
 from ..seal import certs
 from ..seal.certs import EXPIRY_WARNING_DAYS
-from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, RequestStatus, RunStatus
+from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, AckOutcome, RequestStatus, RunStatus
 from ..trace.records import Emission, Run
 from ..trace.store import TraceStore
 
@@ -222,11 +222,11 @@ def _acks(trace: TraceStore) -> dict[str, Any]:
     counts = {"ok": 0, "ko": 0, "anomalies": 0, "duplicates": 0}
     for row in trace.ack_counts():
         outcome, status, n = row.outcome, row.status, row.n
-        if outcome == "recorded":
+        if outcome == AckOutcome.RECORDED:
             key = {"OK": "ok", "KO": "ko"}.get((status or "").upper())
             if key:
                 counts[key] += n
-        elif outcome == "duplicate":
+        elif outcome == AckOutcome.DUPLICATE:
             counts["duplicates"] += n
         else:  # unknown-file, hash-mismatch, invalid, and whatever acks.py adds later
             counts["anomalies"] += n

@@ -146,6 +146,17 @@ class RequestStatus(StrEnum):
     FAILED = "failed"  # the re-emission could not be made
 
 
+class AckOutcome(StrEnum):
+    """An `acks` row: what an acknowledgement did. Only RECORDED changes an emission."""
+
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"  # the same verdict again for a file already acknowledged
+    CONFLICT = "conflict"  # the other verdict after one was recorded: an operator decides
+    UNKNOWN_FILE = "unknown-file"  # no such file was sent to this département
+    HASH_MISMATCH = "hash-mismatch"  # it acknowledges other bytes than those sent
+    INVALID = "invalid"  # not an ack (schema, size, name)
+
+
 class ParkedState(StrEnum):
     """A `parked` row: records of a département that was not enabled, kept to be emitted later."""
 

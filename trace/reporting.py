@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .lifecycle import Status
+from .lifecycle import AckOutcome, Status
 from .records import Ack, Anomaly, Emission, Record, Run
 from .sqlite import Database
 
@@ -89,7 +89,7 @@ class ReportQueries(Database):
 
     def ko_acks(self) -> list[Ack]:
         """The KO acks recorded against an emission, oldest first."""
-        return Ack.all(self.db.execute("SELECT * FROM acks WHERE outcome='recorded' AND UPPER(status)='KO' ORDER BY id"))
+        return Ack.all(self.db.execute("SELECT * FROM acks WHERE outcome=? AND UPPER(status)='KO' ORDER BY id", (AckOutcome.RECORDED,)))
 
     def recent_anomalies(self, limit: int) -> list[Anomaly]:
         return Anomaly.all(self.db.execute("SELECT * FROM anomalies ORDER BY id DESC LIMIT ?", (limit,)))

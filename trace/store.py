@@ -23,6 +23,7 @@ from pathlib import Path
 from ..core.errors import TraceError
 from .lifecycle import (
     TO_DELIVER,
+    AckOutcome,
     BatchState,
     InboxKind,
     InboxState,
@@ -496,7 +497,7 @@ class TraceStore(ReportQueries, RetentionQueries):
                               (department, file_name)).fetchone()
         return Emission.from_row(row) if row else None
 
-    def add_ack(self, now: datetime, *, department: str, ack_name: str, outcome: str, file_name: str | None = None,
+    def add_ack(self, now: datetime, *, department: str, ack_name: str, outcome: AckOutcome, file_name: str | None = None,
                 sha256: str | None = None, status: str | None = None, code: str | None = None,
                 ack_at: str | None = None, emission_id: int | None = None) -> None:
         with self.tx():
