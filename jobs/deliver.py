@@ -42,7 +42,7 @@ from ..testing import faults
 from ..trace.lifecycle import Status
 from ..trace.store import Emission, TraceStore
 from ..transport.base import Delivery, Transport
-from ..transport.factory import transport_for
+from ..transport.registry import transport_for
 
 __all__ = ["JITTER", "Deliverer", "DeliveryReport", "retry_wait"]
 

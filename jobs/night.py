@@ -46,7 +46,7 @@ from ..testing import faults
 from ..trace.lifecycle import ParkedState, RunStatus, Status
 from ..trace.store import Emission, TraceStore
 from ..transport.base import Transport
-from ..transport.factory import transport_for
+from ..transport.registry import transport_for
 from . import acks, guards, reemit, retention
 from .deliver import Deliverer
 

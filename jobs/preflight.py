@@ -24,7 +24,7 @@ from ..seal import certs
 from ..seal.certs import EXPIRY_WARNING_DAYS
 from ..trace.store import recent_archived_files
 from ..transport.base import Checkable, CheckResult
-from ..transport.factory import transport_for
+from ..transport.registry import transport_for
 from . import guards
 
 

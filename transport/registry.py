@@ -67,3 +67,8 @@ def _hubee(settings: Settings, dept: Department) -> Transport:
     from .hubee import HubeeTransport  # httpx
 
     return HubeeTransport.from_config(settings, dept)
+
+
+def transport_for(settings: Settings, dept: Department) -> Transport:
+    """The département's transport (the night's default `transport_factory`)."""
+    return build(settings, dept)

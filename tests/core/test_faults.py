@@ -25,7 +25,7 @@ from flux_pmi.core.errors import ExitCode, TraceError
 from flux_pmi.jobs.night import Night
 from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.store import TraceStore
-from flux_pmi.transport.factory import transport_for
+from flux_pmi.transport.registry import transport_for
 
 FAULTY = "067"
 OTHERS = ("035", "02A", "971")

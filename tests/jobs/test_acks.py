@@ -21,8 +21,8 @@ from flux_pmi.schemas.ack import MAX_ACK_BYTES, Ack, AckError, build_ack, parse_
 from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.lifecycle import Status
 from flux_pmi.trace.store import TraceStore
-from flux_pmi.transport.factory import transport_for
 from flux_pmi.transport.local import LocalDrop
+from flux_pmi.transport.registry import transport_for
 
 LATER = NOW + timedelta(hours=6)
 TAKEN = datetime(2026, 11, 23, 9, 30, 12, tzinfo=PARIS)  # the receiver's "prise en compte"

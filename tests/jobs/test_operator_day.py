@@ -24,7 +24,7 @@ from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.retention import purge
 from flux_pmi.trace.lifecycle import ParkedState, RunStatus
 from flux_pmi.trace.store import TraceStore
-from flux_pmi.transport.factory import transport_for
+from flux_pmi.transport.registry import transport_for
 
 D23, D24 = date(2026, 11, 23), date(2026, 11, 24)
 

@@ -22,7 +22,7 @@ from flux_pmi.jobs.retention import purge
 from flux_pmi.seal import certs, cms
 from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.store import TraceStore
-from flux_pmi.transport.factory import transport_for
+from flux_pmi.transport.registry import transport_for
 
 D23, D24, D25 = date(2026, 11, 23), date(2026, 11, 24), date(2026, 11, 25)  # Monday to Wednesday
 ASKED = datetime(2026, 11, 26, 10, 0, tzinfo=PARIS)  # a Thursday

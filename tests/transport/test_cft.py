@@ -24,7 +24,7 @@ from flux_pmi.trace.journal import DeliveryJournal, JournalTransport, read_journ
 from flux_pmi.trace.store import TraceStore
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.cft import SEND_TEMPLATE, CftTransport
-from flux_pmi.transport.factory import transport_for
+from flux_pmi.transport.registry import transport_for
 
 FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_cftutil.py"
 IDF = {"DSG": "PMIDSG", "SGR": "PMISGR", "GRO": "PMIGRO"}

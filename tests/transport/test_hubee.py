@@ -47,7 +47,6 @@ from flux_pmi.jobs.preflight import partner_findings
 from flux_pmi.trace.journal import DeliveryJournal, JournalTransport, read_journal
 from flux_pmi.transport import retry
 from flux_pmi.transport.base import Delivery
-from flux_pmi.transport.factory import transport_for
 from flux_pmi.transport.hubee import (
     MIME_TYPE,
     SHARED_TOKENS,
@@ -56,6 +55,7 @@ from flux_pmi.transport.hubee import (
     TokenCache,
     external_id,
 )
+from flux_pmi.transport.registry import transport_for
 from flux_pmi.transport.retry import RetryPolicy
 
 # The fixtures: a demo of DEPTS, the stand-in.

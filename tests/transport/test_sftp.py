@@ -28,7 +28,7 @@ from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ArchiveError, ConfigError, ExitCode, HostKeyError, TransportError
 from flux_pmi.jobs.night import Night
 from flux_pmi.transport.base import Delivery
-from flux_pmi.transport.factory import transport_for
+from flux_pmi.transport.registry import transport_for
 from flux_pmi.transport.sftp import SftpTransport
 from flux_pmi.transport.sftp_client import SftpFolder
 
