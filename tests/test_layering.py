@@ -175,3 +175,15 @@ def test_the_layer_table_names_only_what_exists():
 def test_the_root_holds_only_the_entry_points():
     loose = sorted(p.name for p in ROOT.glob("*.py"))
     assert loose == ["__init__.py", "cli.py", "scheduler.py"]
+
+
+def test_sql_lives_in_trace_and_the_receive_ledger_alone():
+    allowed = ("trace.", "receive.ledger")
+    bad = []
+    for name, path in _modules().items():
+        if name.startswith(allowed):
+            continue
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "execute(" in line or "executemany(" in line or "sqlite3.connect(" in line:
+                bad.append(f"{path.relative_to(ROOT)}:{lineno}")
+    assert bad == []

@@ -170,3 +170,12 @@ def test_a_version_3_trace_gets_its_delivery_journal_from_whichever_connection_o
         assert journal.db.execute("SELECT COUNT(*) FROM delivery_journal").fetchone()[0] == 0
     with TraceStore(path) as t:
         assert t.db.execute("SELECT COUNT(*) FROM delivery_journal").fetchone()[0] == 0
+
+
+def test_the_architecture_page_draws_the_lifecycle_the_map_allows():
+    from pathlib import Path
+
+    from flux_pmi.trace.lifecycle import diagram
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert "\n".join(diagram()) in page
