@@ -1,4 +1,8 @@
-"""Jours ouvrés per département: the 8-working-day clock of the service contract.
+"""Jours ouvrés per département, and the two clocks a record's delivery runs against.
+
+The service contract (annexe 2 §3) gives 8 jours ouvrés from the Caf's receipt; the law (code de
+la santé publique, L.2122-4: "sous huitaine") gives 8 calendar days from the same receipt. The
+earlier one binds: it is the `deadline` every consumer reads, and `DeadlineBasis` says which.
 
 Monday to Friday minus French public holidays from the `holidays` package, with the
 local ones: Alsace-Moselle (57, 67, 68) adds Good Friday and 26 December, and each
@@ -8,7 +12,9 @@ has them, Victor Schœlcher day (971, 972) and Good Friday and Mi-Carême (971).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
+from enum import StrEnum
 from functools import lru_cache
 
 import holidays
@@ -18,6 +24,30 @@ _SUBDIV = {"057": "57", "067": "6AE", "068": "6AE", "971": "971", "972": "972", 
            "974": "974", "976": "976"}
 
 DEADLINE_WORKING_DAYS = 8
+LEGAL_DEADLINE_DAYS = 8  # "sous huitaine": calendar days, weekends and holidays included
+
+
+class DeadlineBasis(StrEnum):
+    """Which clock a deadline comes from: the service contract's or the law's."""
+
+    CONTRACT = "contract"
+    LAW = "law"
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Both deadlines of one record; `binding` is the earlier (the law on a tie: it is the stronger duty)."""
+
+    contract: date
+    legal: date
+
+    @property
+    def basis(self) -> DeadlineBasis:
+        return DeadlineBasis.LAW if self.legal <= self.contract else DeadlineBasis.CONTRACT
+
+    @property
+    def binding(self) -> date:
+        return min(self.contract, self.legal)
 
 
 @lru_cache(maxsize=256)
@@ -53,5 +83,15 @@ def count_working_days(start: date, end: date, department: str) -> int:
 
 
 def deadline(received: date, department: str) -> date:
-    """Latest delivery date for a record the Caf received on `received` (annexe 2 §3)."""
+    """The contract's latest delivery date for a record the Caf received on `received` (annexe 2 §3)."""
     return add_working_days(received, DEADLINE_WORKING_DAYS, department)
+
+
+def legal_deadline(received: date) -> date:
+    """The law's latest delivery date (L.2122-4, "sous huitaine"): the same in every département."""
+    return received + timedelta(days=LEGAL_DEADLINE_DAYS)
+
+
+def deadlines(received: date, department: str) -> Deadlines:
+    """Both deadlines of a record the Caf received on `received`."""
+    return Deadlines(contract=deadline(received, department), legal=legal_deadline(received))

@@ -477,7 +477,7 @@ class Night:
         faults.point("archived-file")
         trace.mark_archived(
             row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
-            records=[(k, r, workdays.deadline(r, dept.code)) for k, r in zip(part.record_keys, part.received,
+            records=[(k, r, workdays.deadlines(r, dept.code)) for k, r in zip(part.record_keys, part.received,
                                                                              strict=True)],
             rejects_count=rejects, run_id=run_id, recipient_cert_sha256=certs.cert_fingerprint(self._recipient_cert(dept)))
         faults.point("archived")

@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import astuple, dataclass, fields
 from typing import Any, Self
 
+from ..core.workdays import DeadlineBasis
 from .lifecycle import BatchState, InboxState, ParkedState, RequestStatus, RunStatus, Status
 
 
@@ -81,6 +82,9 @@ class Emission(Record):
     recipient_cert_sha256: str | None
     transport_ref: str | None
     purged_at: str | None
+    contract_deadline: str | None  # schema version 5: each clock's earliest date, and which one binds
+    legal_deadline: str | None
+    deadline_basis: DeadlineBasis | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +208,7 @@ class Anomaly(Record):
     detail: str
 
 
-Emission._enums = {"status": Status}
+Emission._enums = {"status": Status, "deadline_basis": DeadlineBasis}
 Run._enums = {"status": RunStatus}
 BatchRow._enums = {"state": BatchState}
 InboxFile._enums = {"state": InboxState}

@@ -11,12 +11,14 @@ import sqlite3
 from pathlib import Path
 
 from ..core.errors import TraceError
+from ..core.workdays import LEGAL_DEADLINE_DAYS, DeadlineBasis
 from .lifecycle import MIGRATE_FAILED, MIGRATE_PURGED
 from .sqlite import Migration, open_database
 
 # 1: the tables; 2: the sequences table; 3: `failed` split into build-failed, delivery-failed and
-# refused, and marked rows `purged` (trace/lifecycle.py); 4: the delivery journal (trace/journal.py).
-SCHEMA_VERSION = 4
+# refused, and marked rows `purged` (trace/lifecycle.py); 4: the delivery journal (trace/journal.py);
+# 5: the legal deadline beside the contract's (core/workdays.py), `deadline` the earlier.
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -78,7 +80,7 @@ CREATE TABLE IF NOT EXISTS emissions (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     received_first TEXT,            -- earliest receipt date of its records
-    deadline TEXT,                  -- earliest deadline of its records
+    deadline TEXT,                  -- earliest deadline of its records (the binding one: see version 5)
     built_at TEXT, sealed_at TEXT, archived_at TEXT, delivered_at TEXT, acknowledged_at TEXT,
     ack_status TEXT, ack_code TEXT,
     recipient_cert_sha256 TEXT,     -- which certificate it was sealed for (re-seal when it changed)
@@ -103,7 +105,7 @@ CREATE TABLE IF NOT EXISTS records (
     emission_id INTEGER NOT NULL REFERENCES emissions(id),
     ref TEXT NOT NULL UNIQUE,       -- HMAC of the record key: recognises a duplicate, reveals nothing
     received TEXT NOT NULL,
-    deadline TEXT NOT NULL
+    deadline TEXT NOT NULL          -- the binding one (version 5 adds both clocks, and which binds)
 );
 CREATE TABLE IF NOT EXISTS rejects (
     id INTEGER PRIMARY KEY,
@@ -231,7 +233,33 @@ def _delivery_journal(db: sqlite3.Connection) -> None:
     db.execute(_JOURNAL)
 
 
-MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions), (4, _delivery_journal))
+# Added by version 5 to `records` and `emissions` (a new file gets them from the migration too, so they are
+# written once): each clock's date and which one binds; `deadline` is the earlier, so every reader of it
+# follows the law where the law is stricter without knowing.
+DEADLINE_COLUMNS = ("contract_deadline TEXT", "legal_deadline TEXT", "deadline_basis TEXT")
+
+
+def _legal_deadlines(db: sqlite3.Connection) -> None:
+    """Version 5: the law's 8 calendar days beside the contract's 8 working days; the earlier binds."""
+    for table, received in (("records", "received"), ("emissions", "received_first")):
+        # Idempotent: a file whose user_version was set back (or a crash after COMMIT) may have them already.
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column in DEADLINE_COLUMNS:
+            if column.split()[0] not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        # An emission's dates are its records' earliest: legal deadlines follow receipt, so received_first's.
+        db.execute(
+            f"UPDATE {table} SET contract_deadline = deadline,"
+            f" legal_deadline = date({received}, '+{LEGAL_DEADLINE_DAYS} days')"
+            f" WHERE deadline IS NOT NULL AND {received} IS NOT NULL AND legal_deadline IS NULL")
+        db.execute(
+            f"UPDATE {table} SET deadline = MIN(contract_deadline, legal_deadline),"
+            f" deadline_basis = CASE WHEN legal_deadline <= contract_deadline THEN '{DeadlineBasis.LAW}'"
+            f" ELSE '{DeadlineBasis.CONTRACT}' END WHERE legal_deadline IS NOT NULL")
+
+
+MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions), (4, _delivery_journal),
+                                     (5, _legal_deadlines))
 
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
+from ..core import workdays
 from ..core.errors import TraceError
 from .lifecycle import (
     TO_DELIVER,
@@ -42,6 +43,13 @@ __all__ = ["SCHEMA_VERSION", "Emission", "TraceStore", "recent_archived_files"]
 
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _deadlines(received: date, given: workdays.Deadlines | date) -> workdays.Deadlines:
+    """Both clocks of a record: as given, or a bare date taken as the contract's (the law counts from receipt)."""
+    if isinstance(given, workdays.Deadlines):
+        return given
+    return workdays.Deadlines(contract=given, legal=workdays.legal_deadline(received))
 
 
 def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]:
@@ -300,23 +308,31 @@ class TraceStore(ReportQueries, RetentionQueries):
             " VALUES (?,?,?,?,?,?)", (emission_id, _iso(now), src, dst, run_id, detail))
 
     def mark_archived(self, emission_id: int, now: datetime, *, file_name: str, size: int, sha256: str,
-                      records: Iterable[tuple[str, date, date]], rejects_count: int, run_id: int | None,
+                      records: Iterable[tuple[str, date, workdays.Deadlines | date]], rejects_count: int, run_id: int | None,
                       recipient_cert_sha256: str | None = None) -> None:
         """Archived and its records registered, atomically: either both are true or neither.
 
-        `records` are (record key, received, deadline); the key is stored only as an HMAC.
+        `records` are (record key, received, deadlines); the key is stored only as an HMAC. A bare date
+        is the contract's deadline, and the law's is then counted from `received`.
         """
-        recs = [(self.record_ref(k), r.isoformat(), d.isoformat()) for k, r, d in records]
+        recs = [(self.record_ref(k), r.isoformat(), _deadlines(r, d)) for k, r, d in records]
+        contract = min((d.contract for _, _, d in recs), default=None)
+        legal = min((d.legal for _, _, d in recs), default=None)
+        both = workdays.Deadlines(contract, legal) if contract and legal else None
         with self.tx():
             self._transition(
                 emission_id, Status.ARCHIVED, now, run_id=run_id, file_name=file_name, size=size, sha256=sha256,
                 record_count=len(recs), rejects_count=rejects_count,
                 received_first=min((r for _, r, _ in recs), default=None),
-                deadline=min((d for _, _, d in recs), default=None),
+                deadline=_iso(both.binding if both else None), contract_deadline=_iso(contract),
+                legal_deadline=_iso(legal), deadline_basis=both.basis if both else None,
                 recipient_cert_sha256=recipient_cert_sha256,
             )
-            self.db.executemany("INSERT INTO records(emission_id, ref, received, deadline) VALUES (?,?,?,?)",
-                                [(emission_id, *r) for r in recs])
+            self.db.executemany(
+                "INSERT INTO records(emission_id, ref, received, deadline, contract_deadline, legal_deadline,"
+                " deadline_basis) VALUES (?,?,?,?,?,?,?)",
+                [(emission_id, ref, r, _iso(d.binding), _iso(d.contract), _iso(d.legal), d.basis)
+                 for ref, r, d in recs])
 
     def refs_emitted_elsewhere(self, refs: Iterable[str], batch_id: int) -> set[str]:
         """The refs among `refs` already carried by an emission of another batch."""
@@ -393,10 +409,11 @@ class TraceStore(ReportQueries, RetentionQueries):
             cur = self.db.execute(
                 "INSERT INTO emissions(batch_id, flow, department, business_date, part, seq, reemission_no,"
                 " reemission_of, request_id, file_name, size, sha256, record_count, rejects_count, status,"
-                " received_first, deadline, built_at, sealed_at, archived_at, recipient_cert_sha256)"
-                " VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?,?)",
+                " received_first, deadline, contract_deadline, legal_deadline, deadline_basis, built_at, sealed_at,"
+                " archived_at, recipient_cert_sha256) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?,?,?,?,?)",
                 (o["flow"], o["department"], o["business_date"], o["part"], o["seq"], n, original_id, request_id,
                  file_name, size, sha256, o["record_count"], Status.REEMITTED, o["received_first"], o["deadline"],
+                 o["contract_deadline"], o["legal_deadline"], o["deadline_basis"],
                  _iso(now), _iso(now), _iso(now), recipient_cert_sha256))
             self._event(int(cur.lastrowid or 0), None, Status.REEMITTED, now, detail or f"re-emission of {original_id}")
             return Emission.from_row(self.db.execute("SELECT * FROM emissions WHERE id=?",

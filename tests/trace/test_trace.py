@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 
+from flux_pmi.core import workdays
 from flux_pmi.core.clock import PARIS
 from flux_pmi.core.errors import TraceError
 from flux_pmi.trace import lifecycle
@@ -108,7 +109,9 @@ def test_transition_writes_an_event_and_refuses_forbidden_moves(trace):
     trace.mark_archived(e.id, NOW, file_name="DSG_035_20261123_000001.xml.p7m", size=10, sha256="ab",
                         records=[("DSG:1", DAY, date(2026, 12, 3))], rejects_count=0, run_id=run)
     got = trace.emission(e.id)
-    assert got.status == Status.ARCHIVED and got.archived_at and got.deadline == "2026-12-03"
+    # The contract's date as given; the law's 8 calendar days from receipt come first, so they bind.
+    assert got.status == Status.ARCHIVED and got.archived_at and got.deadline == "2026-12-01"
+    assert (got.contract_deadline, got.legal_deadline, got.deadline_basis) == ("2026-12-03", "2026-12-01", "law")
     events = [r["to_status"] for r in trace.db.execute(
         "SELECT to_status FROM emission_events WHERE emission_id=? ORDER BY id", (e.id,))]
     assert events == ["built", "sealed", "archived"]
@@ -156,7 +159,7 @@ def test_a_version_2_trace_is_migrated_in_place_and_failed_is_told_apart(tmp_pat
     with TraceStore(path) as t:
         assert [t.emission(i).status for i in ids] == [
             Status.BUILD_FAILED, Status.DELIVERY_FAILED, Status.REFUSED, Status.PURGED]
-        assert t.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert t.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 4
         assert [e.id for e in t.to_deliver()] == [ids[1]]  # only the failed delivery is retried
 
 
@@ -170,6 +173,68 @@ def test_a_version_3_trace_gets_its_delivery_journal_from_whichever_connection_o
         assert journal.db.execute("SELECT COUNT(*) FROM delivery_journal").fetchone()[0] == 0
     with TraceStore(path) as t:
         assert t.db.execute("SELECT COUNT(*) FROM delivery_journal").fetchone()[0] == 0
+
+
+def test_both_deadlines_are_stored_per_record_and_the_emission_keeps_the_earliest(trace):
+    run = trace.start_run("run", DAY, NOW)
+    b = trace.create_batch("DSG", DAY, run, NOW, [])
+    e = trace.get_or_create_emission(b, "DSG", "035", DAY, 1, NOW)
+    trace.transition(e.id, Status.SEALED, NOW)
+    friday, thursday = date(2026, 5, 22), date(2026, 5, 21)  # before the Pentecost weekend; the day before
+    trace.mark_archived(e.id, NOW, file_name="f", size=1, sha256="x", rejects_count=0, run_id=run,
+                        records=[("DSG:1", friday, workdays.deadlines(friday, "035")),
+                                 ("DSG:2", thursday, workdays.Deadlines(date(2026, 5, 26), date(2026, 5, 29)))])
+    rows = trace.db.execute("SELECT received, deadline, contract_deadline, legal_deadline, deadline_basis"
+                            " FROM records ORDER BY received").fetchall()
+    assert [tuple(r) for r in rows] == [
+        ("2026-05-21", "2026-05-26", "2026-05-26", "2026-05-29", "contract"),  # a shorter contract binds
+        ("2026-05-22", "2026-05-30", "2026-06-04", "2026-05-30", "law"),  # Mon 25 off: Thu 4 June vs Sat 30 May
+    ]
+    got = trace.emission(e.id)
+    assert (got.deadline, got.contract_deadline, got.legal_deadline, got.deadline_basis) == (
+        "2026-05-26", "2026-05-26", "2026-05-29", "contract")
+
+
+def test_a_version_4_trace_gets_the_legal_deadline_and_keeps_the_earlier_as_deadline(tmp_path):
+    path = tmp_path / "trace" / "t.sqlite"
+    with TraceStore(path) as t:
+        run = t.start_run("run", DAY, NOW)
+        b = t.create_batch("DSG", DAY, run, NOW, [])
+        e = t.get_or_create_emission(b, "DSG", "035", DAY, 1, NOW)
+        empty = t.get_or_create_emission(b, "DSG", "056", DAY, 1, NOW)
+        t.transition(e.id, Status.SEALED, NOW)
+        t.mark_archived(e.id, NOW, file_name="f", size=1, sha256="x", rejects_count=0, run_id=run,
+                        records=[("DSG:1", date(2026, 11, 10), date(2026, 11, 23)),
+                                 ("DSG:2", date(2026, 11, 20), date(2026, 12, 2))])
+        # As version 4 wrote them: the contract's deadline alone, in `deadline`.
+        for table in ("records", "emissions"):
+            for column in ("contract_deadline", "legal_deadline", "deadline_basis"):
+                t.db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        t.db.execute("UPDATE records SET deadline = CASE received WHEN '2026-11-10' THEN '2026-11-23'"
+                     " ELSE '2026-12-02' END")
+        t.db.execute("UPDATE emissions SET deadline = '2026-11-23' WHERE id = ?", (e.id,))
+        t.db.execute("PRAGMA user_version = 4")
+    with TraceStore(path) as t:
+        assert t.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 5
+        rows = t.db.execute("SELECT received, deadline, contract_deadline, legal_deadline, deadline_basis"
+                            " FROM records ORDER BY received").fetchall()
+        assert [tuple(r) for r in rows] == [("2026-11-10", "2026-11-18", "2026-11-23", "2026-11-18", "law"),
+                                            ("2026-11-20", "2026-11-28", "2026-12-02", "2026-11-28", "law")]
+        got = t.emission(e.id)
+        assert (got.deadline, got.contract_deadline, got.legal_deadline, got.deadline_basis) == (
+            "2026-11-18", "2026-11-23", "2026-11-18", "law")
+        nothing = t.emission(empty.id)  # no record, no clock
+        assert (nothing.deadline, nothing.legal_deadline, nothing.deadline_basis) == (None, None, None)
+
+
+def test_the_law_binds_every_record_the_contract_would_give_more_time():
+    # 8 calendar days always hold a weekend, so 8 working days always end later: the law binds every
+    # record, every day of the year, in every calendar (the contract binds only a re-emission request).
+    for code in ("035", "067", "971", "976"):
+        for n in range(366):
+            received = date(2026, 1, 1) + timedelta(days=n)
+            d = workdays.deadlines(received, code)
+            assert d.legal < d.contract and d.basis == "law" and d.binding == d.legal
 
 
 def test_the_architecture_page_draws_the_lifecycle_the_map_allows():
