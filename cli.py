@@ -38,6 +38,18 @@ def _progress() -> Callable[[str], None] | None:
     return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
+STATUS_EXIT_CODES = """exit codes (the first that applies; docs/operations.md):
+   0 OK              nothing late, at risk, stale, undelivered, unacknowledged or expiring
+  11 LATE            records past their deadline (the earlier of the contract's and the law's)   CRITICAL
+   7 STALE           the last nightly run is older than [service] max_age_hours                 CRITICAL
+   3 UNDELIVERED     files not delivered, other than those waiting for a hold                     WARNING
+  12 AT_RISK         records due within 2 working days, not delivered                             WARNING
+  13 UNACKNOWLEDGED  files delivered over [service] unacknowledged_days ago, never acknowledged   WARNING
+  14 CERTIFICATES    a certificate expired, unreadable, or expiring within 30 days                WARNING
+   2 USAGE           the configuration cannot be read                                             UNKNOWN
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flux-pmi", description="CNAF -> PMI pregnancy flows (DSG, SGR, GRO).")
     p.add_argument("--version", action="version", version=f"flux-pmi {__version__}")
@@ -61,9 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, required=True)
     c.add_argument("--quiet", action="store_true", help="print warnings and errors only")
 
-    st = sub.add_parser("status", help="what was delivered, what is late or due; exit 7 if stale")
+    st = sub.add_parser("status", help="one-screen summary of what is late, at risk, held or failing; exit code for "
+                        "monitoring", epilog=STATUS_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("--config", type=Path, required=True)
     st.add_argument("--json", action="store_true", help="print the JSON document (docs/status-json.md)")
+    st.add_argument("--all", action="store_true", help="list every département and every section, problems or not")
+    st.add_argument("--department", action="append", metavar="DEPT",
+                    help="only this département (repeat, or comma-separated: 035,067); exit code for these only")
+    st.add_argument("--flow", action="append", metavar="FLOW", help="only this flow (DSG, SGR, GRO; repeat or comma-separated)")
+    st.add_argument("--nagios", action="store_true",
+                    help="print one Nagios plugin line and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
 
     rr = sub.add_parser("reemit", help="re-send the archived emission(s) of a business date or range, unchanged")
     rr.add_argument("--config", type=Path, required=True)
@@ -206,25 +225,39 @@ def cmd_check(args: argparse.Namespace) -> int:
     return int(ExitCode.CHECK_FAILED if errors else ExitCode.OK)
 
 
+def _codes(values: list[str] | None) -> frozenset[str] | None:
+    return None if not values else frozenset(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from .config.settings import load
-    from .report.status import gather, render_text
+    from .report.status import NAGIOS_CODES, Scope, exit_code, gather, nagios_line, render_text
     from .trace.store import TraceStore
 
     # check_files=False: a missing certificate is something status reports, not a reason to stay silent.
-    settings = load(args.config, check_files=False)
+    try:
+        settings = load(args.config, check_files=False)
+    except FluxError:
+        if args.nagios:
+            print("FLUX-PMI UNKNOWN - the configuration cannot be read")
+            return NAGIOS_CODES["UNKNOWN"]
+        raise
+    scope = Scope(departments=_codes(args.department), flows=_codes(args.flow))
     trace = TraceStore(settings.paths.trace)
     try:
-        data = gather(settings, trace, now=from_environment().now())
+        data = gather(settings, trace, now=from_environment().now(), scope=scope)
     finally:
         trace.close()
+    if args.nagios:
+        print(nagios_line(data))
+        return NAGIOS_CODES[data["summary"]["nagios"]]
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
-        print(render_text(data), end="")
-    return int(ExitCode.STALE if data["last_nightly"]["stale"] else ExitCode.OK)
+        print(render_text(data, everything=args.all), end="")
+    return int(exit_code(data))
 
 
 def cmd_reemit(args: argparse.Namespace) -> int:

@@ -249,6 +249,7 @@ DEFAULT_JOBS = {
 class Service:
     lock_wait_seconds: float = 300.0  # a second run waits this long for the first, then exits 4
     max_age_hours: float = 26.0  # `status` exits 7 when the last nightly run is older
+    unacknowledged_days: float = 5.0  # `status` exits 13 for a file delivered longer ago and still not acked
     misfire_grace_seconds: int = 6 * 3600  # while serving, a late fire still runs within this (start-up catch-up: see scheduler.py)
     metrics_file: Path | None = None  # Prometheus textfile collector output
     jobs: dict[str, Job] = field(default_factory=lambda: dict(DEFAULT_JOBS))
@@ -382,6 +383,7 @@ _SERVICE = Service()
 class _ServiceTable(Strict):
     lock_wait_seconds: float = _SERVICE.lock_wait_seconds
     max_age_hours: PositiveFloat = _SERVICE.max_age_hours
+    unacknowledged_days: PositiveFloat = _SERVICE.unacknowledged_days
     misfire_grace_seconds: PositiveInt = _SERVICE.misfire_grace_seconds
     metrics_file: FilePath | None = None
     jobs: _Jobs = _Jobs()
@@ -390,7 +392,7 @@ class _ServiceTable(Strict):
         tables = {name: getattr(self.jobs, name) for name in DEFAULT_JOBS}
         jobs = {name: t.over(DEFAULT_JOBS[name]) if t else DEFAULT_JOBS[name] for name, t in tables.items()}
         return Service(lock_wait_seconds=self.lock_wait_seconds, max_age_hours=self.max_age_hours,
-                       misfire_grace_seconds=self.misfire_grace_seconds, metrics_file=self.metrics_file, jobs=jobs)
+                       unacknowledged_days=self.unacknowledged_days, misfire_grace_seconds=self.misfire_grace_seconds, metrics_file=self.metrics_file, jobs=jobs)
 
 
 def _header(value: str) -> str:

@@ -24,6 +24,12 @@ class ExitCode(IntEnum):
     INTERRUPTED = 8  # stopped by a signal before the work was finished; the next run resumes
     CHECK_FAILED = 9  # `check`: at least one error (certificate, configuration or partner)
     STORAGE = 10  # a folder flux-pmi needs is missing or not writable (unmounted share, read-only mount)
+    # `status` as a monitoring probe (docs/operations.md): the first that applies, in this order:
+    # LATE, STALE, UNDELIVERED, AT_RISK, UNACKNOWLEDGED, CERTIFICATES.
+    LATE = 11  # `status`: records past their deadline (the earlier of the contract's and the law's)
+    AT_RISK = 12  # `status`: records not delivered and due within 2 working days
+    UNACKNOWLEDGED = 13  # `status`: files delivered more than [service] unacknowledged_days ago, never acked
+    CERTIFICATES = 14  # `status`: a certificate expired, unreadable, or expiring within 30 days
 
 
 class FluxError(Exception):

@@ -17,7 +17,8 @@ from __future__ import annotations
 import fcntl
 import os
 from collections import Counter
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ from cryptography.x509 import Certificate
 from ..config.settings import FLOWS, Settings
 from ..core import workdays
 from ..core.clock import PARIS
-from ..core.errors import ConfigError, FluxError
+from ..core.errors import ConfigError, ExitCode, FluxError
 from ..core.lock import lock_path
+from ..core.workdays import DeadlineBasis
 from ..seal import certs
 from ..seal.certs import EXPIRY_WARNING_DAYS
-from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, AckOutcome, RequestStatus, RunStatus
+from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, AckOutcome, RequestStatus, RunStatus, Status
 from ..trace.records import Emission, Run
 from ..trace.store import TraceStore
 
@@ -65,6 +67,39 @@ def max_age_hours(settings: Settings) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigError(settings.file, "service.max_age_hours", "a number of hours greater than 0")
     return value
+
+
+def unacknowledged_days(settings: Settings) -> float:
+    """[service] unacknowledged_days: how long a delivered file may wait for its ack before `status` says so."""
+    return settings.service.unacknowledged_days
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """`--department` / `--flow`: what a probe for one partner or one flow looks at (None: everything)."""
+
+    departments: frozenset[str] | None = None
+    flows: frozenset[str] | None = None
+
+    def keeps(self, department: str | None, flow: str | None = None) -> bool:
+        if department is not None and self.departments is not None and department not in self.departments:
+            return False
+        return flow is None or self.flows is None or flow in self.flows
+
+
+EVERYTHING = Scope()
+
+# `status`'s exit code: the first problem that applies, in this order (docs/operations.md), and what a
+# Nagios-style check makes of it. A hold is an operator's decision, not a problem: its files count once late.
+PROBLEMS: tuple[tuple[ExitCode, str, str], ...] = (
+    (ExitCode.LATE, "late", "CRITICAL"),
+    (ExitCode.STALE, "stale", "CRITICAL"),
+    (ExitCode.UNDELIVERED, "undelivered_not_held", "WARNING"),
+    (ExitCode.AT_RISK, "at_risk", "WARNING"),
+    (ExitCode.UNACKNOWLEDGED, "unacknowledged", "WARNING"),
+    (ExitCode.CERTIFICATES, "certificates", "WARNING"),
+)
+NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
 
 def _local_date(stamp: str) -> date:
@@ -117,11 +152,17 @@ def _request_deadlines(trace: TraceStore) -> dict[int, str | None]:
 
 def _deadline(row: Emission | None, request_deadlines: dict[int, str | None]) -> str | None:
     """The date an emission is due: a re-emission answers a request, so its clock is the request's."""
+    return _deadline_and_basis(row, request_deadlines)[0]
+
+
+def _deadline_and_basis(row: Emission | None,
+                        request_deadlines: dict[int, str | None]) -> tuple[str | None, str | None]:
+    """The due date and which clock sets it: a request's 8 working days are the contract's alone."""
     if row is None:
-        return None
+        return None, None
     if row.reemission_no and row.request_id is not None and request_deadlines.get(row.request_id):
-        return request_deadlines[row.request_id]
-    return row.deadline
+        return request_deadlines[row.request_id], DeadlineBasis.CONTRACT
+    return row.deadline, row.deadline_basis
 
 
 # -- sections -----------------------------------------------------------------------------
@@ -137,19 +178,23 @@ def _last_nightly(trace: TraceStore, settings: Settings, now: datetime, alive: b
     return {"run": _run(row, alive), "age_hours": age, "max_age_hours": limit, "stale": age > limit}
 
 
-def _flows(trace: TraceStore, settings: Settings, today: date) -> list[dict[str, Any]]:
+def _flows(trace: TraceStore, settings: Settings, today: date, scope: Scope) -> list[dict[str, Any]]:
     request_deadlines = _request_deadlines(trace)
     out = []
     for dept in sorted(settings.enabled_departments(), key=lambda d: d.code):
         for flow in sorted(dept.flows, key=_flow_order):
+            if not scope.keeps(dept.code, flow):
+                continue
             row = trace.latest_emission(flow, dept.code)
-            last = None if row is None else _last_emission(row, _deadline(row, request_deadlines), today)
+            last = None if row is None else _last_emission(row, request_deadlines, today)
             out.append({"department": dept.code, "flow": flow, "last_emission": last})
     return out
 
 
-def _last_emission(row: Emission, deadline: str | None, today: date) -> dict[str, Any]:
+def _last_emission(row: Emission, request_deadlines: dict[int, str | None], today: date) -> dict[str, Any]:
+    deadline, basis = _deadline_and_basis(row, request_deadlines)
     return {
+        **_clocks(row, basis),
         "seq": row.seq,
         "part": row.part,
         "reemission_no": row.reemission_no,
@@ -166,14 +211,20 @@ def _last_emission(row: Emission, deadline: str | None, today: date) -> dict[str
     }
 
 
-def _undelivered(trace: TraceStore) -> dict[str, Any]:
+def _clocks(row: Emission, basis: str | None) -> dict[str, Any]:
+    """Both clocks of an emission (its records' earliest) and which one binds its `deadline`."""
+    return {"deadline_basis": basis, "contract_deadline": row.contract_deadline, "legal_deadline": row.legal_deadline}
+
+
+def _undelivered(trace: TraceStore, scope: Scope) -> dict[str, Any]:
     request_deadlines = _request_deadlines(trace)
     rows = sorted(
-        trace.emissions_in(UNDELIVERED_STATUSES),
+        (r for r in trace.emissions_in(UNDELIVERED_STATUSES) if scope.keeps(r.department, r.flow)),
         key=lambda r: (r.department, _flow_order(r.flow), r.seq, r.reemission_no),
     )
     emissions = [
         {
+            **_clocks(r, _deadline_and_basis(r, request_deadlines)[1]),
             "department": r.department,
             "flow": r.flow,
             "seq": r.seq,
@@ -193,29 +244,47 @@ def _undelivered(trace: TraceStore) -> dict[str, Any]:
     return {"total": len(emissions), "by_department": dict(sorted(by_dept.items())), "emissions": emissions}
 
 
-def _sla(trace: TraceStore, settings: Settings, today: date) -> dict[str, Any]:
+def _sla(trace: TraceStore, settings: Settings, today: date, scope: Scope) -> dict[str, Any]:
     zero = {"at_risk": 0, "late": 0, "late_delivered": 0}
-    by_dept: dict[str, dict[str, int]] = {d.code: dict(zero) for d in settings.enabled_departments()}
-    # Grouped in SQL: three months of records are many rows but few (département, deadline, delivery) triples.
+    by_dept: dict[str, dict[str, int]] = {
+        d.code: dict(zero) for d in settings.enabled_departments() if scope.keeps(d.code)}
+    by_basis = {b.value: {"at_risk": 0, "late": 0} for b in DeadlineBasis}
+    next_due: dict[str, tuple[str, str | None]] = {}
+    # Grouped in SQL: three months of records are many rows but few (département, deadline, delivery) groups.
     for row in trace.deadline_counts():
-        dept, delivered_at, n = row.department, row.delivered_at, row.n
-        limit = date.fromisoformat(row.deadline)
-        counts = by_dept.setdefault(dept, dict(zero))
-        if delivered_at is not None:
-            # delivered_at, not the status: a file the partner got stays delivered even if a KO ack
-            # later sends it back through the lifecycle.
-            if _local_date(delivered_at) > limit:
-                counts["late_delivered"] += n
-        elif limit < today:
-            counts["late"] += n
-        elif workdays.count_working_days(today, limit, dept) <= AT_RISK_WORKING_DAYS:
-            counts["at_risk"] += n
+        if not scope.keeps(row.department, row.flow):
+            continue
+        counts = by_dept.setdefault(row.department, dict(zero))
+        if row.delivered_at is None:
+            due = (row.deadline, row.deadline_basis)
+            next_due[row.department] = min(next_due.get(row.department, due), due, key=lambda d: d[0])
+        key = _sla_key(row.delivered_at, date.fromisoformat(row.deadline), today, row.department)
+        if key is None:
+            continue
+        counts[key] += row.n
+        if key != "late_delivered":
+            by_basis[row.deadline_basis or DeadlineBasis.CONTRACT][key] += row.n
     totals = {k: sum(c[k] for c in by_dept.values()) for k in zero}
     return {
         "at_risk_working_days": AT_RISK_WORKING_DAYS,
         "totals": totals,
+        "by_basis": by_basis,
         "by_department": dict(sorted(by_dept.items())),
+        "next_deadline": {d: {"deadline": due, "basis": basis} for d, (due, basis) in sorted(next_due.items())},
     }
+
+
+def _sla_key(delivered_at: str | None, limit: date, today: date, dept: str) -> str | None:
+    """Which count a group of records falls in: late_delivered, late, at_risk, or none (on time, or not due soon)."""
+    if delivered_at is not None:
+        # delivered_at, not the status: a file the partner got stays delivered even if a KO ack
+        # later sends it back through the lifecycle.
+        return "late_delivered" if _local_date(delivered_at) > limit else None
+    if limit < today:
+        return "late"
+    if workdays.count_working_days(today, limit, dept) <= AT_RISK_WORKING_DAYS:
+        return "at_risk"
+    return None
 
 
 def _acks(trace: TraceStore) -> dict[str, Any]:
@@ -285,9 +354,11 @@ def loaded_certificates(settings: Settings) -> list[tuple[str, str, Path | None,
     return out
 
 
-def _certificates(settings: Settings, now: datetime) -> list[dict[str, Any]]:
+def _certificates(settings: Settings, now: datetime, wanted: Scope = EVERYTHING) -> list[dict[str, Any]]:
     out = []
     for scope, role, path, cert in loaded_certificates(settings):
+        if role == "recipient" and not wanted.keeps(scope):
+            continue
         entry: dict[str, Any] = {
             "scope": scope,
             "role": role,
@@ -329,14 +400,17 @@ def _anomalies(trace: TraceStore) -> list[dict[str, Any]]:
     ]
 
 
-def _holds(trace: TraceStore, today: date) -> dict[str, Any]:
+def _holds(trace: TraceStore, today: date, scope: Scope = EVERYTHING) -> dict[str, Any]:
     """Active holds with the files waiting for them and the deadlines those files' records run."""
     request_deadlines = _request_deadlines(trace)
     waiting: dict[str, list[Any]] = {}
     for e in trace.to_deliver():
-        waiting.setdefault(e.department, []).append(e)
+        if scope.keeps(e.department, e.flow):
+            waiting.setdefault(e.department, []).append(e)
     active = []
     for code, h in trace.active_holds().items():
+        if not scope.keeps(code):
+            continue
         files = [
             {
                 "file_name": e.file_name,
@@ -380,28 +454,138 @@ def _parked(trace: TraceStore, settings: Settings) -> dict[str, Any]:
     }
 
 
-def gather(settings: Settings, trace: TraceStore, *, now: datetime) -> dict[str, Any]:
-    """The status document (docs/status-json.md). Reads the trace and the certificates; writes nothing."""
+def _unacknowledged(trace: TraceStore, settings: Settings, now: datetime, scope: Scope) -> dict[str, Any]:
+    """Files the partner received more than [service] unacknowledged_days ago and never acknowledged."""
+    days = unacknowledged_days(settings)
+    rows = [r for r in trace.unacknowledged((now - timedelta(days=days)).isoformat())
+            if scope.keeps(r.department, r.flow)]
+    files = [{"department": r.department, "flow": r.flow, "seq": r.seq, "reemission_no": r.reemission_no,
+              "file_name": r.file_name, "delivered_at": r.delivered_at} for r in rows]
+    by_dept = Counter(f["department"] for f in files)
+    return {"days": days, "total": len(files), "by_department": dict(sorted(by_dept.items())), "files": files}
+
+
+def _partners_failing(undelivered: dict[str, Any], holds: dict[str, Any]) -> list[dict[str, Any]]:
+    """Départements whose last delivery attempt failed (a held one is not tried, so it is not failing)."""
+    held = {h["department"] for h in holds["active"]}
+    failing: dict[str, dict[str, Any]] = {}
+    for e in undelivered["emissions"]:
+        if e["status"] != Status.DELIVERY_FAILED or e["department"] in held:
+            continue
+        entry = failing.setdefault(e["department"], {"department": e["department"], "files": 0, "attempts": 0,
+                                                     "last_error": None})
+        entry["files"] += 1
+        entry["attempts"] = max(entry["attempts"], e["attempts"])
+        entry["last_error"] = e["last_error"] or entry["last_error"]
+    return [failing[d] for d in sorted(failing)]
+
+
+_DEPT_COUNTS = ("late", "at_risk", "undelivered", "unacknowledged", "held", "failing", "certificates")
+
+
+def _departments(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per département of the scope: what it has to say; `attention` when it is anything."""
+    sla = data["sla"]
+    held = {h["department"]: h["waiting"] for h in data["holds"]["active"]}
+    failing = {f["department"]: f for f in data["partners_failing"]}
+    certificates = Counter(c["scope"] for c in data["certificates"] if c["role"] == "recipient")
+    codes = sorted(set(sla["by_department"]) | set(data["undelivered"]["by_department"]) | set(held)
+                   | set(data["unacknowledged"]["by_department"]) | set(certificates))
+    out = []
+    for code in codes:
+        counts = sla["by_department"].get(code, {})
+        due = sla["next_deadline"].get(code, {})
+        item = {
+            "department": code,
+            "late": counts.get("late", 0),
+            "at_risk": counts.get("at_risk", 0),
+            "late_delivered": counts.get("late_delivered", 0),
+            "undelivered": data["undelivered"]["by_department"].get(code, 0),
+            "unacknowledged": data["unacknowledged"]["by_department"].get(code, 0),
+            "held": held.get(code, 0) if code in held else 0,
+            "is_held": code in held,
+            "failing": code in failing,
+            "last_error": failing[code]["last_error"] if code in failing else None,
+            "certificates": certificates[code],
+            "next_deadline": due.get("deadline"),
+            "next_deadline_basis": due.get("basis"),
+        }
+        item["attention"] = bool(item["is_held"] or any(item[k] for k in _DEPT_COUNTS))
+        out.append(item)
+    return out
+
+
+def _summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The first screen: every count a person or a probe looks at first, and the exit code they make."""
+    held_files = sum(h["waiting"] for h in data["holds"]["active"])
+    facts = {
+        "late": data["sla"]["totals"]["late"],
+        "at_risk": data["sla"]["totals"]["at_risk"],
+        "late_by_basis": {b: c["late"] for b, c in data["sla"]["by_basis"].items()},
+        "unacknowledged": data["unacknowledged"]["total"],
+        "unacknowledged_days": data["unacknowledged"]["days"],
+        "held": len(data["holds"]["active"]),
+        "held_files": held_files,
+        "undelivered": data["undelivered"]["total"],
+        "undelivered_not_held": data["undelivered"]["total"] - held_files,
+        "partners_failing": len(data["partners_failing"]),
+        "certificates": len(data["certificates"]),
+        "stale": data["last_nightly"]["stale"],
+        "departments_to_see": sum(d["attention"] for d in data["departments"]),
+    }
+    problems = [(code, verdict) for code, key, verdict in PROBLEMS if facts[key]]
+    code, verdict = problems[0] if problems else (ExitCode.OK, "OK")
+    return {**facts, "exit_code": int(code), "exit_name": code.name, "nagios": verdict,
+            "problems": [c.name for c, _ in problems]}
+
+
+def gather(settings: Settings, trace: TraceStore, *, now: datetime, scope: Scope = EVERYTHING) -> dict[str, Any]:
+    """The status document (docs/status-json.md). Reads the trace and the certificates; writes nothing.
+
+    `scope` keeps the per-département sections to some départements and flows; runs, acks, re-emission
+    requests and anomalies stay whole.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     today = now.astimezone(PARIS).date()
     alive = _lock_held(settings)
-    return {
+    data: dict[str, Any] = {
         "schema": SCHEMA,
         "generated_at": now.isoformat(),
         "today": today.isoformat(),
+        "scope": {"departments": sorted(scope.departments) if scope.departments is not None else None,
+                  "flows": sorted(scope.flows, key=_flow_order) if scope.flows is not None else None},
         "runs": [_run(r, alive) for r in trace.last_runs(RUNS_SHOWN)],
         "last_nightly": _last_nightly(trace, settings, now, alive),
-        "flows": _flows(trace, settings, today),
-        "undelivered": _undelivered(trace),
-        "sla": _sla(trace, settings, today),
+        "flows": _flows(trace, settings, today, scope),
+        "undelivered": _undelivered(trace, scope),
+        "unacknowledged": _unacknowledged(trace, settings, now, scope),
+        "sla": _sla(trace, settings, today, scope),
         "acks": _acks(trace),
         "reemissions": _reemissions(trace, today),
-        "certificates": _certificates(settings, now),
+        "certificates": _certificates(settings, now, scope),
         "anomalies": _anomalies(trace),
-        "holds": _holds(trace, today),
+        "holds": _holds(trace, today, scope),
         "parked": _parked(trace, settings),
     }
+    data["partners_failing"] = _partners_failing(data["undelivered"], data["holds"])
+    data["departments"] = _departments(data)
+    data["summary"] = _summary(data)
+    return data
+
+
+def nagios_line(data: dict[str, Any]) -> str:
+    """One Nagios plugin line: the verdict, what is wrong, and the counts as performance data."""
+    s = data["summary"]
+    wrong = ", ".join(p.lower().replace("_", " ") for p in s["problems"]) or "all delivered on time"
+    perf = " ".join(f"{k}={s[k]}" for k in ("late", "at_risk", "unacknowledged", "undelivered", "held_files",
+                                               "partners_failing", "certificates"))
+    return f"FLUX-PMI {s['nagios']} - {wrong} | {perf}"
+
+
+def exit_code(data: dict[str, Any]) -> ExitCode:
+    """What `status` exits with: the first problem of PROBLEMS that applies (docs/operations.md)."""
+    return ExitCode(data["summary"]["exit_code"])
 
 
 # -- text -----------------------------------------------------------------------------------
@@ -432,31 +616,92 @@ def _keyed_table(columns: tuple[tuple[str, str], ...], items: list[dict[str, Any
     return _table([h for h, _ in columns], [[item.get(k) for _, k in columns] for item in items], empty)
 
 
-def render_text(data: dict[str, Any]) -> str:
-    """The status for a human at a terminal: one heading per section, fixed-width columns."""
-    out = [f"flux-pmi status at {data['generated_at']} (today {data['today']})", ""]
-    for section in _TEXT_SECTIONS:
+def render_text(data: dict[str, Any], *, everything: bool = False) -> str:
+    """The status for a human: the summary, the départements with something to say, then what needs a look.
+
+    `everything` (`--all`) lists every département and every section, problems or not.
+    """
+    s = data["summary"]
+    out = [f"flux-pmi status at {data['generated_at']} (today {data['today']}): {s['nagios']}, "
+           f"exit {s['exit_code']} {s['exit_name']}", ""]
+    out += _text_summary(data)
+    out += _text_departments(data, everything)
+    for section in (_TEXT_SECTIONS if everything else _TEXT_PROBLEM_SECTIONS):
         out += section(data)
     return "\n".join(out) + "\n"
 
 
-def _text_last_nightly(data: dict[str, Any]) -> list[str]:
-    out: list[str] = []
+def _text_summary(data: dict[str, Any]) -> list[str]:
+    s, sla = data["summary"], data["sla"]
+    basis = ", ".join(f"{b} {n}" for b, n in s["late_by_basis"].items())
+    failing = ", ".join(f["department"] for f in data["partners_failing"])
+    held = ", ".join(h["department"] for h in data["holds"]["active"])
+    return [
+        "SUMMARY",
+        f"  late              {s['late']} record(s) past their deadline (binding: {basis})",
+        f"  at risk           {s['at_risk']} record(s) due within {sla['at_risk_working_days']} working days",
+        f"  unacknowledged    {s['unacknowledged']} file(s) delivered over {_cell(s['unacknowledged_days'])} days"
+        " ago, no ack",
+        f"  held              {s['held']} département(s){': ' + held if held else ''}, {s['held_files']} file(s)"
+        " waiting",
+        f"  undelivered       {s['undelivered']} file(s), {s['undelivered_not_held']} not held",
+        f"  partners failing  {s['partners_failing']}{': ' + failing if failing else ''}",
+        f"  certificates      {s['certificates']} expired, unreadable or expiring within {EXPIRY_WARNING_DAYS} days",
+        f"  last run          {_last_nightly_line(data)}",
+    ]
+
+
+def _last_nightly_line(data: dict[str, Any]) -> str:
     ln = data["last_nightly"]
-    out.append("LAST NIGHTLY RUN")
     verdict = "STALE" if ln["stale"] else "OK"
     if not ln["stale"] and ln["run"] is not None and ln["run"]["status"] in UNFINISHED_RUNS:
         verdict = "NOT FINISHED (rerun `flux-pmi run`: it resumes)"  # recent, but "OK" would hide a dead night
     if ln["run"] is None:
-        out.append(f"  {verdict}: no nightly run recorded (max age {ln['max_age_hours']} h)")
-    else:
-        r = ln["run"]
-        out.append(
-            f"  {verdict}: run {r['id']} for {r['business_date']} started {r['started_at']}, "
+        return f"{verdict}: no nightly run recorded (max age {ln['max_age_hours']} h)"
+    r = ln["run"]
+    return (f"{verdict}: run {r['id']} for {r['business_date']} started {r['started_at']}, "
             f"{ln['age_hours']} h ago (max {ln['max_age_hours']} h); status {r['status']}, "
-            f"exit {_cell(r['exit_code'])}"
-        )
-    return out
+            f"exit {_cell(r['exit_code'])}")
+
+
+_DEPT_COLUMNS = (("DEPT", "department"), ("LATE", "late"), ("AT RISK", "at_risk"), ("NEXT DEADLINE", "next_deadline"),
+                 ("BINDS", "next_deadline_basis"), ("UNDELIVERED", "undelivered"), ("UNACKED", "unacknowledged"),
+                 ("HELD", "is_held"), ("FAILING", "failing"), ("CERTS", "certificates"), ("LAST ERROR", "last_error"))
+
+
+def _text_departments(data: dict[str, Any], everything: bool) -> list[str]:
+    depts = data["departments"]
+    shown = depts if everything else [d for d in depts if d["attention"]]
+    heading = (f"DÉPARTEMENTS ({len(depts)})" if everything else
+               f"DÉPARTEMENTS WITH SOMETHING TO SAY ({len(shown)} of {len(depts)}; --all lists every one)")
+    return ["", heading] + _keyed_table(_DEPT_COLUMNS, shown)
+
+
+def _text_last_nightly(data: dict[str, Any]) -> list[str]:
+    return ["", "LAST NIGHTLY RUN", f"  {_last_nightly_line(data)}"]
+
+
+def _text_unacknowledged(data: dict[str, Any]) -> list[str]:
+    u = data["unacknowledged"]
+    return (["", f"UNACKNOWLEDGED ({u['total']} delivered over {_cell(u['days'])} days ago)"]
+            + _keyed_table(_UNACKED_COLUMNS, u["files"]))
+
+
+_UNACKED_COLUMNS = (("DEPT", "department"), ("FLOW", "flow"), ("SEQ", "seq"), ("FILE", "file_name"),
+                    ("DELIVERED", "delivered_at"))
+
+
+def _when(key: str, section: Any) -> Any:
+    """A section shown on the default screen only when it has something in it."""
+    def shown(data: dict[str, Any]) -> list[str]:
+        return section(data) if _dig(data, key) else []
+    return shown
+
+
+def _dig(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
 
 
 def _text_runs(data: dict[str, Any]) -> list[str]:
@@ -571,4 +816,9 @@ def _text_anomalies(data: dict[str, Any]) -> list[str]:
     return out
 
 
-_TEXT_SECTIONS = (_text_last_nightly, _text_runs, _text_flows, _text_undelivered, _text_holds, _text_parked, _text_sla, _text_acks, _text_reemissions, _text_certificates, _text_anomalies)
+_TEXT_SECTIONS = (_text_last_nightly, _text_runs, _text_flows, _text_undelivered, _text_unacknowledged, _text_holds,
+                  _text_parked, _text_sla, _text_acks, _text_reemissions, _text_certificates, _text_anomalies)
+# The default screen: only the sections that hold a problem, each only when it holds one.
+_TEXT_PROBLEM_SECTIONS = (_when("undelivered.total", _text_undelivered), _when("unacknowledged.total", _text_unacknowledged),
+                          _when("holds.active", _text_holds), _when("acks.ko_list", _text_acks),
+                          _when("reemissions.pending", _text_reemissions), _when("certificates", _text_certificates))

@@ -16,12 +16,22 @@ from .sqlite import Database
 
 @dataclass(frozen=True, slots=True)
 class DeadlineCount(Record):
-    """Records of a département sharing a deadline and a delivery time (None: not delivered)."""
+    """Records of a département and flow sharing a deadline, its basis and a delivery time (None: not delivered)."""
 
     department: str
+    flow: str
     deadline: str
+    deadline_basis: str | None
     delivered_at: str | None
     n: int
+
+
+@dataclass(frozen=True, slots=True)
+class LastDelivery(Record):
+    """When a département last received a file (Unix time)."""
+
+    department: str
+    at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +88,24 @@ class ReportQueries(Database):
             f"SELECT * FROM emissions WHERE status IN ({_marks(wanted)}) ORDER BY id", wanted))
 
     def deadline_counts(self) -> list[DeadlineCount]:
-        """Records grouped by (département, deadline, delivery): three months of records, few groups."""
+        """Records grouped by (département, flow, deadline, basis, delivery): three months of records, few groups."""
         return DeadlineCount.all(self.db.execute(
-            "SELECT e.department, r.deadline, e.delivered_at, COUNT(*) AS n FROM records r"
-            " JOIN emissions e ON e.id = r.emission_id GROUP BY e.department, r.deadline, e.delivered_at"))
+            "SELECT e.department, e.flow, r.deadline, r.deadline_basis, e.delivered_at, COUNT(*) AS n FROM records r"
+            " JOIN emissions e ON e.id = r.emission_id"
+            " GROUP BY e.department, e.flow, r.deadline, r.deadline_basis, e.delivered_at"))
+
+    def unacknowledged(self, delivered_before: str) -> list[Emission]:
+        """Delivered before `delivered_before` (compared as instants, whatever the offsets) and never acknowledged."""
+        return Emission.all(self.db.execute(
+            "SELECT * FROM emissions WHERE status = ? AND acknowledged_at IS NULL"
+            " AND julianday(delivered_at) < julianday(?) ORDER BY department, flow, seq, reemission_no",
+            (Status.DELIVERED, delivered_before)))
+
+    def last_deliveries(self) -> list[LastDelivery]:
+        """Per département, the latest delivery the trace still holds, as Unix time."""
+        return LastDelivery.all(self.db.execute(
+            "SELECT department, MAX(CAST(strftime('%s', delivered_at) AS INTEGER)) AS at FROM emissions"
+            " WHERE delivered_at IS NOT NULL GROUP BY department ORDER BY department"))
 
     def ack_counts(self) -> list[AckCount]:
         return AckCount.all(self.db.execute(

@@ -43,10 +43,10 @@ ACK_OK_AT = "2026-11-23T04:20:00+01:00"  # the partner's own timestamp in its OK
 #     Caf she left: received Fri 20, DTREF), DTDECLGRO Tue 10 Nov, Thu 12 Nov, Mon16 x2, Tue17 x1,
 #     Wed18 x2, Thu19 x4, Fri20 x2, and one birth without DTDECLGRO (-> DTREF Fri 20);
 #   SGR (12): DTCREASDP Tue17 x3, Wed18 x1, Thu19 x4, Fri20 x4.
-# Mon16 -> Tue17 .. Fri20, Mon23 .. Thu26: Thu 26 Nov; Tue17 -> Fri 27; Wed18 -> Mon 30;
-# Thu19 -> Tue 1 Dec; Fri20 -> Wed 2 Dec; Thu12 -> Fri13 .. Tue24: Tue 24 Nov; Tue 10 Nov -> (Wed 11
-# Armistice) Thu12 .. Mon23: Mon 23 Nov.
-DEADLINES_067 = {
+# The contract's 8 jours ouvrés: Mon16 -> Tue17 .. Fri20, Mon23 .. Thu26: Thu 26 Nov; Tue17 -> Fri 27;
+# Wed18 -> Mon 30; Thu19 -> Tue 1 Dec; Fri20 -> Wed 2 Dec; Thu12 -> Fri13 .. Tue24: Tue 24 Nov; Tue 10 Nov ->
+# (Wed 11 Armistice) Thu12 .. Mon23: Mon 23 Nov.
+CONTRACT_DEADLINES_067 = {
     "2026-11-23": 1,  # GRO
     "2026-11-24": 1,  # GRO
     "2026-11-26": 4,  # DSG 2 + GRO 2
@@ -54,6 +54,18 @@ DEADLINES_067 = {
     "2026-11-30": 7,  # DSG 4 + GRO 2 + SGR 1
     "2026-12-01": 11,  # DSG 3 + GRO 4 + SGR 4
     "2026-12-02": 14,  # DSG 5 + GRO 5 (3 + the 2 mutations) + SGR 4
+}
+# The law's 8 calendar days from the same receipt come first every time, so they are the `deadline`:
+# Tue 10 -> Wed 18; Thu 12 -> Fri 20; Mon16 -> Tue 24; Tue17 -> Wed 25; Wed18 -> Thu 26; Thu19 -> Fri 27;
+# Fri20 -> Sat 28 Nov.
+DEADLINES_067 = {
+    "2026-11-18": 1,
+    "2026-11-20": 1,
+    "2026-11-24": 4,
+    "2026-11-25": 5,
+    "2026-11-26": 7,
+    "2026-11-27": 11,
+    "2026-11-28": 14,
 }
 
 
@@ -73,13 +85,15 @@ def state(tmp_path):
     ).run(BUSINESS_DATE)
     assert report.exit_code == ExitCode.UNDELIVERED
     trace = TraceStore(settings.paths.trace)
-    got = dict(
-        trace.db.execute(
-            "SELECT r.deadline, COUNT(*) FROM records r JOIN emissions e ON e.id = r.emission_id"
-            " WHERE e.department = '067' GROUP BY r.deadline"
-        ).fetchall()
-    )
-    assert got == DEADLINES_067, "the seeded demo changed: rework the hand-computed deadlines below"
+    for column, want in (("contract_deadline", CONTRACT_DEADLINES_067), ("deadline", DEADLINES_067),
+                         ("legal_deadline", DEADLINES_067)):
+        got = dict(
+            trace.db.execute(
+                f"SELECT r.{column}, COUNT(*) FROM records r JOIN emissions e ON e.id = r.emission_id"
+                f" WHERE e.department = '067' GROUP BY r.{column}"
+            ).fetchall()
+        )
+        assert got == want, "the seeded demo changed: rework the hand-computed deadlines below"
     yield root, settings, trace
     trace.close()
 
@@ -184,18 +198,34 @@ def add_known_events(trace: TraceStore) -> None:
     )
 
 
+def received_plus_8(contract: str | None) -> dict:
+    """Both clocks of an emission from its contract deadline: its earliest receipt is 8 working days before
+    (none of these weeks holds a holiday), and the law gives 8 calendar days from that receipt."""
+    if contract is None:
+        return {"deadline": None, "deadline_basis": None, "contract_deadline": None, "legal_deadline": None}
+    legal = {"2026-11-26": "2026-11-24", "2026-11-27": "2026-11-25", "2026-11-30": "2026-11-26",
+             "2026-11-25": "2026-11-23",  # GRO 035's earliest receipt is Sun 15 Nov (DTREF)
+             "2026-11-23": "2026-11-18", "2026-11-20": "2026-11-17"}[contract]
+    return {"deadline": legal, "deadline_basis": "law", "contract_deadline": contract, "legal_deadline": legal}
+
+
 def last(
     seq_file: str,
     status: str,
     records: int,
-    deadline: str | None,
+    contract: str | None,
     *,
     delivered: bool = True,
     on_time: bool | None = None,
     ack: tuple[str, str] | None = None,
     reemission_no: int = 0,
+    request_deadline: str | None = None,
 ) -> dict:
+    clocks = received_plus_8(contract)
+    if request_deadline:  # a re-emission's clock is its request's: the contract's 8 working days
+        clocks.update(deadline=request_deadline, deadline_basis="contract")
     return {
+        **clocks,
         "seq": 1,
         "part": 1,
         "reemission_no": reemission_no,
@@ -203,13 +233,24 @@ def last(
         "business_date": "2026-11-23",
         "status": status,
         "records": records,
-        "deadline": deadline,
         "delivered_at": NOW_S if delivered else None,
         "acknowledged_at": ACK_OK_AT if ack and ack[0] == "OK" else None,
         "ack_status": ack[0] if ack else None,
         "ack_code": ack[1] if ack else None,
         "on_time": on_time,
     }
+
+
+def department(code: str, **counts) -> dict:
+    item = {"department": code, "late": 0, "at_risk": 0, "late_delivered": 0, "undelivered": 0, "unacknowledged": 0,
+            "held": 0, "is_held": False, "failing": False, "last_error": None, "certificates": 0,
+            "next_deadline": None, "next_deadline_basis": None}
+    item.update(counts)
+    if item["next_deadline"]:
+        item["next_deadline_basis"] = "law"
+    item["attention"] = any(item[k] for k in ("late", "at_risk", "undelivered", "unacknowledged", "failing",
+                                              "is_held", "certificates"))
+    return item
 
 
 def test_gather_gives_the_documented_document_for_a_known_state(state):
@@ -245,13 +286,12 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
     assert data["today"] == "2026-11-23" and data["generated_at"] == "2026-11-23T05:00:00+01:00"
     assert data["last_nightly"] == {"run": run1, "age_hours": 1.0, "max_age_hours": 26, "stale": False}
     assert data["undelivered"]["by_department"] == {"035": 1, "067": 3, "971": 1}
-    # At Mon 23 Nov, 067's records due Mon 23 (today) and Tue 24 (1 working day) are at risk (none is
-    # due Wed 25, 2 working days away); those due Thu 26 Nov are 3 working days away. Its two GRO
-    # mutations were received by its Caf on Fri 20 Nov (DTREF): due Wed 2 Dec, not late. Delivered
-    # late today: 971's GRO declaration (Mon 9 Nov -> Tue10, (Wed 11 Armistice), Thu12 .. Fri 20 Nov).
-    # 035's and 971's GRO mutations count from DTREF too: on time. 035's KO'd DSG file was delivered
-    # on time: not late.
-    assert data["sla"]["totals"] == {"at_risk": 2, "late": 0, "late_delivered": 1}
+    # At Mon 23 Nov, by the law (it binds every record): 067's records due Wed 18 and Fri 20 are late;
+    # those due Tue 24 (1 working day) and Wed 25 (2) are at risk (4 + 5); Thu 26 is 3 working days away.
+    # Its two GRO mutations were received by its Caf on Fri 20 Nov (DTREF): due Sat 28, not late. Delivered
+    # late today: 971's GRO declaration (Mon 9 Nov -> Tue 17 Nov). 035's GRO mutation counts from DTREF
+    # (Sun 15 Nov -> Mon 23, delivered that day): on time. 035's KO'd DSG file was delivered on time.
+    assert data["sla"]["totals"] == {"at_risk": 9, "late": 2, "late_delivered": 1}
     assert (data["acks"]["ok"], data["acks"]["ko"], data["acks"]["anomalies"]) == (1, 1, 1)
 
     expected = {
@@ -328,7 +368,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "SGR_067_20261123_000001.zip.p7m", "archived", 12, "2026-11-27", delivered=False
                 ),
             },
-            # Not delivered, due today (the Tue 10 Nov declaration): still undecided.
+            # Not delivered, due today by the contract but Wed 18 Nov by the law (the Tue 10 Nov declaration):
+            # it can no longer be on time.
             {
                 "department": "067",
                 "flow": "GRO",
@@ -338,6 +379,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     16,
                     "2026-11-23",
                     delivered=False,
+                    on_time=False,
                 ),
             },
             {
@@ -360,9 +402,10 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "GRO_971_20261123_000001_R01.xml.p7m",
                     "re-emitted",
                     5,
-                    "2026-12-03",
+                    "2026-11-20",  # the original's clocks, copied (Mon 9 Nov receipt)
                     delivered=False,
                     reemission_no=1,
+                    request_deadline="2026-12-03",
                 ),
             },
         ],
@@ -382,7 +425,10 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "status": "refused",
                     "attempts": 1,
                     "last_error": "KO ack: E042",
-                    "deadline": "2026-11-27",
+                    "deadline": "2026-11-25",
+                    "deadline_basis": "law",
+                    "contract_deadline": "2026-11-27",
+                    "legal_deadline": "2026-11-25",
                     "ack_status": "KO",
                 },
                 {
@@ -396,7 +442,10 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "status": "delivery-failed",
                     "attempts": 3,
                     "last_error": "partner 067: partner down (double)",
-                    "deadline": "2026-11-26",
+                    "deadline": "2026-11-24",
+                    "deadline_basis": "law",
+                    "contract_deadline": "2026-11-26",
+                    "legal_deadline": "2026-11-24",
                     "ack_status": None,
                 },
                 # Its queue stopped at the first failure (no gap): never attempted.
@@ -411,7 +460,10 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "status": "archived",
                     "attempts": 0,
                     "last_error": None,
-                    "deadline": "2026-11-27",
+                    "deadline": "2026-11-25",
+                    "deadline_basis": "law",
+                    "contract_deadline": "2026-11-27",
+                    "legal_deadline": "2026-11-25",
                     "ack_status": None,
                 },
                 {
@@ -425,7 +477,10 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "status": "archived",
                     "attempts": 0,
                     "last_error": None,
-                    "deadline": "2026-11-23",
+                    "deadline": "2026-11-18",
+                    "deadline_basis": "law",
+                    "contract_deadline": "2026-11-23",
+                    "legal_deadline": "2026-11-18",
                     "ack_status": None,
                 },
                 {
@@ -440,20 +495,44 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
                     "attempts": 0,
                     "last_error": None,
                     "deadline": "2026-12-03",
+                    "deadline_basis": "contract",
+                    "contract_deadline": "2026-11-20",
+                    "legal_deadline": "2026-11-17",
                     "ack_status": None,
                 },
             ],
         },
         "sla": {
             "at_risk_working_days": 2,
-            "totals": {"at_risk": 2, "late": 0, "late_delivered": 1},
+            "totals": {"at_risk": 9, "late": 2, "late_delivered": 1},
+            "by_basis": {"contract": {"at_risk": 0, "late": 0}, "law": {"at_risk": 9, "late": 2}},
             "by_department": {
                 "02A": {"at_risk": 0, "late": 0, "late_delivered": 0},
                 "035": {"at_risk": 0, "late": 0, "late_delivered": 0},
-                "067": {"at_risk": 2, "late": 0, "late_delivered": 0},
+                "067": {"at_risk": 9, "late": 2, "late_delivered": 0},
                 "971": {"at_risk": 0, "late": 0, "late_delivered": 1},
             },
+            # Only undelivered records run a clock: 067's Tue 10 Nov declaration, due Wed 18 by the law.
+            "next_deadline": {"067": {"deadline": "2026-11-18", "basis": "law"}},
         },
+        "unacknowledged": {"days": 5.0, "total": 0, "by_department": {}, "files": []},
+        "partners_failing": [
+            {"department": "067", "files": 1, "attempts": 3, "last_error": "partner 067: partner down (double)"},
+        ],
+        "departments": [
+            department("02A"),
+            department("035", undelivered=1),  # the KO'd DSG, owed again
+            department("067", late=2, at_risk=9, undelivered=3, failing=True, next_deadline="2026-11-18",
+                       last_error="partner 067: partner down (double)"),
+            department("971", late_delivered=1, undelivered=1),  # the re-emission not delivered yet
+        ],
+        "summary": {
+            "late": 2, "at_risk": 9, "late_by_basis": {"contract": 0, "law": 2}, "unacknowledged": 0,
+            "unacknowledged_days": 5.0, "held": 0, "held_files": 0, "undelivered": 5, "undelivered_not_held": 5,
+            "partners_failing": 1, "certificates": 0, "stale": False, "departments_to_see": 3,
+            "exit_code": 11, "exit_name": "LATE", "nagios": "CRITICAL", "problems": ["LATE", "UNDELIVERED", "AT_RISK"],
+        },
+        "scope": {"departments": None, "flows": None},
         "acks": {
             "ok": 1,
             "ko": 1,
@@ -530,18 +609,27 @@ def test_records_at_risk_and_late_as_the_clock_moves(state):
     _root, settings, trace = state
     zero = {"at_risk": 0, "late": 0, "late_delivered": 0}
 
-    # Mon 30 Nov (5 working days after Mon 23: Tue24 Wed25 Thu26 Fri27 Mon30). Due Tue 1 Dec (1 working day)
-    # and Wed 2 Dec (2) are at risk: 11 + 14 + the 7 due today = 32; due 23, 24, 26 and 27 Nov are
-    # late: 1 + 1 + 4 + 5 = 11.
-    sla = sla_at(settings, trace, paris(2026, 11, 30, 4, 0))
+    # Tue 24 Nov, 04:00 (binding deadlines are the law's, DEADLINES_067): due Wed 18 and Fri 20 are late
+    # (1 + 1); due today, Wed 25 (1 working day) and Thu 26 (2) are at risk: 4 + 5 + 7 = 16.
+    sla = sla_at(settings, trace, paris(2026, 11, 24, 4, 0))
+    assert sla["by_department"]["067"] == {"at_risk": 16, "late": 2, "late_delivered": 0}
+    assert sla["by_basis"] == {"contract": {"at_risk": 0, "late": 0}, "law": {"at_risk": 16, "late": 2}}
+
+    # Thu 26 Nov: due Thu 26, Fri 27 and Sat 28 (1 working day away: Fri 27) are at risk: 7 + 11 + 14 = 32;
+    # due 18, 20, 24 and 25 Nov are late: 1 + 1 + 4 + 5 = 11.
+    sla = sla_at(settings, trace, paris(2026, 11, 26, 4, 0))
     assert sla["by_department"]["067"] == {"at_risk": 32, "late": 11, "late_delivered": 0}
     assert sla["by_department"]["02A"] == zero
 
-    # Wed 2 Dec, 7 working days later (.. Mon30 Tue1 Wed2): only the 14 due today are at risk; the rest
-    # (11 + 7 + 11 = 29) are late. 971's late delivery of Mon 23 stays as it was.
-    sla = sla_at(settings, trace, paris(2026, 12, 2, 4, 0))
-    assert sla["by_department"]["067"] == {"at_risk": 14, "late": 29, "late_delivered": 0}
-    assert sla["totals"] == {"at_risk": 14, "late": 29, "late_delivered": 1}
+    # Fri 27 Nov: due today (11) and Sat 28 (14) are at risk; the rest (2 + 4 + 5 + 7 = 18) are late.
+    # 971's late delivery of Mon 23 stays as it was.
+    sla = sla_at(settings, trace, paris(2026, 11, 27, 4, 0))
+    assert sla["by_department"]["067"] == {"at_risk": 25, "late": 18, "late_delivered": 0}
+    assert sla["totals"] == {"at_risk": 25, "late": 18, "late_delivered": 1}
+
+    # Mon 30 Nov: all 43 are late (the contract would still give them until Wed 2 Dec).
+    assert sla_at(settings, trace, paris(2026, 11, 30, 4, 0))["by_department"]["067"] == {
+        "at_risk": 0, "late": 43, "late_delivered": 0}
 
     # Mon 7 Dec, 10 working days later (.. Wed2 Thu3 Fri4 Mon7): all 43 are late, none at risk.
     later = paris(2026, 12, 7, 4, 0)
@@ -621,8 +709,10 @@ def test_certificates_expiring_within_30_days_or_expired(state):
 def test_text_output_has_every_section_and_every_departement(state):
     _root, settings, trace = state
     add_known_events(trace)
-    text = render_text(gather(settings, trace, now=NOW + timedelta(hours=1)))
+    text = render_text(gather(settings, trace, now=NOW + timedelta(hours=1)), everything=True)
     for heading in (
+        "SUMMARY",
+        "DÉPARTEMENTS (4)",
         "LAST NIGHTLY RUN",
         "RUNS",
         "FLOWS",
@@ -636,6 +726,7 @@ def test_text_output_has_every_section_and_every_departement(state):
         assert any(line.startswith(heading) for line in text.splitlines()), heading
     for dept in DEPTS:
         assert f"  {dept}  " in text
+    assert "CRITICAL, exit 11 LATE" in text.splitlines()[0]
     assert "OK: run 1" in text and "E042" in text and "partner 067: partner down (double)" in text
     flows = text.split("FLOWS")[1].split("UNDELIVERED")[0].splitlines()
     header = next(line for line in flows if line.lstrip().startswith("DEPT"))
@@ -645,10 +736,10 @@ def test_text_output_has_every_section_and_every_departement(state):
     assert len(rows) == 12
     cells = [line[col : col + 3].strip() for line in rows]
     assert all(c in ("yes", "no", "-") for c in cells)
-    # Nothing is late on this screen: 035's GRO is on time (its mutation counts from DTREF), 067's
-    # files are undelivered but not past their deadlines (GRO due today), 971's last GRO is a
-    # re-emission not yet delivered, and the empty SGR flows of 02A and 971 have no deadline.
-    assert sorted(cells) == ["-"] * 6 + ["yes"] * 6
+    # 035's GRO is on time (its mutation counts from DTREF), 067's DSG and SGR are undelivered but not past
+    # their deadlines, its GRO is (the law's Wed 18 Nov), 971's last GRO is a re-emission not yet delivered,
+    # and the empty SGR flows of 02A and 971 have no deadline.
+    assert sorted(cells) == ["-"] * 5 + ["no"] + ["yes"] * 6
 
 
 def test_status_is_free_of_personal_data(state):
