@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 # The tests open our files with the tools a département has: OpenSSL, xmllint, OpenSSH;
+# promtool (Debian's prometheus) checks the metrics file and the alert rules (tests/test_deploy_prometheus.py);
 # Node.js/npm only to fetch Prism, DINUM's spec validator for the HubEE contract test.
 system-deps:
 	@missing=""; \
@@ -24,6 +25,7 @@ system-deps:
 	command -v sftp    >/dev/null || missing="$$missing openssh-client"; \
 	[ -x /usr/sbin/sshd ]          || missing="$$missing openssh-server"; \
 	command -v npm     >/dev/null || missing="$$missing nodejs npm"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

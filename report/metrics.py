@@ -97,8 +97,8 @@ def last_nightly_run(trace: TraceStore) -> dict[str, Any] | None:
         flows.setdefault(c.flow, {"records": 0, "rejects": 0, "files": 0}).update(files=c.files, records=c.records)
     for flow, n in trace.rejects_by_flow(run.id, except_codes=WARNING_CODES).items():
         flows.setdefault(flow, {"records": 0, "rejects": 0, "files": 0})["rejects"] = n
-    return {"id": run.id, "started_at": run.started_at, "status": run.status, "exit_code": run.exit_code,
-            "flows": flows}
+    return {"id": run.id, "started_at": run.started_at, "finished_at": run.finished_at, "status": run.status,
+            "exit_code": run.exit_code, "flows": flows}
 
 
 def certificate_days(settings: Settings, now: datetime) -> list[dict[str, Any]]:
@@ -109,9 +109,11 @@ def certificate_days(settings: Settings, now: datetime) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for scope, role, _, cert in loaded_certificates(settings):
         if isinstance(cert, FluxError):
-            out.append({"scope": scope, "role": role, "days_left": None, "error": type(cert).__name__})
+            out.append({"scope": scope, "role": role, "days_left": None, "not_after": None,
+                        "error": type(cert).__name__})
         else:
-            out.append({"scope": scope, "role": role, "days_left": certs.days_left(cert, now), "error": None})
+            out.append({"scope": scope, "role": role, "days_left": certs.days_left(cert, now),
+                        "not_after": cert.not_valid_after_utc.timestamp(), "error": None})
     return out
 
 
@@ -122,12 +124,14 @@ def render(
     last_run: dict[str, Any] | None = None,
     certificates: list[dict[str, Any]] | None = None,
     generated_at: float | None = None,
+    last_deliveries: dict[str, float] | None = None,
 ) -> str:
     """The text exposition of `status.gather`'s document plus the jobs' last successes.
 
     `last_run` (per-flow counts) and `certificates` (every certificate) come from
     `last_nightly_run` / `certificate_days`; without them, the run's exit code and the
-    certificates near expiry are taken from the status document.
+    certificates near expiry are taken from the status document. `last_deliveries` (Unix time per
+    département, from the trace) gives each département's last successful delivery.
     """
     fams: list[_Family] = []
 
@@ -151,6 +155,9 @@ def render(
     family("last_run_exit_code", "Exit code of the last nightly run that ended (docs/operations.md).").add(
         last_run["exit_code"] if last_run else None
     )
+    family("last_run_duration_seconds", "How long the last nightly run that ended took.").add(
+        _duration(last_run)
+    )
     per_flow = (last_run or {}).get("flows") or {}
     for key, help_text in (
         ("records", "Records the last nightly run archived for delivery, per flow."),
@@ -165,7 +172,8 @@ def render(
     )
 
     sla = status_data["sla"]
-    departments = sorted(set(sla["by_department"]) | set(status_data["undelivered"]["by_department"]))
+    departments = sorted(set(sla["by_department"]) | set(status_data["undelivered"]["by_department"])
+                         | {d["department"] for d in status_data["departments"]})
     undelivered = family(
         "undelivered_emissions", "Emissions sealed and archived but not delivered, per département."
     )
@@ -194,21 +202,8 @@ def render(
         status_data["reemissions"]["pending"]
     )
 
-    if certificates is None:
-        certificates = [
-            {
-                "scope": c["scope"],
-                "role": c["role"],
-                "days_left": c["days_left"],
-                "error": "unusable" if c["error"] else None,
-            }
-            for c in status_data["certificates"]
-        ]
-    days = family("certificate_expiry_days", "Whole days before the certificate expires (negative: expired).")
-    unusable = family("certificate_unusable", "1 when the certificate cannot be read or is missing.")
-    for c in sorted(certificates, key=lambda c: (c["role"], c["scope"])):
-        days.add(c["days_left"], scope=c["scope"], role=c["role"])
-        unusable.add(c["error"] is not None, scope=c["scope"], role=c["role"])
+    _certificate_families(family, status_data, certificates)
+    _partner_families(family, status_data, departments, last_deliveries or {})
     family("metrics_generated_timestamp_seconds", "Unix time this file was written.").add(generated_at)
 
     lines: list[str] = []
@@ -220,6 +215,59 @@ def render(
                 f"{fam.name}{{{label_text}}} {_number(value)}" if labels else f"{fam.name} {_number(value)}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _certificate_families(family: Any, status_data: dict[str, Any],
+                          certificates: list[dict[str, Any]] | None) -> None:
+    """Expiry as a Unix time (promtool's base units; a date does not age), and whether it can be used at all."""
+    if certificates is None:
+        certificates = [
+            {
+                "scope": c["scope"],
+                "role": c["role"],
+                "days_left": c["days_left"],
+                "error": "unusable" if c["error"] else None,
+                "not_after": _timestamp(c["not_after"]),
+            }
+            for c in status_data["certificates"]
+        ]
+    expiry = family("certificate_expiry_timestamp_seconds", "Unix time the certificate stops being valid (not after).")
+    unusable = family("certificate_unusable", "1 when the certificate cannot be read or is missing.")
+    for c in sorted(certificates, key=lambda c: (c["role"], c["scope"])):
+        expiry.add(c["not_after"], scope=c["scope"], role=c["role"])
+        unusable.add(c["error"] is not None, scope=c["scope"], role=c["role"])
+
+
+def _duration(last_run: dict[str, Any] | None) -> float | None:
+    if not last_run or not last_run.get("finished_at"):
+        return None
+    return (datetime.fromisoformat(last_run["finished_at"]) - datetime.fromisoformat(last_run["started_at"])).total_seconds()
+
+
+def _partner_families(family: Any, status_data: dict[str, Any], departments: list[str],
+                      last_deliveries: dict[str, float]) -> None:
+    """Per-département health, one sample per département (0 included), so an alert sees a series from the start."""
+    unacked = family("unacknowledged_files", "Files delivered over [service] unacknowledged_days ago and never "
+                                             "acknowledged, per département.")
+    failing = family("partner_failing", "1 when the département's last delivery attempt failed (not held).")
+    held = family("department_held", "1 while the département is held (flux-pmi hold).")
+    failed = {f["department"] for f in status_data["partners_failing"]}
+    holds = {h["department"] for h in status_data["holds"]["active"]}
+    for dept in departments:
+        unacked.add(status_data["unacknowledged"]["by_department"].get(dept, 0), department=dept)
+        failing.add(dept in failed, department=dept)
+        held.add(dept in holds, department=dept)
+    last = family("department_last_delivery_timestamp_seconds",
+                  "Unix time of the département's last successful delivery the trace still holds.")
+    for dept, at in sorted(last_deliveries.items()):
+        last.add(at, department=dept)
+    sla = status_data["sla"]
+    for key, what in (("late", "past their deadline"), ("at_risk", f"due within {sla['at_risk_working_days']} "
+                                                                     "working days")):
+        fam = family(f"records_{key}_by_basis", f"Undelivered records {what}, by the clock that binds them "
+                                                "(contract: 8 working days; law: 8 calendar days).")
+        for basis, counts in sorted(sla["by_basis"].items()):
+            fam.add(counts[key], basis=basis)
 
 
 # -- the file ---------------------------------------------------------------------------------
@@ -285,6 +333,7 @@ def write_metrics(
         try:
             status_data = gather(settings, trace, now=now)
             last_run = last_nightly_run(trace)
+            last_deliveries = {d.department: float(d.at) for d in trace.last_deliveries()}
         finally:
             trace.close()
         text = render(
@@ -293,6 +342,7 @@ def write_metrics(
             last_run=last_run,
             certificates=certificate_days(settings, now),
             generated_at=now.timestamp(),
+            last_deliveries=last_deliveries,
         )
         write_textfile(target, text)
     return target

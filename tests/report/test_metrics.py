@@ -149,11 +149,31 @@ def test_the_metrics_of_a_night_match_the_report_and_the_trace(night):
         ("archive", "archive"): settings.sender.archive_certificate,
         **{("recipient", d): settings.departments[d].certificate for d in DEPTS},
     }
-    assert len(fams["flux_pmi_certificate_expiry_days"]) == len(expected_days)
+    assert len(fams["flux_pmi_certificate_expiry_timestamp_seconds"]) == len(expected_days)
     for (role, scope), cert_path in expected_days.items():
-        days = certs.days_left(certs.load_certificate(cert_path), NOW)
-        assert one(fams, "flux_pmi_certificate_expiry_days", role=role, scope=scope) == days
+        not_after = certs.load_certificate(cert_path).not_valid_after_utc.timestamp()
+        assert one(fams, "flux_pmi_certificate_expiry_timestamp_seconds", role=role, scope=scope) == not_after
         assert one(fams, "flux_pmi_certificate_unusable", role=role, scope=scope) == 0
+
+    # Per département, zeros included: an alert has its series from the first write.
+    assert {dict(k)["department"]: v for k, v in fams["flux_pmi_partner_failing"].items()} == {
+        "02A": 0, "035": 0, "067": 1, "971": 0}
+    assert {dict(k)["department"]: v for k, v in fams["flux_pmi_unacknowledged_files"].items()} == dict.fromkeys(
+        DEPTS, 0)
+    assert {dict(k)["department"]: v for k, v in
+            fams["flux_pmi_department_last_delivery_timestamp_seconds"].items()} == dict.fromkeys(
+        ("02A", "035", "971"), NOW.timestamp())
+    assert one(fams, "flux_pmi_last_run_duration_seconds") == 0  # the pinned clock does not move
+    assert one(fams, "flux_pmi_records_late_by_basis", basis="law") == sla["by_basis"]["law"]["late"] > 0
+    assert one(fams, "flux_pmi_records_late_by_basis", basis="contract") == 0
+
+
+def test_files_never_acknowledged_show_after_the_configured_days(night):
+    settings, _ = night
+    fams = parse(metrics.write_metrics(settings, now=NOW + timedelta(days=5, minutes=1)).read_text())
+    # 02A, 035 and 971 each got 3 files at NOW, none acknowledged (the double sends no acks).
+    assert {dict(k)["department"]: v for k, v in fams["flux_pmi_unacknowledged_files"].items()} == {
+        "02A": 3, "035": 3, "067": 0, "971": 3}
 
 
 def test_the_file_is_written_atomically_and_readable_by_the_exporter(night, monkeypatch):
@@ -205,6 +225,7 @@ def test_no_personal_data_in_the_file(night):
         "department": set(DEPTS),
         "scope": {"sender", "archive", *DEPTS},
         "role": {"signer", "archive", "recipient"},
+        "basis": {"contract", "law"},
     }
     for family in parse(text).values():
         for labels in family:
@@ -227,7 +248,7 @@ def test_render_falls_back_on_the_status_document_alone(night):
     assert fams["flux_pmi_job_last_success_timestamp_seconds"] == {(("job", "sla"),): 1.5}
     assert one(fams, "flux_pmi_last_run_exit_code") == 3
     assert fams["flux_pmi_last_run_records"] == {}  # per flow needs the trace
-    assert fams["flux_pmi_certificate_expiry_days"] == {}  # status lists only certificates near expiry
+    assert fams["flux_pmi_certificate_expiry_timestamp_seconds"] == {}  # status lists only those near expiry
 
 
 def test_after_job_does_nothing_without_a_file_and_never_raises(night, tmp_path):
