@@ -640,7 +640,7 @@ def _text_summary(data: dict[str, Any]) -> list[str]:
         "SUMMARY",
         f"  late              {s['late']} record(s) past their deadline (binding: {basis})",
         f"  at risk           {s['at_risk']} record(s) due within {sla['at_risk_working_days']} working days",
-        f"  unacknowledged    {s['unacknowledged']} file(s) delivered over {_cell(s['unacknowledged_days'])} days"
+        f"  unacknowledged    {s['unacknowledged']} file(s) delivered over {s['unacknowledged_days']:g} days"
         " ago, no ack",
         f"  held              {s['held']} département(s){': ' + held if held else ''}, {s['held_files']} file(s)"
         " waiting",
@@ -683,7 +683,7 @@ def _text_last_nightly(data: dict[str, Any]) -> list[str]:
 
 def _text_unacknowledged(data: dict[str, Any]) -> list[str]:
     u = data["unacknowledged"]
-    return (["", f"UNACKNOWLEDGED ({u['total']} delivered over {_cell(u['days'])} days ago)"]
+    return (["", f"UNACKNOWLEDGED ({u['total']} delivered over {u['days']:g} days ago)"]
             + _keyed_table(_UNACKED_COLUMNS, u["files"]))
 
 

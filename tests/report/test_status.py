@@ -769,6 +769,71 @@ def test_max_age_is_read_from_the_service_table(state):
         gather(load(cfg), trace, now=NOW)
 
 
+def test_the_first_screen_and_the_exit_code_of_a_night_with_a_partner_down_and_one_held(state):
+    root, _settings, trace = state
+    trace.hold("035", NOW, by="ops", reason="maintenance")
+    later = NOW + timedelta(hours=1)
+    proc = status_cli(root, later)
+    # 067's Tue 10 Nov declaration is past the law's Wed 18: late comes first (docs/operations.md).
+    assert proc.returncode == ExitCode.LATE == 11, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith("CRITICAL, exit 11 LATE") and lines[2] == "SUMMARY"
+    summary = "\n".join(lines[:12])
+    assert "late              2 record(s) past their deadline (binding: contract 0, law 2)" in summary
+    assert "partners failing  1: 067" in summary and "held              1 département(s): 035" in summary
+    # Only the départements with something to say: 035 is held (after its files went), 067 is down.
+    table = proc.stdout.split("DÉPARTEMENTS WITH SOMETHING TO SAY (2 of 4")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in table.splitlines()[3:]] == ["035", "067"]
+    assert "\n  02A " not in proc.stdout and "FLOWS" not in proc.stdout and "RUNS" not in proc.stdout
+    assert "\n  02A " in status_cli(root, later, "--all").stdout
+
+    # A probe per département, per flow: 02A is fine; 067's SGR is undelivered (its partner is down)
+    # and at risk, but none of its records is late yet.
+    assert status_cli(root, later, "--department", "02A").returncode == ExitCode.OK
+    sgr = status_cli(root, later, "--department", "067", "--flow", "SGR", "--json")
+    assert sgr.returncode == ExitCode.UNDELIVERED, sgr.stderr
+    doc = json.loads(sgr.stdout)
+    assert doc["scope"] == {"departments": ["067"], "flows": ["SGR"]}
+    assert [(f["department"], f["flow"]) for f in doc["flows"]] == [("067", "SGR")]
+    assert doc["summary"]["problems"] == ["UNDELIVERED", "AT_RISK"]
+    # A held partner whose files are all on time says nothing that needs a person: exit 0.
+    held = status_cli(root, later, "--department", "035", "--flow", "GRO")
+    assert held.returncode == ExitCode.OK and "held              1 département(s): 035" in held.stdout
+
+    nagios = status_cli(root, later, "--nagios")
+    assert nagios.returncode == 2 and nagios.stdout.startswith("FLUX-PMI CRITICAL - late, undelivered, at risk |")
+    assert status_cli(root, later, "--department", "02A", "--nagios").returncode == 0
+
+
+def test_files_never_acknowledged_after_the_configured_days(state):
+    root, _settings, trace = state
+    cfg = root / "flux-pmi.toml"
+    cfg.write_text(cfg.read_text() + "\n[service]\nunacknowledged_days = 2\nmax_age_hours = 100\n")
+    settings = load(cfg)
+    assert status_cli(root, NOW + timedelta(days=2), "--department", "02A").returncode == ExitCode.OK
+    proc = status_cli(root, NOW + timedelta(days=2, minutes=1), "--department", "02A")
+    assert proc.returncode == ExitCode.UNACKNOWLEDGED == 13, proc.stderr
+    assert "unacknowledged    3 file(s) delivered over 2 days ago" in proc.stdout
+    assert "UNACKNOWLEDGED (3 delivered over 2 days ago)" in proc.stdout
+    data = gather(settings, trace, now=NOW + timedelta(days=700))
+    # Everything at once, in the documented order.
+    assert data["summary"]["problems"] == ["LATE", "STALE", "UNDELIVERED", "UNACKNOWLEDGED", "CERTIFICATES"]
+    assert data["summary"]["exit_code"] == ExitCode.LATE and data["summary"]["nagios"] == "CRITICAL"
+
+
+def test_a_clean_national_night_fits_one_screen(tmp_path):
+    root = tmp_path / "national"
+    make_demo(root, "all")
+    report = Night(load(root / "flux-pmi.toml"), clock=FixedClock(NOW), sleep=lambda _s: None).run(BUSINESS_DATE)
+    assert report.exit_code == ExitCode.OK
+    proc = status_cli(root, NOW + timedelta(hours=1))
+    assert proc.returncode == ExitCode.OK, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 25, proc.stdout
+    assert "DÉPARTEMENTS WITH SOMETHING TO SAY (0 of 102; --all lists every one)" in proc.stdout
+    assert len(status_cli(root, NOW + timedelta(hours=1), "--all").stdout.splitlines()) > 400
+
+
 def status_cli(root: Path, when: datetime, *extra: str):
     return run_cli(
         "status",
