@@ -378,11 +378,12 @@ def test_the_sla_job_warns_when_records_are_at_risk(settings):
     with capture_logs() as logs:
         assert ServiceJobs(settings, clock=FixedClock(NOW)).run_job("sla") is True
     (report,) = [e for e in logs if e["event"] == "sla.report"]
-    # At risk: 067's records due Mon 23 and Tue 24 (tests/report/test_status.py works the deadlines out). None
-    # late: its two GRO mutations count from the day its Caf recorded them (DTREF), not from their
-    # declaration to the Caf she left.
-    assert report["log_level"] == "warning" and report["at_risk"] == 2 and report["late"] == 0
-    assert report["at_risk_departments"] == ["067"] and report["late_departments"] == []
+    # By the law's 8 calendar days, which bind (tests/report/test_status.py works the deadlines out): 067's
+    # records due Tue 24 and Wed 25 are at risk (4 + 5), those due Wed 18 and Fri 20 late. Its two GRO
+    # mutations count from the day its Caf recorded them (DTREF), not from their declaration to the Caf
+    # she left: due Sat 28, not late.
+    assert report["log_level"] == "warning" and report["at_risk"] == 9 and report["late"] == 2
+    assert report["at_risk_departments"] == ["067"] and report["late_departments"] == ["067"]
     assert report["undelivered"] == 3
 
 
