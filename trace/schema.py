@@ -11,12 +11,14 @@ import sqlite3
 from pathlib import Path
 
 from ..core.errors import TraceError
+from .history import HISTORY_INDEXES
 from .lifecycle import MIGRATE_FAILED, MIGRATE_PURGED
 from .sqlite import Migration, open_database
 
 # 1: the tables; 2: the sequences table; 3: `failed` split into build-failed, delivery-failed and
-# refused, and marked rows `purged` (trace/lifecycle.py); 4: the delivery journal (trace/journal.py).
-SCHEMA_VERSION = 4
+# refused, and marked rows `purged` (trace/lifecycle.py); 4: the delivery journal (trace/journal.py);
+# 6: the catalog's index (trace/history.py).
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -231,7 +233,14 @@ def _delivery_journal(db: sqlite3.Connection) -> None:
     db.execute(_JOURNAL)
 
 
-MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions), (4, _delivery_journal))
+def _history_indexes(db: sqlite3.Connection) -> None:
+    """Version 6: `flux-pmi history` reads three months of emissions by business date through an index."""
+    for statement in HISTORY_INDEXES:
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions), (4, _delivery_journal),
+                                     (6, _history_indexes))
 
 
 

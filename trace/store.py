@@ -21,6 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from ..core.errors import TraceError
+from .history import HistoryQueries
 from .lifecycle import (
     TO_DELIVER,
     AckOutcome,
@@ -61,7 +62,7 @@ def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]
     return [(date.fromisoformat(d), name) for d, name in rows]
 
 
-class TraceStore(ReportQueries, RetentionQueries):
+class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
     """One connection, used by the run's main thread; delivery workers report back to it."""
 
     label = "trace store"
