@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, required=True)
     r.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
     r.add_argument("--no-purge", action="store_true", help="skip the retention purge that ends the run")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print what the night would claim, build and send; change nothing, connect to no one")
 
     c = sub.add_parser("check", help="check config, certificates and every enabled partner, sending no data")
     c.add_argument("--config", type=Path, required=True)
@@ -178,6 +180,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem:
             print(f"flux-pmi: error: run refused, nothing changed: {problem}", file=sys.stderr)
             return int(ExitCode.USAGE)
+    if args.dry_run:  # no lock, no run row, no metrics: a dry run reads and prints
+        from .jobs.plan import describe, plan
+
+        for line in describe(plan(settings, args.date or clock.today(), clock=clock)):
+            print(line)
+        return int(ExitCode.OK)
     # Lock first: a run that only waits for the lock has nothing to finish, so a signal may kill it.
     with run_lock(settings, "run"), GracefulStop() as stop:
         report = Night(settings, clock=clock, purge=not args.no_purge, stop=stop.event,

@@ -251,3 +251,23 @@ def open_trace(path: Path, *, label: str, busy_timeout_ms: int = 30_000,
     return open_database(path, label=label, schema=_SCHEMA + ";" + _JOURNAL, migrations=MIGRATIONS,
                          version=SCHEMA_VERSION, error=TraceError, busy_timeout_ms=busy_timeout_ms,
                          foreign_keys=True, check_same_thread=check_same_thread)
+
+
+def open_trace_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can only read the trace at `path` (a dry run): it never creates, migrates nor
+    writes it. A trace that does not exist yet reads as an empty one, held in memory."""
+    if not path.exists():
+        db = sqlite3.connect(":memory:")
+        db.executescript(_SCHEMA + ";" + _JOURNAL + ";" + ";".join(HISTORY_INDEXES))
+    else:
+        # A trace closed cleanly has no -wal: read as immutable, or SQLite would leave a -wal and a -shm
+        # beside it. One with a -wal is open elsewhere (or a run died): read through it, read-only.
+        wal = path.with_name(path.name + "-wal").exists()
+        db = sqlite3.connect(f"file:{path}?{'mode=ro' if wal else 'immutable=1'}", uri=True)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise TraceError(f"trace store {path}: schema version {version}, this flux-pmi reads {SCHEMA_VERSION}:"
+                             " a real run brings it up to date")
+    db.row_factory = sqlite3.Row
+    return db

@@ -37,7 +37,7 @@ from .lifecycle import (
 from .records import BatchRow, Emission, Hold, InboxFile, Parked, Reject, Request, Run
 from .reporting import ReportQueries
 from .retention import RetentionQueries
-from .schema import SCHEMA_VERSION, open_trace
+from .schema import SCHEMA_VERSION, open_trace, open_trace_read_only
 
 __all__ = ["SCHEMA_VERSION", "Emission", "TraceStore", "recent_archived_files"]
 
@@ -72,6 +72,17 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
         self.path = Path(path)
         self.db = open_trace(self.path, label=self.label, busy_timeout_ms=busy_timeout_ms)
         self._key = self._load_key()
+
+    @classmethod
+    def read_only(cls, path: Path) -> TraceStore:
+        """The trace for a dry run: every read works, any write fails; nothing is created, not even
+        the key (a missing one is a random key: no record of the trace is recognised then)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.db = open_trace_read_only(self.path)
+        key_file = self.path.with_suffix(".key")
+        self._key = key_file.read_bytes() if key_file.exists() else secrets.token_bytes(32)
+        return self
 
     # -- plumbing ------------------------------------------------------------------------
 

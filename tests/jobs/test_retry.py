@@ -8,42 +8,31 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
-from support import make_demo, run_cli
+from support import run_cli
+from support.night import at_four, held_demo, partner_down
 
-from flux_pmi.config.settings import load
 from flux_pmi.core.clock import PARIS, FixedClock
-from flux_pmi.core.errors import ExitCode, FluxError, RefusedError
+from flux_pmi.core.errors import ExitCode, RefusedError
 from flux_pmi.jobs.deliver import Deliverer
 from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.retry import retry
 from flux_pmi.trace.history import HistoryFilter, HistoryState
 from flux_pmi.trace.lifecycle import RunStatus, Status
 from flux_pmi.trace.store import TraceStore
-from flux_pmi.transport.registry import transport_for
 
 D23, D24 = date(2026, 11, 23), date(2026, 11, 24)
 LATER = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=PARIS))
 
 
-def _down(settings, dept):
-    if dept.code == "035":
-        raise FluxError("partner down for the test")
-    return transport_for(settings, dept)
-
-
-def _clock(day: date) -> FixedClock:
-    return FixedClock(datetime(day.year, day.month, day.day, 4, 0, tzinfo=PARIS))
+_down = partner_down("035")
 
 
 @pytest.fixture
 def night(tmp_path):
     """One night with 035 down and 971 held: 035's and 971's files wait, 02A's are delivered."""
     root = tmp_path / "demo"
-    make_demo(root, departments="035,02A,971")
-    settings = load(root / "flux-pmi.toml")
-    with TraceStore(settings.paths.trace) as trace:
-        trace.hold("971", _clock(D23).now(), by="ops", reason="maintenance")
-    report = Night(settings, clock=_clock(D23), transport_factory=_down, sleep=lambda _s: None).run(D23)
+    settings = held_demo(root)
+    report = Night(settings, clock=at_four(D23), transport_factory=_down, sleep=lambda _s: None).run(D23)
     assert report.exit_code == ExitCode.UNDELIVERED and report.held == {"971": 3}
     return root, settings
 
@@ -99,7 +88,7 @@ def test_what_may_not_be_sent_now_is_refused_and_nothing_is_traced(night):
 
 def test_a_later_sequence_waits_for_the_earlier_one(night):
     root, settings = night
-    Night(settings, clock=_clock(D24), transport_factory=_down, sleep=lambda _s: None).run(D24)
+    Night(settings, clock=at_four(D24), transport_factory=_down, sleep=lambda _s: None).run(D24)
     gro = [r for r in _history(settings, HistoryState.UNDELIVERED, departments=("035",), flows=("GRO",))]
     assert [r.seq for r in gro] == [1, 2]
     with pytest.raises(RefusedError, match=f"retry {gro[0].id} first"):
