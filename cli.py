@@ -50,6 +50,17 @@ STATUS_EXIT_CODES = """exit codes (the first that applies; docs/operations.md):
 """
 
 
+def _history_states() -> list[str]:
+    from .trace.history import HistoryState
+
+    return [str(s) for s in HistoryState]
+
+
+def _list(values: Sequence[str]) -> list[str]:
+    """Repeatable options that also take a comma-separated list: ["035,02A", "971"] -> [035, 02A, 971]."""
+    return [v for value in values for v in value.split(",") if v.strip()]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flux-pmi", description="CNAF -> PMI pregnancy flows (DSG, SGR, GRO).")
     p.add_argument("--version", action="version", version=f"flux-pmi {__version__}")
@@ -68,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, required=True)
     r.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
     r.add_argument("--no-purge", action="store_true", help="skip the retention purge that ends the run")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print what the night would claim, build and send; change nothing, connect to no one")
 
     c = sub.add_parser("check", help="check config, certificates and every enabled partner, sending no data")
     c.add_argument("--config", type=Path, required=True)
@@ -93,6 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--reason", default="", help="why (traced: no personal data)")
     rr.add_argument("--by", help="who asks (traced; default: the OS user)")
     rr.add_argument("--dry-run", action="store_true", help="print what would be re-emitted and sent; change nothing")
+
+    hi = sub.add_parser("history", help="the catalog: emissions by date, département, flow and state (ids for retry)")
+    hi.add_argument("--config", type=Path, required=True)
+    hi.add_argument("--from", dest="date_from", type=_date, help="first business date (default: the oldest traced)")
+    hi.add_argument("--to", dest="date_to", type=_date, help="last business date (default: the latest)")
+    hi.add_argument("--department", action="append", default=[],
+                    help="a département code, repeatable or comma-separated (035,02A); default: all")
+    hi.add_argument("--flow", action="append", default=[], help="DSG, SGR or GRO, repeatable or comma-separated")
+    hi.add_argument("--state", default="all", choices=_history_states(),
+                    help="which emissions (default: all; docs/history.md)")
+    hi.add_argument("--json", action="store_true", help="print a JSON array (keys in docs/history.md)")
+
+    rt = sub.add_parser("retry", help="deliver one archived, undelivered emission now (its id from history)")
+    rt.add_argument("id", type=int, help="an emission id, the first column of `flux-pmi history`")
+    rt.add_argument("--config", type=Path, required=True)
 
     pg = sub.add_parser("purge", help="delete archive files, trace rows and consumed input older than the retention")
     pg.add_argument("--config", type=Path, required=True)
@@ -171,6 +199,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem:
             print(f"flux-pmi: error: run refused, nothing changed: {problem}", file=sys.stderr)
             return int(ExitCode.USAGE)
+    if args.dry_run:  # no lock, no run row, no metrics: a dry run reads and prints
+        from .jobs.plan import describe, plan
+
+        for line in describe(plan(settings, args.date or clock.today(), clock=clock)):
+            print(line)
+        return int(ExitCode.OK)
     # Lock first: a run that only waits for the lock has nothing to finish, so a signal may kill it.
     with run_lock(settings, "run"), GracefulStop() as stop:
         report = Night(settings, clock=clock, purge=not args.no_purge, stop=stop.event,
@@ -295,6 +329,49 @@ def cmd_reemit(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return int(code)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from .config.settings import load
+    from .jobs.reemit import parse_departments, parse_flows
+    from .report.history import as_dict, query, render_text
+    from .trace.history import HistoryFilter, HistoryState
+    from .trace.store import TraceStore
+
+    settings = load(args.config, check_files=False)  # only reads the trace: certificates do not matter
+    departments, flows = _list(args.department), _list(args.flow)
+    wanted = HistoryFilter(date_from=args.date_from, date_to=args.date_to,
+                           departments=tuple(parse_departments(settings, departments)) if departments else (),
+                           flows=tuple(parse_flows(flows)) if flows else (), state=HistoryState(args.state))
+    with TraceStore(settings.paths.trace) as trace:
+        rows = query(trace, wanted)
+    if args.json:
+        print(json.dumps([as_dict(r) for r in rows], indent=1))
+    else:
+        for line in render_text(rows):
+            print(line)
+    return int(ExitCode.OK)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from .config.settings import load
+    from .core.errors import RefusedError
+    from .core.lock import run_lock
+    from .core.stopping import GracefulStop
+    from .jobs.retry import retry
+
+    settings = load(args.config)
+    with run_lock(settings, "retry"), GracefulStop() as stop:
+        try:
+            result = retry(settings, args.id, clock=from_environment(), stop=stop.event)
+        except RefusedError as exc:
+            print(f"retry refused, nothing sent: {exc}")
+            return int(ExitCode.REFUSED)
+    for line in result.lines:
+        print(line)
+    return int(result.exit_code)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:

@@ -107,6 +107,11 @@ def _sha256(path: Path) -> str:
     return _digest_and_size(path)[0]
 
 
+def sha256_of(path: Path) -> str:
+    """The SHA-256 the claim records for a file: the trace recognises consumed bytes by it."""
+    return _sha256(path)
+
+
 def _is_ours(name: str, flow: str) -> bool:
     return (not name.startswith(".") and name.lower().endswith(PATTERNS[flow])
             and not name.endswith(IGNORED_SUFFIXES))
@@ -274,29 +279,36 @@ def _set_aside(src: Path, quarantine_root: Path, flow: str, name: str, code: str
         return SetAside(flow, shown, code, f"{reason}; not moved ({exc.strerror or exc.errno})", None)
 
 
-def screen(inbox: Path, quarantine_root: Path, flow: str) -> list[SetAside]:
-    """Set aside, before the claim, every entry of the flow's inbox folder the night cannot take."""
+def unfit(inbox: Path, flow: str) -> list[tuple[Path, str, str, str]]:
+    """(path, name, code, reason) of every entry of the flow's inbox folder the night cannot take.
+
+    Nothing moves: `screen` sets them aside, a dry run (jobs/plan.py) only counts them.
+    """
     folder = inbox / flow
     try:
         names = sorted(os.listdir(folder))
     except FileNotFoundError:
         return []
-    out: list[SetAside] = []
+    out: list[tuple[Path, str, str, str]] = []
     for name in names:
         if not _is_ours(name, flow):
             continue
         problem = _problem(folder / name, name)
         if problem is not None:
-            out.append(_set_aside(folder / name, quarantine_root, flow, name, *problem))
+            out.append((folder / name, name, *problem))
         elif flow == "SGR" and name.lower().endswith(".csv"):  # a zip carries its scans inside
             for cell in _index_cells(folder / name):
                 scan = confined(folder, cell)
                 problem = _unreadable(scan, "SCAN_UNREADABLE") if scan is not None else None
-                if scan is not None and problem is not None:
+                if scan is not None and problem is not None and all(scan != p for p, *_ in out):
                     code, reason = problem
-                    out.append(_set_aside(scan, quarantine_root, flow, scan.name, code,
-                                          f"{reason}; named by the index {name}"))
+                    out.append((scan, scan.name, code, f"{reason}; named by the index {name}"))
     return out
+
+
+def screen(inbox: Path, quarantine_root: Path, flow: str) -> list[SetAside]:
+    """Set aside, before the claim, every entry of the flow's inbox folder the night cannot take."""
+    return [_set_aside(path, quarantine_root, flow, name, code, reason) for path, name, code, reason in unfit(inbox, flow)]
 
 
 def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: str, business_date: date,

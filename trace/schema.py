@@ -12,13 +12,15 @@ from pathlib import Path
 
 from ..core.errors import TraceError
 from ..core.workdays import LEGAL_DEADLINE_DAYS, DeadlineBasis
+from .history import HISTORY_INDEXES
 from .lifecycle import MIGRATE_FAILED, MIGRATE_PURGED
 from .sqlite import Migration, open_database
 
 # 1: the tables; 2: the sequences table; 3: `failed` split into build-failed, delivery-failed and
 # refused, and marked rows `purged` (trace/lifecycle.py); 4: the delivery journal (trace/journal.py);
 # 5: the legal deadline beside the contract's (core/workdays.py), `deadline` the earlier.
-SCHEMA_VERSION = 5
+# 6: the catalog's index (trace/history.py).
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -258,8 +260,16 @@ def _legal_deadlines(db: sqlite3.Connection) -> None:
             f" ELSE '{DeadlineBasis.CONTRACT}' END WHERE legal_deadline IS NOT NULL")
 
 
+
+
+def _history_indexes(db: sqlite3.Connection) -> None:
+    """Version 6: `flux-pmi history` reads three months of emissions by business date through an index."""
+    for statement in HISTORY_INDEXES:
+        db.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions), (4, _delivery_journal),
-                                     (5, _legal_deadlines))
+                                     (5, _legal_deadlines), (6, _history_indexes))
 
 
 
@@ -270,3 +280,23 @@ def open_trace(path: Path, *, label: str, busy_timeout_ms: int = 30_000,
     return open_database(path, label=label, schema=_SCHEMA + ";" + _JOURNAL, migrations=MIGRATIONS,
                          version=SCHEMA_VERSION, error=TraceError, busy_timeout_ms=busy_timeout_ms,
                          foreign_keys=True, check_same_thread=check_same_thread)
+
+
+def open_trace_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can only read the trace at `path` (a dry run): it never creates, migrates nor
+    writes it. A trace that does not exist yet reads as an empty one, held in memory."""
+    if not path.exists():
+        db = sqlite3.connect(":memory:")
+        db.executescript(_SCHEMA + ";" + _JOURNAL + ";" + ";".join(HISTORY_INDEXES))
+    else:
+        # A trace closed cleanly has no -wal: read as immutable, or SQLite would leave a -wal and a -shm
+        # beside it. One with a -wal is open elsewhere (or a run died): read through it, read-only.
+        wal = path.with_name(path.name + "-wal").exists()
+        db = sqlite3.connect(f"file:{path}?{'mode=ro' if wal else 'immutable=1'}", uri=True)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise TraceError(f"trace store {path}: schema version {version}, this flux-pmi reads {SCHEMA_VERSION}:"
+                             " a real run brings it up to date")
+    db.row_factory = sqlite3.Row
+    return db

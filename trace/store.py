@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..core import workdays
 from ..core.errors import TraceError
+from .history import HistoryQueries
 from .lifecycle import (
     TO_DELIVER,
     AckOutcome,
@@ -37,7 +38,7 @@ from .lifecycle import (
 from .records import BatchRow, Emission, Hold, InboxFile, Parked, Reject, Request, Run
 from .reporting import ReportQueries
 from .retention import RetentionQueries
-from .schema import SCHEMA_VERSION, open_trace
+from .schema import SCHEMA_VERSION, open_trace, open_trace_read_only
 
 __all__ = ["SCHEMA_VERSION", "Emission", "TraceStore", "recent_archived_files"]
 
@@ -69,7 +70,7 @@ def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]
     return [(date.fromisoformat(d), name) for d, name in rows]
 
 
-class TraceStore(ReportQueries, RetentionQueries):
+class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
     """One connection, used by the run's main thread; delivery workers report back to it."""
 
     label = "trace store"
@@ -79,6 +80,17 @@ class TraceStore(ReportQueries, RetentionQueries):
         self.path = Path(path)
         self.db = open_trace(self.path, label=self.label, busy_timeout_ms=busy_timeout_ms)
         self._key = self._load_key()
+
+    @classmethod
+    def read_only(cls, path: Path) -> TraceStore:
+        """The trace for a dry run: every read works, any write fails; nothing is created, not even
+        the key (a missing one is a random key: no record of the trace is recognised then)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.db = open_trace_read_only(self.path)
+        key_file = self.path.with_suffix(".key")
+        self._key = key_file.read_bytes() if key_file.exists() else secrets.token_bytes(32)
+        return self
 
     # -- plumbing ------------------------------------------------------------------------
 
