@@ -47,6 +47,7 @@ def as_dict(row: HistoryRow) -> dict[str, Any]:
         "transport": row.transport,
         "transport_ref": row.transport_ref,
         "deadline": row.deadline,
+        "deadline_basis": row.deadline_basis,
     }
 
 
@@ -56,7 +57,7 @@ def render_line(row: HistoryRow) -> str:
     name = row.file_name or f"({row.flow} {row.department} {row.business_date}, not built)"
     return (f"{row.id:>7}  {name}  seq={row.seq} records={row.record_count} delivered={_minute(row.delivered_at)}"
             f" acked={acked} ref={row.transport_ref or '-'} state={row.state}"
-            f" deadline={row.deadline or '-'}")
+            f" deadline={row.deadline or '-'}{f' ({row.deadline_basis})' if row.deadline and row.deadline_basis else ''}")
 
 
 def render_text(rows: list[HistoryRow]) -> list[str]:

@@ -77,6 +77,7 @@ class HistoryRow(Record):
     acknowledged_at: str | None
     ack_status: str | None
     deadline: str | None
+    deadline_basis: str | None  # which clock binds: contract (8 working days) or law (8 days)
     last_error: str | None
     held: int  # 1 when its département is held now
 
@@ -117,7 +118,7 @@ class HistoryQueries(Database):
         return HistoryRow.all(self.db.execute(
             "SELECT e.id, e.business_date, e.flow, e.department, e.seq, e.part, e.reemission_no, e.file_name,"
             " e.record_count, e.status, e.transport, e.transport_ref, e.delivered_at, e.acknowledged_at,"
-            " e.ack_status, e.deadline, e.last_error, h.department IS NOT NULL AS held"
+            " e.ack_status, e.deadline, e.deadline_basis, e.last_error, h.department IS NOT NULL AS held"
             " FROM emissions e LEFT JOIN holds h ON h.department = e.department AND h.resumed_at IS NULL"
             f" WHERE {' AND '.join(where)}"
             " ORDER BY e.business_date, e.department, e.flow, e.seq, e.reemission_no", args))
