@@ -156,7 +156,7 @@ def test_a_version_2_trace_is_migrated_in_place_and_failed_is_told_apart(tmp_pat
     with TraceStore(path) as t:
         assert [t.emission(i).status for i in ids] == [
             Status.BUILD_FAILED, Status.DELIVERY_FAILED, Status.REFUSED, Status.PURGED]
-        assert t.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert t.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         assert [e.id for e in t.to_deliver()] == [ids[1]]  # only the failed delivery is retried
 
 
