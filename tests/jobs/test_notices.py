@@ -252,3 +252,18 @@ def test_a_version_4_trace_gets_the_incident_tables(tmp_path):
     with TraceStore(path) as t:
         assert t.db.execute("PRAGMA user_version").fetchone()[0] == 7
         assert IncidentLog(t).incidents() == [] and IncidentLog(t).notices() == []
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/operations.md"])
+def test_the_documented_notify_example_loads(demo, monkeypatch, page):
+    root, _ = demo
+    monkeypatch.setenv("FLUX_PMI_SMTP_PASSWORD", "from the environment")
+    text = (Path(__file__).resolve().parents[2] / page).read_text(encoding="utf-8")
+    [block] = [b.split("```")[0] for b in text.split("```toml\n")[1:] if "[notify]" in b.split("```")[0]]
+    cfg = root / "flux-pmi.toml"
+    mine = cfg.read_text().split("\n[notify]")[0]
+    mine = mine.replace(f'[departments."035"]\ncontacts = ["{CONTACT}"]\ncertificate = "pki/035.crt"\n', "")
+    cfg.write_text(mine + "\n" + block)
+    settings = load(cfg)
+    assert settings.notify is not None and settings.notify.password == b"from the environment"
+    assert settings.notify.starttls and settings.departments["035"].contacts == ("pmi-dsi@example.fr",)
