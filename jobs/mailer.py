@@ -28,7 +28,7 @@ def message(notify: Notify, to: Sequence[str], subject: str, body: str, now: dat
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(domain=notify.from_address.rpartition("@")[2])
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a robot
-    msg.set_content(body)
+    msg.set_content(body, cte="quoted-printable")  # 7-bit clean: no relay needs 8BITMIME for the accents
     return msg
 
 

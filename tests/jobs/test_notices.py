@@ -52,8 +52,7 @@ def demo(tmp_path, monkeypatch):
     relay = SmtpRelay(root / "smtp")
     _configure(root, relay.port)
     yield root, relay
-    if relay.controller._thread is not None:  # started by the test
-        relay.stop()
+    relay.stop()
 
 
 def _down(*codes: str):
@@ -64,8 +63,8 @@ def _down(*codes: str):
     return factory
 
 
-def _night(root: Path, day: date, *, down: tuple[str, ...] = ()):
-    clock = FixedClock(datetime(day.year, day.month, day.day, 4, 30, tzinfo=PARIS))
+def _night(root: Path, day: date, *, down: tuple[str, ...] = (), hour: int = 4):
+    clock = FixedClock(datetime(day.year, day.month, day.day, hour, 30, tzinfo=PARIS))
     return Night(load(root / "flux-pmi.toml"), clock=clock, sleep=lambda _s: None,
                  transport_factory=_down(*down)).run(day)
 
@@ -99,6 +98,7 @@ def test_one_notice_opens_one_update_a_worse_day_one_closes_and_none_leaks(demo)
     assert not [p for p in report.problems if p.startswith("notices:")]
     [opening] = relay.arrived
     assert opening.tls and opening.login == USER.encode()  # STARTTLS, then AUTH, before any data
+    assert opening.message["Content-Transfer-Encoding"] == "quoted-printable"
     assert opening.rcpt_tos == [CONTACT, OPERATOR]
     body = _body(opening)
     assert "INC-035-20261123-1" in opening.message["Subject"] and "ouverture" in opening.message["Subject"]
@@ -136,6 +136,20 @@ def test_one_notice_opens_one_update_a_worse_day_one_closes_and_none_leaks(demo)
     for arrived in relay.arrived:
         raw = arrived.message.as_string() + arrived.message.get_content()
         assert not [v for v in values if v in raw]
+
+
+def test_a_worse_incident_sends_one_update_a_day_at_most(demo):
+    root, relay = demo
+    relay.start()
+    _night(root, D23, down=("035",))
+    assert len(relay.arrived) == 1
+    with TraceStore(root / "trace" / "flux-pmi.sqlite") as t:  # as if the opening had counted 1 record
+        t.db.execute("UPDATE incidents SET records = 1")
+    _night(root, D23, down=("035",), hour=10)  # worse, but the incident was notified today
+    assert len(relay.arrived) == 1
+    _night(root, D24, down=("035",))
+    [update] = relay.arrived[1:]
+    assert "mise à jour" in update.message["Subject"] and "Enregistrements : 16\n" in _body(update)
 
 
 def test_a_relay_down_delays_the_notice_and_never_the_delivery(demo):

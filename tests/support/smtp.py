@@ -84,6 +84,7 @@ class SmtpRelay:
         self.cert, key = self_signed(folder)
         self.port = free_port()
         self.handler = _Handler()
+        self.started = False
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(self.cert, key)
         self.controller = Controller(self.handler, hostname=HOST, port=self.port, tls_context=tls,
@@ -96,7 +97,10 @@ class SmtpRelay:
 
     def start(self) -> SmtpRelay:
         self.controller.start()
+        self.started = True
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self.started:
+            self.controller.stop()
+            self.started = False
