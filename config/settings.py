@@ -29,6 +29,7 @@ from pydantic import (
 from stdnum.fr import siret
 
 from ..core.errors import ConfigError
+from .notify import Addresses, Notify, NotifyTable
 from .transports import FLOWS, HubeeConfig, TransportConfig
 from .validation import (
     FilePath,
@@ -79,6 +80,7 @@ class RegistryEntry(Strict):
     chef_lieu: _ChefLieu
     flows: Flows = FLOWS
     certificate: str = ""
+    contacts: Addresses = ()  # who the acte d'adhésion says receives incident notices
     # Validated with the registry file's name when a configuration is loaded (see `load`).
     transport: dict[str, Any] = Field(default_factory=lambda: {"type": "disabled"})
 
@@ -136,6 +138,7 @@ class Department:
     transport: TransportConfig
     siret_placeholder: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    contacts: tuple[str, ...] = ()  # incident notices (config/notify.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +286,7 @@ class Settings:
     retention: Retention = Retention()
     service: Service = Service()
     hubee: Hubee | None = None
+    notify: Notify | None = None  # no [notify] table: no incident notices
 
     def enabled_departments(self) -> list[Department]:
         return [d for d in self.departments.values() if d.enabled]
@@ -476,6 +480,7 @@ class _DepartmentTable(Strict):
     empty_flows: bool | None = None
     transport: TransportConfig | None = None
     reemit_on_ko: bool | None = None
+    contacts: Addresses | None = None
 
 
 class _RegistryRef(Strict):
@@ -495,6 +500,7 @@ class _File(Strict):
     registry: _RegistryRef = _RegistryRef()
     departments: dict[str, _DepartmentTable] = {}
     hubee: _HubeeTable | None = None
+    notify: NotifyTable | None = None
 
 
 def load_registry(path: Path = REGISTRY_FILE) -> dict[str, RegistryEntry]:
@@ -522,7 +528,8 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
         _check_uses(file, dept, hubee)
     return Settings(file=file, base=base, paths=model.paths.build(base), sender=model.sender.sender,
                     limits=model.limits, delivery=model.delivery, departments=departments, raw=raw,
-                    retention=model.retention, service=model.service.build(), hubee=hubee)
+                    retention=model.retention, service=model.service.build(), hubee=hubee,
+                    notify=model.notify.build() if model.notify is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,6 +581,7 @@ class _Merge:
             empty_flows=table.empty_flows if table.empty_flows is not None else defaults.empty_flows,
             transport=transport, siret_placeholder=reg.siret_placeholder,
             options={"reemit_on_ko": table.reemit_on_ko if table.reemit_on_ko is not None else defaults.reemit_on_ko},
+            contacts=table.contacts if table.contacts is not None else reg.contacts,
         )
 
 

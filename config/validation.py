@@ -122,10 +122,15 @@ def secret_from_file(p: Path, at: str) -> bytes:
 
 def passphrase(info: ValidationInfo, prefix: str, env: str | None, file: str | None) -> bytes | None:
     """`<prefix>_passphrase_env` (read first) or `<prefix>_passphrase_file`, read at load time."""
+    return secret(info, env, file, f"{prefix}_passphrase")
+
+
+def secret(info: ValidationInfo, env: str | None, file: str | None, key: str) -> bytes | None:
+    """`<key>_env` (read first) or `<key>_file` (owner-only), read at load time; None when neither is set."""
     if env is not None:
-        return secret_from_env(env, f"{prefix}_passphrase_env")
+        return secret_from_env(env, f"{key}_env")
     if file is not None:
-        return secret_from_file(resolve(context(info).get("base", Path.cwd()), file), f"{prefix}_passphrase_file")
+        return secret_from_file(resolve(context(info).get("base", Path.cwd()), file), f"{key}_file")
     return None
 
 

@@ -109,6 +109,14 @@ class HostKeyError(TransportError):
         super().__init__(partner, reason, permanent=True)
 
 
+class MailError(FluxError):
+    """An incident notice was not accepted by the SMTP relay: it stays pending, the next run retries.
+
+    Never a run's failure (the files' delivery does not wait for a mail), and its message names the
+    relay and the SMTP reply code, never an address or the relay's free text.
+    """
+
+
 class TraceError(FluxError):
     """The trace store refuses a change (e.g. a transition the lifecycle forbids)."""
 

@@ -47,7 +47,7 @@ from ..trace.lifecycle import ParkedState, RunStatus, Status
 from ..trace.store import Emission, TraceStore
 from ..transport.base import Transport
 from ..transport.registry import transport_for
-from . import acks, guards, reemit, retention
+from . import acks, guards, notices, reemit, retention
 from .deliver import Deliverer
 
 
@@ -166,6 +166,7 @@ class Night:
             report.undelivered = (len(waiting) + self._unarchived(trace)
                                   + len([b for b in trace.open_batches() if b.state == "claimed"]))
             report.interrupted = self.stop.is_set() and report.undelivered > 0
+            report.problems += notices.notify_incidents(self.settings, trace, self.clock, run_id=run_id, stop=self.stop)
             status = RunStatus.of_exit(report.exit_code.name)
             return report
         except FluxError as exc:

@@ -20,7 +20,8 @@ from .sqlite import Migration, open_database
 # refused, and marked rows `purged` (trace/lifecycle.py); 4: the delivery journal (trace/journal.py);
 # 5: the legal deadline beside the contract's (core/workdays.py), `deadline` the earlier.
 # 6: the catalog's index (trace/history.py).
-SCHEMA_VERSION = 6
+# 7: incidents and their notices (trace/incidents.py).
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -215,6 +216,42 @@ CREATE TABLE IF NOT EXISTS delivery_journal (
 )
 """
 
+_INCIDENTS = """
+CREATE TABLE IF NOT EXISTS incidents (
+    -- a delay the receivers were told of (annexe 2, 5.1): opened, updated at most daily, closed
+    id INTEGER PRIMARY KEY,
+    number TEXT NOT NULL UNIQUE,    -- INC-<dept>-<yyyymmdd>-<n>: the reference every notice repeats
+    department TEXT NOT NULL,
+    state TEXT NOT NULL,            -- trace.incidents.IncidentState
+    cause TEXT NOT NULL,            -- trace.incidents.Cause
+    expected TEXT NOT NULL,         -- trace.incidents.Expected
+    flows TEXT NOT NULL,            -- as last notified, comma-separated
+    files INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    deadline TEXT,                  -- the earliest deadline of the late files
+    opened_at TEXT NOT NULL,
+    notified_on TEXT NOT NULL,      -- the day of the last notice: one update a day at most
+    closed_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_open ON incidents(department) WHERE state = 'open';
+CREATE TABLE IF NOT EXISTS notices (
+    -- every notice, sent or waiting for the relay: codes, counts, dates and file names only
+    id INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents(id),
+    kind TEXT NOT NULL,             -- trace.incidents.NoticeKind
+    run_id INTEGER,
+    created_at TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,            -- trace.incidents.NoticeState
+    attempts INTEGER NOT NULL DEFAULT 0,
+    recipients INTEGER,             -- how many addresses it went to (they live in the configuration)
+    sent_at TEXT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notices_pending ON notices(state)
+"""
+
 
 def _seed_sequences(db: sqlite3.Connection) -> None:
     """Version 2: the sequences table starts from what the emissions rows still say."""
@@ -268,8 +305,14 @@ def _history_indexes(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _incidents(db: sqlite3.Connection) -> None:
+    """Version 7: incident notices (annexe 2, 5.1) and their trace (jobs/notices.py)."""
+    for stmt in _INCIDENTS.split(";"):
+        db.execute(stmt)
+
+
 MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions), (4, _delivery_journal),
-                                     (5, _legal_deadlines), (6, _history_indexes))
+                                     (5, _legal_deadlines), (6, _history_indexes), (7, _incidents))
 
 
 
