@@ -32,6 +32,10 @@ _BY_DATE = {
     "reemission_requests": "DELETE FROM reemission_requests WHERE substr(requested_at, 1, 10) < ?",
     "holds": "DELETE FROM holds WHERE resumed_at IS NOT NULL AND substr(resumed_at, 1, 10) < ?",
     "parked": "DELETE FROM parked WHERE closed_at IS NOT NULL AND substr(closed_at, 1, 10) < ?",
+    # A closed incident's notices, then the incident (the trace is kept 3 months at most, art. 5).
+    "notices": "DELETE FROM notices WHERE incident_id IN"
+               " (SELECT id FROM incidents WHERE closed_at IS NOT NULL AND substr(closed_at, 1, 10) < ?)",
+    "incidents": "DELETE FROM incidents WHERE closed_at IS NOT NULL AND substr(closed_at, 1, 10) < ?",
 }
 
 

@@ -317,3 +317,19 @@ def test_quarantined_input_goes_once_its_reason_is_past_the_retention(tmp_path):
     assert _purge_quarantine(tmp_path / "quarantine", date(2026, 8, 23)) == 1
     assert sorted(p.name for p in folder.iterdir()) == ["young.xml", "young.xml.reason"]
     assert _purge_quarantine(tmp_path / "quarantine", date(2026, 8, 23)) == 0  # idempotent
+
+
+def test_closed_incidents_and_their_notices_go_with_the_trace_open_ones_stay(site):
+    from flux_pmi.trace.incidents import Cause, Draft, Expected, Facts, IncidentLog, NoticeKind
+
+    facts = Facts(Cause.PARTNER, Expected.NEXT_RUN, ("GRO",), ("GRO_035_20261123_000001.xml.p7m",), 3, "2026-12-01")
+    at = datetime(2026, 11, 24, 5, 0, tzinfo=PARIS)
+    with _store(site) as trace:
+        log = IncidentLog(trace)
+        for number in ("INC-035-20261124-1", "INC-056-20261124-1"):
+            log.open(number, number[4:7], facts, at, Draft(NoticeKind.OPEN, "s", "b"), None)
+        closed = log.open_incidents()["035"]
+        log.close(closed.id, at, Draft(NoticeKind.CLOSE, "s", "b"), None)
+        _purge(site, trace)
+        assert [i.number for i in log.incidents()] == ["INC-056-20261124-1"]  # still open: kept
+        assert {n.incident_id for n in log.notices()} == {log.open_incidents()["056"].id}
