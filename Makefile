@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 DEMO   ?= demo-night
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test lint typecheck clean
+.PHONY: setup system-deps demo test lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 # The tests open our files with the tools a département has: OpenSSL, xmllint, OpenSSH;
+# unzip and GNU time for the benchmark (bench/pipeline.sh, peak RSS);
 # Node.js/npm only to fetch Prism, DINUM's spec validator for the HubEE contract test.
 system-deps:
 	@missing=""; \
@@ -23,6 +24,8 @@ system-deps:
 	command -v xmllint >/dev/null || missing="$$missing libxml2-utils"; \
 	command -v sftp    >/dev/null || missing="$$missing openssh-client"; \
 	[ -x /usr/sbin/sshd ]          || missing="$$missing openssh-server"; \
+	command -v unzip   >/dev/null || missing="$$missing unzip"; \
+	[ -x /usr/bin/time ]           || missing="$$missing time"; \
 	command -v npm     >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -40,6 +43,13 @@ demo: setup
 	$(VENV)/bin/flux-pmi demo $(DEMO) --departments all
 	$(VENV)/bin/flux-pmi run --config $(DEMO)/flux-pmi.toml
 	$(VENV)/bin/flux-pmi receive --config-dir $(DEMO)/receive --once
+
+# The benchmark (docs/performance.md): a national night and a BENCH_DAYS-day catch-up over SFTP to
+# one real sshd per département, beside the shell pipeline over the same files. It reports, not asserts.
+BENCH_DAYS ?= 30
+BENCH_ARGS ?=
+bench: setup system-deps
+	$(PY) bench/run.py --days $(BENCH_DAYS) $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
