@@ -264,6 +264,9 @@ def text_report(host: Machine, results: dict[str, Measure], days: int) -> str:
 
 @contextmanager
 def workspace(given: Path | None, keep: bool) -> Iterator[Path]:
+    """A fresh folder, removed afterwards unless `keep`: a given one must be new or empty (it is removed)."""
+    if given and given.exists() and any(given.iterdir()):
+        raise SystemExit(f"bench: --work {given} is not empty: give a new folder (it is removed afterwards)")
     path = Path(given) if given else Path(tempfile.mkdtemp(prefix="flux-pmi-bench-"))
     path.mkdir(parents=True, exist_ok=True)
     try:
