@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 DEMO   ?= demo-night
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test lint typecheck clean
+.PHONY: setup system-deps demo test lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ setup: $(VENV)/.installed
 
 # The tests open our files with the tools a département has: OpenSSL, xmllint, OpenSSH;
 # promtool (Debian's prometheus) checks the metrics file and the alert rules (tests/test_deploy_prometheus.py);
+# unzip and GNU time for the benchmark (bench/pipeline.sh, peak RSS);
 # Node.js/npm only to fetch Prism, DINUM's spec validator for the HubEE contract test.
 system-deps:
 	@missing=""; \
@@ -24,6 +25,8 @@ system-deps:
 	command -v xmllint >/dev/null || missing="$$missing libxml2-utils"; \
 	command -v sftp    >/dev/null || missing="$$missing openssh-client"; \
 	[ -x /usr/sbin/sshd ]          || missing="$$missing openssh-server"; \
+	command -v unzip   >/dev/null || missing="$$missing unzip"; \
+	[ -x /usr/bin/time ]           || missing="$$missing time"; \
 	command -v npm     >/dev/null || missing="$$missing nodejs npm"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
@@ -42,6 +45,13 @@ demo: setup
 	$(VENV)/bin/flux-pmi demo $(DEMO) --departments all
 	$(VENV)/bin/flux-pmi run --config $(DEMO)/flux-pmi.toml
 	$(VENV)/bin/flux-pmi receive --config-dir $(DEMO)/receive --once
+
+# The benchmark (docs/performance.md): a national night and a BENCH_DAYS-day catch-up over SFTP to
+# one real sshd per département, beside the shell pipeline over the same files. It reports, not asserts.
+BENCH_DAYS ?= 30
+BENCH_ARGS ?=
+bench: setup system-deps
+	$(PY) bench/run.py --days $(BENCH_DAYS) $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

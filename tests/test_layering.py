@@ -43,7 +43,7 @@ def _modules() -> dict[str, Path]:
     out: dict[str, Path] = {}
     for path in sorted(ROOT.rglob("*.py")):
         rel = path.relative_to(ROOT)
-        if rel.parts[0] in {"tests", ".venv", "build", ".cache", "demo-night"} or rel.parts[0].startswith("."):
+        if rel.parts[0] in {"tests", "bench", ".venv", "build", ".cache", "demo-night"} or rel.parts[0].startswith("."):
             continue
         if "data" in rel.parts[:-1]:  # generators shipped beside data, run by hand
             continue
