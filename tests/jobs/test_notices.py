@@ -102,21 +102,22 @@ def test_one_notice_opens_one_update_a_worse_day_one_closes_and_none_leaks(demo)
     assert opening.rcpt_tos == [CONTACT, OPERATOR]
     body = _body(opening)
     assert "INC-035-20261123-1" in opening.message["Subject"] and "ouverture" in opening.message["Subject"]
-    # GRO is due on 25 November (2 working days): at risk. DSG (27th) and SGR (30th) are not yet.
-    assert "Flux concernés : GRO\n" in body and "Enregistrements : 16\n" in body
-    assert "GRO_035_20261123_000001.xml.p7m" in body and "DSG_035" not in body
-    assert "Échéance (la plus proche, délai applicable) : 2026-11-25 (à risque)" in body
+    # The law's 8 days bind (core/workdays.py): DSG and GRO are due on the 23rd (receipts of the 15th),
+    # SGR (receipts of the 16th) on the 24th, not yet within the at-risk window.
+    assert "Flux concernés : DSG, GRO\n" in body and "Enregistrements : 33\n" in body
+    assert "GRO_035_20261123_000001.xml.p7m" in body and "SGR_035" not in body
+    assert "Échéance (la plus proche, délai applicable) : 2026-11-23 (à risque)" in body
     assert "Livraison prévue : à la prochaine exécution nocturne" in body
 
     assert _night(root, D24, down=("035",)).exit_code == ExitCode.UNDELIVERED
-    assert len(relay.arrived) == 1  # an open incident is not notified again each night
-
-    assert _night(root, D25, down=("035",)).exit_code == ExitCode.UNDELIVERED
-    [update] = relay.arrived[1:]  # DSG (due on the 27th) is at risk now: worse, one update
+    [update] = relay.arrived[1:]  # SGR is at risk now: worse, one update
     body = _body(update)
     assert "INC-035-20261123-1 mise à jour" in update.message["Subject"]
-    assert "Flux concernés : DSG, GRO\n" in body and "Enregistrements : 33\n" in body
-    assert "2026-11-25 (à risque)" in body  # due today: still deliverable today
+    assert "Flux concernés : DSG, SGR, GRO\n" in body and "Enregistrements : 41\n" in body
+    assert "2026-11-23 (dépassée)" in body
+
+    assert _night(root, D25, down=("035",)).exit_code == ExitCode.UNDELIVERED
+    assert len(relay.arrived) == 2  # nothing worse: an open incident is not notified again each night
 
     assert _night(root, D26).exit_code == ExitCode.OK  # the partner is back: everything delivered
     [closing] = relay.arrived[2:]
@@ -149,7 +150,7 @@ def test_a_worse_incident_sends_one_update_a_day_at_most(demo):
     assert len(relay.arrived) == 1
     _night(root, D24, down=("035",))
     [update] = relay.arrived[1:]
-    assert "mise à jour" in update.message["Subject"] and "Enregistrements : 16\n" in _body(update)
+    assert "mise à jour" in update.message["Subject"] and "Enregistrements : 41\n" in _body(update)
 
 
 def test_a_relay_down_delays_the_notice_and_never_the_delivery(demo):
@@ -165,9 +166,10 @@ def test_a_relay_down_delays_the_notice_and_never_the_delivery(demo):
     relay.start()
     report = _night(root, D24, down=("035",))
     assert not [p for p in report.problems if p.startswith("notices:")]
-    [opening] = relay.arrived
-    assert incident.number in opening.message["Subject"]
-    [_], [notice] = _log(root)
+    opening, update = relay.arrived  # the pending opening first, then the day's update (SGR at risk)
+    assert incident.number in opening.message["Subject"] and "ouverture" in opening.message["Subject"]
+    assert "mise à jour" in update.message["Subject"]
+    [_], [notice, _] = _log(root)
     assert notice.state == NoticeState.SENT and notice.attempts == 2
 
 
