@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["json", "console"], help="default: console on a terminal, else JSON")
     p.add_argument("--log-level", choices=list(logging_setup.LEVELS),
                    help=f"the structured log on stderr (default: ${logging_setup.LEVEL_ENV}, else warning; "
-                        "info for serve)")
+                        "info for serve and a receive without --once)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, what: str, description: str) -> argparse.ArgumentParser:
@@ -180,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--config-dir", type=Path, help="every *.toml of this folder, one département each")
     rc.add_argument("--once", action="store_true",
                     help="take what is ready, then exit: 0 all taken, 5 some refused, 3 some to retry")
+    rc.add_argument("--verbose", action="store_true",
+                    help="with --config-dir: a line for every département that took files, not only the ones "
+                         "with something to look at")
     return p
 
 
@@ -187,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.umask(0o077)  # everything this process creates is owner-only: much of it is personal data
     try:
-        level = logging_setup.choose_level(args.log_level, default="info" if args.command == "serve" else "warning")
+        # The services' log is the journal: info. A command's goes to cron mail: warning.
+        service = args.command == "serve" or (args.command == "receive" and not args.once)
+        level = logging_setup.choose_level(args.log_level, default="info" if service else "warning")
         logging_setup.configure(json=None if args.log_format is None else args.log_format == "json", level=level)
         handler = globals()[f"cmd_{args.command}"]
         return int(handler(args))
@@ -447,7 +452,17 @@ def cmd_receive(args: argparse.Namespace) -> int:
         if not files:
             raise ConfigError(args.config_dir, "--config-dir", "a folder holding at least one DEPT.toml")
     configs = [load_receive(f) for f in files]
-    return int(serve_receivers(configs, clock=from_environment(), once=args.once, emit=print))
+    progress = _progress() if args.once else None  # a service's passes are not watched
+
+    def emit(line: str) -> None:
+        _done(progress)
+        print(line)
+
+    try:
+        return int(serve_receivers(configs, clock=from_environment(), once=args.once, emit=emit,
+                                   verbose=args.verbose, progress=progress))
+    finally:
+        _done(progress)
 
 
 def _write_metrics(settings: object, job: str, *, succeeded: bool) -> None:

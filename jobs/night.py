@@ -392,9 +392,11 @@ class Night:
                         report: NightReport, now: datetime) -> dict[str, int]:
         """Trace and log the warnings, rejects and parked records; the rejects per département."""
         flow = batch.flow
+        # Info, not warning: each is a row of the rejects report (what the operator reads and sends
+        # upstream) and of the trace; at warning, a national night would mail one line per record.
         for r, d in routed.warnings:
-            self.log.warning("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
-                             department=d, reason=r.message)
+            self.log.info("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                          department=d, reason=r.message)
         for found in (routed.warnings, routed.rejects):
             trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
                                                  for r, d in found], now)
@@ -402,8 +404,8 @@ class Night:
             trace.park(batch.id, flow, code, batch.business_date, n, now)
             report.parked += n
         for r, d in routed.rejects:
-            self.log.warning("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
-                             department=d, reason=r.message)
+            self.log.info("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                          department=d, reason=r.message)
         rejects_by_dept: dict[str, int] = defaultdict(int)
         for _r, d in routed.rejects:
             rejects_by_dept[d or "---"] += 1  # "---": no département could be told
