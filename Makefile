@@ -39,12 +39,15 @@ system-deps:
 	  npm install --no-audit --no-fund --prefix .cache/prism @stoplight/prism-cli@5.16.0
 
 # The night as the CNAF runs it, then the other half: every département takes its files in
-# (one process for all 102, see docs/receive.md) and the last line says where the outputs are.
+# (one process for all 102, see docs/receive.md). The last lines say where to look: the CNAF
+# side's folders, then receive's totals and where the CSV/Parquet outputs are (keep them last).
 demo: setup
 	rm -rf $(DEMO)
 	$(VENV)/bin/flux-pmi demo $(DEMO) --departments all
 	$(VENV)/bin/flux-pmi run --config $(DEMO)/flux-pmi.toml
-	$(VENV)/bin/flux-pmi receive --config-dir $(DEMO)/receive --once
+	@echo "sent (CNAF side): $(DEMO)/drop/<département>/*.p7m; archive, trace and rejects report in" \
+	  "$(DEMO)/archive, $(DEMO)/trace, $(DEMO)/reports; flux-pmi status --config $(DEMO)/flux-pmi.toml"
+	@$(VENV)/bin/flux-pmi receive --config-dir $(DEMO)/receive --once
 
 # The benchmark (docs/performance.md): a national night and a BENCH_DAYS-day catch-up over SFTP to
 # one real sshd per département, beside the shell pipeline over the same files. It reports, not asserts.

@@ -1,23 +1,34 @@
 """The `flux-pmi` command line: one sub-command per operator task.
 
-Standard output carries the summary an operator or cron mail reads; standard error
-carries the structured log. Exit codes are `errors.ExitCode` (docs/operations.md).
+Standard output carries the summary an operator or cron mail reads: the totals and the
+problems, nothing per file unless `--verbose`. Standard error carries the structured log
+(WARNING and above unless `--log-level` or FLUX_PMI_LOG_LEVEL says otherwise; INFO for
+`serve`) and, on a terminal only, one updating progress line. Exit codes are
+`errors.ExitCode`; every `--help` lists them from the enum (docs/operations.md has the same table).
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import os
+import re
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
 from .core import log as logging_setup
 from .core.clock import from_environment
 from .core.errors import ConfigError, ExitCode, FluxError
+from .trace.history import HistoryState
+
+if TYPE_CHECKING:
+    from .jobs.night import LineSummary, NightReport
 
 # What the file system says when a folder is missing, read-only, not ours or full: the operator's
 # matter (exit STORAGE, the folder named), not a bug with a traceback.
@@ -31,11 +42,52 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from exc
 
 
-def _progress() -> Callable[[str], None] | None:
-    """Progress lines for a person watching long work at a terminal; cron mail gets the summary only."""
-    if not sys.stderr.isatty():
-        return None
-    return lambda msg: print(msg, file=sys.stderr, flush=True)
+class ProgressLine:
+    """One line a person watching long work at a terminal sees being rewritten (\\r), never a scroll."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.width = 0
+
+    def __call__(self, msg: str) -> None:
+        text = msg[: max(20, shutil.get_terminal_size().columns - 1)]
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.width = len(text)
+
+    def close(self) -> None:
+        """Blank the line, so that the summary that follows starts on a clean one."""
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
+def _progress() -> ProgressLine | None:
+    """A progress line for a terminal; under cron (a pipe) nothing: the mail gets the summary only."""
+    return ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+
+
+def _done(progress: ProgressLine | None) -> None:
+    if progress is not None:
+        progress.close()
+
+
+# A member, its value and the comment that documents it, as core/errors.py writes them.
+_MEMBER = re.compile(r"^\s+([A-Z][A-Z_]*)\s*=\s*\d+\s*#\s*(.+?)\s*$")
+
+
+def exit_code_meanings() -> dict[ExitCode, str]:
+    """Each exit code's meaning, read from the comment beside it in the ExitCode enum: the one place
+    it is written, so that a code added there appears in every `--help` (docs/operations.md agrees:
+    tests/test_cli_output.py)."""
+    found = {m.group(1): m.group(2) for m in map(_MEMBER.match, inspect.getsource(ExitCode).splitlines()) if m}
+    return {code: found.get(code.name, code.name.lower().replace("_", " ")) for code in ExitCode}
+
+
+def exit_codes_epilog() -> str:
+    rows = [f"  {int(code):>2}  {code.name:<13} {meaning}" for code, meaning in sorted(exit_code_meanings().items())]
+    return "exit codes (docs/operations.md):\n" + "\n".join(rows)
 
 
 STATUS_EXIT_CODES = """exit codes (the first that applies; docs/operations.md):
@@ -51,8 +103,6 @@ STATUS_EXIT_CODES = """exit codes (the first that applies; docs/operations.md):
 
 
 def _history_states() -> list[str]:
-    from .trace.history import HistoryState
-
     return [str(s) for s in HistoryState]
 
 
@@ -62,12 +112,23 @@ def _list(values: Sequence[str]) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flux-pmi", description="CNAF -> PMI pregnancy flows (DSG, SGR, GRO).")
+    epilog = exit_codes_epilog()
+    p = argparse.ArgumentParser(prog="flux-pmi", description="CNAF -> PMI pregnancy flows (DSG, SGR, GRO).",
+                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"flux-pmi {__version__}")
     p.add_argument("--log-format", choices=["json", "console"], help="default: console on a terminal, else JSON")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--log-level", choices=list(logging_setup.LEVELS),
+                   help=f"the structured log on stderr (default: ${logging_setup.LEVEL_ENV}, else warning; "
+                        "info for serve and a receive without --once)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="write a realistic demo day: inbox, test PKI and flux-pmi.toml")
+    def command(name: str, what: str, description: str, codes: str = epilog) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=what, description=description, epilog=codes,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    d = command("demo", "write a realistic demo day: inbox, test PKI and flux-pmi.toml",
+                "Write a complete demo installation into DIR: a test PKI, one business day of realistic input "
+                "for the chosen départements, flux-pmi.toml (local drops) and each département's receive config.")
     d.add_argument("dir", type=Path)
     d.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
     d.add_argument("--departments", default="all", help="comma-separated codes (035,02A,971) or 'all'")
@@ -75,19 +136,30 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true",
                    help="write into a folder that is not empty (overwrites its config, PKI and inbox)")
 
-    r = sub.add_parser("run", help="run the night: claim, build, validate, seal, archive, deliver")
+    r = command("run", "run the night: claim, build, validate, seal, archive, deliver",
+                "The nightly run: collect the acks, claim the inbox, check and route each record, build, "
+                "validate, seal and archive the files, deliver them, then purge. Idempotent: run twice, it "
+                "sends nothing twice. Prints the totals and the problems (one line per file with --verbose).")
     r.add_argument("--config", type=Path, required=True)
     r.add_argument("--date", type=_date, help="business date (default: today, Europe/Paris)")
     r.add_argument("--no-purge", action="store_true", help="skip the retention purge that ends the run")
     r.add_argument("--dry-run", action="store_true",
                    help="print what the night would claim, build and send; change nothing, connect to no one")
+    loud = r.add_mutually_exclusive_group()
+    loud.add_argument("--verbose", action="store_true", help="also a line per flow and département (per file)")
+    loud.add_argument("--quiet", action="store_true",
+                      help="print only what needs a person (problems, quarantined input, the rejects report)")
 
-    c = sub.add_parser("check", help="check config, certificates and every enabled partner, sending no data")
+    c = command("check", "check config, certificates and every enabled partner, sending no data",
+                "Check the configuration, the folders, the key files, every certificate in use and each "
+                "enabled partner's connection, sending no data. One line per finding; exit 9 on any error.")
     c.add_argument("--config", type=Path, required=True)
     c.add_argument("--quiet", action="store_true", help="print warnings and errors only")
 
-    st = sub.add_parser("status", help="one-screen summary of what is late, at risk, held or failing; exit code for "
-                        "monitoring", epilog=STATUS_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    st = command("status", "one-screen summary of what is late, at risk, held or failing; exit code for monitoring",
+                 "What the trace says, summary first: late, at risk, unacknowledged, held, undelivered, failing "
+                 "partners, certificates, the last run; then the départements with something to say. Reads only.",
+                 STATUS_EXIT_CODES + "\n" + epilog)
     st.add_argument("--config", type=Path, required=True)
     st.add_argument("--json", action="store_true", help="print the JSON document (docs/status-json.md)")
     st.add_argument("--all", action="store_true", help="list every département and every section, problems or not")
@@ -97,7 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--nagios", action="store_true",
                     help="print one Nagios plugin line and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
 
-    rr = sub.add_parser("reemit", help="re-send the archived emission(s) of a business date or range, unchanged")
+    rr = command("reemit", "re-send the archived emission(s) of a business date or range, unchanged",
+                 "Re-send archived emissions exactly as they were sent (re-sealed only when the partner's "
+                 "certificate changed), traced with who asked and why.")
     rr.add_argument("--config", type=Path, required=True)
     rr.add_argument("--flow", required=True, help="DSG, SGR, GRO or all")
     rr.add_argument("--department", required=True, help="a département code (035, 02A, 971) or all")
@@ -107,7 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--by", help="who asks (traced; default: the OS user)")
     rr.add_argument("--dry-run", action="store_true", help="print what would be re-emitted and sent; change nothing")
 
-    hi = sub.add_parser("history", help="the catalog: emissions by date, département, flow and state (ids for retry)")
+    hi = command("history", "the catalog: emissions by date, département, flow and state (ids for retry)",
+                 "List the emissions the trace holds, filtered by business date, département, flow and state: "
+                 "one line each (id, file, seq, records, delivered, acked, transport reference). Reads only.")
     hi.add_argument("--config", type=Path, required=True)
     hi.add_argument("--from", dest="date_from", type=_date, help="first business date (default: the oldest traced)")
     hi.add_argument("--to", dest="date_to", type=_date, help="last business date (default: the latest)")
@@ -118,41 +194,56 @@ def _parser() -> argparse.ArgumentParser:
                     help="which emissions (default: all; docs/history.md)")
     hi.add_argument("--json", action="store_true", help="print a JSON array (keys in docs/history.md)")
 
-    rt = sub.add_parser("retry", help="deliver one archived, undelivered emission now (its id from history)")
+    rt = command("retry", "deliver one archived, undelivered emission now (its id from history)",
+                 "Deliver one emission now, through the night's delivery path, under the run lock. Refused "
+                 "(exit 6) for a delivered, acknowledged, purged or unknown id, or a held département.")
     rt.add_argument("id", type=int, help="an emission id, the first column of `flux-pmi history`")
     rt.add_argument("--config", type=Path, required=True)
 
-    pg = sub.add_parser("purge", help="delete archive files, trace rows and consumed input older than the retention")
+    pg = command("purge", "delete archive files, trace rows and consumed input older than the retention",
+                 "Apply the retention: archive files, trace rows and kept consumed input past [retention] "
+                 "go. `run` ends with the same purge.")
     pg.add_argument("--config", type=Path, required=True)
     pg.add_argument("--today", type=_date, help="count the retention back from this day (default: today)")
     pg.add_argument("--dry-run", action="store_true", help="print what would be deleted (counts); change nothing")
 
     for name, what in (("hold", "hold a département's deliveries: its files are built and archived, and wait"),
                        ("resume", "lift a hold: the next run delivers the waiting files in sequence order")):
-        h = sub.add_parser(name, help=what)
+        h = command(name, what, what[0].upper() + what[1:] + ". Traced, with who and why.")
         h.add_argument("department", help="a département code (035, 02A, 971)")
         h.add_argument("--config", type=Path, required=True)
         h.add_argument("--by", help="who (traced; default: the OS user)")
         if name == "hold":
             h.add_argument("--reason", default="", help="why (traced: no personal data)")
 
-    sv = sub.add_parser("serve", help="run the scheduled jobs (nightly, purge, SLA report) until SIGTERM; exit 0")
+    sv = command("serve", "run the scheduled jobs (nightly, purge, SLA report) until SIGTERM; exit 0",
+                 "The long-running service: the nightly run, the purge and the SLA report on their schedule "
+                 "([service]), until SIGTERM. Logs at info by default: its log is the journal.")
     sv.add_argument("--config", type=Path, required=True)
 
-    rc = sub.add_parser("receive", help="the département side: check, decrypt, ingest and acknowledge delivered files")
+    rc = command("receive", "the département side: check, decrypt, ingest and acknowledge delivered files",
+                 "The département side: check each delivered file's checksum, decrypt it, verify the CNAF "
+                 "signature, validate it, write its records as CSV and Parquet, and acknowledge it. Prints "
+                 "the totals, the problems and where the outputs are.")
     which = rc.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", type=Path, help="one département's receive configuration (DEPT.toml)")
     which.add_argument("--config-dir", type=Path, help="every *.toml of this folder, one département each")
     rc.add_argument("--once", action="store_true",
                     help="take what is ready, then exit: 0 all taken, 5 some refused, 3 some to retry")
+    rc.add_argument("--verbose", action="store_true",
+                    help="with --config-dir: a line for every département that took files, not only the ones "
+                         "with something to look at")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.umask(0o077)  # everything this process creates is owner-only: much of it is personal data
-    logging_setup.configure(json=None if args.log_format is None else args.log_format == "json")
     try:
+        # The services' log is the journal: info. A command's goes to cron mail: warning.
+        service = args.command == "serve" or (args.command == "receive" and not args.once)
+        level = logging_setup.choose_level(args.log_level, default="info" if service else "warning")
+        logging_setup.configure(json=None if args.log_format is None else args.log_format == "json", level=level)
         handler = globals()[f"cmd_{args.command}"]
         return int(handler(args))
     except FluxError as exc:
@@ -206,40 +297,73 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(line)
         return int(ExitCode.OK)
     # Lock first: a run that only waits for the lock has nothing to finish, so a signal may kill it.
-    with run_lock(settings, "run"), GracefulStop() as stop:
-        report = Night(settings, clock=clock, purge=not args.no_purge, stop=stop.event,
-                       progress=_progress()).run(args.date)
-    for (flow, dept), s in sorted(report.lines.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        print(f"{flow} {dept:>3}  records={s.records:<4} rejects={s.rejects:<3} files={s.files} bytes={s.bytes:<9}"
-              f" delivered={s.delivered} pending={s.pending}")
-    t = report.totals()
-    print(f"TOTAL {report.business_date}  records={t.records} rejects={t.rejects} files={t.files} bytes={t.bytes}"
-          f" delivered={t.delivered} seconds={report.seconds:.1f}")
-    if report.rejects_report:
-        print(f"rejects report: {report.rejects_report}")
+    progress = _progress()
+    try:
+        with run_lock(settings, "run"), GracefulStop() as stop:
+            report = Night(settings, clock=clock, purge=not args.no_purge, stop=stop.event,
+                           progress=progress).run(args.date)
+    finally:
+        _done(progress)
+    for line in run_summary(report, verbose=args.verbose, quiet=args.quiet):
+        print(line)
+    _write_metrics(settings, "nightly", succeeded=not report.interrupted)
+    return int(report.exit_code)
+
+
+def _line(label: str, s: LineSummary) -> str:
+    return (f"{label}  records={s.records:<4} rejects={s.rejects:<3} files={s.files} bytes={s.bytes:<9}"
+            f" delivered={s.delivered} pending={s.pending}")
+
+
+def run_summary(report: NightReport, *, verbose: bool = False, quiet: bool = False) -> list[str]:
+    """What `run` prints: the totals (per flow, then all), then what needs a person; a line per flow
+    and département with `verbose`; only what needs a person with `quiet` (a clean night: nothing)."""
+    lines: list[str] = []
+    if verbose:
+        lines += [_line(f"{flow} {dept:>3}", s) for (flow, dept), s in sorted(report.lines.items())]
+    if not quiet:
+        lines += [_line(f"{flow} all", report.totals(flow)) for flow in sorted({f for f, _d in report.lines})]
+        t = report.totals()
+        lines.append(f"TOTAL {report.business_date}  records={t.records} rejects={t.rejects} files={t.files} "
+                     f"bytes={t.bytes} delivered={t.delivered} seconds={report.seconds:.1f}")
+        lines += _run_notes(report)
+    lines += _run_problems(report)
+    return lines
+
+
+def _run_notes(report: NightReport) -> list[str]:
+    """Worth knowing, nothing to do: acks, holds the operator asked for, kept records."""
+    lines = []
     if report.acks is not None and (report.acks.recorded_ok or report.acks.recorded_ko or report.acks.anomalies):
-        print(f"acks: {report.acks.recorded_ok} OK, {report.acks.recorded_ko} KO, {report.acks.anomalies} anomalies")
-    for flow, name, code in report.quarantined:
-        print(f"quarantined: {flow}/{name} ({code})")
-    for flow, name in report.duplicates:
-        print(f"already consumed, set aside: {flow}/{name}")
-    for dept, n in report.held.items():
-        print(f"held: {n} file(s) for département {dept} wait for `flux-pmi resume {dept}`")
+        lines.append(f"acks: {report.acks.recorded_ok} OK, {report.acks.recorded_ko} KO, "
+                     f"{report.acks.anomalies} anomalies")
+    lines += [f"held: {n} file(s) for département {dept} wait for `flux-pmi resume {dept}`"
+              for dept, n in report.held.items()]
     if report.parked:
-        print(f"kept: {report.parked} record(s) of départements not enabled (DEPARTMENT_NOT_ENABLED_KEPT);"
-              " enabling them emits these records")
+        lines.append(f"kept: {report.parked} record(s) of départements not enabled (DEPARTMENT_NOT_ENABLED_KEPT);"
+                     " enabling them emits these records")
     if report.replayed:
-        print(f"emitted: {report.replayed} kept record(s) of départements enabled since")
+        lines.append(f"emitted: {report.replayed} kept record(s) of départements enabled since")
+    return lines
+
+
+def _run_problems(report: NightReport) -> list[str]:
+    """What needs a person: printed even with --quiet."""
+    lines = [f"rejects report: {report.rejects_report}"] if report.rejects_report else []
+    lines += [f"quarantined: {flow}/{name} ({code})" for flow, name, code in report.quarantined]
+    lines += [f"already consumed, set aside: {flow}/{name}" for flow, name in report.duplicates]
     exit_code = report.exit_code
     if exit_code != ExitCode.OK:
-        reason = {ExitCode.UNDELIVERED: f"{report.undelivered} emission(s) not delivered yet; the next run retries",
+        undelivered = (f"{report.undelivered} emission(s) not delivered yet; the next run retries"
+                       if report.undelivered else f"nothing sent to {', '.join(report.unsendable)}: see below")
+        reason = {ExitCode.UNDELIVERED: undelivered,
                   ExitCode.QUARANTINED: "input file(s) quarantined: see quarantine/ and their .reason files",
                   ExitCode.INTERRUPTED: "stopped before the end; the next run resumes"}.get(exit_code, exit_code.name)
-        print(f"exit {int(exit_code)}: {reason}")
-        for problem in report.problems[:20]:
-            print(f"  - {problem}")
-    _write_metrics(settings, "nightly", succeeded=not report.interrupted)
-    return int(exit_code)
+        lines.append(f"exit {int(exit_code)}: {reason}")
+        lines += [f"  - {problem}" for problem in report.problems[:20]]
+        if len(report.problems) > 20:
+            lines.append(f"  ... and {len(report.problems) - 20} more: `flux-pmi status`, and the log")
+    return lines
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -315,9 +439,11 @@ def cmd_reemit(args: argparse.Namespace) -> int:
             result = request(settings, trace, ask, clock=clock, progress=progress,
                              deliverer=Deliverer(settings, clock=clock, stop=stop.event, progress=progress))
         except RefusedError as exc:
+            _done(progress)
             print(exc)  # "re-emission refused: ...": what was refused and why
             return int(ExitCode.REFUSED)
         finally:
+            _done(progress)
             trace.close()
     lines, code = describe(result), result.exit_code
     if stop.stopping and code == ExitCode.UNDELIVERED:
@@ -439,7 +565,17 @@ def cmd_receive(args: argparse.Namespace) -> int:
         if not files:
             raise ConfigError(args.config_dir, "--config-dir", "a folder holding at least one DEPT.toml")
     configs = [load_receive(f) for f in files]
-    return int(serve_receivers(configs, clock=from_environment(), once=args.once, emit=print))
+    progress = _progress() if args.once else None  # a service's passes are not watched
+
+    def emit(line: str) -> None:
+        _done(progress)
+        print(line)
+
+    try:
+        return int(serve_receivers(configs, clock=from_environment(), once=args.once, emit=emit,
+                                   verbose=args.verbose, progress=progress))
+    finally:
+        _done(progress)
 
 
 def _write_metrics(settings: object, job: str, *, succeeded: bool) -> None:

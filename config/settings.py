@@ -63,6 +63,16 @@ def _flows(value: Any) -> Any:
 Flows = Annotated[tuple[str, ...], BeforeValidator(_flows)]
 
 
+def _siret(value: str) -> str:
+    if not siret.is_valid(value):
+        raise invalid("a valid 14-digit SIRET")
+    return value
+
+
+# A SIRET, checked as the registry's are (python-stdnum: 14 digits, Luhn key).
+Siret = Annotated[str, AfterValidator(_siret)]
+
+
 class _ChefLieu(Strict):
     code: str
     name: str
@@ -73,7 +83,7 @@ class RegistryEntry(Strict):
 
     code: str
     name: str
-    siret: str
+    siret: Siret
     numorg: tuple[str, ...]
     holiday_zone: str
     siret_placeholder: bool = False
@@ -91,13 +101,6 @@ class RegistryEntry(Strict):
                                                                  for n in numorg):
             raise invalid("a non-empty list of 3-character Caf codes (351, 201)")
         return tuple(numorg)
-
-    @field_validator("siret")
-    @classmethod
-    def _siret(cls, value: str) -> str:
-        if not siret.is_valid(value):
-            raise invalid("a valid 14-digit SIRET")
-        return value
 
     @property
     def chef_lieu_code(self) -> str:
@@ -136,7 +139,10 @@ class Department:
     flows: tuple[str, ...]
     empty_flows: bool
     transport: TransportConfig
+    # Still the registry's placeholder: `run` emits nothing for it and `check` says ERROR until
+    # [departments."X"] siret is set from the acte d'adhésion (docs/operations.md).
     siret_placeholder: bool = False
+    siret_demo: bool = False  # the demo's stand-in, accepted on purpose (`siret_demo = true`)
     options: dict[str, Any] = field(default_factory=dict)
     contacts: tuple[str, ...] = ()  # incident notices (config/notify.py)
 
@@ -475,6 +481,8 @@ class _Defaults(Strict):
 
 class _DepartmentTable(Strict):
     enabled: bool | None = None
+    siret: Siret | None = None  # from the acte d'adhésion: replaces the registry's (often a placeholder)
+    siret_demo: bool = False  # marks `siret` as a demo value: sent although it is the registry's placeholder
     certificate: str | None = None
     flows: Flows | None = None
     empty_flows: bool | None = None
@@ -575,11 +583,13 @@ class _Merge:
             raise ConfigError(src, f"{where}.certificate", f"an existing file ({cert} not found)")
         flows = table.flows if table.flows is not None else \
             defaults.flows if listed and defaults.flows is not None else reg.flows
+        number = table.siret or reg.siret
         return Department(
-            code=reg.code, name=reg.name, siret=reg.siret, numorg=reg.numorg, holiday_zone=reg.holiday_zone,
+            code=reg.code, name=reg.name, siret=number, numorg=reg.numorg, holiday_zone=reg.holiday_zone,
             enabled=enabled, certificate=cert, flows=flows,
             empty_flows=table.empty_flows if table.empty_flows is not None else defaults.empty_flows,
-            transport=transport, siret_placeholder=reg.siret_placeholder,
+            transport=transport, siret_demo=table.siret_demo,
+            siret_placeholder=reg.siret_placeholder and number == reg.siret and not table.siret_demo,
             options={"reemit_on_ko": table.reemit_on_ko if table.reemit_on_ko is not None else defaults.reemit_on_ko},
             contacts=table.contacts if table.contacts is not None else reg.contacts,
         )

@@ -105,7 +105,7 @@ class RunLock:
             os.close(fd)  # closing drops the flock too, if we had it
             raise
         self._fd = fd
-        self.log.info("lock.acquired", lock=str(self.path), command=self.command)
+        self.log.debug("lock.acquired", lock=str(self.path), command=self.command)
         return self
 
     def _acquire(self, fd: int) -> None:
@@ -122,9 +122,10 @@ class RunLock:
             if remaining <= 0:
                 raise LockBusyError(self._busy_message(_read_record(fd)))
             if not announced:
-                # Said once, so that an operator watching a silent command knows what it waits for.
+                # Said once, so that an operator watching a silent command knows what it waits for
+                # (a warning: it shows at the default level, and two runs overlapping is worth a look).
                 announced = True
-                self.log.info(
+                self.log.warning(
                     "lock.waiting",
                     lock=str(self.path),
                     command=self.command,
@@ -148,7 +149,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
-        self.log.info("lock.released", lock=str(self.path), command=self.command)
+        self.log.debug("lock.released", lock=str(self.path), command=self.command)
 
 
 def run_lock(settings: Any, command: str, *, wait_seconds: float | None = None) -> RunLock:

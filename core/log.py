@@ -3,6 +3,11 @@
 Log lines name files, codes, départements and counts; they never carry a person's
 values. As a last line of defence, a processor masks anything shaped like a NIR or a
 French phone number before rendering, so a mistake upstream cannot reach the log.
+
+The level is chosen so that cron mail stays short: `--log-level`, else `FLUX_PMI_LOG_LEVEL`,
+else WARNING for every command but `serve` (whose log is the journal: INFO). A run's events
+carry its `run_id` through structlog's context variables (`bind_run`); threads that work
+for the run must be started in a copy of the caller's context (`contextvars.copy_context()`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from .errors import ConfigError
+
 _NIR = re.compile(r"\b[1-478][0-9]{2}(?:0[1-9]|1[0-2]|[2-9][0-9])(?:[0-9]{2}|2[AB])[0-9]{6}(?:[0-9]{2})?\b")
 _PHONE = re.compile(r"\b0[1-9](?:[ .]?[0-9]{2}){4}\b")
 
@@ -28,6 +35,28 @@ def _mask(value: Any) -> Any:
 
 def mask_personal_shapes(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
     return {k: _mask(v) for k, v in event.items()}
+
+
+LEVELS = ("debug", "info", "warning", "error")
+LEVEL_ENV = "FLUX_PMI_LOG_LEVEL"
+
+
+def choose_level(explicit: str | None, *, default: str = "warning") -> str:
+    """The log level: the command line's, else the environment's, else `default` (a bad value is refused)."""
+    level = (explicit or os.environ.get(LEVEL_ENV) or default).strip().lower()
+    if level not in LEVELS:
+        raise ConfigError(LEVEL_ENV if explicit is None else "--log-level", "log level", " | ".join(LEVELS))
+    return level
+
+
+def bind_run(run_id: int) -> None:
+    """From now on, every event this thread logs (and a thread started in a copy of its context) carries `run_id`."""
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+
+
+def unbind_run() -> None:
+    """The run is over: the events that follow are no longer its own."""
+    structlog.contextvars.unbind_contextvars("run_id")
 
 
 def configure(*, json: bool | None = None, stream: TextIO | None = None, level: str = "INFO") -> None:

@@ -78,8 +78,15 @@ def config_text(departments: list[str]) -> str:
         'transport = { type = "local", root = "drop" }',
         "",
     ]
+    registry = load_registry()
     for code in departments:
-        lines += [f'[departments."{code}"]', f'certificate = "pki/{code}.crt"', ""]
+        lines += [f'[departments."{code}"]', f'certificate = "pki/{code}.crt"']
+        if registry[code].siret_placeholder:
+            # The demo's stand-in: a real installation sets the SIRET of the acte d'adhésion instead
+            # (`run` refuses to send to a placeholder, `check` says ERROR).
+            lines += [f'siret = "{registry[code].siret}"  # the registry placeholder: a DEMO value',
+                      "siret_demo = true"]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -9,11 +9,15 @@ code without importing the night. The rules it keeps:
   (`backoff_seconds`, capped at `backoff_max_seconds`) and a random jitter, so that partners
   failing together are not retried in lockstep; a permanent one is not retried;
 - only this module's calling thread writes to the trace: the workers move bytes and report;
-- a held département's files wait for its resume: no connection is opened to it.
+- a held département's files wait for its resume: no connection is opened to it;
+- every delivered file is logged once, here, as `emission.delivered` (whatever the transport),
+  and a final failure as an error; the workers run in a copy of the caller's logging context,
+  so their events carry the run's id too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import threading
@@ -68,6 +72,7 @@ class _Outcome:
     error: str | None
     attempts: int
     reference: str
+    seconds: float = 0.0
 
 
 def retry_wait(policy: DeliveryPolicy) -> Callable[[RetryCallState], float]:
@@ -113,8 +118,9 @@ class Deliverer:
         results: queue.Queue[_Outcome | None] = queue.Queue()
         with ThreadPoolExecutor(max_workers=max(1, self.settings.delivery.parallel),
                                 thread_name_prefix="deliver") as pool:
-            futures = [pool.submit(self._deliver_department, transports[c], by_dept[c], results)
-                       for c in sorted(transports)]
+            # One copy of the context per worker: a context cannot be entered by two threads at once.
+            futures = [pool.submit(contextvars.copy_context().run, self._deliver_department, transports[c],
+                                   by_dept[c], results) for c in sorted(transports)]
             self._record_all(trace, run_id, results, futures, transports, len(pending), report)
         for t in {id(t): t for t in transports.values()}.values():
             t.close()
@@ -144,6 +150,7 @@ class Deliverer:
                 transports[code] = self.transport_factory(self.settings, dept)
             except FluxError as exc:  # one partner's broken setup must not stop the others
                 report.problems.append(f"département {code}: transport unusable: {exc}")
+                self.log.error("transport.unusable", department=code, files=len(by_dept[code]), error=str(exc))
                 for e in by_dept[code]:
                     trace.transition(e.id, Status.DELIVERY_FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
         return transports
@@ -176,11 +183,16 @@ class Deliverer:
             faults.point("delivered-traced")
             self._stamp_transmission(e, now)
             report.delivered.append(e)
+            self.log.info("emission.delivered", flow=e.flow, department=e.department, seq=e.seq, file=e.file_name,
+                          bytes=e.size, seconds=round(outcome.seconds, 3), transport=transport,
+                          attempts=outcome.attempts)
         else:
             trace.transition(e.id, Status.DELIVERY_FAILED, now, run_id=run_id, attempts=attempts,
                              last_error=outcome.error[:500])
             report.not_delivered.append(e)
             report.problems.append(f"{e.flow} {e.department} seq {e.seq}: {outcome.error}")
+            self.log.error("emission.delivery_failed", flow=e.flow, department=e.department, seq=e.seq,
+                           file=e.file_name, transport=transport, attempts=outcome.attempts, error=outcome.error)
 
     def _stamp_transmission(self, emission: Emission, now: datetime) -> None:
         """The archived files' mtime becomes their last transmission: the purge of files whose trace
@@ -221,7 +233,7 @@ class Deliverer:
         item = Delivery(e.department, e.flow, e.file_name or "",
                         self.archive.sealed_path(date.fromisoformat(e.business_date), e.file_name or ""),
                         e.size or 0, e.sha256 or "")
-        attempts = 0
+        attempts, started = 0, time.monotonic()
 
         def attempt() -> str:
             nonlocal attempts
@@ -242,9 +254,7 @@ class Deliverer:
         try:
             reference = retrying(attempt)
         except TransportError as exc:
-            self.log.warning("deliver.failed", department=e.department, file=item.file_name, attempt=attempts,
-                             error=str(exc))
             return _Outcome(e, str(exc), attempts, "")
         except FluxError as exc:
             return _Outcome(e, str(exc), attempts, "")
-        return _Outcome(e, None, attempts, reference)
+        return _Outcome(e, None, attempts, reference, time.monotonic() - started)

@@ -31,6 +31,7 @@ from ..core import workdays
 from ..core.clock import Clock
 from ..core.errors import ExitCode, FluxError, InputFileError, SchemaError, SealError
 from ..core.fsutil import private_dir, remove_temp_files
+from ..core.log import bind_run, unbind_run
 from ..core.log import get as get_logger
 from ..core.names import emission_name
 from ..flows.build import FlowHeader, build
@@ -75,6 +76,9 @@ class NightReport:
     held: dict[str, int] = field(default_factory=dict)  # held département -> files waiting for its resume
     parked: int = 0  # records kept for a département that is not enabled (DEPARTMENT_NOT_ENABLED_KEPT)
     replayed: int = 0  # parked records emitted tonight, their département being enabled now
+    # Enabled départements whose SIRET is still the registry's placeholder: nothing is built or sent
+    # to them (their records are kept, as for a département not enabled) until the SIRET is set.
+    unsendable: list[str] = field(default_factory=list)
     rejects_report: Path | None = None
     seconds: float = 0.0
     interrupted: bool = False
@@ -84,13 +88,17 @@ class NightReport:
     @property
     def exit_code(self) -> ExitCode:
         # The most urgent that holds: a stop, then files not delivered, then input set aside.
-        urgent = ((self.interrupted, ExitCode.INTERRUPTED), (self.undelivered > 0, ExitCode.UNDELIVERED),
+        urgent = ((self.interrupted, ExitCode.INTERRUPTED),
+                  (self.undelivered > 0 or bool(self.unsendable), ExitCode.UNDELIVERED),
                   (bool(self.quarantined), ExitCode.QUARANTINED))
         return next((code for holds, code in urgent if holds), ExitCode.OK)
 
-    def totals(self) -> LineSummary:
+    def totals(self, flow: str | None = None) -> LineSummary:
+        """The sum of every line, or of one flow's lines."""
         t = LineSummary()
-        for s in self.lines.values():
+        for (f, _dept), s in self.lines.items():
+            if flow is not None and f != flow:
+                continue
             for k in vars(t):
                 setattr(t, k, getattr(t, k) + getattr(s, k))
         return t
@@ -112,7 +120,10 @@ class Night:
                  transport_factory: Callable[[Settings, Department], Transport] = transport_for,
                  stop: threading.Event | None = None, sleep: Callable[[float], object] = time.sleep,
                  progress: Callable[[str], None] | None = None, purge: bool = True):
-        self.settings = settings
+        # A file addressed to a placeholder SIRET would reach the wrong receiver identity (DGE envelope,
+        # HubEE folder): such a département is treated as not enabled tonight, and the run says so.
+        self.unsendable = sorted(d.code for d in settings.enabled_departments() if d.siret_placeholder)
+        self.settings = _disabled(settings, self.unsendable)
         self.clock = clock or Clock()
         self.transport_factory = transport_factory
         self.stop = stop or threading.Event()
@@ -136,7 +147,14 @@ class Night:
         trace = trace or TraceStore(self.paths.trace)
         run_id = trace.start_run("run", business_date, self.clock.now())
         report = NightReport(run_id, business_date)
+        bind_run(run_id)
         self.log.info("run.start", run=run_id, business_date=business_date.isoformat())
+        for dept in self.unsendable:
+            report.unsendable.append(dept)
+            report.problems.append(f"département {dept}: its SIRET is still the registry's placeholder: nothing is "
+                                   f"sent to it (its records are kept); set [departments.\"{dept}\"] siret in "
+                                   f"{self.settings.file.name} from the acte d'adhésion")
+            self.log.error("department.siret_placeholder", department=dept, key=f"departments.{dept}.siret")
         status, failure = RunStatus.FAILED, ExitCode.INTERNAL
         try:
             self._prepare()
@@ -184,6 +202,7 @@ class Night:
                              message="; ".join(report.problems)[:2000])
             self.log.info("run.end", run=run_id, status=status, exit_code=int(code), records=t.records,
                           rejects=t.rejects, files=t.files, bytes=t.bytes, seconds=round(report.seconds, 3))
+            unbind_run()
             if own_trace:
                 trace.close()
 
@@ -223,9 +242,7 @@ class Night:
                                           by=reemit.AUTO_REQUESTER, reason=reason)
 
         # A held département is not connected to at all, not even for its acks: they wait for the resume.
-        held = trace.active_holds()
-        settings = self.settings if not held else dataclasses.replace(self.settings, departments={
-            c: dataclasses.replace(d, enabled=False) if c in held else d for c, d in self.settings.departments.items()})
+        settings = _disabled(self.settings, trace.active_holds())
         summary = acks.collect(settings, trace, self.transport_factory, now, reemit=auto_reemit,
                                run_id=run_id)
         report.acks = summary
@@ -376,9 +393,11 @@ class Night:
                         report: NightReport, now: datetime) -> dict[str, int]:
         """Trace and log the warnings, rejects and parked records; the rejects per département."""
         flow = batch.flow
+        # Info, not warning: each is a row of the rejects report (what the operator reads and sends
+        # upstream) and of the trace; at warning, a national night would mail one line per record.
         for r, d in routed.warnings:
-            self.log.warning("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
-                             department=d, reason=r.message)
+            self.log.info("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                          department=d, reason=r.message)
         for found in (routed.warnings, routed.rejects):
             trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
                                                  for r, d in found], now)
@@ -386,8 +405,8 @@ class Night:
             trace.park(batch.id, flow, code, batch.business_date, n, now)
             report.parked += n
         for r, d in routed.rejects:
-            self.log.warning("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
-                             department=d, reason=r.message)
+            self.log.info("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
+                          department=d, reason=r.message)
         rejects_by_dept: dict[str, int] = defaultdict(int)
         for _r, d in routed.rejects:
             rejects_by_dept[d or "---"] += 1  # "---": no département could be told
@@ -593,6 +612,14 @@ class Night:
         for e in done.not_delivered:
             report.lines[(e.flow, e.department)].pending += 1
         report.problems.extend(done.problems)
+
+
+def _disabled(settings: Settings, codes: Collection[str]) -> Settings:
+    """These départements, as if not enabled, for one run or one step of it."""
+    if not codes:
+        return settings
+    return dataclasses.replace(settings, departments={
+        c: dataclasses.replace(d, enabled=False) if c in codes else d for c, d in settings.departments.items()})
 
 
 def _route(rec: Any) -> str | None:

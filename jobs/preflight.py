@@ -64,10 +64,14 @@ def certificate_findings(settings: Settings, now: datetime) -> list[Finding]:
         out += _cert_findings(scope, path, now, role=role, key=s.key if role == "signer" else None,
                               passphrase=s.key_passphrase)
     for dept in settings.enabled_departments():
-        if dept.siret_placeholder and "DSG" in dept.flows:
-            out.append(Finding(dept.code, True, "SIRET is a registry placeholder",
-                               "replace it from the acte d'adhésion: it is the DSG receiver identity",
-                               warning=True))
+        if dept.siret_placeholder:
+            # `run` sends nothing to it: the DGE envelope and the HubEE folder would name a wrong receiver.
+            out.append(Finding(dept.code, False, "SIRET is a registry placeholder",
+                               f"set [departments.\"{dept.code}\"] siret from the acte d'adhésion; "
+                               "until then `run` sends nothing to this département"))
+        elif dept.siret_demo:
+            out.append(Finding(dept.code, True, "SIRET is marked as a demo value (siret_demo = true)",
+                               "never in production: set the SIRET of the acte d'adhésion", warning=True))
     return out
 
 

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -693,12 +693,18 @@ def _run(receiver: Receiver) -> ReceiveReport:
         return ReceiveReport(receiver.cfg.department, receiver.cfg.output_dir, errors=[str(exc)])
 
 
-def _summary(reports: list[ReceiveReport], configs: list[ReceiveConfig], started: float) -> Iterator[str]:
-    """What one pass prints: each département that did something (all of them when there is one),
-    the totals, and where the outputs are."""
+def _has_news(r: ReceiveReport) -> bool:
+    """Something a person should look at: a refusal, a duplicate, a gap, an error, a recovery."""
+    return bool(r.refused or r.duplicates or r.gaps or r.errors or r.recovered)
+
+
+def _summary(reports: list[ReceiveReport], configs: list[ReceiveConfig], started: float, *,
+             verbose: bool = False) -> Iterator[str]:
+    """What one pass prints: with one département, all it did; with several, the ones with something
+    to look at (every one that did something when `verbose`), then the totals and where the outputs are."""
     several = len(configs) > 1
     for r in reports:
-        if not several or r.outcomes or r.errors or r.recovered:
+        if not several or _has_news(r) or (verbose and r.outcomes):
             yield from describe(r, files=not several)
     rows: Counter[str] = Counter()
     for r in reports:
@@ -727,6 +733,8 @@ def serve_receivers(
     emit: Callable[[str], object] = print,
     stop: threading.Event | None = None,
     parallel: int = 8,
+    verbose: bool = False,
+    progress: Callable[[str], object] | None = None,
 ) -> ExitCode:
     """`flux-pmi receive`: each département in turn; once, or every `poll_seconds` until SIGTERM/SIGINT.
 
@@ -748,15 +756,27 @@ def serve_receivers(
         receivers = list(pool.map(lambda cfg: Receiver(cfg, clock=clock, stop=guard.event), configs))
         while True:
             started = time.monotonic()
-            reports = list(pool.map(_run, receivers))
+            reports = _run_all(pool, receivers, progress)
             busy = any(r.outcomes or r.errors or r.recovered or r.purged for r in reports)
             if once or busy:
-                for line in _summary(reports, configs, started):
+                for line in _summary(reports, configs, started, verbose=verbose):
                     emit(line)
             if once:
                 return max((r.exit_code for r in reports), key=_SEVERITY.index, default=ExitCode.OK)
             if guard.event.wait(poll):
                 return ExitCode.OK
+
+
+def _run_all(pool: ThreadPoolExecutor, receivers: list[Receiver],
+             progress: Callable[[str], object] | None) -> list[ReceiveReport]:
+    """One pass over every département, in the configs' order; `progress` hears of each one done."""
+    futures = {pool.submit(_run, r): i for i, r in enumerate(receivers)}
+    reports: list[ReceiveReport | None] = [None] * len(receivers)
+    for n, future in enumerate(as_completed(futures), 1):
+        reports[futures[future]] = future.result()
+        if progress is not None:
+            progress(f"receive: {n}/{len(receivers)} département(s) taken in")
+    return [r for r in reports if r is not None]
 
 
 def _missing(gap: Gap) -> str:

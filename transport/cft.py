@@ -461,7 +461,7 @@ class CftTransport(Transport):
         )
 
     def _log(self, event: str, item: Delivery, idtu: str, *, warning: bool = False, **kw: Any) -> None:
-        log = self.log.warning if warning else self.log.info
+        log = self.log.warning if warning else self.log.debug
         log(event, department=item.department, part=self.part, file=item.file_name, idtu=idtu, **kw)
 
     # -- Transport -------------------------------------------------------------------------

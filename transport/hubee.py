@@ -384,7 +384,7 @@ class HubeeTransport(Transport):
             folder_id=folder_id, case_id=case.get("id"), attachment_id=att.get("id"), step=HubeeStep.CREATED
         )
         self._save(item.file_name, entry)
-        self.log.info(
+        self.log.debug(
             "hubee.folder_created",
             department=item.department,
             file=item.file_name,
@@ -457,7 +457,7 @@ class HubeeTransport(Transport):
     def _done(self, item: Delivery, entry: dict[str, Any]) -> None:
         entry.update(step=HubeeStep.COMPLETED, completed_at=self.clock.now().isoformat())
         self._save(item.file_name, entry)
-        self.log.info(
+        self.log.debug(
             "hubee.folder_completed",
             department=item.department,
             file=item.file_name,
@@ -481,7 +481,7 @@ class HubeeTransport(Transport):
         att: dict[str, Any] = next(
             (a for a in folder.get("attachments") or [] if a.get("id") == entry["attachment_id"]), {}
         )
-        self.log.info(
+        self.log.debug(
             "hubee.resume",
             department=item.department,
             file=item.file_name,

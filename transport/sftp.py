@@ -156,10 +156,10 @@ class SftpTransport(Transport):
         except Exception as exc:
             raise self.client.error(exc, f"delivering {item.file_name}") from exc
         if receipt.already_there:
-            self.log.info("sftp.already_there", department=self.department, file=item.file_name)
+            self.log.debug("sftp.already_there", department=self.department, file=item.file_name)
         else:
-            self.log.info("sftp.delivered", department=self.department, file=item.file_name, bytes=item.size,
-                          seconds=round(time.monotonic() - started, 3))
+            self.log.debug("sftp.delivered", department=self.department, file=item.file_name, bytes=item.size,
+                           seconds=round(time.monotonic() - started, 3))
         return receipt
 
     # -- acks ------------------------------------------------------------------------------------

@@ -246,4 +246,8 @@ def test_progress_lines_go_to_a_terminal_only(monkeypatch, capsys):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     show = cli._progress()
     show("GRO 035: 3/12 files delivered")
-    assert capsys.readouterr().err == "GRO 035: 3/12 files delivered\n"
+    show("GRO 056: 4/12")
+    show.close()
+    # One line rewritten in place (\r, padded over the longer text before it), blanked at the end.
+    assert capsys.readouterr().err == ("\rGRO 035: 3/12 files delivered" + "\rGRO 056: 4/12".ljust(30)
+                                       + "\r" + " " * 13 + "\r")

@@ -255,7 +255,7 @@ def test_files_holding_personal_data_are_owner_only(demo):
 
 def test_run_command_prints_a_line_per_flow_and_department_then_totals(demo):
     root, result = demo
-    proc = run_cli("run", "--config", str(root / "flux-pmi.toml"), "--date", BUSINESS_DATE.isoformat())
+    proc = run_cli("run", "--verbose", "--config", str(root / "flux-pmi.toml"), "--date", BUSINESS_DATE.isoformat())
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     for flow in ("DSG", "GRO", "SGR"):

@@ -162,7 +162,7 @@ def test_a_demo_night_is_received_by_every_departement_and_the_acks_reach_the_se
         "--config",
         str(root / "receive" / "971.toml"),
         "--once",
-        env_extra={"FLUX_PMI_NOW": RECEIVED_AT.isoformat()},
+        env_extra={"FLUX_PMI_NOW": RECEIVED_AT.isoformat(), "FLUX_PMI_LOG_LEVEL": "info"},
     )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "971: 3 ingested, 0 refused, 0 duplicate(s)" in cli.stdout
