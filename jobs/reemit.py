@@ -43,6 +43,7 @@ from ..config.settings import FLOWS, Settings
 from ..core import names, workdays
 from ..core.clock import Clock
 from ..core.errors import ConfigError, ExitCode, FluxError, RefusedError, TraceError
+from ..core.log import bind_run, unbind_run
 from ..core.log import get as get_logger
 from ..seal import certs, cms
 from ..trace.lifecycle import DONE
@@ -429,6 +430,7 @@ def request(settings: Settings, trace: TraceStore, ask: ReemitRequest, *, clock:
         return plan
     request_id = _create_request(trace, scope, now, deadline=deadline)
     run_id = trace.start_run("reemit", None, now)
+    bind_run(run_id)
     result = ReemitResult(request_id, run_id, deadline, "pending", waiting=waiting)
     deliverer = deliverer or Deliverer(settings, clock=clock, progress=progress)
     run = _Run(settings, trace, scope, clock, keys, progress)
@@ -443,6 +445,7 @@ def request(settings: Settings, trace: TraceStore, ask: ReemitRequest, *, clock:
         return result
     finally:
         run.finish_run(result, status, code, started)
+        unbind_run()
 
 
 class _Run:

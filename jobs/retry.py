@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ..config.settings import Settings
 from ..core.clock import Clock
 from ..core.errors import ExitCode, RefusedError
+from ..core.log import bind_run, unbind_run
 from ..core.log import get as get_logger
 from ..trace.lifecycle import DONE, TO_DELIVER, RunStatus, Status
 from ..trace.records import Emission
@@ -69,6 +70,7 @@ def retry(settings: Settings, emission_id: int, *, clock: Clock, stop: threading
             raise RefusedError(refusal)
         started = time.monotonic()
         run_id = trace.start_run("retry", None, clock.now())
+        bind_run(run_id)
         result = RetryResult(emission_id, run_id)
         code, status = ExitCode.INTERNAL, RunStatus.FAILED
         try:
@@ -91,3 +93,4 @@ def retry(settings: Settings, emission_id: int, *, clock: Clock, stop: threading
                              message="; ".join(result.lines[1:])[:2000])
             log.info("retry.end", run=run_id, emission=emission_id, exit_code=int(code),
                      seconds=round(time.monotonic() - started, 3))
+            unbind_run()
