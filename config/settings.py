@@ -566,14 +566,11 @@ class _Merge:
             return resolve(self.file.parent, table.certificate) if table.certificate else None
         return resolve(self.registry_file.parent, reg.certificate) if reg.certificate else None
 
-    def department(self, reg: RegistryEntry) -> Department:
-        listed = reg.code in self.model.departments
-        table = self.model.departments.get(reg.code, _DepartmentTable())
-        defaults = self.model.defaults
+    def enabled(self, reg: RegistryEntry, listed: bool, table: _DepartmentTable, transport: TransportConfig,
+                cert: Path | None) -> bool:
+        """Enabled as the file says, else when it has a transport and a certificate; what that needs is there."""
         where = f"departments.{reg.code}"
         src = self.file if listed else self.registry_file
-        transport = self.transport(reg, listed, table)
-        cert = self.certificate(reg, table)
         enabled = table.enabled if table.enabled is not None else transport.type != "disabled" and cert is not None
         if enabled and cert is None:
             raise ConfigError(src, f"{where}.certificate", "the département's encryption certificate (PEM)")
@@ -581,12 +578,20 @@ class _Merge:
             raise ConfigError(src, f"{where}.transport", "a transport (local, sftp, cft, hubee), here or in [defaults]")
         if enabled and self.check_files and cert is not None and not cert.is_file():
             raise ConfigError(src, f"{where}.certificate", f"an existing file ({cert} not found)")
+        return enabled
+
+    def department(self, reg: RegistryEntry) -> Department:
+        listed = reg.code in self.model.departments
+        table = self.model.departments.get(reg.code, _DepartmentTable())
+        defaults = self.model.defaults
+        transport = self.transport(reg, listed, table)
+        cert = self.certificate(reg, table)
         flows = table.flows if table.flows is not None else \
             defaults.flows if listed and defaults.flows is not None else reg.flows
         number = table.siret or reg.siret
         return Department(
             code=reg.code, name=reg.name, siret=number, numorg=reg.numorg, holiday_zone=reg.holiday_zone,
-            enabled=enabled, certificate=cert, flows=flows,
+            enabled=self.enabled(reg, listed, table, transport, cert), certificate=cert, flows=flows,
             empty_flows=table.empty_flows if table.empty_flows is not None else defaults.empty_flows,
             transport=transport, siret_demo=table.siret_demo,
             siret_placeholder=reg.siret_placeholder and number == reg.siret and not table.siret_demo,
