@@ -48,7 +48,7 @@ from ..trace.store import Emission, TraceStore
 from ..transport.base import Transport
 from ..transport.registry import transport_for
 from . import acks, guards, reemit, retention
-from .deliver import Deliverer
+from .deliver import Deliverer, TransportPool
 
 
 @dataclass
@@ -126,6 +126,8 @@ class Night:
                                    transport_factory=transport_factory, stop=self.stop, sleep=sleep,
                                    progress=self.progress)
         self._certs: dict[str, Any] = {}
+        # One transport per département for a whole run, closed at its end: the acks' connection delivers too.
+        self._transports = TransportPool(transport_factory)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -183,6 +185,7 @@ class Night:
                              message="; ".join(report.problems)[:2000])
             self.log.info("run.end", run=run_id, status=status, exit_code=int(code), records=t.records,
                           rejects=t.rejects, files=t.files, bytes=t.bytes, seconds=round(report.seconds, 3))
+            self._transports.close()
             if own_trace:
                 trace.close()
 
@@ -225,7 +228,7 @@ class Night:
         held = trace.active_holds()
         settings = self.settings if not held else dataclasses.replace(self.settings, departments={
             c: dataclasses.replace(d, enabled=False) if c in held else d for c, d in self.settings.departments.items()})
-        summary = acks.collect(settings, trace, self.transport_factory, now, reemit=auto_reemit,
+        summary = acks.collect(settings, trace, self._transports, now, reemit=auto_reemit,
                                run_id=run_id)
         report.acks = summary
         report.problems.extend(f"acks: {e}" for e in summary.errors)
@@ -584,7 +587,7 @@ class Night:
     def deliver(self, trace: TraceStore, run_id: int, report: NightReport, *,
                 only: Collection[int] | None = None) -> None:
         """Deliver what is due (jobs/deliver.py) and tally it into the night's report."""
-        done = self.deliverer.deliver(trace, run_id, only=only)
+        done = self.deliverer.deliver(trace, run_id, only=only, transports=self._transports)
         for code, n in done.held.items():
             report.held[code] = report.held.get(code, 0) + n
         for e in done.delivered:
