@@ -197,18 +197,31 @@ class Deliverer:
                     report: DeliveryReport) -> None:
         remaining = len(futures)
         while remaining:
-            outcome = results.get()
-            if outcome is None:  # one département's worker is done
-                remaining -= 1
-                continue
-            self._record(trace, run_id, outcome, transports[outcome.emission.department].name, report)
-            e = outcome.emission
-            if outcome.error is None:
-                self.progress(f"{e.flow} {e.department}: {len(report.delivered)}/{total} files delivered")
-            else:
-                self.progress(f"{e.flow} {e.department}: seq {e.seq} not delivered")
+            # What the workers reported meanwhile is recorded in one commit: a crash before it only
+            # makes the next run find those files in place at the partner (idempotent delivery).
+            got = [results.get()]
+            while True:
+                try:
+                    got.append(results.get_nowait())
+                except queue.Empty:
+                    break
+            with trace.group():
+                for outcome in got:
+                    if outcome is None:  # one département's worker is done
+                        remaining -= 1
+                        continue
+                    self._record_one(trace, run_id, outcome, transports, total, report)
         for f in futures:
             f.result()
+
+    def _record_one(self, trace: TraceStore, run_id: int, outcome: _Outcome, transports: dict[str, Transport],
+                    total: int, report: DeliveryReport) -> None:
+        self._record(trace, run_id, outcome, transports[outcome.emission.department].name, report)
+        e = outcome.emission
+        if outcome.error is None:
+            self.progress(f"{e.flow} {e.department}: {len(report.delivered)}/{total} files delivered")
+        else:
+            self.progress(f"{e.flow} {e.department}: seq {e.seq} not delivered")
 
     def _record(self, trace: TraceStore, run_id: int, outcome: _Outcome, transport: str,
                 report: DeliveryReport) -> None:

@@ -473,16 +473,19 @@ class Night:
         sealed = cms.seal(part.path.read_bytes(), signer_cert=self.signer_cert, signer_key=self.signer_key,
                           recipient_cert=self._recipient_cert(dept), archive_cert=self.archive_cert,
                           now=self.clock.now())
-        trace.transition(row.id, Status.SEALED, self.clock.now(), run_id=run_id)
+        sealed_at = self.clock.now()
         faults.point("sealed")
         name = emission_name(row.flow, dept.code, date.fromisoformat(row.business_date), row.seq, part.part, nparts)
         self.archive.put(date.fromisoformat(row.business_date), name, sealed.for_recipient, sealed.for_archive)
         faults.point("archived-file")
-        trace.mark_archived(
-            row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
-            records=[(k, r, workdays.deadline(r, dept.code)) for k, r in zip(part.record_keys, part.received,
-                                                                             strict=True)],
-            rejects_count=rejects, run_id=run_id, recipient_cert_sha256=certs.cert_fingerprint(self._recipient_cert(dept)))
+        with trace.group():  # sealed and archived in one commit, once the files are on disk
+            trace.transition(row.id, Status.SEALED, sealed_at, run_id=run_id)
+            trace.mark_archived(
+                row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
+                records=[(k, r, workdays.deadline(r, dept.code)) for k, r in zip(part.record_keys, part.received,
+                                                                                 strict=True)],
+                rejects_count=rejects, run_id=run_id,
+                recipient_cert_sha256=certs.cert_fingerprint(self._recipient_cert(dept)))
         faults.point("archived")
         self.log.info("emission.archived", flow=row.flow, department=dept.code, seq=row.seq, file=name,
                       records=len(part.record_keys))
