@@ -438,27 +438,35 @@ class Night:
         header = FlowHeader(flow=flow, department=dept.code, numorg=dept.numorg[0], siret=dept.siret,
                             business_date=batch.business_date, created_at=now)
         out_dir = private_dir(self.paths.work / f"batch-{batch.id:06d}" / "out")
-        faults.point("build")
-        parts = build(header, records, out_dir=out_dir, max_bytes=self.settings.limits.max_file_bytes,
-                      seq_for_part=seq_for_part)
+        done = LineSummary()
         ok = True
-        for part in parts:
-            row = rows[part.part]
-            try:
-                if row.archived_at:
-                    continue
-                self._seal_and_archive(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0,
-                                       run_id)
-                line.records += len(part.record_keys)
-                line.files += 1
-                line.bytes += trace.emission(row.id).size or 0
-            except (SchemaError, SealError) as exc:
-                ok = False
-                trace.transition(row.id, Status.BUILD_FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
-                report.problems.append(f"{flow} {dept.code}: {exc}")
-                self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
-            finally:
-                part.path.unlink(missing_ok=True)  # the plaintext never outlives its seal
+        # One commit for the département's emissions, once their files are archived (a crash before
+        # it rebuilds them with the same sequence numbers): not one per emission and per state.
+        with trace.group():
+            faults.point("build")
+            parts = build(header, records, out_dir=out_dir, max_bytes=self.settings.limits.max_file_bytes,
+                          seq_for_part=seq_for_part)
+            for part in parts:
+                row = rows[part.part]
+                try:
+                    if row.archived_at:
+                        continue
+                    self._seal_and_archive(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0,
+                                           run_id)
+                    done.records += len(part.record_keys)
+                    done.files += 1
+                    done.bytes += trace.emission(row.id).size or 0
+                except (SchemaError, SealError) as exc:
+                    ok = False
+                    trace.transition(row.id, Status.BUILD_FAILED, self.clock.now(), run_id=run_id,
+                                     last_error=str(exc)[:500])
+                    report.problems.append(f"{flow} {dept.code}: {exc}")
+                    self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
+                finally:
+                    part.path.unlink(missing_ok=True)  # the plaintext never outlives its seal
+        line.records += done.records
+        line.files += done.files
+        line.bytes += done.bytes
         return ok
 
     def _seal_and_archive(self, trace: TraceStore, row: Emission, part: Any, dept: Department, nparts: int,
