@@ -4,8 +4,11 @@ Once a batch is done its input (the raw upstream files, with what annexe 1 forbi
 the GRO extract's NIR, phones, e-mails) has no business staying in clear on disk. It is
 still needed in one case: records of a département that was not enabled were parked, and
 enabling the département later must emit them from that very input. So a finished batch's
-material becomes one tar enveloped for the CNAF's own archive certificate,
-`<consumed>/<business date>/batch-NNNNNN.tar.p7m`, and the plaintext is deleted.
+material becomes `<consumed>/<business date>/batch-NNNNNN.tar.p7m`, a tar of its files each
+enveloped on its own for the CNAF's own archive certificate (`<path>.p7m`), and the plaintext
+is deleted. One file at a time: memory stays bounded by the largest input, however many days
+a catch-up gathers in one batch. A kept input of an older version (the whole tar enveloped at
+once) is still restored.
 
 The encryption itself is given by the caller (the night has the certificates): this stage
 must not import the sealing stage above it. `restore` gives the material back into a work
@@ -23,10 +26,11 @@ from datetime import date
 from pathlib import Path
 
 from ..core.errors import ArchiveError
-from ..core.fsutil import atomic_write, private_dir
+from ..core.fsutil import atomic_file, atomic_write, private_dir
 
 SUFFIX = ".tar.p7m"
 OUT_DIR = "out"  # built plaintext of the batch: never kept
+MEMBER_SUFFIX = ".p7m"  # each kept file, enveloped on its own
 
 
 class KeptInputMissing(ArchiveError):
@@ -43,20 +47,20 @@ def find(consumed: Path, batch_id: int) -> Path | None:
     return matches[0] if matches else None
 
 
-def _tar(src: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in sorted(src.rglob("*")):
-            rel = path.relative_to(src)
-            if rel.parts[0] == OUT_DIR or path.is_symlink() or not path.is_file():
-                continue
-            info = tar.gettarinfo(str(path), arcname=rel.as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mode = 0o600
-            with path.open("rb") as fh:
-                tar.addfile(info, fh)
-    return buf.getvalue()
+def _material(src: Path) -> list[Path]:
+    """The batch's files worth keeping: never the build's `out/`, nor a symlink."""
+    return [p for p in sorted(src.rglob("*"))
+            if p.relative_to(src).parts[0] != OUT_DIR and not p.is_symlink() and p.is_file()]
+
+
+def _write_kept(src: Path, material: list[Path], dst: Path, encrypt: Callable[[bytes], bytes]) -> None:
+    """Each file enveloped on its own into a tar, written atomically (fsutil)."""
+    with atomic_file(dst) as fh, tarfile.open(fileobj=fh, mode="w") as tar:
+        for path in material:
+            sealed = encrypt(path.read_bytes())
+            info = tarfile.TarInfo(path.relative_to(src).as_posix() + MEMBER_SUFFIX)
+            info.size, info.mode, info.mtime = len(sealed), 0o600, int(path.stat().st_mtime)
+            tar.addfile(info, io.BytesIO(sealed))
 
 
 def keep(src: Path, consumed: Path, batch_id: int, business_date: date, encrypt: Callable[[bytes], bytes]) -> Path:
@@ -67,12 +71,10 @@ def keep(src: Path, consumed: Path, batch_id: int, business_date: date, encrypt:
     """
     dst = kept_path(consumed, business_date, batch_id)
     if src.exists():
-        material = _tar(src)
+        material = _material(src)
         # Only a build's `out/` left (a replay killed midway): never let it replace the kept input.
-        if not dst.exists() or any(True for p in src.rglob("*") if p.is_file()
-                                   and p.relative_to(src).parts[0] != OUT_DIR):
-            private_dir(dst.parent)
-            atomic_write(dst, encrypt(material))
+        if material or not dst.exists():
+            _write_kept(src, material, dst, encrypt)
         shutil.rmtree(src)
     return dst
 
@@ -82,20 +84,30 @@ def restore(consumed: Path, batch_id: int, dst: Path, decrypt: Callable[[bytes],
     kept = find(consumed, batch_id)
     if kept is None:
         raise KeptInputMissing(f"consumed input of batch {batch_id} is not kept (purged?)")
-    data = decrypt(kept.read_bytes())
     private_dir(dst)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+    if tarfile.is_tarfile(kept):
+        with tarfile.open(kept, mode="r") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.endswith(MEMBER_SUFFIX):
+                    fh = tar.extractfile(member)
+                    assert fh is not None
+                    _restore_one(batch_id, dst, member.name.removesuffix(MEMBER_SUFFIX), decrypt(fh.read()))
+        return dst
+    # An older version's: the whole tar enveloped at once.
+    with tarfile.open(fileobj=io.BytesIO(decrypt(kept.read_bytes())), mode="r") as tar:
         for member in tar.getmembers():
-            if not member.isfile():
-                continue
-            rel = Path(member.name)
-            if rel.is_absolute() or ".." in rel.parts:
-                raise ArchiveError(f"consumed input of batch {batch_id}: unexpected member path")
-            target = dst / rel
-            fh = tar.extractfile(member)
-            assert fh is not None
-            atomic_write(target, fh.read())
+            if member.isfile():
+                fh = tar.extractfile(member)
+                assert fh is not None
+                _restore_one(batch_id, dst, member.name, fh.read())
     return dst
+
+
+def _restore_one(batch_id: int, dst: Path, name: str, data: bytes) -> None:
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ArchiveError(f"consumed input of batch {batch_id}: unexpected member path")
+    atomic_write(dst / rel, data)
 
 
 def seal_plaintext_leftovers(consumed: Path, encrypt: Callable[[bytes], bytes]) -> int:

@@ -11,7 +11,10 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 TMP_PREFIX = ".tmp-"
 
@@ -40,6 +43,13 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, create_parent: bool = True) -> None:
+    with atomic_file(path, mode=mode, create_parent=create_parent) as fh:
+        fh.write(data)
+
+
+@contextmanager
+def atomic_file(path: Path, *, mode: int = 0o600, create_parent: bool = True) -> Iterator[BinaryIO]:
+    """`atomic_write` for a writer that streams (memory bounded by what it holds, not the file)."""
     if create_parent:
         private_dir(path.parent)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
@@ -47,7 +57,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, create_parent: b
     try:
         os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -68,7 +68,7 @@ def config_text(departments: list[str]) -> str:
         'trusted_ca = "pki/ca.crt"',
         "",
         "[delivery]",
-        "parallel = 8",
+        "parallel = 16",
         "attempts = 3",
         "backoff_seconds = 0.5",
         "",

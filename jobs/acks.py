@@ -34,6 +34,7 @@ from ..testing import faults
 from ..trace.lifecycle import AckOutcome, Status
 from ..trace.store import Emission, TraceStore
 from ..transport.base import AckFile, Transport
+from .deliver import TransportPool
 
 __all__ = ["MAX_AUTO_REEMISSIONS", "AckSummary", "Reemit", "collect"]
 
@@ -84,10 +85,6 @@ def _fetch(
         return _Fetched(dept, transport, transport.fetch_acks())
     except FluxError as exc:  # a broken partner or its configuration: the others go on
         return _Fetched(dept, transport, [], str(exc))
-    except BaseException:
-        if transport is not None:
-            transport.close()
-        raise
 
 
 def collect(
@@ -103,48 +100,50 @@ def collect(
 
     Folders are read in parallel (`[delivery] parallel`), since most of the time is spent
     connecting; the acks are then recorded one by one, in département order, on this thread,
-    which is the only one that writes to the trace.
+    which is the only one that writes to the trace. Given the run's TransportPool, the
+    connections stay open for the delivery that follows (the pool's owner closes them);
+    given a plain factory, they are closed before returning.
     """
     summary = AckSummary()
     log = get_logger("flux-pmi.acks")
     departments = sorted(settings.enabled_departments(), key=lambda d: d.code)
     if not departments:
         return summary
+    pool = transport_for if isinstance(transport_for, TransportPool) else TransportPool(transport_for)
+    try:
+        return _collect(departments, settings, trace, pool, now, reemit, run_id, summary, log)
+    finally:
+        if pool is not transport_for:
+            pool.close()
+
+
+def _collect(departments: list[Department], settings: Settings, trace: TraceStore, transport_for: TransportPool,
+             now: datetime, reemit: Reemit | None, run_id: int | None, summary: AckSummary, log: Any) -> AckSummary:
     fetched: list[_Fetched] = []
     crash: BaseException | None = None
     workers = max(1, min(settings.delivery.parallel, len(departments)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acks") as pool:
-        futures = [pool.submit(_fetch, settings, d, transport_for) for d in departments]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acks") as executor:
+        futures = [executor.submit(_fetch, settings, d, transport_for) for d in departments]
         for future in futures:
             try:
                 fetched.append(future.result())
-            except BaseException as exc:  # noqa: B036 - re-raised below, once every transport is closed
+            except BaseException as exc:  # noqa: B036 - re-raised below, once every worker is done
                 crash = crash or exc
-    try:
-        if crash is not None:
-            raise crash
-        for item in fetched:
-            code = item.department.code
-            if item.error is not None:
-                summary.errors.append(f"acks of département {code} not read: {item.error}")
-                log.error("acks.unreadable", department=code, error=item.error)
-                continue
-            assert item.transport is not None
-            try:
-                for ack_file in item.acks:
-                    _one(trace, item.department, item.transport, ack_file, now, reemit, run_id, summary, log)
-            except TransportError as exc:
-                summary.errors.append(f"acks of département {code}: {exc}")
-                log.error("acks.transport_failed", department=code, error=str(exc))
-    finally:
-        for item in fetched:
-            if item.transport is not None:
-                try:
-                    item.transport.close()
-                except Exception as exc:  # closing must not hide what happened before
-                    log.warning(
-                        "acks.close_failed", department=item.department.code, error=type(exc).__name__
-                    )
+    if crash is not None:
+        raise crash
+    for item in fetched:
+        code = item.department.code
+        if item.error is not None:
+            summary.errors.append(f"acks of département {code} not read: {item.error}")
+            log.error("acks.unreadable", department=code, error=item.error)
+            continue
+        assert item.transport is not None
+        try:
+            for ack_file in item.acks:
+                _one(trace, item.department, item.transport, ack_file, now, reemit, run_id, summary, log)
+        except TransportError as exc:
+            summary.errors.append(f"acks of département {code}: {exc}")
+            log.error("acks.transport_failed", department=code, error=str(exc))
     return summary
 
 

@@ -3,6 +3,8 @@
 Split out of the night so that a re-emission request delivers its copies through the same
 code without importing the night. The rules it keeps:
 - départements are served in parallel (`[delivery] parallel`), each by its own transport;
+  a run builds each département's transport once (`TransportPool`): the night's ack collection
+  and its delivery share it, so a partner sees one connection per run, not one per step;
   within one département the files go in sequence order, one at a time, and a failure stops
   that département's queue, so that no gap in its sequence is ever created;
 - a transient transport failure is retried (`[delivery] attempts`), with exponential backoff
@@ -48,10 +50,43 @@ from ..trace.store import Emission, TraceStore
 from ..transport.base import Delivery, Transport
 from ..transport.registry import transport_for
 
-__all__ = ["JITTER", "Deliverer", "DeliveryReport", "retry_wait"]
+__all__ = ["JITTER", "Deliverer", "DeliveryReport", "TransportPool", "retry_wait"]
 
 # The random part of each wait, as a share of `backoff_seconds`, added to the exponential part.
 JITTER = 0.5
+
+
+class TransportPool:
+    """The transports of one run, one per département, built on first use and closed together.
+
+    Called like a transport factory, so the ack collection and the delivery take it where they
+    took the factory; they leave closing to its owner. A département's transport is only ever used
+    by one thread at a time (an ack worker, then the calling thread, then one delivery worker), so
+    a kept SFTP session is never shared by two threads at once. A session that died while the run
+    was building is replaced by the transport's own reconnection.
+    """
+
+    def __init__(self, factory: Callable[[Settings, Department], Transport] = transport_for):
+        self.factory = factory
+        self._by_department: dict[str, Transport] = {}
+        self._lock = threading.Lock()  # the ack workers ask for their transports in parallel
+
+    def __call__(self, settings: Settings, dept: Department) -> Transport:
+        with self._lock:
+            transport = self._by_department.get(dept.code)
+            if transport is None:  # a factory's error is not kept: the next step tries again
+                transport = self._by_department[dept.code] = self.factory(settings, dept)
+            return transport
+
+    def close(self) -> None:
+        with self._lock:
+            transports, self._by_department = list(self._by_department.values()), {}
+        for t in {id(t): t for t in transports}.values():
+            try:
+                t.close()
+            except Exception as exc:  # closing must not hide what the run did
+                get_logger("flux-pmi.night").warning("transport.close_failed", department=getattr(t, "department", None),
+                                                     error=type(exc).__name__)
 
 
 @dataclass
@@ -100,12 +135,23 @@ class Deliverer:
         self.progress = progress or (lambda _msg: None)
         self.log = get_logger("flux-pmi.night")
 
-    def deliver(self, trace: TraceStore, run_id: int, *, only: Collection[int] | None = None) -> DeliveryReport:
+    def deliver(self, trace: TraceStore, run_id: int, *, only: Collection[int] | None = None,
+                transports: TransportPool | None = None) -> DeliveryReport:
         """Deliver every archived emission not yet delivered (night, re-emissions, retries).
 
         `only`: these emission ids and nothing else (a re-emission request sends what it asked
-        for; the rest waits for the night).
+        for; the rest waits for the night). `transports`: the run's pool, which its owner closes;
+        without one, the transports opened here are closed before returning.
         """
+        pool = transports or TransportPool(self.transport_factory)
+        try:
+            return self._deliver(trace, run_id, only, pool)
+        finally:
+            if transports is None:
+                pool.close()
+
+    def _deliver(self, trace: TraceStore, run_id: int, only: Collection[int] | None,
+                 pool: TransportPool) -> DeliveryReport:
         report = DeliveryReport()
         pending = self._pending(trace, only, report)
         if not pending:
@@ -113,17 +159,15 @@ class Deliverer:
         by_dept: dict[str, list[Emission]] = defaultdict(list)
         for e in pending:
             by_dept[e.department].append(e)
-        transports = self._open(trace, run_id, by_dept, report)
+        transports = self._open(trace, run_id, by_dept, report, pool)
         self.progress(f"delivering {len(pending)} file(s) to {len(transports)} département(s)")
         results: queue.Queue[_Outcome | None] = queue.Queue()
         with ThreadPoolExecutor(max_workers=max(1, self.settings.delivery.parallel),
-                                thread_name_prefix="deliver") as pool:
+                                thread_name_prefix="deliver") as executor:
             # One copy of the context per worker: a context cannot be entered by two threads at once.
-            futures = [pool.submit(contextvars.copy_context().run, self._deliver_department, transports[c],
-                                   by_dept[c], results) for c in sorted(transports)]
+            futures = [executor.submit(contextvars.copy_context().run, self._deliver_department, transports[c],
+                                       by_dept[c], results) for c in sorted(transports)]
             self._record_all(trace, run_id, results, futures, transports, len(pending), report)
-        for t in {id(t): t for t in transports.values()}.values():
-            t.close()
         return report
 
     # -- on the calling thread: choose, open, record ---------------------------------------------
@@ -139,7 +183,7 @@ class Deliverer:
         return [e for e in pending if e.department not in held]
 
     def _open(self, trace: TraceStore, run_id: int, by_dept: dict[str, list[Emission]],
-              report: DeliveryReport) -> dict[str, Transport]:
+              report: DeliveryReport, pool: TransportPool) -> dict[str, Transport]:
         transports: dict[str, Transport] = {}
         for code in by_dept:
             dept = self.settings.departments.get(code)
@@ -147,7 +191,7 @@ class Deliverer:
                 report.problems.append(f"département {code} has emissions to deliver but is not enabled")
                 continue
             try:
-                transports[code] = self.transport_factory(self.settings, dept)
+                transports[code] = pool(self.settings, dept)
             except FluxError as exc:  # one partner's broken setup must not stop the others
                 report.problems.append(f"département {code}: transport unusable: {exc}")
                 self.log.error("transport.unusable", department=code, files=len(by_dept[code]), error=str(exc))
@@ -160,18 +204,31 @@ class Deliverer:
                     report: DeliveryReport) -> None:
         remaining = len(futures)
         while remaining:
-            outcome = results.get()
-            if outcome is None:  # one département's worker is done
-                remaining -= 1
-                continue
-            self._record(trace, run_id, outcome, transports[outcome.emission.department].name, report)
-            e = outcome.emission
-            if outcome.error is None:
-                self.progress(f"{e.flow} {e.department}: {len(report.delivered)}/{total} files delivered")
-            else:
-                self.progress(f"{e.flow} {e.department}: seq {e.seq} not delivered")
+            # What the workers reported meanwhile is recorded in one commit: a crash before it only
+            # makes the next run find those files in place at the partner (idempotent delivery).
+            got = [results.get()]
+            while True:
+                try:
+                    got.append(results.get_nowait())
+                except queue.Empty:
+                    break
+            with trace.group():
+                for outcome in got:
+                    if outcome is None:  # one département's worker is done
+                        remaining -= 1
+                        continue
+                    self._record_one(trace, run_id, outcome, transports, total, report)
         for f in futures:
             f.result()
+
+    def _record_one(self, trace: TraceStore, run_id: int, outcome: _Outcome, transports: dict[str, Transport],
+                    total: int, report: DeliveryReport) -> None:
+        self._record(trace, run_id, outcome, transports[outcome.emission.department].name, report)
+        e = outcome.emission
+        if outcome.error is None:
+            self.progress(f"{e.flow} {e.department}: {len(report.delivered)}/{total} files delivered")
+        else:
+            self.progress(f"{e.flow} {e.department}: seq {e.seq} not delivered")
 
     def _record(self, trace: TraceStore, run_id: int, outcome: _Outcome, transport: str,
                 report: DeliveryReport) -> None:

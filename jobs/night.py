@@ -49,7 +49,7 @@ from ..trace.store import Emission, TraceStore
 from ..transport.base import Transport
 from ..transport.registry import transport_for
 from . import acks, guards, notices, reemit, retention
-from .deliver import Deliverer
+from .deliver import Deliverer, TransportPool
 
 
 @dataclass
@@ -137,6 +137,8 @@ class Night:
                                    transport_factory=transport_factory, stop=self.stop, sleep=sleep,
                                    progress=self.progress)
         self._certs: dict[str, Any] = {}
+        # One transport per département for a whole run, closed at its end: the acks' connection delivers too.
+        self._transports = TransportPool(transport_factory)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -202,6 +204,7 @@ class Night:
                              message="; ".join(report.problems)[:2000])
             self.log.info("run.end", run=run_id, status=status, exit_code=int(code), records=t.records,
                           rejects=t.rejects, files=t.files, bytes=t.bytes, seconds=round(report.seconds, 3))
+            self._transports.close()
             unbind_run()
             if own_trace:
                 trace.close()
@@ -243,7 +246,7 @@ class Night:
 
         # A held département is not connected to at all, not even for its acks: they wait for the resume.
         settings = _disabled(self.settings, trace.active_holds())
-        summary = acks.collect(settings, trace, self.transport_factory, now, reemit=auto_reemit,
+        summary = acks.collect(settings, trace, self._transports, now, reemit=auto_reemit,
                                run_id=run_id)
         report.acks = summary
         report.problems.extend(f"acks: {e}" for e in summary.errors)
@@ -455,27 +458,35 @@ class Night:
         header = FlowHeader(flow=flow, department=dept.code, numorg=dept.numorg[0], siret=dept.siret,
                             business_date=batch.business_date, created_at=now)
         out_dir = private_dir(self.paths.work / f"batch-{batch.id:06d}" / "out")
-        faults.point("build")
-        parts = build(header, records, out_dir=out_dir, max_bytes=self.settings.limits.max_file_bytes,
-                      seq_for_part=seq_for_part)
+        done = LineSummary()
         ok = True
-        for part in parts:
-            row = rows[part.part]
-            try:
-                if row.archived_at:
-                    continue
-                self._seal_and_archive(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0,
-                                       run_id)
-                line.records += len(part.record_keys)
-                line.files += 1
-                line.bytes += trace.emission(row.id).size or 0
-            except (SchemaError, SealError) as exc:
-                ok = False
-                trace.transition(row.id, Status.BUILD_FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
-                report.problems.append(f"{flow} {dept.code}: {exc}")
-                self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
-            finally:
-                part.path.unlink(missing_ok=True)  # the plaintext never outlives its seal
+        # One commit for the département's emissions, once their files are archived (a crash before
+        # it rebuilds them with the same sequence numbers): not one per emission and per state.
+        with trace.group():
+            faults.point("build")
+            parts = build(header, records, out_dir=out_dir, max_bytes=self.settings.limits.max_file_bytes,
+                          seq_for_part=seq_for_part)
+            for part in parts:
+                row = rows[part.part]
+                try:
+                    if row.archived_at:
+                        continue
+                    self._seal_and_archive(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0,
+                                           run_id)
+                    done.records += len(part.record_keys)
+                    done.files += 1
+                    done.bytes += trace.emission(row.id).size or 0
+                except (SchemaError, SealError) as exc:
+                    ok = False
+                    trace.transition(row.id, Status.BUILD_FAILED, self.clock.now(), run_id=run_id,
+                                     last_error=str(exc)[:500])
+                    report.problems.append(f"{flow} {dept.code}: {exc}")
+                    self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
+                finally:
+                    part.path.unlink(missing_ok=True)  # the plaintext never outlives its seal
+        line.records += done.records
+        line.files += done.files
+        line.bytes += done.bytes
         return ok
 
     def _seal_and_archive(self, trace: TraceStore, row: Emission, part: Any, dept: Department, nparts: int,
@@ -490,16 +501,19 @@ class Night:
         sealed = cms.seal(part.path.read_bytes(), signer_cert=self.signer_cert, signer_key=self.signer_key,
                           recipient_cert=self._recipient_cert(dept), archive_cert=self.archive_cert,
                           now=self.clock.now())
-        trace.transition(row.id, Status.SEALED, self.clock.now(), run_id=run_id)
+        sealed_at = self.clock.now()
         faults.point("sealed")
         name = emission_name(row.flow, dept.code, date.fromisoformat(row.business_date), row.seq, part.part, nparts)
         self.archive.put(date.fromisoformat(row.business_date), name, sealed.for_recipient, sealed.for_archive)
         faults.point("archived-file")
-        trace.mark_archived(
-            row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
-            records=[(k, r, workdays.deadlines(r, dept.code)) for k, r in zip(part.record_keys, part.received,
-                                                                             strict=True)],
-            rejects_count=rejects, run_id=run_id, recipient_cert_sha256=certs.cert_fingerprint(self._recipient_cert(dept)))
+        with trace.group():  # sealed and archived in one commit, once the files are on disk
+            trace.transition(row.id, Status.SEALED, sealed_at, run_id=run_id)
+            trace.mark_archived(
+                row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
+                records=[(k, r, workdays.deadlines(r, dept.code)) for k, r in zip(part.record_keys, part.received,
+                                                                                 strict=True)],
+                rejects_count=rejects, run_id=run_id,
+                recipient_cert_sha256=certs.cert_fingerprint(self._recipient_cert(dept)))
         faults.point("archived")
         self.log.info("emission.archived", flow=row.flow, department=dept.code, seq=row.seq, file=name,
                       records=len(part.record_keys))
@@ -604,7 +618,7 @@ class Night:
     def deliver(self, trace: TraceStore, run_id: int, report: NightReport, *,
                 only: Collection[int] | None = None) -> None:
         """Deliver what is due (jobs/deliver.py) and tally it into the night's report."""
-        done = self.deliverer.deliver(trace, run_id, only=only)
+        done = self.deliverer.deliver(trace, run_id, only=only, transports=self._transports)
         for code, n in done.held.items():
             report.held[code] = report.held.get(code, 0) + n
         for e in done.delivered:

@@ -432,7 +432,7 @@ def test_serve_catches_up_a_missed_night_and_a_stop_finishes_the_file_in_hand(tm
     cfg = root / "flux-pmi.toml"
     # One delivery worker, so that the stop leaves the other files undone; metrics on.
     cfg.write_text(
-        cfg.read_text().replace("parallel = 8", "parallel = 1")
+        cfg.read_text().replace("parallel = 16", "parallel = 1")
         + '\n[service]\nmetrics_file = "prom/flux-pmi.prom"\n'
     )
     (root / "prom").mkdir()

@@ -16,7 +16,8 @@ import hmac
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
         self.path = Path(path)
         self.db = open_trace(self.path, label=self.label, busy_timeout_ms=busy_timeout_ms)
         self._key = self._load_key()
+        self._grouped = False  # inside `group()`: each write is a savepoint of the one transaction
 
     @classmethod
     def read_only(cls, path: Path) -> TraceStore:
@@ -99,6 +101,39 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Several writes in one transaction: one commit (and one fsync) instead of one per write.
+
+        Each write inside keeps its all-or-nothing (a savepoint), and nothing is durable before the
+        group ends: a caller groups only facts whose files are already durable, or that a crash
+        before the commit merely makes the next run redo (a delivery found in place, say). Nested
+        groups are part of the outer one.
+        """
+        if self._grouped:
+            yield
+            return
+        with self.tx():
+            self._grouped = True
+            try:
+                yield
+            finally:
+                self._grouped = False
+
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._savepoint() if self._grouped else super().tx()
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("SAVEPOINT write")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK TO write")
+            self.db.execute("RELEASE write")
+            raise
+        self.db.execute("RELEASE write")
 
     def _load_key(self) -> bytes:
         key_file = self.path.with_suffix(".key")

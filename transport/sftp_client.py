@@ -30,13 +30,16 @@ from typing import Any, NoReturn
 
 import paramiko
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_EXTENDED,
+    CMD_FSTAT,
     CMD_HANDLE,
     CMD_INIT,
     CMD_NAME,
     CMD_OPENDIR,
     CMD_READDIR,
+    CMD_REMOVE,
     CMD_VERSION,
     SFTPError,
 )
@@ -150,10 +153,6 @@ class Sftp(paramiko.SFTPClient):
             self.extensions = {}
         return version
 
-    def fsync(self, handle: Any) -> None:
-        """The data on the partner's disk before the rename publishes it (OpenSSH extension)."""
-        _raw(self)._request(CMD_EXTENDED, "fsync@openssh.com", handle)
-
     def stat_or_none(self, path: str) -> paramiko.SFTPAttributes | None:
         try:
             return self.stat(path)
@@ -168,6 +167,17 @@ class Sftp(paramiko.SFTPClient):
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
+
+    def remove_unawaited(self, path: str) -> None:
+        """Ask the server to remove `path` without waiting for its answer (one round trip saved).
+
+        For names whose removal is housekeeping, whatever its status (gone already, say): the
+        server handles requests on one name in the order they came, so an open or a rename of
+        that name sent afterwards finds it removed, and the answer is read and dropped by paramiko
+        while it waits for a later one.
+        """
+        raw = _raw(self)
+        raw._async_request(type(None), CMD_REMOVE, raw._adjust_cwd(path))
 
     def read_small(self, path: str, limit: int) -> bytes | None:
         try:
@@ -187,6 +197,9 @@ class SftpFolder:
 
     def __init__(self, sftp: Sftp, folder: str, department: str):
         self.sftp, self.folder, self.department = sftp, folder, department
+        # What the server said of a temporary just written, from its open handle: the `stat` that
+        # follows each `write` (upload.put) reads it here instead of asking again.
+        self._written: dict[str, Entry] = {}
 
     def where(self, name: str) -> str:
         return posixpath.join(self.folder, name)
@@ -195,10 +208,13 @@ class SftpFolder:
         return f".{name}.part"
 
     def remove_temps(self, name: str) -> None:
+        # Unawaited: publish's next request (a stat) is answered after them, so they are done by then.
         for n in (name, f"{name}.sha256"):
-            self.sftp.remove_quiet(self.where(self.temp_name(n)))
+            self.sftp.remove_unawaited(self.where(self.temp_name(n)))
 
     def stat(self, name: str) -> Entry | None:
+        if name in self._written:
+            return self._written.pop(name)
         attrs = self.sftp.stat_or_none(self.where(name))
         if attrs is None:
             return None
@@ -232,8 +248,23 @@ class SftpFolder:
             fr.flush()
             if pending is not None:
                 self._collect(pending, 0)
-            if "fsync@openssh.com" in self.sftp.extensions:
-                self.sftp.fsync(fr.handle)
+            self._written[tmp] = self._sync_and_size(fr.handle)
+
+    def _sync_and_size(self, handle: Any) -> Entry:
+        """fsync (OpenSSH extension: the data on the partner's disk before the rename publishes it)
+        and fstat, sent together: one round trip."""
+        raw = _raw(self.sftp)
+        # type(None): an answer left unread (the fsync failed first) is dropped, not dispatched.
+        sync = (raw._async_request(type(None), CMD_EXTENDED, "fsync@openssh.com", handle)
+                if "fsync@openssh.com" in self.sftp.extensions else None)
+        size = raw._async_request(type(None), CMD_FSTAT, handle)
+        if sync is not None:
+            raw._read_response(sync)  # raises IOError on an error status
+        t, msg = raw._read_response(size)
+        if t != CMD_ATTRS:
+            raise SFTPError("Expected attributes")
+        attrs = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
+        return Entry(attrs.st_size or 0, True)
 
     def _collect(self, pending: Any, keep: int) -> None:
         while len(pending) > keep:

@@ -37,7 +37,7 @@ def _serial_demo(root: Path) -> Path:
     """The demo with one delivery worker: départements go one after the other, so a stop leaves some undone."""
     make_demo(root)
     cfg = root / "flux-pmi.toml"
-    cfg.write_text(cfg.read_text().replace("parallel = 8", "parallel = 1"))
+    cfg.write_text(cfg.read_text().replace("parallel = 16", "parallel = 1"))
     return cfg
 
 
@@ -215,7 +215,7 @@ def test_night_records_the_file_in_flight_and_stops_the_other_departments(demo):
     progress: list[str] = []
     double = ScriptedPartner(on_deliver=lambda item: stop.set())  # the stop arrives during the first file
     cfg = root / "flux-pmi.toml"
-    cfg.write_text(cfg.read_text().replace("parallel = 8", "parallel = 1"))
+    cfg.write_text(cfg.read_text().replace("parallel = 16", "parallel = 1"))
     night = Night(
         load(cfg),
         clock=FixedClock(NOW),

@@ -103,7 +103,7 @@ def use_hubee(
             f'[departments."{code}"]\ntransport = {{ type = "hubee", branch_code = "{branch}" }}\n',
         )
     if parallel is not None:
-        text = text.replace("parallel = 8", f"parallel = {parallel}")
+        text = text.replace("parallel = 16", f"parallel = {parallel}")
     cfg.write_text(text + hubee_toml(hub, secrets, extra))
     return cfg
 
