@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -23,6 +24,11 @@ from ..core.fsutil import private_dir
 # (version, step): the step brings a file from version-1 to `version`; it runs after the schema script.
 Migration = tuple[int, Callable[[sqlite3.Connection], None]]
 
+# Opening is serialised within a process: `check` opens one delivery journal per partner from several
+# threads, and SQLite answers "database is locked" at once, without waiting, to a second connection
+# switching a brand-new file to WAL while the first one does.
+_OPENING = threading.Lock()
+
 
 def open_database(path: Path, *, label: str, schema: str, migrations: Sequence[Migration] = (), version: int,
                   error: type[FluxError], busy_timeout_ms: int = 30_000,
@@ -31,6 +37,14 @@ def open_database(path: Path, *, label: str, schema: str, migrations: Sequence[M
 
     `label` names the store in messages ("trace store", "ledger"); `error` is raised on any SQLite failure.
     """
+    with _OPENING:
+        return _open(path, label=label, schema=schema, migrations=migrations, version=version, error=error,
+                     busy_timeout_ms=busy_timeout_ms, foreign_keys=foreign_keys, check_same_thread=check_same_thread)
+
+
+def _open(path: Path, *, label: str, schema: str, migrations: Sequence[Migration], version: int,
+          error: type[FluxError], busy_timeout_ms: int, foreign_keys: bool,
+          check_same_thread: bool) -> sqlite3.Connection:
     private_dir(path.parent)
     # SQLite gives its -wal and -shm files the database file's mode: create it owner-only.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
