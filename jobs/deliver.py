@@ -95,6 +95,9 @@ class DeliveryReport:
 
     delivered: list[Emission] = field(default_factory=list)
     not_delivered: list[Emission] = field(default_factory=list)  # tried and failed: the next run retries
+    # Not tried: their transport unusable or département not enabled, behind a failed file of their
+    # département's queue (no gap), or not reached before a stop.
+    waiting: list[Emission] = field(default_factory=list)
     held: dict[str, int] = field(default_factory=dict)  # held département -> files waiting for its resume
     problems: list[str] = field(default_factory=list)  # operator-facing, no personal data
 
@@ -168,6 +171,8 @@ class Deliverer:
             futures = [executor.submit(contextvars.copy_context().run, self._deliver_department, transports[c],
                                        by_dept[c], results) for c in sorted(transports)]
             self._record_all(trace, run_id, results, futures, transports, len(pending), report)
+        tried = {e.id for e in report.delivered} | {e.id for e in report.not_delivered}
+        report.waiting = [e for e in pending if e.id not in tried]  # their transport unusable, or queued
         return report
 
     # -- on the calling thread: choose, open, record ---------------------------------------------

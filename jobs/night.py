@@ -623,7 +623,7 @@ class Night:
             report.held[code] = report.held.get(code, 0) + n
         for e in done.delivered:
             report.lines[(e.flow, e.department)].delivered += 1
-        for e in done.not_delivered:
+        for e in [*done.not_delivered, *done.waiting]:
             report.lines[(e.flow, e.department)].pending += 1
         report.problems.extend(done.problems)
 
