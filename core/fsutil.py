@@ -53,10 +53,13 @@ def atomic_file(path: Path, *, mode: int = 0o600, create_parent: bool = True) ->
     if create_parent:
         private_dir(path.parent)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    tmp.unlink(missing_ok=True)  # a leftover of a crashed process with the same pid: O_EXCL needs it gone
+    # Exclusive and never through a link: a link planted under the temporary name is refused, not written.
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode)
     try:
         os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "w+b") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from ..core.fsutil import fsync_dir
+from ..core.fsutil import atomic_file
 from .records import Record
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -286,24 +285,9 @@ class PartWriter:
         if final in self.written:
             # Two parts would share a file name, the second replacing the first.
             raise ValueError("seq_for_part gave the same sequence number to two parts")
-        tmp = self.out_dir / f".{name}.tmp"
-        tmp.unlink(missing_ok=True)  # a leftover of a crashed run: O_EXCL below needs it gone
-        flags = (
-            os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        )
-        fobj = os.fdopen(os.open(tmp, flags, 0o600), "w+b")
-        try:
-            with fobj:
-                os.fchmod(fobj.fileno(), 0o600)  # the mode given to open is filtered by the umask
-                yield fobj
-                fobj.flush()
-                os.fsync(fobj.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(final, create_parent=False) as fobj:  # it syncs the folder too
+            yield fobj
         self.written.append(final)
-        fsync_dir(self.out_dir)
 
     def part(self, path: Path, part_no: int, seq: int, records: Sequence[Record]) -> BuiltPart:
         size, digest = _size_and_sha256(path)

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from lxml import etree
+from support.records import RENNES, dsg_record, gro_record, sgr_record
 
 from flux_pmi import schemas
 from flux_pmi.core.errors import InputFileError
@@ -25,7 +26,7 @@ from flux_pmi.flows.build import BuiltPart, FlowHeader, build
 from flux_pmi.flows.build_common import Sizer
 from flux_pmi.flows.build_dsg import DsgLayout
 from flux_pmi.flows.build_gro import GroLayout
-from flux_pmi.flows.records import DsgAddress, DsgRecord, GroRecord, SgrRecord, Source
+from flux_pmi.flows.records import DsgRecord, GroRecord, SgrRecord, Source
 
 PARIS = ZoneInfo("Europe/Paris")
 CREATED = datetime(2026, 11, 23, 20, 14, 35, 516_000, tzinfo=PARIS)
@@ -63,83 +64,11 @@ class Seqs:
 
 
 def gro(i: int, **over) -> GroRecord:
-    values = dict(
-        source=Source("gro-20261123.csv", i + 1),
-        received=date(2026, 11, 20),
-        numorg="351",
-        matricule=f"{1234500 + i:07d}00000000",
-        qual="MME",
-        nom=f"USAGE{i}",
-        nomnai=f"NAISSANCE{i}",
-        prenoms=f"PRENOM{i} SECOND",
-        dtnai="1992-05-00",
-        typedtnai="J",
-        nomcomnai="RENNES",
-        situpro="ACT",
-        dtemm=date(2025, 1, 1),
-        typeadr="D",
-        etatadr="VC",
-        compl_ide_adr="",
-        compl_adr="BAT B",
-        num_voie=str(i + 1),
-        lib_type_voie="RUE",
-        nom_voie="DE L'ÉGLISE & DU <MARCHÉ>",
-        lieu_dist="",
-        num_com="35238",
-        code_pos="35000",
-        nom_com="RENNES",
-        dtdeclgro=date(2026, 11, 18),
-        dtdebgro=date(2026, 9, 1),
-        nbenfchapf=i % 3,
-        motif="01",
-        numorg_ced="",
-        matricule_ced="",
-    )
-    values.update(over)
-    return GroRecord(**values)
+    return gro_record(i, RENNES, **{"source": Source("gro-20261123.csv", i + 1), **over})
 
 
 def dsg(i: int, **over) -> DsgRecord:
-    address = DsgAddress(
-        destinataire=f"MME DESTINATAIRE{i}",
-        point_remise="",
-        complement="",
-        numero_voie=str(i + 1),
-        indice_repetition="",
-        type_voie="RUE",
-        nom_voie="DU CLOCHER",
-        mention_distribution="",
-        code_postal="35000",
-        localite="RENNES",
-        code_pays="F",
-        code_insee="35238",
-    )
-    values = dict(
-        source=Source(f"dsg-{i:04d}.xml", 1),
-        received=date(2026, 11, 20),
-        identification=f"08002781800019d8800025051000132{i:04d}",
-        date="2026-11-20T08:40:05.000+01:00",
-        nom_famille=f"FAMILLE{i}",
-        nom_usage=f"USAGE{i}",
-        prenom=f"PRENOM{i}",
-        nir="290033523804212",
-        adresse=address,
-        telephone="06 01 02 03 04",
-        date_nai="1990-03-03",
-        rang=1,
-        date_dpg="2026-09-03+02:00",
-        rectif_dpg=bool(i % 2),
-        nb_enf_a_naitre=1,
-        rectif_nb_enf_a_naitre=False,
-        date_examen="2026-11-19+01:00",
-        ps_numero="511019861",
-        ps_numero_type="ADELI",
-        ps_numero_am="511019861",
-        ps_nom="DOCTEUR",
-        ps_prenom="JEANNE",
-    )
-    values.update(over)
-    return DsgRecord(**values)
+    return dsg_record(i, RENNES, **over)
 
 
 def fake_pdf(directory: Path, i: int, size: int = 600) -> Path:
@@ -151,19 +80,7 @@ def fake_pdf(directory: Path, i: int, size: int = 600) -> Path:
 
 
 def sgr(i: int, directory: Path, size: int = 600, **over) -> SgrRecord:
-    pdf = fake_pdf(directory, i, size)
-    values = dict(
-        source=Source("sgr-20261123.csv", i + 1),
-        received=date(2026, 11, 19),
-        numorg="351",
-        matricule=f"{7381900 + i:07d}00000000",
-        num_com="35238",
-        dtcreasdp=date(2026, 11, 20),
-        pdf=pdf,
-        pdf_size=pdf.stat().st_size,
-    )
-    values.update(over)
-    return SgrRecord(**values)
+    return sgr_record(i, RENNES, fake_pdf(directory, i, size), **{"source": Source("sgr-20261123.csv", i + 1), **over})
 
 
 # --- validation helpers ----------------------------------------------------------------

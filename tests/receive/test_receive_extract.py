@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 from support import BUSINESS_DATE, NOW, make_demo, open_delivered, record_fingerprints
+from support.records import AJACCIO, dsg_record, gro_record, sgr_record
 
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import FixedClock
 from flux_pmi.core.errors import ExitCode
 from flux_pmi.flows.build import FlowHeader, build
-from flux_pmi.flows.records import DsgAddress, DsgRecord, GroRecord, SgrRecord, Source
+from flux_pmi.flows.records import DsgRecord, GroRecord, SgrRecord
 from flux_pmi.jobs.night import Night
 from flux_pmi.receive import output
 from flux_pmi.receive.extract import COLUMNS, Extracted, ExtractError, Scan, ZipLimits, extract, open_scan
@@ -251,100 +252,21 @@ def header(flow: str) -> FlowHeader:
 
 
 def gro(i: int, **over) -> GroRecord:
-    values = dict(
-        source=Source("gro.csv", i + 1),
-        received=date(2026, 11, 20),
-        numorg="201",
-        matricule=f"{1234500 + i:07d}00000000",
-        qual="MME",
-        nom=f"USAGE{i}",
-        nomnai=f"NAISSANCE{i}",
-        prenoms=f"PRÉNOM{i} SECOND",
-        dtnai="1992-05-00",
-        typedtnai="J",
-        nomcomnai="AJACCIO",
-        situpro="ACT",
-        dtemm=date(2025, 1, 1),
-        typeadr="D",
-        etatadr="VC",
-        compl_ide_adr="",
-        compl_adr="BAT B",
-        num_voie=str(i + 1),
-        lib_type_voie="RUE",
-        nom_voie='DE L\'ÉGLISE & DU <MARCHÉ>; côté "mer"',
-        lieu_dist="",
-        num_com="2A004",
-        code_pos="20000",
-        nom_com="AJACCIO",
-        dtdeclgro=date(2026, 11, 18),
-        dtdebgro=date(2026, 9, 1),
-        nbenfchapf=i % 3,
-        motif="01",
-        numorg_ced="",
-        matricule_ced="",
-    )
-    values.update(over)
-    return GroRecord(**values)
+    # Accents and characters that CSV and XML both escape: what the département reads back must match.
+    return gro_record(i, AJACCIO, **{"prenoms": f"PRÉNOM{i} SECOND",
+                                     "nom_voie": 'DE L\'ÉGLISE & DU <MARCHÉ>; côté "mer"', **over})
 
 
 def dsg(i: int, **over) -> DsgRecord:
-    address = DsgAddress(
-        destinataire=f"MME DESTINATAIRE{i}",
-        point_remise="",
-        complement="APPT 3",
-        numero_voie=str(i + 1),
-        indice_repetition="B",
-        type_voie="RUE",
-        nom_voie="DU CLOCHER",
-        mention_distribution="",
-        code_postal="20000",
-        localite="AJACCIO",
-        code_pays="F",
-        code_insee="2A004",
-    )
-    values = dict(
-        source=Source(f"dsg-{i:04d}.xml", 1),
-        received=date(2026, 11, 20),
-        identification=f"08002781800019d8800025051000132{i:04d}",
-        date="2026-11-20T08:40:05.000+01:00",
-        nom_famille=f"FAMILLE{i}",
-        nom_usage=f"USAGE{i}",
-        prenom=f"PRÉNOM{i}",
-        nir="2900335238042" + "12",
-        adresse=address,
-        telephone="+33 6 01 02 03 04",
-        date_nai="1990-03-03",
-        rang=i + 1,
-        date_dpg="2026-09-03+02:00",
-        rectif_dpg=bool(i % 2),
-        nb_enf_a_naitre=1 + i,
-        rectif_nb_enf_a_naitre=False,
-        date_examen="2026-11-19+01:00",
-        ps_numero="10001234567",
-        ps_numero_type="RPPS",
-        ps_numero_am="511019861",
-        ps_nom="DOCTEUR",
-        ps_prenom="JEANNE",
-    )
-    values.update(over)
-    return DsgRecord(**values)
+    return dsg_record(i, AJACCIO, address={"complement": "APPT 3", "indice_repetition": "B"},
+                      **{"prenom": f"PRÉNOM{i}", "telephone": "+33 6 01 02 03 04", "rang": i + 1,
+                         "nb_enf_a_naitre": 1 + i, "ps_numero": "10001234567", "ps_numero_type": "RPPS", **over})
 
 
 def sgr(i: int, directory: Path, **over) -> SgrRecord:
     pdf = directory / f"scan DUPONT {i}.pdf"
     pdf.write_bytes(b"%PDF-1.4\n" + bytes([65 + i]) * (300 + i) + b"\n%%EOF\n")
-    values = dict(
-        source=Source("sgr.csv", i + 1),
-        received=date(2026, 11, 19),
-        numorg="201",
-        matricule=f"{7381900 + i:07d}00000000",
-        num_com="2A004",
-        dtcreasdp=date(2026, 11, 20 - i),
-        pdf=pdf,
-        pdf_size=pdf.stat().st_size,
-    )
-    values.update(over)
-    return SgrRecord(**values)
+    return sgr_record(i, AJACCIO, pdf, **{"dtcreasdp": date(2026, 11, 20 - i), **over})
 
 
 def built(flow: str, records: list, tmp_path: Path, max_bytes: int = 10_000_000) -> list[bytes]:
