@@ -48,8 +48,14 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, create_parent: b
 
 
 @contextmanager
-def atomic_file(path: Path, *, mode: int = 0o600, create_parent: bool = True) -> Iterator[BinaryIO]:
-    """`atomic_write` for a writer that streams (memory bounded by what it holds, not the file)."""
+def atomic_file(path: Path, *, mode: int = 0o600, create_parent: bool = True,
+                durable: bool = True) -> Iterator[BinaryIO]:
+    """`atomic_write` for a writer that streams (memory bounded by what it holds, not the file).
+
+    `durable=False` skips both fsyncs, for a file nothing trusts after a crash (a plaintext part,
+    rebuilt by the next run until its sealed copy is archived): still complete under its final
+    name or absent, for a crash of the process, not for a power cut.
+    """
     if create_parent:
         private_dir(path.parent)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
@@ -62,12 +68,14 @@ def atomic_file(path: Path, *, mode: int = 0o600, create_parent: bool = True) ->
         with os.fdopen(fd, "w+b") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def remove_temp_files(root: Path) -> int:

@@ -4,23 +4,25 @@ build_dsg, build_gro and build_sgr import these; the dispatcher (build.build) im
 builders. Keeping them apart from the dispatcher means no builder imports the module that
 imports it.
 
-- Streaming. Files are written with `lxml.etree.xmlfile`, one record's elements at a
-  time: a catch-up night may hold thousands of records and the tree is never built.
+- Streaming. Files are written one record at a time, as text (flows/xmlwrite.py, which
+  writes what lxml's `xmlfile` would): a catch-up night may hold thousands of records and
+  the tree is never built.
 - Splitting. A part holds as many records as fit in `max_bytes`, header and trailer
   included. To know whether the next record fits *before* writing it, each record is
-  first rendered into a scratch buffer by the very code that writes it to the file, in
-  the same namespace context, so the measure is exact (the XML flows check it at the end
-  of each part). A record that alone exceeds `max_bytes` is still written, alone in its
+  first rendered in the root's namespace scope, and those very bytes are what the part
+  then writes, so the measure is exact (the XML flows check it at the end of each part). A record that alone exceeds `max_bytes` is still written, alone in its
   part: refusing it would block a declaration that the law says must reach the PMI.
 - Zero records give exactly one part with the header and a zero count: an empty day is
   then distinguishable, at the département, from a lost file.
 - Sequence numbers come from `seq_for_part(part_no)`, asked once per part when the part
   starts (the orchestrator allocates them in its trace store; a rebuild gets the same).
 - Files are plaintext personal data: created 0600 through `os.open`, written under a
-  hidden temporary name and renamed only once complete and synced, so a crash never
-  leaves a half file under a final name. Names carry the flow, the département, the date
-  and the sequence number, never personal data. If a build fails, the files it already
-  wrote in this call are removed too: it gives back every part or none.
+  hidden temporary name and renamed only once complete, so a crash never leaves a half
+  file under a final name. They are not synced: a part is rebuilt, with the same sequence
+  number, until its sealed copy is archived (that one is synced), so a power cut costs a
+  rebuild, not a file. Names carry the flow, the département, the date and the sequence
+  number, never personal data. If a build fails, the files it already wrote in this call
+  are removed too: it gives back every part or none.
 - Determinism: the same records and header give the same bytes (the clock is injected
   as `header.created_at`; nothing reads the time or the environment).
 
@@ -30,19 +32,17 @@ The builders do not validate: the orchestrator runs `schemas.validate_*` on each
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from lxml import etree
-
 from ..core.fsutil import atomic_file
 from .records import Record
+from .xmlwrite import Out
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -89,34 +89,7 @@ def output_name(header: FlowHeader, seq: int) -> str:
 
 
 
-# --- indented incremental writing ------------------------------------------------------
-
-
-class Out:
-    """Writes elements through an `xmlfile`, indenting as the HubEE samples do."""
-
-    def __init__(self, xf: Any, indent: str, depth: int = 1):
-        self.xf, self.indent, self.depth = xf, indent, depth
-
-    def _newline(self) -> None:
-        self.xf.write("\n" + self.indent * self.depth)
-
-    def leaf(self, tag: str, text: str = "", attrib: dict[str, str] | None = None) -> None:
-        self._newline()
-        with self.xf.element(tag, attrib or {}):
-            if text:
-                self.xf.write(text)
-
-    @contextmanager
-    def node(
-        self, tag: str, attrib: dict[str, str] | None = None, nsmap: dict[str, str] | None = None
-    ) -> Iterator[None]:
-        self._newline()
-        with self.xf.element(tag, attrib or {}, nsmap=nsmap):
-            self.depth += 1
-            yield
-            self.depth -= 1
-            self._newline()
+# --- documents and their measure ---------------------------------------------------------
 
 
 class Layout(Protocol):
@@ -146,51 +119,64 @@ class HubeeUtf8Style:
     indent = "    "
 
 
+def _encode(layout: Layout, text: str) -> bytes:
+    # A character the encoding cannot carry (ISO-8859-1's SGR index) is written as a reference.
+    return text.encode(layout.encoding, "xmlcharrefreplace")
+
+
+def frame(layout: Layout, records: Sequence[Any], seq: int, count: int) -> tuple[bytes, bytes]:
+    """The document around its records: (declaration, root and header; trailer and root's end)."""
+    out = Out(layout.indent)
+    root = out.open_root(layout.root_tag, layout.root_attrib, layout.root_nsmap)
+    start_part = getattr(layout, "start_part", None)
+    if start_part is not None:  # a layout whose trailer depends on the part's records (GRO)
+        start_part(records)
+    layout.header(out, count, seq)
+    head = layout.declaration + _encode(layout, root + out.take())
+    layout.trailer(out, count)
+    tail = _encode(layout, out.take() + "\n" + out.root_end(layout.root_tag) + "\n")
+    return head, tail
+
+
 def write_xml(
-    fobj: IO[bytes], layout: Layout, records: Sequence[Any], seq: int, count: int | None = None
+    fobj: IO[bytes],
+    layout: Layout,
+    records: Sequence[Any],
+    seq: int,
+    count: int | None = None,
+    rendered: Callable[[Any, int, int], bytes] | None = None,
 ) -> None:
     """Write one complete document: declaration, header, the records, trailer.
 
     `count` defaults to len(records); it is given alone to measure an empty frame.
+    `rendered(record, index, seq)` gives a record's bytes (a Sizer keeps those it measured).
     """
     count = len(records) if count is None else count
-    fobj.write(layout.declaration)
-    with etree.xmlfile(fobj, encoding=layout.encoding) as xf:
-        with xf.element(layout.root_tag, layout.root_attrib, nsmap=layout.root_nsmap):
-            out = Out(xf, layout.indent)
-            start_part = getattr(layout, "start_part", None)
-            if start_part is not None:  # a layout whose trailer depends on the part's records (GRO)
-                start_part(records)
-            layout.header(out, count, seq)
-            for index, record in enumerate(records, 1):
-                layout.record(out, record, index, seq)
-            layout.trailer(out, count)
-            xf.write("\n")
-    fobj.write(b"\n")
+    head, tail = frame(layout, records, seq, count)
+    fobj.write(head)
+    render = rendered or Sizer(layout).rendered
+    for index, record in enumerate(records, 1):
+        fobj.write(render(record, index, seq))
+    fobj.write(tail)
 
 
 class Sizer:
-    """Measures, byte for byte, what `write_xml` will write, without writing a file.
+    """Measures, byte for byte, what `write_xml` will write, and keeps the bytes it measured.
 
-    Records are rendered inside an open root element with the layout's namespace map,
-    so their namespace declarations are those they will have in the file.
+    Records are rendered in the root's namespace scope, as they are in the file. The bytes of
+    the last measure of each record are kept until `rendered` hands them to the writer: a part
+    holds at most `max_bytes` of them, and each record is rendered once, unless it moves to the
+    next part (its index and the sequence number are in its content).
     """
 
     def __init__(self, layout: Layout):
         self.layout = layout
-        self._stack = ExitStack()
-        self._buf = io.BytesIO()
-        xf = self._stack.enter_context(etree.xmlfile(self._buf, encoding=layout.encoding))
-        self._stack.enter_context(xf.element(layout.root_tag, layout.root_attrib, nsmap=layout.root_nsmap))
-        self._xf = xf
-        self._out = Out(xf, layout.indent)
+        self._out = Out(layout.indent)
+        self._out.open_root(layout.root_tag, layout.root_attrib, layout.root_nsmap)
+        self._kept: dict[int, tuple[int, int, bytes]] = {}
 
     def close(self) -> None:
-        # The scratch root closes into a buffer nobody reads; an error there is irrelevant.
-        try:
-            self._stack.close()
-        except etree.LxmlError:
-            pass
+        self._kept.clear()
 
     def __enter__(self) -> Sizer:
         return self
@@ -200,22 +186,29 @@ class Sizer:
 
     def frame(self, count: int, seq: int) -> int:
         """Size of a part holding `count` records, without the records themselves."""
-        buf = io.BytesIO()
-        write_xml(buf, self.layout, (), seq, count)
-        return buf.tell()
+        head, tail = frame(self.layout, (), seq, count)
+        return len(head) + len(tail)
+
+    def _render(self, record: Any, index: int, seq: int) -> bytes:
+        self.layout.record(self._out, record, index, seq)
+        return _encode(self.layout, self._out.take())
 
     def record(self, record: Any, index: int, seq: int) -> int:
-        self._xf.flush()
-        self._buf.seek(0)
-        self._buf.truncate()
-        self.layout.record(self._out, record, index, seq)
-        self._xf.flush()
-        return self._buf.tell()
+        data = self._render(record, index, seq)
+        self._kept[id(record)] = (index, seq, data)
+        return len(data)
+
+    def rendered(self, record: Any, index: int, seq: int) -> bytes:
+        """The bytes of `record` at `index` in part `seq`: the measured ones when they are kept."""
+        kept = self._kept.pop(id(record), None)
+        if kept is not None and kept[0] == index and kept[1] == seq:
+            return kept[2]
+        return self._render(record, index, seq)
 
     def bytes_of(self, record: Any, index: int, seq: int) -> bytes:
         """The rendering itself (tests use it to check the measure)."""
         self.record(record, index, seq)
-        return self._buf.getvalue()
+        return self._kept[id(record)][2]
 
 
 # --- splitting into parts --------------------------------------------------------------
@@ -285,7 +278,9 @@ class PartWriter:
         if final in self.written:
             # Two parts would share a file name, the second replacing the first.
             raise ValueError("seq_for_part gave the same sequence number to two parts")
-        with atomic_file(final, create_parent=False) as fobj:  # it syncs the folder too
+        # Not synced: a part is plaintext nothing trusts after a crash. Until its sealed copy is
+        # archived (and that is synced), the next run rebuilds it, with the same sequence number.
+        with atomic_file(final, create_parent=False, durable=False) as fobj:
             yield fobj
         self.written.append(final)
 
@@ -355,14 +350,14 @@ def cristal_identification_dossier(out: Out, case: CristalCase, *, department: s
 
 
 def xml_part_emitter(
-    header: FlowHeader, layout: Layout, writer: PartWriter
+    header: FlowHeader, layout: Layout, writer: PartWriter, sizer: Sizer
 ) -> Callable[[int, int, list[Any], int], BuiltPart]:
     """The `emit` of plan_parts for a plain XML flow (GRO, DSG)."""
 
     def emit(part_no: int, seq: int, records: list[Any], planned: int) -> BuiltPart:
         name = output_name(header, seq)
         with writer.create(name) as fobj:
-            write_xml(fobj, layout, records, seq)
+            write_xml(fobj, layout, records, seq, rendered=sizer.rendered)
             written = fobj.tell()
         if written != planned:
             # The splitting rests on this measure: a mismatch is a bug, not a data problem.
@@ -380,5 +375,5 @@ def build_xml(header: FlowHeader, layout: Layout, records: Iterable[Record], tar
             target,
             frame_cost=sizer.frame,
             record_cost=sizer.record,
-            emit=xml_part_emitter(header, layout, writer),
+            emit=xml_part_emitter(header, layout, writer, sizer),
         )

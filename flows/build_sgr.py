@@ -144,7 +144,7 @@ def build_sgr(header: FlowHeader, records: Iterable[SgrRecord], target: Target) 
             with writer.create(name) as fobj:
                 with zipfile.ZipFile(fobj, "w") as archive:
                     with archive.open(_zip_info(index_name, header, zipfile.ZIP_DEFLATED), "w") as member:
-                        write_xml(member, layout, batch, seq)
+                        write_xml(member, layout, batch, seq, rendered=sizer.rendered)
                     for index, record in enumerate(batch, 1):
                         info = _zip_info(pdf_member(index), header, zipfile.ZIP_STORED)
                         with archive.open(info, "w") as member:

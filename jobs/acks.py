@@ -5,7 +5,8 @@ the receiver's application took the file into account. Nothing in a file transfe
 that, so each receiver writes back one small XML file per delivered file (schemas/ack.xsd,
 docs/acks.md): the file's name and SHA-256, OK or KO with a reason code, and its own
 timestamp. `collect` reads them from every enabled département's ack folder and records
-them in the trace.
+them in the trace; a night splits it in two (`start`, then `finish` before it delivers) to
+build its files while the connections open.
 
 An ack changes what we believe was delivered, so it is never taken on trust: one that does
 not parse, names a file we never sent to that département, or carries another SHA-256 than
@@ -36,7 +37,7 @@ from ..trace.store import Emission, TraceStore
 from ..transport.base import AckFile, Transport
 from .deliver import TransportPool
 
-__all__ = ["MAX_AUTO_REEMISSIONS", "AckSummary", "Reemit", "collect"]
+__all__ = ["MAX_AUTO_REEMISSIONS", "AckFetch", "AckSummary", "Reemit", "collect", "finish", "start"]
 
 # A receiver that keeps refusing the same file (its own certificate is wrong, say) would
 # otherwise get a new copy after every KO: past this many copies, an operator decides.
@@ -87,6 +88,65 @@ def _fetch(
         return _Fetched(dept, transport, [], str(exc))
 
 
+class AckFetch:
+    """The ack folders being read in the background, for `finish` to record on the trace's thread.
+
+    The reading is mostly connecting (a national night opens about 100 SSH connections, which
+    the servers take over a second to accept): a night starts it first and builds its files
+    meanwhile. Only the reading runs here; nothing is recorded nor removed before `finish`.
+    """
+
+    def __init__(self, settings: Settings, transport_for: Callable[[Settings, Department], Transport]):
+        self.departments = sorted(settings.enabled_departments(), key=lambda d: d.code)
+        self.pool = transport_for if isinstance(transport_for, TransportPool) else TransportPool(transport_for)
+        self._owns_pool = self.pool is not transport_for
+        workers = max(1, min(settings.delivery.parallel, len(self.departments)))
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acks")
+        self._futures = [self._executor.submit(_fetch, settings, d, self.pool) for d in self.departments]
+
+    def results(self) -> list[_Fetched]:
+        """Every département's reading, in département order, once all are done (a crash re-raised)."""
+        fetched: list[_Fetched] = []
+        crash: BaseException | None = None
+        for future in self._futures:
+            try:
+                fetched.append(future.result())
+            except BaseException as exc:  # noqa: B036 - re-raised below, once every worker is done
+                crash = crash or exc
+        self._executor.shutdown(wait=True)
+        if crash is not None:
+            raise crash
+        return fetched
+
+    def close(self) -> None:
+        """Wait for the readers (a run that stops early records nothing: the acks stay for the next)."""
+        for future in self._futures:
+            future.cancel()
+        self._executor.shutdown(wait=True)
+        if self._owns_pool:
+            self.pool.close()
+
+
+def start(settings: Settings, transport_for: Callable[[Settings, Department], Transport]) -> AckFetch:
+    """Start reading the ack folders of every enabled département (`[delivery] parallel` at once)."""
+    return AckFetch(settings, transport_for)
+
+
+def finish(
+    fetch: AckFetch,
+    trace: TraceStore,
+    now: datetime,
+    *,
+    reemit: Reemit | None = None,
+    run_id: int | None = None,
+) -> AckSummary:
+    """Record and remove what `fetch` read: one by one, in département order, on this thread."""
+    try:
+        return _record_fetched(fetch.results(), trace, now, reemit, run_id)
+    finally:
+        fetch.close()
+
+
 def collect(
     settings: Settings,
     trace: TraceStore,
@@ -104,33 +164,13 @@ def collect(
     connections stay open for the delivery that follows (the pool's owner closes them);
     given a plain factory, they are closed before returning.
     """
+    return finish(start(settings, transport_for), trace, now, reemit=reemit, run_id=run_id)
+
+
+def _record_fetched(fetched: list[_Fetched], trace: TraceStore, now: datetime, reemit: Reemit | None,
+                    run_id: int | None) -> AckSummary:
     summary = AckSummary()
     log = get_logger("flux-pmi.acks")
-    departments = sorted(settings.enabled_departments(), key=lambda d: d.code)
-    if not departments:
-        return summary
-    pool = transport_for if isinstance(transport_for, TransportPool) else TransportPool(transport_for)
-    try:
-        return _collect(departments, settings, trace, pool, now, reemit, run_id, summary, log)
-    finally:
-        if pool is not transport_for:
-            pool.close()
-
-
-def _collect(departments: list[Department], settings: Settings, trace: TraceStore, transport_for: TransportPool,
-             now: datetime, reemit: Reemit | None, run_id: int | None, summary: AckSummary, log: Any) -> AckSummary:
-    fetched: list[_Fetched] = []
-    crash: BaseException | None = None
-    workers = max(1, min(settings.delivery.parallel, len(departments)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acks") as executor:
-        futures = [executor.submit(_fetch, settings, d, transport_for) for d in departments]
-        for future in futures:
-            try:
-                fetched.append(future.result())
-            except BaseException as exc:  # noqa: B036 - re-raised below, once every worker is done
-                crash = crash or exc
-    if crash is not None:
-        raise crash
     for item in fetched:
         code = item.department.code
         if item.error is not None:

@@ -162,17 +162,13 @@ class Night:
             self._prepare()
             self._load_sender()
             self._secure_consumed(trace)
-            self._collect_acks(trace, run_id, report)
-            batches = self._batches(trace, business_date, run_id, report)
-            # Input set aside tonight as a duplicate is a plaintext copy of upstream's file: sealed now.
-            consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
-            for i, batch in enumerate(batches, 1):
-                if self.stop.is_set():
-                    break
-                self._process_batch(trace, batch, run_id, report)
-                self.progress(f"{batch.flow} {batch.business_date}: batch {i}/{len(batches)} built")
-            if not self.stop.is_set():
-                self._replay_parked(trace, run_id, report)
+            # Read while the files are built (connecting is most of it), recorded before delivering.
+            fetching = self._start_acks(trace)
+            try:
+                self._build_all(trace, business_date, run_id, report)
+                self._finish_acks(fetching, trace, run_id, report)
+            finally:
+                fetching.close()
             self._write_rejects_report(trace, run_id, report)
             if not self.stop.is_set():
                 self.deliver(trace, run_id, report)
@@ -236,20 +232,34 @@ class Night:
 
     # -- acknowledgements first, housekeeping last ----------------------------------------------
 
-    def _collect_acks(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
-        """Record the départements' acks before emitting, so a KO can be re-emitted tonight."""
+    def _start_acks(self, trace: TraceStore) -> acks.AckFetch:
+        # A held département is not connected to at all, not even for its acks: they wait for the resume.
+        return acks.start(_disabled(self.settings, trace.active_holds()), self._transports)
+
+    def _finish_acks(self, fetching: acks.AckFetch, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        """Record the départements' acks before delivering, so a KO is re-emitted (and sent) tonight."""
         now = self.clock.now()
 
         def auto_reemit(emission_id: int, *, reason: str) -> object:
             return reemit.reemit_emission(self.settings, trace, self.archive, emission_id, now=now,
                                           by=reemit.AUTO_REQUESTER, reason=reason)
 
-        # A held département is not connected to at all, not even for its acks: they wait for the resume.
-        settings = _disabled(self.settings, trace.active_holds())
-        summary = acks.collect(settings, trace, self._transports, now, reemit=auto_reemit,
-                               run_id=run_id)
+        summary = acks.finish(fetching, trace, now, reemit=auto_reemit, run_id=run_id)
         report.acks = summary
         report.problems.extend(f"acks: {e}" for e in summary.errors)
+
+    def _build_all(self, trace: TraceStore, business_date: date, run_id: int, report: NightReport) -> None:
+        """Claim the inbox, then parse, check, route, build, validate, seal and archive every batch."""
+        batches = self._batches(trace, business_date, run_id, report)
+        # Input set aside tonight as a duplicate is a plaintext copy of upstream's file: sealed now.
+        consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
+        for i, batch in enumerate(batches, 1):
+            if self.stop.is_set():
+                break
+            self._process_batch(trace, batch, run_id, report)
+            self.progress(f"{batch.flow} {batch.business_date}: batch {i}/{len(batches)} built")
+        if not self.stop.is_set():
+            self._replay_parked(trace, run_id, report)
 
     def _housekeeping(self, trace: TraceStore, report: NightReport) -> None:
         if self.purge and not self.stop.is_set():
