@@ -10,12 +10,14 @@ Layout: `<root>/<business date YYYY/MM/DD>/<name>...`, which makes the purge by 
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from datetime import date
 from pathlib import Path
 
 from ..core.errors import ArchiveError
-from ..core.fsutil import atomic_write, private_dir, remove_temp_files
+from ..core.fsutil import atomic_write, fsync_dir, private_dir, remove_temp_files
 from ..testing import faults
 
 SEALED_SUFFIX = ".p7m"
@@ -35,6 +37,17 @@ class ArchiveStore:
         atomic_write(day / f"{name}{ARCHIVE_SUFFIX}", archive_copy)
         faults.point("archive-mid")
         atomic_write(day / f"{name}{SEALED_SUFFIX}", sealed)
+        return day / f"{name}{SEALED_SUFFIX}"
+
+    def adopt(self, business_date: date, name: str, sealed: Path, archive_copy: Path) -> Path:
+        """`put` for copies already written (by a worker, unsynced): synced, then moved in, the sealed one last.
+
+        A rename when the work folder is on the archive's file system, a synced copy otherwise.
+        """
+        day = private_dir(self.day_dir(business_date))
+        _move_in(archive_copy, day / f"{name}{ARCHIVE_SUFFIX}")
+        faults.point("archive-mid")
+        _move_in(sealed, day / f"{name}{SEALED_SUFFIX}")
         return day / f"{name}{SEALED_SUFFIX}"
 
     def sealed_path(self, business_date: date, name: str) -> Path:
@@ -73,3 +86,20 @@ class ArchiveStore:
 
     def cleanup(self) -> int:
         return remove_temp_files(self.root)
+
+
+def _move_in(src: Path, dst: Path) -> None:
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        atomic_write(dst, src.read_bytes())  # another file system: a synced copy (one file's bytes)
+        src.unlink(missing_ok=True)
+        return
+    fsync_dir(dst.parent)

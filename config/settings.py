@@ -10,6 +10,7 @@ the TOML: a passphrase comes from an environment variable or an owner-only file.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -192,6 +193,22 @@ class DeliveryPolicy(Strict):
     timeout_seconds: PositiveFloat = 60.0
 
 
+def _default_processes() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+class BuildPolicy(Strict):
+    """[build]: how many processes parse, build, validate and seal (the CPU of a night).
+
+    A night is CPU-bound in Python, which runs on one core per process. `processes = 1` keeps
+    everything in the run's own process; the default is the number of cores, at most 4. Below
+    `min_jobs` files or départements in a batch, the processes do not pay for their start.
+    """
+
+    processes: PositiveInt = Field(default_factory=_default_processes)
+    min_jobs: PositiveInt = 8
+
+
 class Retention(Strict):
     # The convention sets two counts that pull in opposite directions: annexe 2 §3 keeps the
     # flows (the archive) at least 3 months after their transmission, art. 5 keeps the trace of
@@ -295,6 +312,7 @@ class Settings:
     service: Service = Service()
     hubee: Hubee | None = None
     notify: Notify | None = None  # no [notify] table: no incident notices
+    build: BuildPolicy = BuildPolicy()
 
     def enabled_departments(self) -> list[Department]:
         return [d for d in self.departments.values() if d.enabled]
@@ -506,6 +524,7 @@ class _File(Strict):
     sender: _SenderTable
     limits: Limits = Limits()
     delivery: DeliveryPolicy = DeliveryPolicy()
+    build: BuildPolicy = BuildPolicy()
     defaults: _Defaults = _Defaults()
     registry: _RegistryRef = _RegistryRef()
     departments: dict[str, _DepartmentTable] = {}
@@ -537,7 +556,7 @@ def load(path: str | Path, *, check_files: bool = True) -> Settings:
     for dept in departments.values():
         _check_uses(file, dept, hubee)
     return Settings(file=file, base=base, paths=model.paths.build(base), sender=model.sender.sender,
-                    limits=model.limits, delivery=model.delivery, departments=departments, raw=raw,
+                    limits=model.limits, delivery=model.delivery, build=model.build, departments=departments, raw=raw,
                     retention=model.retention, service=model.service.build(), hubee=hubee,
                     notify=model.notify.build() if model.notify is not None else None)
 

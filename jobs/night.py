@@ -18,7 +18,8 @@ import shutil
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Generator
+from concurrent.futures import BrokenExecutor
 from dataclasses import astuple, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -29,26 +30,25 @@ from ..archive import consumed as consumed_store
 from ..config.settings import Department, Settings
 from ..core import workdays
 from ..core.clock import Clock
-from ..core.errors import ExitCode, FluxError, InputFileError, SchemaError, SealError
+from ..core.errors import ExitCode, FluxError, InputFileError
 from ..core.fsutil import private_dir, remove_temp_files
 from ..core.log import bind_run, unbind_run
 from ..core.log import get as get_logger
 from ..core.names import emission_name
-from ..flows.build import FlowHeader, build
+from ..flows.build import FlowHeader
 from ..flows.codes import recipient_of_commune, recipient_of_idepart
 from ..flows.parse import Limits as ParseLimits
 from ..flows.parse import parse_file
 from ..flows.records import FLOWS, DsgRecord, GroRecord, Reject, SgrRecord
 from ..inbox import claim as inbox
 from ..report import rejects as rejects_report
-from ..schemas import validate_file, validate_sgr_zip
 from ..seal import certs, cms
 from ..testing import faults
 from ..trace.lifecycle import ParkedState, RunStatus, Status
 from ..trace.store import Emission, TraceStore
 from ..transport.base import Transport
 from ..transport.registry import transport_for
-from . import acks, guards, notices, reemit, retention
+from . import acks, guards, notices, prepare, reemit, retention
 from .deliver import Deliverer, TransportPool
 
 
@@ -139,6 +139,8 @@ class Night:
         self._certs: dict[str, Any] = {}
         # One transport per département for a whole run, closed at its end: the acks' connection delivers too.
         self._transports = TransportPool(transport_factory)
+        # Worker processes for the CPU of the run, started when a batch is big enough, stopped at its end.
+        self.workers = prepare.Workers(self.settings.build.processes, self.settings.build.min_jobs)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -201,6 +203,7 @@ class Night:
             self.log.info("run.end", run=run_id, status=status, exit_code=int(code), records=t.records,
                           rejects=t.rejects, files=t.files, bytes=t.bytes, seconds=round(report.seconds, 3))
             self._transports.close()
+            self.workers.close()
             unbind_run()
             if own_trace:
                 trace.close()
@@ -429,7 +432,11 @@ class Night:
 
     def _emit_batch(self, trace: TraceStore, batch: inbox.Batch, routed: _Routed, rejects_by_dept: dict[str, int],
                     run_id: int, report: NightReport) -> bool:
-        """Emit for every target département; False when one is left undone (the batch stays open)."""
+        """Emit for every target département; False when one is left undone (the batch stays open).
+
+        The départements' files are built, validated and sealed by the run's workers (jobs/prepare.py),
+        in parallel; each is then recorded here, in département order, as it would have been built here.
+        """
         flow = batch.flow
         existing: dict[str, list[Emission]] = defaultdict(list)
         for e in trace.emissions_of_batch(batch.id):
@@ -438,88 +445,137 @@ class Night:
         for d in self._empty_flow_departments(flow):
             if d.code not in targets and not trace.has_emission_on(flow, d.code, batch.business_date):
                 targets.add(d.code)
-        complete = True
+        out_dir = self._run_out_dir(batch, run_id)
+        jobs: list[prepare.BuildJob] = []
         for code in sorted(targets):
-            if self.stop.is_set():
-                return False
-            line = report.lines[(flow, code)]
             if existing[code] and all(e.archived_at for e in existing[code]):
                 continue  # archived by an earlier, interrupted run: only delivery is left
             recs = sorted(routed.by_dept.get(code, []), key=lambda r: (r.source.file, r.source.line))
-            try:
-                complete &= self._emit(trace, batch, routed.enabled[code], recs, rejects_by_dept.get(code, 0),
-                                       run_id, line, report)
-            except OSError as exc:  # a full disk, say: this département waits, the others go on
-                complete = False
-                report.problems.append(f"{flow} {code}: cannot build: {exc.strerror or exc}")
-                self.log.error("emission.build_failed", flow=flow, department=code, error=exc.strerror or str(exc))
+            jobs.append(self._build_job(trace, batch, routed.enabled[code], recs, existing[code], out_dir))
+        complete = True
+        results = self.workers.map(prepare.prepare, jobs, self.settings.sender)
+        assert isinstance(results, Generator)
+        try:
+            for job, result in zip(jobs, results, strict=True):
+                if self.stop.is_set():
+                    return False
+                complete &= self._emit(trace, batch, routed.enabled[job.header.department], job, result,
+                                       rejects_by_dept.get(job.header.department, 0), run_id, report)
+        finally:
+            results.close()  # what was not recorded is cancelled; its files go with the folder
+            shutil.rmtree(out_dir, ignore_errors=True)
         return complete
 
-    def _emit(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any], rejects: int,
-              run_id: int, line: LineSummary, report: NightReport) -> bool:
-        """Build, validate, seal and archive the emission(s) of one département. False if one is left undone."""
-        flow, now = batch.flow, self.clock.now()
-        rows: dict[int, Emission] = {}
+    def _emit_one(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any], run_id: int,
+                  report: NightReport) -> bool:
+        """Emit one département's records of a batch, here (the replay of parked records)."""
+        existing = [e for e in trace.emissions_of_batch(batch.id) if e.department == dept.code]
+        out_dir = self._run_out_dir(batch, run_id)
+        try:
+            job = self._build_job(trace, batch, dept, records, existing, out_dir)
+            return self._emit(trace, batch, dept, job, lambda: prepare.prepare(job, self.settings.sender), 0, run_id,
+                              report)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
 
-        def seq_for_part(part: int) -> int:
-            rows[part] = trace.get_or_create_emission(batch.id, flow, dept.code, batch.business_date, part, now)
-            return rows[part].seq
+    def _run_out_dir(self, batch: inbox.Batch, run_id: int) -> Path:
+        """This run's own folder for the batch's files; earlier runs' leftovers (plaintext) removed."""
+        out = private_dir(self.paths.work / f"batch-{batch.id:06d}" / "out")
+        for old in out.iterdir():
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        return private_dir(out / f"run-{run_id:06d}")
 
-        header = FlowHeader(flow=flow, department=dept.code, numorg=dept.numorg[0], siret=dept.siret,
+    def _build_job(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any],
+                   existing: list[Emission], out_dir: Path) -> prepare.BuildJob:
+        now = self.clock.now()
+        header = FlowHeader(flow=batch.flow, department=dept.code, numorg=dept.numorg[0], siret=dept.siret,
                             business_date=batch.business_date, created_at=now)
-        out_dir = private_dir(self.paths.work / f"batch-{batch.id:06d}" / "out")
+        # A rebuild gets the numbers an interrupted run allocated; new parts the next ones, in a row.
+        seqs = prepare.SeqPlan(tuple(sorted((e.part, e.seq) for e in existing)),
+                               trace.peek_next_seq(batch.flow, dept.code))
+        assert dept.certificate is not None
+        return prepare.BuildJob(header=header, records=records, out_dir=out_dir,
+                                max_bytes=self.settings.limits.max_file_bytes, seqs=seqs,
+                                recipient_certificate=dept.certificate, now=now)
+
+    def _emit(self, trace: TraceStore, batch: inbox.Batch, dept: Department, job: prepare.BuildJob,
+              result: Callable[[], prepare.Prepared], rejects: int, run_id: int, report: NightReport) -> bool:
+        """Record, archive and trace the emission(s) of one département. False if one is left undone."""
+        flow = batch.flow
+        prepared: prepare.Prepared | None = None
+        try:
+            faults.point("build")
+            prepared = result()
+            if prepared.error is not None:
+                raise prepared.error
+            return self._record_prepared(trace, batch, dept, prepared.parts, rejects, run_id,
+                                         report.lines[(flow, dept.code)], report)
+        except (OSError, BrokenExecutor) as exc:  # a full disk, say: this département waits, the others go on
+            # A worker process that died (killed, out of memory) breaks the pool: what it held waits too.
+            why = "a worker process died" if isinstance(exc, BrokenExecutor) else exc.strerror or str(exc)
+            report.problems.append(f"{flow} {dept.code}: cannot build: {why}")
+            self.log.error("emission.build_failed", flow=flow, department=dept.code, error=why)
+            return False
+        finally:
+            if prepared is not None:
+                prepare.discard(prepared.parts)  # the sealed copies not taken by the archive
+
+    def _record_prepared(self, trace: TraceStore, batch: inbox.Batch, dept: Department,
+                         parts: list[prepare.PreparedPart], rejects: int, run_id: int, line: LineSummary,
+                         report: NightReport) -> bool:
+        flow, now = batch.flow, self.clock.now()
         done = LineSummary()
         ok = True
         # One commit for the département's emissions, once their files are archived (a crash before
         # it rebuilds them with the same sequence numbers): not one per emission and per state.
         with trace.group():
-            faults.point("build")
-            parts = build(header, records, out_dir=out_dir, max_bytes=self.settings.limits.max_file_bytes,
-                          seq_for_part=seq_for_part)
+            rows: dict[int, Emission] = {}
+            for part in parts:
+                rows[part.part] = trace.get_or_create_emission(batch.id, flow, dept.code, batch.business_date,
+                                                               part.part, now)
+                if rows[part.part].seq != part.seq:  # the plan and the trace disagree: a bug, never a data problem
+                    raise RuntimeError(f"{flow} {dept.code}: part {part.part} built as seq {part.seq}, "
+                                       f"the trace allocated {rows[part.part].seq}")
             for part in parts:
                 row = rows[part.part]
+                if row.archived_at:
+                    continue
                 try:
-                    if row.archived_at:
-                        continue
-                    self._seal_and_archive(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0,
-                                           run_id)
+                    self._archive_part(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0, run_id)
                     done.records += len(part.record_keys)
                     done.files += 1
-                    done.bytes += trace.emission(row.id).size or 0
-                except (SchemaError, SealError) as exc:
+                    done.bytes += part.size
+                except prepare.Unsealed as exc:
                     ok = False
                     trace.transition(row.id, Status.BUILD_FAILED, self.clock.now(), run_id=run_id,
                                      last_error=str(exc)[:500])
                     report.problems.append(f"{flow} {dept.code}: {exc}")
                     self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
-                finally:
-                    part.path.unlink(missing_ok=True)  # the plaintext never outlives its seal
         line.records += done.records
         line.files += done.files
         line.bytes += done.bytes
         return ok
 
-    def _seal_and_archive(self, trace: TraceStore, row: Emission, part: Any, dept: Department, nparts: int,
-                          rejects: int, run_id: int) -> None:
+    def _archive_part(self, trace: TraceStore, row: Emission, part: prepare.PreparedPart, dept: Department,
+                      nparts: int, rejects: int, run_id: int) -> None:
         if row.status != Status.BUILT:
             trace.transition(row.id, Status.BUILT, self.clock.now(), run_id=run_id, detail="rebuilt")
-        if row.flow == "SGR":
-            validate_sgr_zip(part.path)
-        else:
-            validate_file(row.flow, part.path)
+        if part.error is not None:
+            raise prepare.Unsealed(part.error)
         faults.point("validated")
-        sealed = cms.seal(part.path.read_bytes(), signer_cert=self.signer_cert, signer_key=self.signer_key,
-                          recipient_cert=self._recipient_cert(dept), archive_cert=self.archive_cert,
-                          now=self.clock.now())
         sealed_at = self.clock.now()
         faults.point("sealed")
+        assert part.sealed is not None and part.archive_copy is not None
         name = emission_name(row.flow, dept.code, date.fromisoformat(row.business_date), row.seq, part.part, nparts)
-        self.archive.put(date.fromisoformat(row.business_date), name, sealed.for_recipient, sealed.for_archive)
+        self.archive.adopt(date.fromisoformat(row.business_date), name, part.sealed, part.archive_copy)
         faults.point("archived-file")
         with trace.group():  # sealed and archived in one commit, once the files are on disk
             trace.transition(row.id, Status.SEALED, sealed_at, run_id=run_id)
             trace.mark_archived(
-                row.id, self.clock.now(), file_name=name, size=len(sealed.for_recipient), sha256=sealed.sha256,
+                row.id, self.clock.now(), file_name=name, size=part.size, sha256=part.sha256,
                 records=[(k, r, workdays.deadlines(r, dept.code)) for k, r in zip(part.record_keys, part.received,
                                                                                  strict=True)],
                 rejects_count=rejects, run_id=run_id,
@@ -576,7 +632,7 @@ class Night:
             ok = True
             if todo:
                 batch = inbox.Batch(batch_id, flow, date.fromisoformat(row.business_date), folder)
-                ok = self._emit(trace, batch, dept, todo, 0, run_id, report.lines[(flow, dept.code)], report)
+                ok = self._emit_one(trace, batch, dept, todo, run_id, report)
                 shutil.rmtree(self.paths.work / f"batch-{batch_id:06d}", ignore_errors=True)  # its `out/`
             if ok:
                 trace.close_parked(row.id, self.clock.now(), ParkedState.EMITTED, len(todo))

@@ -265,14 +265,18 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
         The sequences table is the memory; the emissions rows are consulted too so that a row
         written by an older version (before the table existed) can never be repeated.
         """
-        seq = self.db.execute(
-            "SELECT MAX(COALESCE((SELECT last_seq FROM sequences WHERE flow=? AND department=?), 0),"
-            " COALESCE((SELECT MAX(seq) FROM emissions WHERE flow=? AND department=?), 0)) + 1",
-            (flow, department, flow, department)).fetchone()[0]
+        seq = self.peek_next_seq(flow, department)
         self.db.execute(
             "INSERT INTO sequences(flow, department, last_seq) VALUES (?,?,?)"
             " ON CONFLICT(flow, department) DO UPDATE SET last_seq=excluded.last_seq", (flow, department, seq))
         return int(seq)
+
+    def peek_next_seq(self, flow: str, department: str) -> int:
+        """The sequence number the next new emission of (flow, département) will get, without taking it."""
+        return int(self.db.execute(
+            "SELECT MAX(COALESCE((SELECT last_seq FROM sequences WHERE flow=? AND department=?), 0),"
+            " COALESCE((SELECT MAX(seq) FROM emissions WHERE flow=? AND department=?), 0)) + 1",
+            (flow, department, flow, department)).fetchone()[0])
 
     def last_seq(self, flow: str, department: str) -> int:
         row = self.db.execute("SELECT last_seq FROM sequences WHERE flow=? AND department=?",

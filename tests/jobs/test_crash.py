@@ -219,3 +219,38 @@ def test_sigkill_between_recording_an_ack_and_removing_it_records_it_once(tmp_pa
     assert sorted(recorded) == sorted(set(recorded)) and len(recorded) == len(sent)
     assert statuses == {"acknowledged"}
     _check(root, clean)
+
+
+# -- with worker processes (jobs/prepare.py): the same points, the same outcome --------------------
+
+WORKER_POINTS = ["build:2", "validated:3", "sealed:4", "archive-mid:3", "archived-file:5", "archived:6"]
+
+
+def with_workers(root: Path) -> None:
+    """Every batch built by two worker processes, however small (the default waits for 8 jobs)."""
+    config = root / "flux-pmi.toml"
+    config.write_text(config.read_text() + "\n[build]\nprocesses = 2\nmin_jobs = 1\n")
+
+
+@pytest.mark.parametrize("point", WORKER_POINTS)
+def test_sigkill_while_workers_build_then_rerun(tmp_path, point, clean):
+    root = tmp_path / "demo"
+    make_demo(root, departments=DEPTS)
+    with_workers(root)
+    _kill(root, point)
+    _rerun(root)
+    _check(root, clean)
+    assert not [p for p in (root / "work").rglob("*") if p.is_file() and "batch-" in str(p)], \
+        "a worker's plaintext or sealed copy outlived the run"
+
+
+def test_a_worker_killed_mid_build_leaves_its_files_for_the_next_run(tmp_path, clean):
+    """The kill is the worker's own (the run survives it): its départements wait, exit 3, then the rerun sends them once."""
+    root = tmp_path / "demo"
+    make_demo(root, departments=DEPTS)
+    with_workers(root)
+    first = run_cli(*_args(root), env_extra={"FLUX_PMI_CRASH_AT": "prepare"})
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert "a worker process died" in first.stdout + first.stderr
+    _rerun(root)
+    _check(root, clean)

@@ -596,3 +596,14 @@ def test_a_fresh_session_that_dies_is_not_retried_here(partner, keys, tmp_path, 
         t.deliver(item)
     assert "connection lost" in exc.value.reason and not exc.value.permanent
     assert NAPS == [] and logins(partner) == 1  # the night's own retry decides when to try again
+
+
+def test_known_hosts_is_read_again_once_it_changes(partner, keys, tmp_path):
+    """Pins are read once per version of the file (a national known_hosts pins ~100 partners): an edit still counts."""
+    with transport(partner, keys["ed25519"][0], tmp_path) as t:
+        t.deliver(sealed(tmp_path, "DSG_035_20261123_000001.xml.p7m", b"first", "DSG"))
+    with transport(partner, keys["ed25519"][0], tmp_path, wrong_pin=True) as t:  # the same file, another key
+        with pytest.raises(HostKeyError, match="CHANGED"):
+            t.deliver(sealed(tmp_path, "DSG_035_20261123_000002.xml.p7m", b"second", "DSG"))
+    with transport(partner, keys["ed25519"][0], tmp_path) as t:  # and back
+        assert not t.deliver(sealed(tmp_path, "DSG_035_20261123_000002.xml.p7m", b"second", "DSG")).already_there
