@@ -46,6 +46,9 @@ class LocalFolder:
     def temp_name(self, name: str) -> str:
         return f"{TMP_PREFIX}{name}"
 
+    def open_ahead(self, temps: Sequence[str]) -> None:
+        pass  # no round trip to save: `write` opens them
+
     def remove_temps(self, name: str) -> None:
         for stale in self.folder.glob(f"{TMP_PREFIX}{name}*"):
             stale.unlink(missing_ok=True)

@@ -44,6 +44,7 @@ from paramiko.sftp import (
     CMD_OPENDIR,
     CMD_READDIR,
     CMD_REMOVE,
+    CMD_STATUS,
     CMD_VERSION,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
@@ -242,13 +243,27 @@ class Sftp(paramiko.SFTPClient):
         return data
 
 
+class _Kept:
+    """Where paramiko puts the answers it reads while waiting for another one.
+
+    Requests sent with `type(None)` as their owner have their answers dropped in that case; ours
+    must be read, whatever order they are waited for in (the opens sent ahead of a stat, say).
+    """
+
+    def __init__(self) -> None:
+        self.answers: dict[int, tuple[int, Any]] = {}
+
+    def _async_response(self, t: int, msg: Any, num: int) -> None:  # paramiko's callback name
+        self.answers[num] = (t, msg)
+
+
 class SftpFolder:
     """upload.RemoteFolder over one folder of an open session.
 
     The server answers the requests of a session in the order they came (OpenSSH's sftp-server
     does), so requests whose answers do not decide anything are sent without waiting, and those
     that do are sent together and their answers read in order: a delivery (file and marker) costs
-    five round trips (stat; both opens; writes, fsyncs and sizes; two renames), not a dozen.
+    four round trips (stat with both opens; writes, fsyncs and sizes; two renames), not a dozen.
     """
 
     kind = "sftp"
@@ -256,6 +271,18 @@ class SftpFolder:
     def __init__(self, sftp: Sftp, folder: str, department: str):
         self.sftp, self.folder, self.department = sftp, folder, department
         self._raw = _raw(sftp)
+        self._ahead: dict[str, int] = {}  # temporary -> its OPEN request, sent ahead (open_ahead)
+        self._kept = _Kept()
+
+    def _answer(self, num: int) -> tuple[int, Any]:
+        """The answer to request `num` (one of ours, sent with `self._kept`); an error status raises IOError."""
+        kept = self._kept.answers.pop(num, None)
+        if kept is None:
+            return self._raw._read_response(num)
+        t, msg = kept
+        if t == CMD_STATUS:
+            self._raw._convert_status(msg)
+        return t, msg
 
     def where(self, name: str) -> str:
         return posixpath.join(self.folder, name)
@@ -263,10 +290,29 @@ class SftpFolder:
     def temp_name(self, name: str) -> str:
         return f".{name}.part"
 
+    def open_ahead(self, temps: Sequence[str]) -> None:
+        for tmp in temps:
+            self._ahead[tmp] = self._send_open(tmp)
+
+    def _send_open(self, tmp: str) -> int:
+        raw = self._raw
+        return int(raw._async_request(self._kept, CMD_OPEN, raw._adjust_cwd(self.where(tmp)), WRITE_FLAGS,
+                                      paramiko.SFTPAttributes()))
+
     def remove_temps(self, name: str) -> None:
-        # Unawaited: publish's next request (a stat) is answered after them, so they are done by then.
-        for n in (name, f"{name}.sha256"):
-            self.sftp.remove_unawaited(self.where(self.temp_name(n)))
+        # The handles opened ahead are closed first (an open file descriptor each, in sftp-server).
+        ahead, self._ahead = list(self._ahead.values()), {}
+        try:
+            self._close_unawaited(self._handles(ahead))
+        except (OSError, SFTPError):  # one refused: `_handles` closed the others
+            pass
+        # The last removal awaited: its answer comes after all the requests above (handled in order),
+        # so nothing is left pending when a delivery ends here (refused) and the session closes.
+        self.sftp.remove_unawaited(self.where(self.temp_name(name)))
+        try:
+            self.sftp.remove(self.where(self.temp_name(f"{name}.sha256")))
+        except OSError:  # gone already (the usual answer), or not ours to remove: housekeeping either way
+            pass
 
     def stat(self, name: str) -> Entry | None:
         attrs = self.sftp.stat_or_none(self.where(name))
@@ -297,9 +343,7 @@ class SftpFolder:
         and close sent together, and every answer that matters read in order: the write statuses
         too, which paramiko's own pipelined writes drop, so a refused write (disk full) is an
         error, not a hole in the file."""
-        raw = self._raw
-        opens = [raw._async_request(type(None), CMD_OPEN, raw._adjust_cwd(self.where(tmp)), WRITE_FLAGS,
-                                    paramiko.SFTPAttributes()) for tmp, _src in files]
+        opens = [self._ahead.pop(tmp) if tmp in self._ahead else self._send_open(tmp) for tmp, _src in files]
         handles = self._handles(opens)
         awaited: deque[int] = deque()
         open_handles = list(handles)
@@ -317,7 +361,7 @@ class SftpFolder:
         handles, error = [], None
         for num in opens:
             try:
-                t, msg = self._raw._read_response(num)
+                t, msg = self._answer(num)
                 if t != CMD_HANDLE:
                     raise SFTPError("Expected handle")
                 handles.append(msg.get_binary())
@@ -345,7 +389,7 @@ class SftpFolder:
         for chunk in iter(lambda: src.read(CHUNK), b""):
             for i in range(0, len(chunk), step):
                 piece = chunk[i:i + step]
-                awaited.append(raw._async_request(type(None), CMD_WRITE, handle, int64(offset), piece))
+                awaited.append(raw._async_request(self._kept, CMD_WRITE, handle, int64(offset), piece))
                 offset += len(piece)
                 if len(awaited) > WRITE_WINDOW:
                     self._answers(awaited, [], keep=WRITE_WINDOW // 2)
@@ -358,10 +402,10 @@ class SftpFolder:
         raw = self._raw
         synced = "fsync@openssh.com" in self.sftp.extensions
         if synced:
-            awaited.append(raw._async_request(type(None), CMD_EXTENDED, "fsync@openssh.com", handle))
-        size = raw._async_request(type(None), CMD_FSTAT, handle)
+            awaited.append(raw._async_request(self._kept, CMD_EXTENDED, "fsync@openssh.com", handle))
+        size = raw._async_request(self._kept, CMD_FSTAT, handle)
         awaited.append(size)
-        close = raw._async_request(type(None), CMD_CLOSE, handle)
+        close = raw._async_request(self._kept if not synced else type(None), CMD_CLOSE, handle)
         open_handles.remove(handle)
         if not synced:
             awaited.append(close)
@@ -373,7 +417,7 @@ class SftpFolder:
         entries = []
         while len(awaited) > keep:
             num = awaited.popleft()
-            t, msg = self._raw._read_response(num)
+            t, msg = self._answer(num)
             if num in sizes:
                 if t != CMD_ATTRS:
                     raise SFTPError("Expected attributes")

@@ -3,8 +3,9 @@
 The local drop and SFTP publish the same way, so a receiver listing the folder never sees a
 partial file under its final name, and a rerun after a crash sends nothing twice:
 
-1. leftovers of an interrupted delivery (temporaries) are removed: a temporary never
-   carried the final name;
+1. a temporary never carries the final name, and is opened truncated: what an interrupted
+   delivery left under it is overwritten, then renamed or removed; when the file turns out to
+   be there already, the temporaries are removed instead;
 2. a file already under the final name is ours only with the same size and either our
    `.sha256` marker beside it or, the marker missing (a crash between rename and marker),
    the same SHA-256; then only the marker is completed. Anything else is refused, permanently;
@@ -66,8 +67,14 @@ class RemoteFolder(Protocol):
 
     def temp_name(self, name: str) -> str: ...
 
+    def open_ahead(self, temps: Sequence[str]) -> None:
+        """The temporaries `publish` writes next if the file is not there yet, announced before it
+        knows: a folder may open them now (SFTP: along with the stat, one round trip for both).
+        `write` takes them up; `remove_temps` lets them go."""
+        ...
+
     def remove_temps(self, name: str) -> None:
-        """Remove what an interrupted delivery of `name` (file or marker) left under temporary names."""
+        """Remove the temporaries of `name` (file or marker): opened ahead, or left by an interrupted delivery."""
         ...
 
     def stat(self, name: str) -> Entry | None: ...
@@ -188,9 +195,14 @@ def publish(fs: RemoteFolder, item: Delivery, src: Source) -> Receipt:
     """Deliver `item` (its bytes read from `src`) into `fs`, idempotently; see the module's steps."""
     name = item.file_name
     expected = sha256_line(item.sha256, name)
-    fs.remove_temps(name)
-    entry = fs.stat(name)
+    fs.open_ahead([fs.temp_name(name), fs.temp_name(name + MARKER_SUFFIX)])
+    try:
+        entry = fs.stat(name)
+    except BaseException:
+        fs.remove_temps(name)
+        raise
     if entry is not None:
+        fs.remove_temps(name)
         return _already_there(fs, item, entry, expected)
     # A marker without its file describes nothing a receiver could take: not beside the new one.
     fs.remove(name + MARKER_SUFFIX, wait=False)

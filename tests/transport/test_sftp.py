@@ -181,6 +181,16 @@ def test_without_posix_rename_a_plain_rename_publishes_and_replaces_nothing(part
     assert sorted(partner.files()) == [f"in/gro/{item.file_name}", f"in/gro/{item.file_name}.sha256"]
 
 
+def test_without_fsync_the_close_answers_for_the_data(partner, keys, tmp_path):
+    item = sealed(tmp_path, "GRO_035_20261123_000006.xml.p7m", payload(90000))
+    with transport(partner, keys["ed25519"][0], tmp_path) as t:
+        t.client.session().extensions.pop("fsync@openssh.com")  # a server without the extension
+        assert not t.deliver(item).already_there
+        assert t.deliver(item).already_there
+    assert (partner.root / "in/gro" / item.file_name).read_bytes() == item.path.read_bytes()
+    assert sorted(partner.files()) == [f"in/gro/{item.file_name}", f"in/gro/{item.file_name}.sha256"]
+
+
 def test_a_stale_temporary_is_replaced_by_the_full_file(partner, keys, tmp_path):
     item = sealed(tmp_path, "SGR_035_20261123_000001.zip.p7m", payload(200000), "SGR")
     (partner.root / "in/sgr" / f".{item.file_name}.part").write_bytes(b"half a file")
@@ -198,6 +208,8 @@ def test_another_file_under_the_same_name_is_a_permanent_refusal(partner, keys, 
         with pytest.raises(TransportError, match="a different file already sits under this name") as exc:
             t.deliver(item)
         assert exc.value.permanent
+        # The temporaries opened ahead of the stat are gone before the refusal comes back.
+        assert list(partner.files()) == [f"in/gro/{item.file_name}"]
         other_size.write_bytes(payload(4000, seed=99))  # same size, other bytes, no marker
         with pytest.raises(TransportError, match="other SHA-256") as exc:
             t.deliver(item)
