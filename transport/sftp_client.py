@@ -299,13 +299,16 @@ class SftpFolder:
         return int(raw._async_request(self._kept, CMD_OPEN, raw._adjust_cwd(self.where(tmp)), WRITE_FLAGS,
                                       paramiko.SFTPAttributes()))
 
-    def remove_temps(self, name: str) -> None:
-        # The handles opened ahead are closed first (an open file descriptor each, in sftp-server).
+    def _release_ahead(self) -> None:
+        """Close the handles opened ahead (an open file descriptor each, in sftp-server)."""
         ahead, self._ahead = list(self._ahead.values()), {}
         try:
             self._close_unawaited(self._handles(ahead))
         except (OSError, SFTPError):  # one refused: `_handles` closed the others
             pass
+
+    def remove_temps(self, name: str) -> None:
+        self._release_ahead()
         # The last removal awaited: its answer comes after all the requests above (handled in order),
         # so nothing is left pending when a delivery ends here (refused) and the session closes.
         self.sftp.remove_unawaited(self.where(self.temp_name(name)))
@@ -315,7 +318,14 @@ class SftpFolder:
             pass
 
     def stat(self, name: str) -> Entry | None:
-        attrs = self.sftp.stat_or_none(self.where(name))
+        try:
+            attrs = self.sftp.stat_or_none(self.where(name))
+        except OSError as exc:
+            # An error status keeps the session (SftpClient.error): what was opened ahead is let go.
+            # A timeout or a lost link drops it, and its handles with it: no second wait here.
+            if not isinstance(exc, TimeoutError | ConnectionError):
+                self._release_ahead()
+            raise
         if attrs is None:
             return None
         return Entry(attrs.st_size or 0, attrs.st_mode is None or stat.S_ISREG(attrs.st_mode))

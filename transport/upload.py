@@ -70,7 +70,7 @@ class RemoteFolder(Protocol):
     def open_ahead(self, temps: Sequence[str]) -> None:
         """The temporaries `publish` writes next if the file is not there yet, announced before it
         knows: a folder may open them now (SFTP: along with the stat, one round trip for both).
-        `write` takes them up; `remove_temps` lets them go."""
+        `write` takes them up; `remove_temps` lets them go, and so does a `stat` that fails."""
         ...
 
     def remove_temps(self, name: str) -> None:
@@ -142,7 +142,7 @@ def _discard(fs: RemoteFolder, temps: Sequence[str]) -> None:
     for tmp in temps:
         try:
             fs.remove(tmp)
-        except Exception:  # the session may be gone; the next delivery removes the stale temporary
+        except Exception:  # the session may be gone; the next delivery overwrites or removes the temporary
             pass
 
 
@@ -196,11 +196,7 @@ def publish(fs: RemoteFolder, item: Delivery, src: Source) -> Receipt:
     name = item.file_name
     expected = sha256_line(item.sha256, name)
     fs.open_ahead([fs.temp_name(name), fs.temp_name(name + MARKER_SUFFIX)])
-    try:
-        entry = fs.stat(name)
-    except BaseException:
-        fs.remove_temps(name)
-        raise
+    entry = fs.stat(name)
     if entry is not None:
         fs.remove_temps(name)
         return _already_there(fs, item, entry, expected)
