@@ -137,6 +137,36 @@ def test_delivery_is_atomic_and_the_sha256_marker_comes_last(partner, keys, tmp_
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_new_file_and_its_marker_cost_four_round_trips(partner, keys, tmp_path, monkeypatch):
+    # A round trip: waiting for an answer after sending something since the last wait. The 3 MiB
+    # file takes more writes than the window, so its statuses are also collected mid-stream.
+    small = sealed(tmp_path, "GRO_035_20261123_000007.xml.p7m", payload(300 * 1024))
+    big = sealed(tmp_path, "GRO_035_20261123_000008.xml.p7m", payload(3 * 1024 * 1024))
+    t = transport(partner, keys["ed25519"][0], tmp_path)
+    sftp = t.client.session()
+    trips, sent = [0], [False]
+    send, read = sftp._async_request, sftp._read_response
+
+    def sending(*args):
+        sent[0] = True
+        return send(*args)
+
+    def waiting(waitfor=None):
+        if waitfor is not None and sent[0]:
+            trips[0], sent[0] = trips[0] + 1, False
+        return read(waitfor)
+
+    monkeypatch.setattr(sftp, "_async_request", sending)
+    monkeypatch.setattr(sftp, "_read_response", waiting)
+    with t:
+        assert not t.deliver(small).already_there
+        assert trips[0] == 4  # stat with both opens; writes, fsyncs and sizes; rename; marker's rename
+        trips[0] = 0
+        assert not t.deliver(big).already_there
+        assert trips[0] <= 4 + (3 * 1024 * 1024 // 32000) // 32
+    assert sorted(partner.files())[-2:] == [f"in/gro/{big.file_name}", f"in/gro/{big.file_name}.sha256"]
+
+
 def test_delivery_is_idempotent_and_one_connection_serves_the_sequence(partner, keys, tmp_path):
     items = [
         sealed(tmp_path, f"{f}_035_20261123_000001.xml.p7m", payload(5000, i), f)
