@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config.settings import Department, Settings
@@ -45,6 +46,9 @@ class LocalFolder:
     def temp_name(self, name: str) -> str:
         return f"{TMP_PREFIX}{name}"
 
+    def open_ahead(self, temps: Sequence[str]) -> None:
+        pass  # no round trip to save: `write` opens them
+
     def remove_temps(self, name: str) -> None:
         for stale in self.folder.glob(f"{TMP_PREFIX}{name}*"):
             stale.unlink(missing_ok=True)
@@ -66,15 +70,20 @@ class LocalFolder:
     def sha256(self, name: str) -> str:
         return file_sha256(self.folder / name)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, *, wait: bool = True) -> None:
         (self.folder / name).unlink(missing_ok=True)
 
-    def write(self, tmp: str, src: Source) -> None:
+    def write(self, files: Sequence[tuple[str, Source]]) -> list[Entry]:
+        return [self._write(tmp, src) for tmp, src in files]
+
+    def _write(self, tmp: str, src: Source) -> Entry:
         fd = os.open(self.folder / tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
+            st = os.fstat(out.fileno())
+        return Entry(st.st_size, stat.S_ISREG(st.st_mode))
 
     def rename(self, tmp: str, final: str) -> None:
         os.replace(self.folder / tmp, self.folder / final)

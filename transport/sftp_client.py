@@ -25,6 +25,8 @@ import socket
 import stat
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,11 +40,18 @@ from paramiko.sftp import (
     CMD_HANDLE,
     CMD_INIT,
     CMD_NAME,
+    CMD_OPEN,
     CMD_OPENDIR,
     CMD_READDIR,
     CMD_REMOVE,
+    CMD_STATUS,
     CMD_VERSION,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
     SFTPError,
+    int64,
 )
 
 from ..core import keyfiles
@@ -61,6 +70,12 @@ CHUNK = 1 << 20
 # Pipelined write requests in flight before their statuses are collected: enough to fill a
 # long link, few enough that a refused write is noticed early.
 WRITE_WINDOW = 64
+WRITE_FLAGS = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+# A WRITE's framing around its data: length, type, request id, handle length, offset, data length.
+WRITE_FRAMING = 4 + 1 + 4 + 4 + 8 + 4
+# What paramiko's channel keeps of each SSH packet for itself (Channel._wait_for_send_window).
+CHANNEL_RESERVE = 64
+MAX_WRITE = 32768  # what every SFTP server takes in one WRITE (paramiko's own size)
 # The errors of a link that died (server restart, idle timeout), as opposed to an SFTP status.
 LINK_ERRORS = (paramiko.SSHException, EOFError, ConnectionError)
 
@@ -228,16 +243,46 @@ class Sftp(paramiko.SFTPClient):
         return data
 
 
+class _Kept:
+    """Where paramiko puts the answers it reads while waiting for another one.
+
+    Requests sent with `type(None)` as their owner have their answers dropped in that case; ours
+    must be read, whatever order they are waited for in (the opens sent ahead of a stat, say).
+    """
+
+    def __init__(self) -> None:
+        self.answers: dict[int, tuple[int, Any]] = {}
+
+    def _async_response(self, t: int, msg: Any, num: int) -> None:  # paramiko's callback name
+        self.answers[num] = (t, msg)
+
+
 class SftpFolder:
-    """upload.RemoteFolder over one folder of an open session."""
+    """upload.RemoteFolder over one folder of an open session.
+
+    The server answers the requests of a session in the order they came (OpenSSH's sftp-server
+    does), so requests whose answers do not decide anything are sent without waiting, and those
+    that do are sent together and their answers read in order: a delivery (file and marker) costs
+    four round trips (stat with both opens; writes, fsyncs and sizes; two renames), not a dozen.
+    """
 
     kind = "sftp"
 
     def __init__(self, sftp: Sftp, folder: str, department: str):
         self.sftp, self.folder, self.department = sftp, folder, department
-        # What the server said of a temporary just written, from its open handle: the `stat` that
-        # follows each `write` (upload.put) reads it here instead of asking again.
-        self._written: dict[str, Entry] = {}
+        self._raw = _raw(sftp)
+        self._ahead: dict[str, int] = {}  # temporary -> its OPEN request, sent ahead (open_ahead)
+        self._kept = _Kept()
+
+    def _answer(self, num: int) -> tuple[int, Any]:
+        """The answer to request `num` (one of ours, sent with `self._kept`); an error status raises IOError."""
+        kept = self._kept.answers.pop(num, None)
+        if kept is None:
+            return self._raw._read_response(num)
+        t, msg = kept
+        if t == CMD_STATUS:
+            self._raw._convert_status(msg)
+        return t, msg
 
     def where(self, name: str) -> str:
         return posixpath.join(self.folder, name)
@@ -245,15 +290,42 @@ class SftpFolder:
     def temp_name(self, name: str) -> str:
         return f".{name}.part"
 
+    def open_ahead(self, temps: Sequence[str]) -> None:
+        for tmp in temps:
+            self._ahead[tmp] = self._send_open(tmp)
+
+    def _send_open(self, tmp: str) -> int:
+        raw = self._raw
+        return int(raw._async_request(self._kept, CMD_OPEN, raw._adjust_cwd(self.where(tmp)), WRITE_FLAGS,
+                                      paramiko.SFTPAttributes()))
+
+    def _release_ahead(self) -> None:
+        """Close the handles opened ahead (an open file descriptor each, in sftp-server)."""
+        ahead, self._ahead = list(self._ahead.values()), {}
+        try:
+            self._close_unawaited(self._handles(ahead))
+        except (OSError, SFTPError):  # one refused: `_handles` closed the others
+            pass
+
     def remove_temps(self, name: str) -> None:
-        # Unawaited: publish's next request (a stat) is answered after them, so they are done by then.
-        for n in (name, f"{name}.sha256"):
-            self.sftp.remove_unawaited(self.where(self.temp_name(n)))
+        self._release_ahead()
+        # The last removal awaited: its answer comes after all the requests above (handled in order),
+        # so nothing is left pending when a delivery ends here (refused) and the session closes.
+        self.sftp.remove_unawaited(self.where(self.temp_name(name)))
+        try:
+            self.sftp.remove(self.where(self.temp_name(f"{name}.sha256")))
+        except OSError:  # gone already (the usual answer), or not ours to remove: housekeeping either way
+            pass
 
     def stat(self, name: str) -> Entry | None:
-        if name in self._written:
-            return self._written.pop(name)
-        attrs = self.sftp.stat_or_none(self.where(name))
+        try:
+            attrs = self.sftp.stat_or_none(self.where(name))
+        except OSError as exc:
+            # An error status keeps the session (SftpClient.error): what was opened ahead is let go.
+            # A timeout or a lost link drops it, and its handles with it: no second wait here.
+            if not isinstance(exc, TimeoutError | ConnectionError):
+                self._release_ahead()
+            raise
         if attrs is None:
             return None
         return Entry(attrs.st_size or 0, attrs.st_mode is None or stat.S_ISREG(attrs.st_mode))
@@ -269,44 +341,99 @@ class SftpFolder:
                 h.update(chunk)
         return h.hexdigest()
 
-    def remove(self, name: str) -> None:
-        self.sftp.remove_quiet(self.where(name))
+    def remove(self, name: str, *, wait: bool = True) -> None:
+        if wait:
+            self.sftp.remove_quiet(self.where(name))
+        else:
+            self.sftp.remove_unawaited(self.where(name))
 
-    def write(self, tmp: str, src: Source) -> None:
-        """paramiko's pipelined writes drop the server's statuses, so they are collected here:
-        a refused write (disk full) is an error, not a hole in the file."""
-        with self.sftp.open(self.where(tmp), "wb") as fr:
-            pending = getattr(fr, "_reqs", None)
-            fr.set_pipelined(pending is not None)  # without that hook, wait for each write instead
-            for chunk in iter(lambda: src.read(CHUNK), b""):
-                fr.write(chunk)
-                faults.point("sftp-uploaded")
-                if pending is not None and len(pending) > WRITE_WINDOW:
-                    self._collect(pending, WRITE_WINDOW // 2)
-            fr.flush()
-            if pending is not None:
-                self._collect(pending, 0)
-            self._written[tmp] = self._sync_and_size(fr.handle)
+    def write(self, files: Sequence[tuple[str, Source]]) -> list[Entry]:
+        """All the temporaries opened at once, their bytes streamed in pipelined writes, then each
+        one's fsync (OpenSSH extension: on the partner's disk before a rename publishes it), fstat
+        and close sent together, and every answer that matters read in order: the write statuses
+        too, which paramiko's own pipelined writes drop, so a refused write (disk full) is an
+        error, not a hole in the file."""
+        opens = [self._ahead.pop(tmp) if tmp in self._ahead else self._send_open(tmp) for tmp, _src in files]
+        handles = self._handles(opens)
+        awaited: deque[int] = deque()
+        open_handles = list(handles)
+        try:
+            for handle, (_tmp, src) in zip(handles, files, strict=True):
+                self._send_data(handle, src, awaited)
+            sizes = [self._sync_size_close(h, awaited, open_handles) for h in handles]
+            return self._answers(awaited, sizes)
+        except BaseException:
+            self._close_unawaited(open_handles)
+            raise
 
-    def _sync_and_size(self, handle: Any) -> Entry:
-        """fsync (OpenSSH extension: the data on the partner's disk before the rename publishes it)
-        and fstat, sent together: one round trip."""
-        raw = _raw(self.sftp)
-        # type(None): an answer left unread (the fsync failed first) is dropped, not dispatched.
-        sync = (raw._async_request(type(None), CMD_EXTENDED, "fsync@openssh.com", handle)
-                if "fsync@openssh.com" in self.sftp.extensions else None)
-        size = raw._async_request(type(None), CMD_FSTAT, handle)
-        if sync is not None:
-            raw._read_response(sync)  # raises IOError on an error status
-        t, msg = raw._read_response(size)
-        if t != CMD_ATTRS:
-            raise SFTPError("Expected attributes")
-        attrs = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
-        return Entry(attrs.st_size or 0, True)
+    def _handles(self, opens: list[int]) -> list[bytes]:
+        """The handles of the opens sent, each answer read (an open refused, the others are closed)."""
+        handles, error = [], None
+        for num in opens:
+            try:
+                t, msg = self._answer(num)
+                if t != CMD_HANDLE:
+                    raise SFTPError("Expected handle")
+                handles.append(msg.get_binary())
+            except (OSError, SFTPError) as exc:
+                error = error or exc
+        if error is not None:
+            self._close_unawaited(handles)
+            raise error
+        return handles
 
-    def _collect(self, pending: Any, keep: int) -> None:
-        while len(pending) > keep:
-            _raw(self.sftp)._read_response(pending.popleft())  # raises IOError on an error status
+    def _close_unawaited(self, handles: list[bytes]) -> None:
+        for handle in handles:
+            try:
+                self._raw._async_request(type(None), CMD_CLOSE, handle)
+            except Exception:  # the session is gone, and its handles with it
+                pass
+
+    def _write_size(self, handle: bytes) -> int:
+        """The most data a WRITE carries and still fits one SSH channel packet (not two, one tiny)."""
+        room = getattr(self.sftp.sock, "out_max_packet_size", 0) - CHANNEL_RESERVE - WRITE_FRAMING - len(handle)
+        return min(MAX_WRITE, room) if room >= 1024 else MAX_WRITE
+
+    def _send_data(self, handle: bytes, src: Source, awaited: deque[int]) -> None:
+        raw, step, offset = self._raw, self._write_size(handle), 0
+        for chunk in iter(lambda: src.read(CHUNK), b""):
+            for i in range(0, len(chunk), step):
+                piece = chunk[i:i + step]
+                awaited.append(raw._async_request(self._kept, CMD_WRITE, handle, int64(offset), piece))
+                offset += len(piece)
+                if len(awaited) > WRITE_WINDOW:
+                    self._answers(awaited, [], keep=WRITE_WINDOW // 2)
+            faults.point("sftp-uploaded")
+
+    def _sync_size_close(self, handle: bytes, awaited: deque[int], open_handles: list[bytes]) -> int:
+        """fsync, fstat, close, sent; returns the fstat's request. The close is awaited only without
+        fsync: then its status is the last word on the data (a delayed write error); after an fsync
+        and an fstat that checked the size, nothing it could say changes what the rename publishes."""
+        raw = self._raw
+        synced = "fsync@openssh.com" in self.sftp.extensions
+        if synced:
+            awaited.append(raw._async_request(self._kept, CMD_EXTENDED, "fsync@openssh.com", handle))
+        size = raw._async_request(self._kept, CMD_FSTAT, handle)
+        awaited.append(size)
+        close = raw._async_request(self._kept if not synced else type(None), CMD_CLOSE, handle)
+        open_handles.remove(handle)
+        if not synced:
+            awaited.append(close)
+        return size
+
+    def _answers(self, awaited: deque[int], sizes: list[int], keep: int = 0) -> list[Entry]:
+        """Read the answers of `awaited`, oldest first, until `keep` are left: an error status raises
+        IOError (paramiko's mapping); the fstats among them (`sizes`) come back as entries, in order."""
+        entries = []
+        while len(awaited) > keep:
+            num = awaited.popleft()
+            t, msg = self._answer(num)
+            if num in sizes:
+                if t != CMD_ATTRS:
+                    raise SFTPError("Expected attributes")
+                attrs = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
+                entries.append(Entry(attrs.st_size or 0, True))
+        return entries
 
     def rename(self, tmp: str, final: str) -> None:
         src, dst = self.where(tmp), self.where(final)

@@ -3,14 +3,17 @@
 The local drop and SFTP publish the same way, so a receiver listing the folder never sees a
 partial file under its final name, and a rerun after a crash sends nothing twice:
 
-1. leftovers of an interrupted delivery (temporaries) are removed: a temporary never
-   carried the final name;
+1. a temporary never carries the final name, and is opened truncated: what an interrupted
+   delivery left under it is overwritten, then renamed or removed; when the file turns out to
+   be there already, the temporaries are removed instead;
 2. a file already under the final name is ours only with the same size and either our
    `.sha256` marker beside it or, the marker missing (a crash between rename and marker),
    the same SHA-256; then only the marker is completed. Anything else is refused, permanently;
 3. otherwise the bytes go under a temporary name, their size and SHA-256 are checked, and
    the temporary is renamed into place;
-4. `<file>.sha256` (the `sha256sum` line) is written last, the same way: the completion marker.
+4. `<file>.sha256` (the `sha256sum` line) is the completion marker: its temporary is written and
+   checked with the file's (one pipelined exchange over SFTP), and renamed into place last, once
+   the file's rename has succeeded.
 
 Each place offers the small `RemoteFolder` protocol below (the local backend in local.py,
 the SFTP one in sftp_client.py); its own errors (OSError, paramiko's) go through unchanged,
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,8 +67,14 @@ class RemoteFolder(Protocol):
 
     def temp_name(self, name: str) -> str: ...
 
+    def open_ahead(self, temps: Sequence[str]) -> None:
+        """The temporaries `publish` writes next if the file is not there yet, announced before it
+        knows: a folder may open them now (SFTP: along with the stat, one round trip for both).
+        `write` takes them up; `remove_temps` lets them go, and so does a `stat` that fails."""
+        ...
+
     def remove_temps(self, name: str) -> None:
-        """Remove what an interrupted delivery of `name` (file or marker) left under temporary names."""
+        """Remove the temporaries of `name` (file or marker): opened ahead, or left by an interrupted delivery."""
         ...
 
     def stat(self, name: str) -> Entry | None: ...
@@ -75,12 +85,17 @@ class RemoteFolder(Protocol):
 
     def sha256(self, name: str) -> str: ...
 
-    def remove(self, name: str) -> None:
-        """Remove `name`; one already gone is not an error."""
+    def remove(self, name: str, *, wait: bool = True) -> None:
+        """Remove `name`; one already gone is not an error.
+
+        `wait=False`: the removal may be only asked for (SFTP: one round trip saved). The requests
+        that follow find the name removed; a removal refused shows in the rename onto that name.
+        """
         ...
 
-    def write(self, tmp: str, src: Source) -> None:
-        """The whole of `src` under `tmp`, on the partner's disk (fsync) before returning."""
+    def write(self, files: Sequence[tuple[str, Source]]) -> list[Entry]:
+        """The whole of each source under its temporary name, on the partner's disk (fsync) before
+        returning, and what the folder says of each temporary then (its size as the partner sees it)."""
         ...
 
     def rename(self, tmp: str, final: str) -> None: ...
@@ -98,52 +113,98 @@ class _Hashing:
         return data
 
 
-def put(fs: RemoteFolder, src: Source, name: str, size: int, sha256: str) -> None:
-    """Stream `src` under a temporary name, check its size and digest, then rename it to `name`."""
-    tmp = fs.temp_name(name)
-    hashing = _Hashing(src)
-    try:
-        fs.write(tmp, hashing)
-        got = fs.stat(tmp)
-        if got is None or got.size != size:
-            raise TransportError(
-                fs.department,
-                f"{name}: the partner holds {got.size if got else 0} bytes of {size} after the upload; disk full?",
-            )
-        if hashing.h.hexdigest() != sha256:
-            # The archive gave other bytes than the trace recorded: publish nothing.
-            raise TransportError(
-                fs.department,
-                f"{name}: the archived file does not match its recorded SHA-256; not delivered",
-                permanent=True,
-            )
-    except BaseException:
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One file to publish: its bytes, and the size and SHA-256 they must have."""
+
+    name: str
+    src: Source
+    size: int
+    sha256: str
+
+
+def _check(fs: RemoteFolder, up: Upload, sent: _Hashing, got: Entry) -> None:
+    if got.size != up.size:
+        raise TransportError(
+            fs.department,
+            f"{up.name}: the partner holds {got.size} bytes of {up.size} after the upload; disk full?",
+        )
+    if sent.h.hexdigest() != up.sha256:
+        # The archive gave other bytes than the trace recorded: publish nothing.
+        raise TransportError(
+            fs.department,
+            f"{up.name}: the archived file does not match its recorded SHA-256; not delivered",
+            permanent=True,
+        )
+
+
+def _discard(fs: RemoteFolder, temps: Sequence[str]) -> None:
+    for tmp in temps:
         try:
             fs.remove(tmp)
-        except Exception:  # the session may be gone; the next delivery removes the stale temporary
+        except Exception:  # the session may be gone; the next delivery overwrites or removes the temporary
             pass
+
+
+def _stage(fs: RemoteFolder, uploads: Sequence[Upload]) -> list[str]:
+    """Every upload under its temporary name, checked (size, SHA-256): nothing renamed yet.
+
+    Written together, so a remote folder can pipeline them (one round trip for all the syncs)."""
+    temps = [fs.temp_name(up.name) for up in uploads]
+    sent = [_Hashing(up.src) for up in uploads]
+    try:
+        got = fs.write(list(zip(temps, sent, strict=True)))
+        for up, hashing, entry in zip(uploads, sent, got, strict=True):
+            _check(fs, up, hashing, entry)
+    except BaseException:
+        _discard(fs, temps)
         raise
-    faults.point(f"{fs.kind}-before-rename")
-    fs.rename(tmp, name)
+    return temps
+
+
+def _publish_staged(fs: RemoteFolder, uploads: Sequence[Upload], temps: Sequence[str]) -> None:
+    """Rename the checked temporaries into place, in order; each rename waits for the one before."""
+    i = 0
+    try:
+        for i, (up, tmp) in enumerate(zip(uploads, temps, strict=True)):
+            if i:  # publish's second upload is the marker
+                faults.point(f"{fs.kind}-before-marker")
+            faults.point(f"{fs.kind}-before-rename")
+            fs.rename(tmp, up.name)
+    except BaseException:
+        _discard(fs, temps[i:])
+        raise
+
+
+def put(fs: RemoteFolder, src: Source, name: str, size: int, sha256: str) -> None:
+    """Stream `src` under a temporary name, check its size and digest, then rename it to `name`."""
+    up = Upload(name, src, size, sha256)
+    _publish_staged(fs, [up], _stage(fs, [up]))
+
+
+def _marker(name: str, line: bytes) -> Upload:
+    return Upload(name + MARKER_SUFFIX, io.BytesIO(line), len(line), hashlib.sha256(line).hexdigest())
 
 
 def _put_marker(fs: RemoteFolder, name: str, line: bytes) -> None:
-    put(fs, io.BytesIO(line), name + MARKER_SUFFIX, len(line), hashlib.sha256(line).hexdigest())
+    up = _marker(name, line)
+    put(fs, up.src, up.name, up.size, up.sha256)
 
 
 def publish(fs: RemoteFolder, item: Delivery, src: Source) -> Receipt:
     """Deliver `item` (its bytes read from `src`) into `fs`, idempotently; see the module's steps."""
     name = item.file_name
     expected = sha256_line(item.sha256, name)
-    fs.remove_temps(name)
+    fs.open_ahead([fs.temp_name(name), fs.temp_name(name + MARKER_SUFFIX)])
     entry = fs.stat(name)
     if entry is not None:
+        fs.remove_temps(name)
         return _already_there(fs, item, entry, expected)
     # A marker without its file describes nothing a receiver could take: not beside the new one.
-    fs.remove(name + MARKER_SUFFIX)
-    put(fs, src, name, item.size, item.sha256)
-    faults.point(f"{fs.kind}-before-marker")
-    _put_marker(fs, name, expected)
+    fs.remove(name + MARKER_SUFFIX, wait=False)
+    # The marker's temporary is written and checked with the file's; it is renamed last.
+    uploads = [Upload(name, src, item.size, item.sha256), _marker(name, expected)]
+    _publish_staged(fs, uploads, _stage(fs, uploads))
     return Receipt(name, already_there=False, reference=fs.where(name))
 
 

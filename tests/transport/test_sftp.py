@@ -137,6 +137,36 @@ def test_delivery_is_atomic_and_the_sha256_marker_comes_last(partner, keys, tmp_
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_new_file_and_its_marker_cost_four_round_trips(partner, keys, tmp_path, monkeypatch):
+    # A round trip: waiting for an answer after sending something since the last wait. The 3 MiB
+    # file takes more writes than the window, so its statuses are also collected mid-stream.
+    small = sealed(tmp_path, "GRO_035_20261123_000007.xml.p7m", payload(300 * 1024))
+    big = sealed(tmp_path, "GRO_035_20261123_000008.xml.p7m", payload(3 * 1024 * 1024))
+    t = transport(partner, keys["ed25519"][0], tmp_path)
+    sftp = t.client.session()
+    trips, sent = [0], [False]
+    send, read = sftp._async_request, sftp._read_response
+
+    def sending(*args):
+        sent[0] = True
+        return send(*args)
+
+    def waiting(waitfor=None):
+        if waitfor is not None and sent[0]:
+            trips[0], sent[0] = trips[0] + 1, False
+        return read(waitfor)
+
+    monkeypatch.setattr(sftp, "_async_request", sending)
+    monkeypatch.setattr(sftp, "_read_response", waiting)
+    with t:
+        assert not t.deliver(small).already_there
+        assert trips[0] == 4  # stat with both opens; writes, fsyncs and sizes; rename; marker's rename
+        trips[0] = 0
+        assert not t.deliver(big).already_there
+        assert trips[0] <= 4 + (3 * 1024 * 1024 // 32000) // 32
+    assert sorted(partner.files())[-2:] == [f"in/gro/{big.file_name}", f"in/gro/{big.file_name}.sha256"]
+
+
 def test_delivery_is_idempotent_and_one_connection_serves_the_sequence(partner, keys, tmp_path):
     items = [
         sealed(tmp_path, f"{f}_035_20261123_000001.xml.p7m", payload(5000, i), f)
@@ -181,6 +211,16 @@ def test_without_posix_rename_a_plain_rename_publishes_and_replaces_nothing(part
     assert sorted(partner.files()) == [f"in/gro/{item.file_name}", f"in/gro/{item.file_name}.sha256"]
 
 
+def test_without_fsync_the_close_answers_for_the_data(partner, keys, tmp_path):
+    item = sealed(tmp_path, "GRO_035_20261123_000006.xml.p7m", payload(90000))
+    with transport(partner, keys["ed25519"][0], tmp_path) as t:
+        t.client.session().extensions.pop("fsync@openssh.com")  # a server without the extension
+        assert not t.deliver(item).already_there
+        assert t.deliver(item).already_there
+    assert (partner.root / "in/gro" / item.file_name).read_bytes() == item.path.read_bytes()
+    assert sorted(partner.files()) == [f"in/gro/{item.file_name}", f"in/gro/{item.file_name}.sha256"]
+
+
 def test_a_stale_temporary_is_replaced_by_the_full_file(partner, keys, tmp_path):
     item = sealed(tmp_path, "SGR_035_20261123_000001.zip.p7m", payload(200000), "SGR")
     (partner.root / "in/sgr" / f".{item.file_name}.part").write_bytes(b"half a file")
@@ -198,6 +238,8 @@ def test_another_file_under_the_same_name_is_a_permanent_refusal(partner, keys, 
         with pytest.raises(TransportError, match="a different file already sits under this name") as exc:
             t.deliver(item)
         assert exc.value.permanent
+        # The temporaries opened ahead of the stat are gone before the refusal comes back.
+        assert list(partner.files()) == [f"in/gro/{item.file_name}"]
         other_size.write_bytes(payload(4000, seed=99))  # same size, other bytes, no marker
         with pytest.raises(TransportError, match="other SHA-256") as exc:
             t.deliver(item)
