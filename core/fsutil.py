@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,37 @@ def atomic_file(path: Path, *, mode: int = 0o600, create_parent: bool = True,
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def exclusive_dir(path: Path) -> None:
+    """Create one owner-only folder; something already under its name (a link, say) is refused, not reused."""
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)  # the umask may only have taken bits away; make it exact
+
+
+def exclusive_file(path: Path) -> BinaryIO:
+    """Create an owner-only file for writing: exclusive, never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def remove_path(path: Path, *, quiet: bool = False) -> None:
+    """Remove a folder, or whatever was put under its name (a link is removed, never followed)."""
+    try:
+        if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+    except OSError:
+        # While unwinding another error, that error is the one to report.
+        if not quiet:
+            raise
 
 
 def remove_temp_files(root: Path) -> int:

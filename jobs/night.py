@@ -50,6 +50,7 @@ from ..transport.base import Transport
 from ..transport.registry import transport_for
 from . import acks, guards, notices, prepare, reemit, retention
 from .deliver import Deliverer, TransportPool
+from .spill import Sink, Spill
 
 
 @dataclass
@@ -106,13 +107,21 @@ class NightReport:
 
 @dataclass
 class _Routed:
-    """One batch's records once routed: to emit per département, warnings, rejects, parked counts."""
+    """One batch's routing so far: its records in the spill, the refs seen, the counts over its inputs."""
 
     enabled: dict[str, Department]  # the départements whose flow is enabled
-    by_dept: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    spill: Sink  # the records to emit, per département
+    seen: set[str] = field(default_factory=set)  # refs routed so far: a second one in the batch is a DUPLICATE
+    parked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    rejects_by_dept: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # "---": none could be told
+
+
+@dataclass
+class _Found:
+    """One input's warnings and rejects (with the département when one is known)."""
+
     warnings: list[tuple[Reject, str | None]] = field(default_factory=list)
     rejects: list[tuple[Reject, str | None]] = field(default_factory=list)
-    parked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 class Night:
@@ -316,28 +325,32 @@ class Night:
     # -- parse, check, route, build, validate, seal, archive -------------------------------
 
     def _process_batch(self, trace: TraceStore, batch: inbox.Batch, run_id: int, report: NightReport) -> None:
+        # File by file, the accepted records set aside per département (jobs/spill.py): the memory
+        # holds one input's records and one département's, never the whole batch (a catch-up's days).
         now = self.clock.now()
-        records, rejects = self._parse_batch(trace, batch, report)
-        routed = self._route_batch(trace, batch, records, now)
-        routed.rejects[:0] = rejects  # the parse's rejects first, as they were found
-        rejects_by_dept = self._record_rejects(trace, batch, run_id, routed, report, now)
-        complete = self._emit_batch(trace, batch, routed, rejects_by_dept, run_id, report)
+        with Spill(self.paths.work / f"batch-{batch.id:06d}") as spill:
+            routed = self._routing(batch.flow, spill)
+            self._parse_batch(trace, batch, run_id, routed, report, now)
+            self._record_parked(trace, batch, routed, report, now)
+            faults.point("spilled")
+            complete = self._emit_batch(trace, batch, routed, spill, run_id, report)
         if complete and not self.stop.is_set():
             faults.point("batch-done")
             trace.set_batch_state(batch.id, "done", self.clock.now())
             inbox.retire_batch(self.paths.work, self.paths.consumed, batch.id, batch.business_date,
                                keep=lambda src: self._keep_consumed(src, batch.id, batch.business_date))
 
+    def _routing(self, flow: str, sink: Sink) -> _Routed:
+        return _Routed({d.code: d for d in self.settings.enabled_departments() if flow in d.flows}, sink)
+
     def _parse_limits(self) -> ParseLimits:
         return ParseLimits(max_input_bytes=self.settings.limits.max_input_bytes,
                            max_pdf_bytes=self.settings.limits.max_pdf_bytes)
 
-    def _parse_batch(self, trace: TraceStore, batch: inbox.Batch,
-                     report: NightReport) -> tuple[list[Any], list[tuple[Reject, str | None]]]:
-        """The records and rejects of the batch's claimed inputs; an unreadable input is quarantined."""
+    def _parse_batch(self, trace: TraceStore, batch: inbox.Batch, run_id: int, routed: _Routed,
+                     report: NightReport, now: datetime) -> None:
+        """Parse, route and record each claimed input in turn; an unreadable input is quarantined."""
         flow, limits = batch.flow, self._parse_limits()
-        records: list[Any] = []
-        rejects: list[tuple[Reject, str | None]] = []
         for row in trace.batch_files(batch.id):
             if row.kind != "input" or row.state != "claimed":
                 continue
@@ -354,39 +367,38 @@ class Night:
                 report.quarantined.append((flow, row.name, exc.code))
                 self.log.error("inbox.quarantined", flow=flow, file=row.name, code=exc.code, reason=str(exc))
                 continue
-            records.extend(result.records)
-            rejects.extend((r, None) for r in result.rejects)
-        return records, rejects
+            found = self._route_batch(trace, batch, result.records, routed, now)
+            found.rejects[:0] = [(r, None) for r in result.rejects]  # the parse's rejects first, as they were found
+            self._record_rejects(trace, batch, run_id, found, routed, report, now)
 
-    def _route_batch(self, trace: TraceStore, batch: inbox.Batch, records: list[Any], now: datetime) -> _Routed:
-        """Each record to its département, or to a reject (with the département when one is known)."""
-        flow = batch.flow
-        routed = _Routed({d.code: d for d in self.settings.enabled_departments() if flow in d.flows})
+    def _route_batch(self, trace: TraceStore, batch: inbox.Batch, records: list[Any], routed: _Routed,
+                     now: datetime) -> _Found:
+        """Each record of one input to its département's spill, or to a reject (with the département when known)."""
+        flow, found = batch.flow, _Found()
         refs = {id(r): trace.record_ref(r.key) for r in records}
         elsewhere = trace.refs_emitted_elsewhere(refs.values(), batch.id)
         # A DSG rectification is emitted again, not refused: trace it as such when its original was sent.
         originals = {id(r): trace.record_ref(r.original_key) for r in records
                      if isinstance(r, DsgRecord) and r.is_rectification}
         rectified = trace.refs_emitted_elsewhere(originals.values(), batch.id) if originals else set()
-        seen: set[str] = set()
         for rec in records:
             dept, ref = _route(rec), refs[id(rec)]
-            refusal = self._refusal(flow, dept, ref in elsewhere, ref in seen, routed.enabled)
+            refusal = self._refusal(flow, dept, ref in elsewhere, ref in routed.seen, routed.enabled)
             if refusal is not None:
-                routed.rejects.append((Reject(flow, rec.source, *refusal), dept))
+                found.rejects.append((Reject(flow, rec.source, *refusal), dept))
                 if refusal[0] == "DEPARTMENT_NOT_ENABLED_KEPT":
                     routed.parked[dept or ""] += 1
                 continue
             assert dept is not None
-            seen.add(ref)
-            routed.by_dept[dept].append(rec)
+            routed.seen.add(ref)
+            routed.spill.add(dept, rec)
             mismatch = _addressing_mismatch(rec, dept, routed.enabled[dept].siret)
             if mismatch:
-                routed.warnings.append((Reject(flow, rec.source, "ADDRESSING_MISMATCH", mismatch), dept))
+                found.warnings.append((Reject(flow, rec.source, "ADDRESSING_MISMATCH", mismatch), dept))
             if originals.get(id(rec)) in rectified:
                 trace.add_anomaly("dsg-rectification", "declaration emitted again as a rectification", now,
                                   department=dept, file=rec.source.file)
-        return routed
+        return found
 
     def _refusal(self, flow: str, dept: str | None, emitted_before: bool, seen: bool,
                  enabled: dict[str, Department]) -> tuple[str, str] | None:
@@ -405,43 +417,48 @@ class Night:
             return "DEPARTMENT_NOT_ENABLED", f"département {dept} has no enabled {flow} flow"
         return None
 
-    def _record_rejects(self, trace: TraceStore, batch: inbox.Batch, run_id: int, routed: _Routed,
-                        report: NightReport, now: datetime) -> dict[str, int]:
-        """Trace and log the warnings, rejects and parked records; the rejects per département."""
+    def _record_rejects(self, trace: TraceStore, batch: inbox.Batch, run_id: int, found: _Found, routed: _Routed,
+                        report: NightReport, now: datetime) -> None:
+        """Trace and log one input's warnings and rejects; the rejects per département go to the line."""
         flow = batch.flow
         # Info, not warning: each is a row of the rejects report (what the operator reads and sends
         # upstream) and of the trace; at warning, a national night would mail one line per record.
-        for r, d in routed.warnings:
+        for r, d in found.warnings:
             self.log.info("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                           department=d, reason=r.message)
-        for found in (routed.warnings, routed.rejects):
+        for rows in (found.warnings, found.rejects):
             trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
-                                                 for r, d in found], now)
-        for code, n in sorted(routed.parked.items()):
-            trace.park(batch.id, flow, code, batch.business_date, n, now)
-            report.parked += n
-        for r, d in routed.rejects:
+                                                 for r, d in rows], now)
+        for r, d in found.rejects:
             self.log.info("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                           department=d, reason=r.message)
         rejects_by_dept: dict[str, int] = defaultdict(int)
-        for _r, d in routed.rejects:
+        for _r, d in found.rejects:
             rejects_by_dept[d or "---"] += 1  # "---": no département could be told
         for code, n in rejects_by_dept.items():
             report.lines[(flow, code)].rejects += n
-        return rejects_by_dept
+            routed.rejects_by_dept[code] += n
 
-    def _emit_batch(self, trace: TraceStore, batch: inbox.Batch, routed: _Routed, rejects_by_dept: dict[str, int],
-                    run_id: int, report: NightReport) -> bool:
+    def _record_parked(self, trace: TraceStore, batch: inbox.Batch, routed: _Routed, report: NightReport,
+                       now: datetime) -> None:
+        """The batch's parked records, counted over all its inputs (a park is noted once per département)."""
+        for code, n in sorted(routed.parked.items()):
+            trace.park(batch.id, batch.flow, code, batch.business_date, n, now)
+            report.parked += n
+
+    def _emit_batch(self, trace: TraceStore, batch: inbox.Batch, routed: _Routed, spill: Spill, run_id: int,
+                    report: NightReport) -> bool:
         """Emit for every target département; False when one is left undone (the batch stays open).
 
         The départements' files are built, validated and sealed by the run's workers (jobs/prepare.py),
-        in parallel; each is then recorded here, in département order, as it would have been built here.
+        in parallel, each from its spill; each is then recorded here, in département order, as it
+        would have been built here.
         """
         flow = batch.flow
         existing: dict[str, list[Emission]] = defaultdict(list)
         for e in trace.emissions_of_batch(batch.id):
             existing[e.department].append(e)
-        targets = set(routed.by_dept) | set(existing)
+        targets = spill.departments() | set(existing)
         for d in self._empty_flow_departments(flow):
             if d.code not in targets and not trace.has_emission_on(flow, d.code, batch.business_date):
                 targets.add(d.code)
@@ -450,8 +467,8 @@ class Night:
         for code in sorted(targets):
             if existing[code] and all(e.archived_at for e in existing[code]):
                 continue  # archived by an earlier, interrupted run: only delivery is left
-            recs = sorted(routed.by_dept.get(code, []), key=lambda r: (r.source.file, r.source.line))
-            jobs.append(self._build_job(trace, batch, routed.enabled[code], recs, existing[code], out_dir))
+            jobs.append(self._build_job(trace, batch, routed.enabled[code], spill.source(code), existing[code],
+                                        out_dir))
         complete = True
         results = self.workers.map(prepare.prepare, jobs, self.settings.sender)
         assert isinstance(results, Generator)
@@ -459,8 +476,12 @@ class Night:
             for job, result in zip(jobs, results, strict=True):
                 if self.stop.is_set():
                     return False
-                complete &= self._emit(trace, batch, routed.enabled[job.header.department], job, result,
-                                       rejects_by_dept.get(job.header.department, 0), run_id, report)
+                code = job.header.department
+                try:
+                    complete &= self._emit(trace, batch, routed.enabled[code], job, result,
+                                           routed.rejects_by_dept.get(code, 0), run_id, report)
+                finally:
+                    spill.discard(code)
         finally:
             results.close()  # what was not recorded is cancelled; its files go with the folder
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -488,7 +509,7 @@ class Night:
                 old.unlink(missing_ok=True)
         return private_dir(out / f"run-{run_id:06d}")
 
-    def _build_job(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any],
+    def _build_job(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any] | Path,
                    existing: list[Emission], out_dir: Path) -> prepare.BuildJob:
         now = self.clock.now()
         header = FlowHeader(flow=batch.flow, department=dept.code, numorg=dept.numorg[0], siret=dept.siret,

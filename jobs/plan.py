@@ -127,15 +127,30 @@ class _Planner(Night):
     def plan_flow(self, trace: TraceStore, flow: str, plan: NightPlan, scratch: Path) -> None:
         records, rejects = self.read_inbox(trace, flow, plan.inbox[flow], scratch)
         batch = inbox.Batch(-1, flow, plan.business_date, self.paths.inbox / flow)  # -1: a batch not claimed yet
-        routed = self._route_batch(trace, batch, records, self.clock.now())
-        targets = set(routed.by_dept) | {d.code for d in self._empty_flow_departments(flow)
+        tally = _Tally()
+        routed = self._routing(flow, tally)
+        found = self._route_batch(trace, batch, records, routed, self.clock.now())
+        targets = tally.departments() | {d.code for d in self._empty_flow_departments(flow)
                                          if not trace.has_emission_on(flow, d.code, plan.business_date)}
         for code in targets:
-            plan.lines[(flow, code)].records += len(routed.by_dept.get(code, []))
+            plan.lines[(flow, code)].records += tally.counts[code]
             plan.lines[(flow, code)].files += 1
-        for _r, code in rejects + routed.rejects:
+        for _r, code in rejects + found.rejects:
             plan.lines[(flow, code or "---")].rejects += 1  # "---": no département could be told
         plan.parked += sum(routed.parked.values())
+
+
+class _Tally:
+    """The dry run's sink for routed records: how many per département, the records themselves not kept."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, department: str, record: Any) -> None:
+        self.counts[department] += 1
+
+    def departments(self) -> set[str]:
+        return set(self.counts)
 
 
 def plan(settings: Settings, business_date: date, *, clock: Clock) -> NightPlan:

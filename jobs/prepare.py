@@ -45,6 +45,7 @@ from ..flows.parse import ParseResult, parse_file
 from ..schemas import validate_file, validate_sgr_zip
 from ..seal import certs, cms
 from ..testing import faults
+from . import spill
 
 T = TypeVar("T")
 
@@ -82,7 +83,7 @@ class BuildJob:
     """One département's records of one batch, and everything needed to turn them into sealed files."""
 
     header: FlowHeader
-    records: list[Any]  # checked, routed and sorted
+    records: list[Any] | Path  # checked, routed and sorted; or the spill file that holds them (jobs/spill.py)
     out_dir: Path  # the run's own folder in the batch's work folder
     max_bytes: int
     seqs: SeqPlan
@@ -156,8 +157,8 @@ def prepare(job: BuildJob, sender: Sender) -> Prepared:
     """Build the parts of `job`, validate and seal each; the plaintext never outlives this call."""
     faults.point("prepare")  # in a worker, a kill there breaks the pool: the run must survive it
     try:
-        parts = build(job.header, job.records, out_dir=job.out_dir, max_bytes=job.max_bytes,
-                      seq_for_part=job.seqs)
+        records = spill.load(job.records) if isinstance(job.records, Path) else job.records
+        parts = build(job.header, records, out_dir=job.out_dir, max_bytes=job.max_bytes, seq_for_part=job.seqs)
     except OSError as exc:  # a full disk, say: this département waits, the others go on
         return Prepared(error=exc)
     prepared: list[PreparedPart] = []

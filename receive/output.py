@@ -30,14 +30,15 @@ import errno
 import hashlib
 import io
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 import pandas as pd
 
+from ..core.fsutil import exclusive_dir as _mkdir
+from ..core.fsutil import exclusive_file as _create
 from ..core.fsutil import fsync_dir, private_dir
+from ..core.fsutil import remove_path as _remove
 from .extract import COLUMNS, RECORD_KEY, Extracted, open_zip, scan_chunks, scan_file
 
 __all__ = ["FORMATS", "write_outputs"]
@@ -105,34 +106,6 @@ def _check_keys(extracted: Extracted) -> None:
         raise ValueError("a record_key is not of the form <12 hex>-<rank>")
     if len({s.record_key for s in extracted.scans}) != len(extracted.scans):
         raise ValueError("two scans share a record_key")
-
-
-def _mkdir(path: Path) -> None:
-    os.mkdir(path, 0o700)
-    os.chmod(path, 0o700)  # the umask may only have taken bits away; make it exact
-
-
-def _create(path: Path) -> BinaryIO:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        return os.fdopen(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _remove(path: Path, *, quiet: bool = False) -> None:
-    try:
-        if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
-            path.unlink()
-        elif path.exists():
-            shutil.rmtree(path)
-    except OSError:
-        # While unwinding another error, that error is the one to report.
-        if not quiet:
-            raise
 
 
 def neutralise(value: str) -> str:

@@ -32,7 +32,7 @@ DEPTS = "035,02A"
 SFTP_DEPT = "02A"
 
 LOCAL_POINTS = [
-    "claim:2", "claim-move:5", "parse:3", "build:2", "validated:3", "sealed:4", "archive-mid:3",
+    "claim:2", "claim-move:5", "parse:3", "spilled:2", "build:2", "validated:3", "sealed:4", "archive-mid:3",
     "archived-file:5", "archived:6", "batch-done:1", "deliver:4", "drop-before-rename:3",
     "drop-before-marker:4", "delivered:5", "delivered-traced:6", "purge:1",
 ]  # fmt: skip
