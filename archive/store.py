@@ -40,14 +40,17 @@ class ArchiveStore:
         return day / f"{name}{SEALED_SUFFIX}"
 
     def adopt(self, business_date: date, name: str, sealed: Path, archive_copy: Path) -> Path:
-        """`put` for copies already written (by a worker, unsynced): synced, then moved in, the sealed one last.
+        """`put` for copies already written and synced (by a worker): moved in, the sealed one last.
 
-        A rename when the work folder is on the archive's file system, a synced copy otherwise.
+        A rename when the work folder is on the archive's file system (then one sync of the
+        folder makes both names last), a synced copy otherwise.
         """
         day = private_dir(self.day_dir(business_date))
-        _move_in(archive_copy, day / f"{name}{ARCHIVE_SUFFIX}")
+        moved = _move_in(archive_copy, day / f"{name}{ARCHIVE_SUFFIX}")
         faults.point("archive-mid")
-        _move_in(sealed, day / f"{name}{SEALED_SUFFIX}")
+        moved = _move_in(sealed, day / f"{name}{SEALED_SUFFIX}") or moved
+        if moved:
+            fsync_dir(day)
         return day / f"{name}{SEALED_SUFFIX}"
 
     def sealed_path(self, business_date: date, name: str) -> Path:
@@ -88,12 +91,8 @@ class ArchiveStore:
         return remove_temp_files(self.root)
 
 
-def _move_in(src: Path, dst: Path) -> None:
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _move_in(src: Path, dst: Path) -> bool:
+    """Rename `src` to `dst` (True), or copy it there, synced, when they are on two file systems (False)."""
     try:
         os.replace(src, dst)
     except OSError as exc:
@@ -101,5 +100,5 @@ def _move_in(src: Path, dst: Path) -> None:
             raise
         atomic_write(dst, src.read_bytes())  # another file system: a synced copy (one file's bytes)
         src.unlink(missing_ok=True)
-        return
-    fsync_dir(dst.parent)
+        return False
+    return True

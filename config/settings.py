@@ -176,7 +176,10 @@ class Sender:
 class Limits(Strict):
     """[limits], read as it stands in the file."""
 
-    max_file_bytes: PositiveInt = 64 * 1024 * 1024
+    # A part's plain content. Sealing holds a few copies of a part in memory, so this bounds a
+    # run's memory whatever the night: a catch-up's large SGR départements get more parts, not
+    # larger ones (docs/performance.md). Receivers accept up to 64 MiB (receive/config.py).
+    max_file_bytes: PositiveInt = 16 * 1024 * 1024
     max_pdf_bytes: PositiveInt = 5 * 1024 * 1024
     max_input_bytes: PositiveInt = 256 * 1024 * 1024
 

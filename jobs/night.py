@@ -351,14 +351,14 @@ class Night:
                      report: NightReport, now: datetime) -> None:
         """Parse, route and record each claimed input in turn; an unreadable input is quarantined."""
         flow, limits = batch.flow, self._parse_limits()
-        for row in trace.batch_files(batch.id):
-            if row.kind != "input" or row.state != "claimed":
-                continue
+        rows = [row for row in trace.batch_files(batch.id) if row.kind == "input" and row.state == "claimed"]
+        jobs = [prepare.ParseJob(flow, batch.dir / row.name, row.name, self.clock.today(), batch.dir, limits)
+                for row in rows]
+        for row, parsed in zip(rows, self.workers.map(prepare.parse, jobs), strict=True):
             path = batch.dir / row.name
             faults.point("parse")
             try:
-                result = parse_file(flow, path, display_name=row.name, today=self.clock.today(),
-                                    inbox_root=batch.dir, limits=limits)
+                result = parsed().unwrap()
             except (InputFileError, OSError) as error:  # OSError: unreadable since it was claimed
                 exc = error if isinstance(error, InputFileError) else InputFileError(
                     row.name, None, f"cannot be read ({error.strerror})", "UNREADABLE")

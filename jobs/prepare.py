@@ -22,17 +22,21 @@ beyond what the files themselves hold (record keys are hashes, see flows/records
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import select
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
+from itertools import islice
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,8 +103,8 @@ class PreparedPart:
     seq: int
     record_keys: tuple[str, ...]
     received: tuple[date, ...]
-    sealed: Path | None = None  # the bytes for the département
-    archive_copy: Path | None = None  # the same signed bytes, enveloped for the CNAF's archive
+    sealed: Path | None = None  # the bytes for the département (synced)
+    archive_copy: Path | None = None  # the same signed bytes, enveloped for the CNAF's archive (synced)
     size: int = 0
     sha256: str = ""
     error: str | None = None  # a SchemaError's or SealError's message (no personal data)
@@ -175,26 +179,30 @@ def prepare(job: BuildJob, sender: Sender) -> Prepared:
 
 
 def _seal_part(part: Any, job: BuildJob, sender: Sender) -> PreparedPart:
-    base = PreparedPart(part.part, part.seq, part.record_keys, part.received)
     try:
         if job.header.flow == "SGR":
             validate_sgr_zip(part.path)
         else:
             validate_file(job.header.flow, part.path)
         signer_cert, signer_key, archive_cert = _KEYS.sender(sender)
-        sealed = cms.seal(part.path.read_bytes(), signer_cert=signer_cert, signer_key=signer_key,
-                          recipient_cert=_KEYS.recipient(job.recipient_certificate),
-                          archive_cert=archive_cert, now=job.now)
+        envelopes = cms.seal_each(part.path.read_bytes(), signer_cert=signer_cert, signer_key=signer_key,
+                                  recipient_cert=_KEYS.recipient(job.recipient_certificate),
+                                  archive_cert=archive_cert, now=job.now)
+        sealed_path = part.path.with_name(part.path.name + SEALED_SUFFIX)
+        copy_path = part.path.with_name(part.path.name + ARCHIVE_COPY_SUFFIX)
+        size, digest = 0, ""
+        # One envelope in memory at a time, written (and synced: the archive then only renames it)
+        # before the next is made: a worker's memory is a few times the largest part, not seven.
+        for role, data in envelopes:
+            with atomic_file(copy_path if role == cms.ARCHIVE else sealed_path, create_parent=False) as fh:
+                fh.write(data)
+            if role == cms.RECIPIENT:
+                size, digest = len(data), hashlib.sha256(data).hexdigest()
+            del data
     except (SchemaError, SealError) as exc:
         return PreparedPart(part.part, part.seq, part.record_keys, part.received, error=str(exc))
-    sealed_path = part.path.with_name(part.path.name + SEALED_SUFFIX)
-    copy_path = part.path.with_name(part.path.name + ARCHIVE_COPY_SUFFIX)
-    # Not synced here: the archive syncs them when it takes them, before the trace records them.
-    for path, data in ((copy_path, sealed.for_archive), (sealed_path, sealed.for_recipient)):
-        with atomic_file(path, create_parent=False, durable=False) as fh:
-            fh.write(data)
-    return PreparedPart(base.part, base.seq, base.record_keys, base.received, sealed=sealed_path,
-                        archive_copy=copy_path, size=len(sealed.for_recipient), sha256=sealed.sha256)
+    return PreparedPart(part.part, part.seq, part.record_keys, part.received, sealed=sealed_path,
+                        archive_copy=copy_path, size=size, sha256=digest)
 
 
 def discard(parts: Sequence[PreparedPart]) -> None:
@@ -222,8 +230,17 @@ class Parsed:
     """A file's records and rejects, or why it cannot be read at all (the run quarantines it)."""
 
     result: ParseResult | None = None
-    refusal: tuple[str | None, int | None, str, str] | None = None  # InputFileError's file, line, reason, code
-    unreadable: str | None = None  # an OSError's strerror
+    refusal: tuple[str, int | None, str, str] | None = None  # InputFileError's file, line, reason, code
+    unreadable: tuple[int, str] | None = None  # an OSError's errno and strerror
+
+    def unwrap(self) -> ParseResult:
+        """The result, or the error the parse raised, as it raised it."""
+        if self.refusal is not None:
+            raise InputFileError(*self.refusal)
+        if self.unreadable is not None:
+            raise OSError(*self.unreadable)
+        assert self.result is not None
+        return self.result
 
 
 def parse(job: ParseJob) -> Parsed:
@@ -233,7 +250,7 @@ def parse(job: ParseJob) -> Parsed:
     except InputFileError as exc:  # sent back as fields: an exception's own pickling loses them
         return Parsed(refusal=(exc.file, exc.line, exc.reason, exc.code))
     except OSError as exc:
-        return Parsed(unreadable=exc.strerror or type(exc).__name__)
+        return Parsed(unreadable=(exc.errno or 0, exc.strerror or type(exc).__name__))
 
 
 # -- the pool -------------------------------------------------------------------------------------
@@ -298,30 +315,42 @@ class Workers:
     def map(self, fn: Callable[..., T], jobs: Sequence[Any], *args: Any) -> Generator[Callable[[], T], None, None]:
         """Each job's result, in order, as a call that returns it (or raises what running it raised).
 
-        Jobs are sent to the workers all at once when there are enough of them to pay for the
-        processes; otherwise each runs here, when its result is asked for.
+        Jobs go to the workers when there are enough of them to pay for the processes; otherwise
+        each runs here, when its result is asked for. A few jobs per worker are in flight ahead of
+        the one asked for, no more: finished results wait in memory until they are taken, and a
+        catch-up's thousands of inputs must not all wait at once.
         """
         if self.processes < 2 or len(jobs) < self.min_jobs:
             for job in jobs:
                 yield partial(fn, job, *args)
             return
-        futures = self._submit(fn, jobs, args)
+        ahead = 2 * self.processes + 2
+        queued = iter(jobs)
+        pending: deque[Future[T]] = deque(self._submit(fn, job, args) for job in islice(queued, ahead))
         try:
-            for future in futures:
-                yield future.result
+            while pending:
+                yield pending.popleft().result
+                for job in islice(queued, 1):
+                    pending.append(self._submit(fn, job, args))
         finally:
-            for future in futures:
+            for future in pending:
                 future.cancel()
 
-    def _submit(self, fn: Callable[..., T], jobs: Sequence[Any], args: tuple[Any, ...]) -> list[Future[T]]:
+    def _submit(self, fn: Callable[..., T], job: Any, args: tuple[Any, ...]) -> Future[T]:
         try:
-            return [self._executor().submit(fn, job, *args) for job in jobs]
+            return self._executor().submit(fn, job, *args)
         except BrokenExecutor:
-            # A worker died during an earlier batch (its jobs failed there): this batch gets new ones.
+            # A worker died (its jobs fail, and are retried by the next run): the next jobs get new ones.
             self.close()
-            return [self._executor().submit(fn, job, *args) for job in jobs]
+            return self._executor().submit(fn, job, *args)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            # The fork server would outlive the run otherwise (until the process ends), unwaited: its
+            # CPU, and its workers', would then be missing from the run's own accounting (getrusage).
+            # `_stop` is the standard library's own (its tests use it); no public call does this.
+            stop = getattr(forkserver._forkserver, "_stop", None)
+            if stop is not None:
+                stop()

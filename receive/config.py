@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 FORMATS = ("csv", "parquet")
-# The sender splits a flow above 64 MiB of plain content; a sealed copy is a little larger
-# (CMS framing). Twice that leaves room and still stops a runaway file before it is read.
+# The sender splits a flow above 16 MiB of plain content by default (its operator may raise that,
+# to 64 MiB say); a sealed copy is a little larger (CMS framing). 128 MiB leaves room and still
+# stops a runaway file before it is read.
 DEFAULT_MAX_FILE_BYTES = 128 * 1024 * 1024
 DEFAULT_POLL_SECONDS = 60.0
 DEFAULT_RETENTION_DAYS = 90

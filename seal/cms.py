@@ -51,6 +51,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +66,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from ..core.errors import DecryptError, SealToolError, SignatureError
 from .certs import check_recipient, check_signer, describe
 
-__all__ = ["Sealed", "envelope", "open_sealed", "reseal_from_archive", "seal", "sign"]
+__all__ = ["ARCHIVE", "RECIPIENT", "Sealed", "envelope", "open_sealed", "reseal_from_archive", "seal", "seal_each",
+           "sign"]
 
 OPENSSL = "openssl"
 """The OpenSSL command `open_sealed` runs (looked up on PATH when it is a bare name)."""
@@ -119,18 +121,41 @@ def seal(
 
     Every certificate is checked first: a CertificateError leaves nothing half-made.
     """
+    made = dict(seal_each(data, signer_cert=signer_cert, signer_key=signer_key, recipient_cert=recipient_cert,
+                          archive_cert=archive_cert, now=now))
+    return Sealed(
+        for_recipient=made[RECIPIENT],
+        for_archive=made[ARCHIVE],
+        sha256=hashlib.sha256(made[RECIPIENT]).hexdigest(),
+    )
+
+
+ARCHIVE, RECIPIENT = "archive", "recipient"
+
+
+def seal_each(
+    data: bytes,
+    *,
+    signer_cert: x509.Certificate,
+    signer_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    recipient_cert: x509.Certificate,
+    archive_cert: x509.Certificate,
+    now: datetime,
+) -> Iterator[tuple[str, bytes]]:
+    """`seal`, one envelope at a time: (ARCHIVE, bytes), then (RECIPIENT, bytes).
+
+    A caller that writes each envelope before asking for the next holds one of them at a time,
+    beside the signed bytes: about half the memory of `seal` for a large file. The certificates
+    are checked before anything is yielded.
+    """
     check_recipient(recipient_cert, now=now, role="recipient")
     check_recipient(archive_cert, now=now, role="archive")
     check_signer(signer_cert, signer_key, now=now)
     signed = sign(data, signer_cert, signer_key)
-    for_recipient = envelope(signed, recipient_cert)
+    del data  # the caller's reference may be the last: the plaintext need not outlive the signature
     # Same signed bytes in both envelopes: a re-emission re-envelopes, never re-signs.
-    for_archive = envelope(signed, archive_cert)
-    return Sealed(
-        for_recipient=for_recipient,
-        for_archive=for_archive,
-        sha256=hashlib.sha256(for_recipient).hexdigest(),
-    )
+    yield ARCHIVE, envelope(signed, archive_cert)
+    yield RECIPIENT, envelope(signed, recipient_cert)
 
 
 def _decrypt(
