@@ -47,10 +47,18 @@ def find(consumed: Path, batch_id: int) -> Path | None:
     return matches[0] if matches else None
 
 
+DERIVED_SUFFIX = ".scans"  # an SGR zip's scans as the parse extracted them: in the zip already
+
+
 def _material(src: Path) -> list[Path]:
-    """The batch's files worth keeping: never the build's `out/`, nor a symlink."""
+    """The batch's files worth keeping: never the build's `out/`, nor a symlink, nor what a parse derives.
+
+    An SGR zip's extracted scans are its own bytes a second time (every parse extracts them
+    again): keeping them doubled the work and the size of the kept SGR input.
+    """
     return [p for p in sorted(src.rglob("*"))
-            if p.relative_to(src).parts[0] != OUT_DIR and not p.is_symlink() and p.is_file()]
+            if p.relative_to(src).parts[0] != OUT_DIR and not p.is_symlink() and p.is_file()
+            and not any(part.endswith(DERIVED_SUFFIX) for part in p.relative_to(src).parts[:-1])]
 
 
 def _write_kept(src: Path, material: list[Path], dst: Path, encrypt: Callable[[bytes], bytes]) -> None:

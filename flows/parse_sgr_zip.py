@@ -54,6 +54,8 @@ _RATIO_FLOOR = 1024 * 1024  # below this, a high ratio (a page of zeros) is harm
 _CHUNK = 1 << 20
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError)
 _ALLOWED = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+# Beside the zip, its scans as extracted (derived: every parse extracts them again).
+SCANS_SUFFIX = ".scans"
 
 
 def _basename(name: str) -> str:
@@ -140,7 +142,7 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
                 unsafe.add(info.filename)
                 unsafe.add(_basename(info.filename))
 
-        scans = work_root / f"{display_name}.scans"
+        scans = work_root / f"{display_name}{SCANS_SUFFIX}"
         budget = [limits.max_zip_total_bytes]
         result = ParseResult()
         for rank, case in enumerate(cases, 1):

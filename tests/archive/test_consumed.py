@@ -39,6 +39,8 @@ def batch(tmp_path):
         (src / rel).write_bytes(data)
     (src / "out").mkdir()
     (src / "out" / "built.xml").write_bytes(b"built plaintext, never kept")
+    (src / "SGR" / "b.zip.scans").mkdir()  # the zip's scans as a parse extracted them: in the zip already
+    (src / "SGR" / "b.zip.scans" / "00001.pdf").write_bytes(b"%PDF extracted scan, never kept")
     return src, files
 
 
@@ -55,6 +57,7 @@ def test_each_file_is_enveloped_alone_and_restored_exactly(tmp_path, batch):
     assert sorted(seen) == sorted(len(d) for d in files.values())  # one file per call, never the batch
     raw = kept.read_bytes()
     assert b"secret" not in raw and b"2850575123456" not in raw and b"built plaintext" not in raw
+    assert b"extracted scan" not in raw
     with tarfile.open(kept) as tar:
         assert sorted(tar.getnames()) == sorted(f"{rel}.p7m" for rel in files)
     out = consumed.restore(tmp_path / "consumed", 7, tmp_path / "replay", decrypt)
