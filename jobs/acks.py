@@ -103,6 +103,7 @@ class AckFetch:
         workers = max(1, min(settings.delivery.parallel, len(self.departments)))
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acks")
         self._futures = [self._executor.submit(_fetch, settings, d, self.pool) for d in self.departments]
+        self.finished = False  # recorded by `finish`
 
     def results(self) -> list[_Fetched]:
         """Every département's reading, in département order, once all are done (a crash re-raised)."""
@@ -144,6 +145,7 @@ def finish(
     try:
         return _record_fetched(fetch.results(), trace, now, reemit, run_id)
     finally:
+        fetch.finished = True
         fetch.close()
 
 

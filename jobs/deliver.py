@@ -148,83 +148,43 @@ class Deliverer:
         """
         pool = transports or TransportPool(self.transport_factory)
         try:
-            return self._deliver(trace, run_id, only, pool)
+            session = self.session(trace, run_id, pool)
+            return session.finish(only)
         finally:
             if transports is None:
                 pool.close()
 
-    def _deliver(self, trace: TraceStore, run_id: int, only: Collection[int] | None,
-                 pool: TransportPool) -> DeliveryReport:
-        report = DeliveryReport()
-        pending = self._pending(trace, only, report)
-        if not pending:
-            return report
-        by_dept: dict[str, list[Emission]] = defaultdict(list)
-        for e in pending:
-            by_dept[e.department].append(e)
-        transports = self._open(trace, run_id, by_dept, report, pool)
-        self.progress(f"delivering {len(pending)} file(s) to {len(transports)} département(s)")
-        results: queue.Queue[_Outcome | None] = queue.Queue()
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.delivery.parallel),
-                                thread_name_prefix="deliver") as executor:
-            # One copy of the context per worker: a context cannot be entered by two threads at once.
-            futures = [executor.submit(contextvars.copy_context().run, self._deliver_department, transports[c],
-                                       by_dept[c], results) for c in sorted(transports)]
-            self._record_all(trace, run_id, results, futures, transports, len(pending), report)
-        tried = {e.id for e in report.delivered} | {e.id for e in report.not_delivered}
-        report.waiting = [e for e in pending if e.id not in tried]  # their transport unusable, or queued
-        return report
+    def session(self, trace: TraceStore, run_id: int, pool: TransportPool) -> DeliverySession:
+        """A delivery that takes files as they are archived (`offer`) while the caller builds the next."""
+        return DeliverySession(self, trace, run_id, pool)
 
     # -- on the calling thread: choose, open, record ---------------------------------------------
 
-    def _pending(self, trace: TraceStore, only: Collection[int] | None, report: DeliveryReport) -> list[Emission]:
-        pending = trace.to_deliver()
-        if only is not None:
-            pending = [e for e in pending if e.id in only]
+    def _held(self, trace: TraceStore, pending: list[Emission], report: DeliveryReport) -> list[Emission]:
+        """The files of held départements counted (they wait for the resume); the others."""
         held = trace.active_holds()
         for e in pending:
             if e.department in held:
                 report.held[e.department] = report.held.get(e.department, 0) + 1
         return [e for e in pending if e.department not in held]
 
-    def _open(self, trace: TraceStore, run_id: int, by_dept: dict[str, list[Emission]],
-              report: DeliveryReport, pool: TransportPool) -> dict[str, Transport]:
-        transports: dict[str, Transport] = {}
-        for code in by_dept:
-            dept = self.settings.departments.get(code)
-            if dept is None or not dept.enabled:
-                report.problems.append(f"département {code} has emissions to deliver but is not enabled")
-                continue
-            try:
-                transports[code] = pool(self.settings, dept)
-            except FluxError as exc:  # one partner's broken setup must not stop the others
-                report.problems.append(f"département {code}: transport unusable: {exc}")
-                self.log.error("transport.unusable", department=code, files=len(by_dept[code]), error=str(exc))
-                for e in by_dept[code]:
-                    trace.transition(e.id, Status.DELIVERY_FAILED, self.clock.now(), run_id=run_id, last_error=str(exc)[:500])
-        return transports
+    def _open(self, code: str, emissions: list[Emission], report: DeliveryReport,
+              pool: TransportPool) -> Transport | str | None:
+        """The département's transport; else why not: an error (its files fail) or None (not enabled)."""
+        dept = self.settings.departments.get(code)
+        if dept is None or not dept.enabled:
+            report.problems.append(f"département {code} has emissions to deliver but is not enabled")
+            return None
+        try:
+            return pool(self.settings, dept)
+        except FluxError as exc:  # one partner's broken setup must not stop the others
+            report.problems.append(f"département {code}: transport unusable: {exc}")
+            self.log.error("transport.unusable", department=code, files=len(emissions), error=str(exc))
+            return str(exc)
 
-    def _record_all(self, trace: TraceStore, run_id: int, results: queue.Queue[_Outcome | None],
-                    futures: list[Future[None]], transports: dict[str, Transport], total: int,
-                    report: DeliveryReport) -> None:
-        remaining = len(futures)
-        while remaining:
-            # What the workers reported meanwhile is recorded in one commit: a crash before it only
-            # makes the next run find those files in place at the partner (idempotent delivery).
-            got = [results.get()]
-            while True:
-                try:
-                    got.append(results.get_nowait())
-                except queue.Empty:
-                    break
-            with trace.group():
-                for outcome in got:
-                    if outcome is None:  # one département's worker is done
-                        remaining -= 1
-                        continue
-                    self._record_one(trace, run_id, outcome, transports, total, report)
-        for f in futures:
-            f.result()
+    def _unusable(self, trace: TraceStore, run_id: int, emissions: list[Emission], error: str) -> None:
+        for e in emissions:
+            trace.transition(e.id, Status.DELIVERY_FAILED, self.clock.now(), run_id=run_id, last_error=error[:500])
 
     def _record_one(self, trace: TraceStore, run_id: int, outcome: _Outcome, transports: dict[str, Transport],
                     total: int, report: DeliveryReport) -> None:
@@ -272,23 +232,6 @@ class Deliverer:
 
     # -- on a worker thread: one département's queue ---------------------------------------------
 
-    def _deliver_department(self, transport: Transport, emissions: list[Emission],
-                            results: queue.Queue[_Outcome | None]) -> None:
-        """One département's files, in sequence order; a failure stops its queue (no gap is created)."""
-        try:
-            for e in emissions:
-                if self.stop.is_set():
-                    return
-                outcome = self._send(transport, e)
-                results.put(outcome)
-                if outcome.error is not None:
-                    return
-        except Exception as exc:  # a bug in one adapter must not take the other départements down
-            self.log.error("deliver.crashed", error=type(exc).__name__)
-            raise
-        finally:
-            results.put(None)
-
     def _send(self, transport: Transport, e: Emission) -> _Outcome:
         """One file, retried on transient failures; the outcome says how many attempts it took."""
         policy = self.settings.delivery
@@ -320,3 +263,157 @@ class Deliverer:
         except FluxError as exc:
             return _Outcome(e, str(exc), attempts, "")
         return _Outcome(e, None, attempts, reference, time.monotonic() - started)
+
+
+class DeliverySession:
+    """One delivery pass that can start before every file is archived.
+
+    The night offers each département's files as soon as they are archived and goes on building
+    the next ones; `finish` offers whatever else is due and waits. The rules stay those of the
+    module: one worker at a time per département, its files in the order offered (sequence order:
+    the trace lists them so), a failure stops that département's queue for the run, only the
+    calling thread writes the trace (`drain`, `finish`).
+    """
+
+    def __init__(self, deliverer: Deliverer, trace: TraceStore, run_id: int, pool: TransportPool):
+        self.d, self.trace, self.run_id, self.pool = deliverer, trace, run_id, pool
+        self.report = DeliveryReport()
+        self._queues: dict[str, list[Emission]] = defaultdict(list)  # guarded by _lock
+        self._active: set[str] = set()  # départements with a worker running: guarded by _lock
+        self._stopped: set[str] = set()  # a failure stopped their queue: guarded by _lock
+        self._lock = threading.Lock()
+        self._transports: dict[str, Transport] = {}
+        self._unusable: dict[str, str | None] = {}  # why not: an error, or None (not enabled)
+        self._held = trace.active_holds()  # read again by each `offer_due`
+        self._offered: list[Emission] = []
+        self._offered_ids: set[int] = set()
+        self._results: queue.Queue[_Outcome | None] = queue.Queue()
+        self._running = 0  # workers started and not yet reported done (the calling thread's count)
+        self._futures: list[Future[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=max(1, deliverer.settings.delivery.parallel),
+                                            thread_name_prefix="deliver")
+
+    def offer(self, emissions: list[Emission]) -> None:
+        """Queue these archived files (those not offered yet), starting their départements' workers.
+
+        A held département's files are not taken: they wait for its resume (`finish` counts them).
+        """
+        fresh = [e for e in emissions if e.id not in self._offered_ids and e.department not in self._held]
+        if not fresh:
+            return
+        by_dept: dict[str, list[Emission]] = defaultdict(list)
+        for e in fresh:
+            by_dept[e.department].append(e)
+            self._offered_ids.add(e.id)
+            self._offered.append(e)
+        for code in sorted(by_dept):
+            if code not in self._transports and code not in self._unusable:
+                opened = self.d._open(code, by_dept[code], self.report, self.pool)
+                if opened is None or isinstance(opened, str):
+                    self._unusable[code] = opened
+                else:
+                    self._transports[code] = opened
+            if code in self._unusable:
+                error = self._unusable[code]
+                if error is not None:  # a broken transport: its files failed (not enabled: they wait)
+                    self.d._unusable(self.trace, self.run_id, by_dept[code], error)
+                continue
+            with self._lock:
+                self._queues[code].extend(by_dept[code])
+                start = code not in self._active and code not in self._stopped
+                if start:
+                    self._active.add(code)
+            if start:
+                self._running += 1
+                # One copy of the context per worker: a context cannot be entered by two threads at once.
+                self._futures.append(self._executor.submit(contextvars.copy_context().run, self._work, code))
+
+    def offer_due(self, only: Collection[int] | None = None) -> None:
+        """Offer every archived file not delivered yet (or only these ids), held départements apart."""
+        pending = self.trace.to_deliver()
+        if only is not None:
+            pending = [e for e in pending if e.id in only]
+        self._held = self.trace.active_holds()
+        self.offer(pending)
+
+    def drain(self) -> None:
+        """Record what the workers reported so far, without waiting (one commit)."""
+        self._record(self._take(block=False))
+
+    def finish(self, only: Collection[int] | None = None, *, offer_due: bool = True) -> DeliveryReport:
+        """Offer what else is due (unless told not to), wait for every worker, record everything."""
+        try:
+            if offer_due:
+                self.offer_due(only)
+            if self._offered:
+                self.d.progress(f"delivering {len(self._offered)} file(s) to {len(self._transports)} département(s)")
+            while self._running:
+                self._record(self._take(block=True))
+            for f in self._futures:
+                f.result()
+        finally:
+            self._executor.shutdown(wait=True)
+        pending = self.trace.to_deliver()
+        if only is not None:
+            pending = [e for e in pending if e.id in only]
+        self.d._held(self.trace, pending, self.report)
+        tried = {e.id for e in self.report.delivered} | {e.id for e in self.report.not_delivered}
+        self.report.waiting = [e for e in self._offered if e.id not in tried]  # unusable, queued, or stopped
+        return self.report
+
+    def _take(self, *, block: bool) -> list[_Outcome | None]:
+        got: list[_Outcome | None] = []
+        if block:
+            got.append(self._results.get())
+        while True:
+            try:
+                got.append(self._results.get_nowait())
+            except queue.Empty:
+                return got
+
+    def _record(self, got: list[_Outcome | None]) -> None:
+        if not got:
+            return
+        # What the workers reported meanwhile is recorded in one commit: a crash before it only
+        # makes the next run find those files in place at the partner (idempotent delivery).
+        with self.trace.group():
+            for outcome in got:
+                if outcome is None:  # one département's worker is done
+                    self._running -= 1
+                    continue
+                self.d._record_one(self.trace, self.run_id, outcome, self._transports, len(self._offered),
+                                   self.report)
+
+    # -- on a worker thread: one département's queue ---------------------------------------------
+
+    def _next(self, code: str) -> Emission | None:
+        with self._lock:
+            queued = self._queues[code]
+            if queued and code not in self._stopped:
+                return queued.pop(0)
+            self._active.discard(code)  # anything offered from now on starts a new worker
+            return None
+
+    def _work(self, code: str) -> None:
+        """One département's files, in the order offered; a failure stops its queue (no gap is created)."""
+        left = False  # once out of `_active`, a new worker may already serve the département: hands off
+        try:
+            while not self.d.stop.is_set():
+                e = self._next(code)
+                if e is None:
+                    left = True
+                    return
+                outcome = self.d._send(self._transports[code], e)
+                self._results.put(outcome)
+                if outcome.error is not None:
+                    with self._lock:
+                        self._stopped.add(code)
+                    return
+        except Exception as exc:  # a bug in one adapter must not take the other départements down
+            self.d.log.error("deliver.crashed", error=type(exc).__name__)
+            raise
+        finally:
+            if not left:
+                with self._lock:
+                    self._active.discard(code)
+            self._results.put(None)

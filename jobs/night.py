@@ -49,7 +49,7 @@ from ..trace.store import Emission, TraceStore
 from ..transport.base import Transport
 from ..transport.registry import transport_for
 from . import acks, guards, notices, prepare, reemit, retention
-from .deliver import Deliverer, TransportPool
+from .deliver import Deliverer, DeliveryReport, DeliverySession, TransportPool
 from .spill import Sink, Spill
 
 
@@ -150,6 +150,7 @@ class Night:
         self._transports = TransportPool(transport_factory)
         # Worker processes for the CPU of the run, started when a batch is big enough, stopped at its end.
         self.workers = prepare.Workers(self.settings.build.processes, self.settings.build.min_jobs)
+        self._delivery: DeliverySession | None = None  # under way from the first batch on
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -174,15 +175,19 @@ class Night:
             self._load_sender()
             self._secure_consumed(trace)
             # Read while the files are built (connecting is most of it), recorded before delivering.
+            # Delivery starts once the acks are recorded (after the first batch) and takes each
+            # département's files as they are archived, while the next ones are built.
             fetching = self._start_acks(trace)
+            built = False
             try:
-                self._build_all(trace, business_date, run_id, report)
-                self._finish_acks(fetching, trace, run_id, report)
+                self._build_all(trace, business_date, run_id, report, fetching)
+                self._start_delivery(fetching, trace, run_id, report)  # no batch tonight: now
+                built = True
             finally:
                 fetching.close()
+                # What is under way is always waited for and recorded; more only after a full build.
+                self._finish_delivery(report, offer_due=built and not self.stop.is_set())
             self._write_rejects_report(trace, run_id, report)
-            if not self.stop.is_set():
-                self.deliver(trace, run_id, report)
             self._housekeeping(trace, report)
             # Emissions to deliver, not yet archived, or not even built (their batch is still open).
             # Files that wait only for a held département are not "undelivered": the operator asked.
@@ -260,7 +265,28 @@ class Night:
         report.acks = summary
         report.problems.extend(f"acks: {e}" for e in summary.errors)
 
-    def _build_all(self, trace: TraceStore, business_date: date, run_id: int, report: NightReport) -> None:
+    def _start_delivery(self, fetching: acks.AckFetch, trace: TraceStore, run_id: int, report: NightReport) -> None:
+        """Record the acks, then start delivering what is due (unless stopped); once per run."""
+        if self._delivery is not None or fetching.finished:
+            return
+        self._finish_acks(fetching, trace, run_id, report)
+        if not self.stop.is_set():
+            self._delivery = self.deliverer.session(trace, run_id, self._transports)
+            self._delivery.offer_due()
+
+    def _offer(self, emissions: list[Emission]) -> None:
+        """Hand freshly archived files to the delivery under way, and record what it reported."""
+        if self._delivery is not None:
+            self._delivery.offer(emissions)
+            self._delivery.drain()
+
+    def _finish_delivery(self, report: NightReport, *, offer_due: bool) -> None:
+        session, self._delivery = self._delivery, None
+        if session is not None:  # even after a stop: what was sent is recorded
+            self._tally(session.finish(offer_due=offer_due), report)
+
+    def _build_all(self, trace: TraceStore, business_date: date, run_id: int, report: NightReport,
+                   fetching: acks.AckFetch) -> None:
         """Claim the inbox, then parse, check, route, build, validate, seal and archive every batch."""
         batches = self._batches(trace, business_date, run_id, report)
         # Input set aside tonight as a duplicate is a plaintext copy of upstream's file: sealed now.
@@ -270,6 +296,7 @@ class Night:
                 break
             self._process_batch(trace, batch, run_id, report)
             self.progress(f"{batch.flow} {batch.business_date}: batch {i}/{len(batches)} built")
+            self._start_delivery(fetching, trace, run_id, report)
         if not self.stop.is_set():
             self._replay_parked(trace, run_id, report)
 
@@ -550,6 +577,7 @@ class Night:
         flow, now = batch.flow, self.clock.now()
         done = LineSummary()
         ok = True
+        archived: list[int] = []
         # One commit for the département's emissions, once their files are archived (a crash before
         # it rebuilds them with the same sequence numbers): not one per emission and per state.
         with trace.group():
@@ -566,6 +594,7 @@ class Night:
                     continue
                 try:
                     self._archive_part(trace, row, part, dept, len(parts), rejects if part.part == 1 else 0, run_id)
+                    archived.append(row.id)
                     done.records += len(part.record_keys)
                     done.files += 1
                     done.bytes += part.size
@@ -578,6 +607,7 @@ class Night:
         line.records += done.records
         line.files += done.files
         line.bytes += done.bytes
+        self._offer([trace.emission(i) for i in archived])  # committed: a delivery may now follow
         return ok
 
     def _archive_part(self, trace: TraceStore, row: Emission, part: prepare.PreparedPart, dept: Department,
@@ -705,7 +735,10 @@ class Night:
     def deliver(self, trace: TraceStore, run_id: int, report: NightReport, *,
                 only: Collection[int] | None = None) -> None:
         """Deliver what is due (jobs/deliver.py) and tally it into the night's report."""
-        done = self.deliverer.deliver(trace, run_id, only=only, transports=self._transports)
+        self._tally(self.deliverer.deliver(trace, run_id, only=only, transports=self._transports), report)
+
+    @staticmethod
+    def _tally(done: DeliveryReport, report: NightReport) -> None:
         for code, n in done.held.items():
             report.held[code] = report.held.get(code, 0) + n
         for e in done.delivered:
