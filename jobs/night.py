@@ -289,6 +289,8 @@ class Night:
                    fetching: acks.AckFetch) -> None:
         """Claim the inbox, then parse, check, route, build, validate, seal and archive every batch."""
         batches = self._batches(trace, business_date, run_id, report)
+        # Tonight's batches are known: the workers start while the leftovers below are sealed.
+        self.workers.warm(len(self.settings.enabled_departments()) if batches else 0)
         # Input set aside tonight as a duplicate is a plaintext copy of upstream's file: sealed now.
         consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
         for i, batch in enumerate(batches, 1):
@@ -607,7 +609,7 @@ class Night:
         line.records += done.records
         line.files += done.files
         line.bytes += done.bytes
-        self._offer([trace.emission(i) for i in archived])  # committed: a delivery may now follow
+        self._offer([trace.emission(i) for i in archived])  # committed: may be sent now
         return ok
 
     def _archive_part(self, trace: TraceStore, row: Emission, part: prepare.PreparedPart, dept: Department,

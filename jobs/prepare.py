@@ -336,13 +336,20 @@ class Workers:
             for future in pending:
                 future.cancel()
 
+    def warm(self, expected_jobs: int) -> None:
+        """Start the workers now, when that many jobs will use them: they are ready when the first comes."""
+        if self.processes >= 2 and expected_jobs >= self.min_jobs:
+            for _ in range(self.processes):
+                self._submit(os.getpid, None, ())
+
     def _submit(self, fn: Callable[..., T], job: Any, args: tuple[Any, ...]) -> Future[T]:
+        call = (fn, *args) if job is None else (fn, job, *args)
         try:
-            return self._executor().submit(fn, job, *args)
+            return self._executor().submit(*call)
         except BrokenExecutor:
             # A worker died (its jobs fail, and are retried by the next run): the next jobs get new ones.
             self.close()
-            return self._executor().submit(fn, job, *args)
+            return self._executor().submit(*call)
 
     def close(self) -> None:
         if self._pool is not None:
