@@ -171,6 +171,7 @@ class Night:
             self.log.error("department.siret_placeholder", department=dept, key=f"departments.{dept}.siret")
         status, failure = RunStatus.FAILED, ExitCode.INTERNAL
         try:
+            self.workers.warm(len(self.settings.enabled_departments()))  # they start while the run claims
             self._prepare()
             self._load_sender()
             self._secure_consumed(trace)
@@ -289,8 +290,6 @@ class Night:
                    fetching: acks.AckFetch) -> None:
         """Claim the inbox, then parse, check, route, build, validate, seal and archive every batch."""
         batches = self._batches(trace, business_date, run_id, report)
-        # Tonight's batches are known: the workers start while the leftovers below are sealed.
-        self.workers.warm(len(self.settings.enabled_departments()) if batches else 0)
         # Input set aside tonight as a duplicate is a plaintext copy of upstream's file: sealed now.
         consumed_store.seal_plaintext_leftovers(self.paths.consumed, self._encrypt_for_archive)
         for i, batch in enumerate(batches, 1):
@@ -455,9 +454,8 @@ class Night:
         for r, d in found.warnings:
             self.log.info("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                           department=d, reason=r.message)
-        for rows in (found.warnings, found.rejects):
-            trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
-                                                 for r, d in rows], now)
+        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
+                                             for r, d in (*found.warnings, *found.rejects)], now)
         for r, d in found.rejects:
             self.log.info("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                           department=d, reason=r.message)

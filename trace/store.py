@@ -401,11 +401,14 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
 
     def add_rejects(self, run_id: int, batch_id: int, rejects: Iterable[tuple], now: datetime) -> None:
         """(flow, department, file, line, code, message) rows; a rebuilt batch does not double them."""
+        rows = list(rejects)
+        if not rows:  # most inputs have none: no transaction (and no sync) for nothing
+            return
         with self.tx():
             self.db.executemany(
                 "INSERT OR IGNORE INTO rejects(run_id, batch_id, flow, department, file, line, code, message,"
                 " created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                [(run_id, batch_id, *r, _iso(now)) for r in rejects])
+                [(run_id, batch_id, *r, _iso(now)) for r in rows])
 
     def rejects_of_batch(self, batch_id: int) -> list[Reject]:
         return Reject.all(self.db.execute("SELECT * FROM rejects WHERE batch_id=? ORDER BY file, line", (batch_id,)))
