@@ -55,6 +55,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -108,21 +109,13 @@ def envelope(signed: bytes, recipient_cert: x509.Certificate) -> bytes:
     )
 
 
-def seal(
-    data: bytes,
-    *,
-    signer_cert: x509.Certificate,
-    signer_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
-    recipient_cert: x509.Certificate,
-    archive_cert: x509.Certificate,
-    now: datetime,
-) -> Sealed:
-    """Sign `data` once, envelope it for the département and for the CNAF's archive.
+def seal(data: bytes, **keys: Any) -> Sealed:
+    """Sign `data` once, envelope it for the département and for the CNAF's archive, both at once.
 
-    Every certificate is checked first: a CertificateError leaves nothing half-made.
+    `keys`: those of `seal_each` (signer_cert, signer_key, recipient_cert, archive_cert, now). Every
+    certificate is checked first: a CertificateError leaves nothing half-made.
     """
-    made = dict(seal_each(data, signer_cert=signer_cert, signer_key=signer_key, recipient_cert=recipient_cert,
-                          archive_cert=archive_cert, now=now))
+    made = dict(seal_each(data, **keys))
     return Sealed(
         for_recipient=made[RECIPIENT],
         for_archive=made[ARCHIVE],
