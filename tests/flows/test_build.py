@@ -263,17 +263,9 @@ def test_dsg_builds_a_valid_envelope(out_dir: Path, tmp_path: Path) -> None:
 
 def test_dsg_optional_parts_left_empty_still_validate(out_dir: Path, tmp_path: Path) -> None:
     # What the DSG parser accepts as optional (names, address parts, phone, PRESTATAIRE).
-    bare = dataclasses.replace(
-        dsg(0).adresse,
-        destinataire="",
-        numero_voie="",
-        type_voie="",
-        nom_voie="",
-        code_postal="",
-        localite="",
-        code_pays="",
-    )
-    record = dsg(0, nom_usage="", telephone="", adresse=bare, ps_numero_am="", ps_nom="", ps_prenom="")
+    emptied = ("destinataire", "numero_voie", "type_voie", "nom_voie", "code_postal", "localite", "code_pays")
+    record = dsg(0, address=dict.fromkeys(emptied, ""), nom_usage="", telephone="", ps_numero_am="", ps_nom="",
+                 ps_prenom="")
     part = build(header("DSG"), [record], out_dir=out_dir, max_bytes=10_000_000, seq_for_part=Seqs())[0]
     root = validate_part("DSG", part, tmp_path).getroot()
     assert root.find(f".//{{{PS}}}PRESTATAIRE") is None
