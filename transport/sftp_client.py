@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import paramiko
 from paramiko.sftp import (
@@ -180,6 +180,22 @@ class _PinnedOnly(paramiko.RejectPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
         raise _UnknownHostKey(hostname, key)
+
+
+class _GcmFirst(paramiko.Transport):
+    """paramiko's transport, offering AES-GCM before AES-CTR.
+
+    paramiko lists aes*-ctr first and pairs it with HMAC-SHA2: two passes over every byte on
+    each side. AES-GCM authenticates as it encrypts (OpenSSH has offered it since 6.2), which
+    costs about a third less CPU here on both ends of a catch-up's gigabyte. A server that does
+    not offer it still gets CTR: only the order changes, nothing weaker is added.
+    """
+
+    _offered: tuple[str, ...] = vars(paramiko.Transport)["_preferred_ciphers"]  # private in the stubs
+    _preferred_ciphers = (
+        *(c for c in _offered if c.endswith("-gcm@openssh.com")),
+        *(c for c in _offered if not c.endswith("-gcm@openssh.com")),
+    )
 
 
 class Sftp(paramiko.SFTPClient):
@@ -544,6 +560,7 @@ class SftpClient:
                 channel_timeout=self.timeout,
                 allow_agent=False,
                 look_for_keys=False,
+                transport_factory=cast(Any, _GcmFirst),  # the stubs type the factory as a narrower protocol
             )
         except BaseException:
             client.close()
@@ -592,6 +609,7 @@ class SftpClient:
             host=self.host,
             port=self.port,
             host_key=self.server_key_fingerprint(client),
+            cipher=self.cipher(client),
             seconds=round(time.monotonic() - started, 3),
         )
         return sftp
@@ -601,6 +619,12 @@ class SftpClient:
         transport = client.get_transport()
         key = transport.get_remote_server_key() if transport else None
         return key_fingerprint(key) if key else ""
+
+    @staticmethod
+    def cipher(client: paramiko.SSHClient) -> str:
+        """The cipher negotiated for what we send."""
+        transport = client.get_transport()
+        return str(getattr(transport, "local_cipher", "")) if transport else ""
 
     def drop(self) -> None:
         """Forget the connection: after a timeout or a dropped link its state cannot be trusted."""

@@ -119,10 +119,12 @@ class SshdPartner:
         *,
         read_only: bool = False,
         max_file_bytes: int | None = None,
+        ciphers: str | None = None,
     ):
         """`read_only`: the server refuses every write (a partner whose folders are not writable,
         which permissions cannot simulate for root). `max_file_bytes`: writes past that size fail
         as on a full disk (RLIMIT_FSIZE on the server: the write gets EFBIG, the client an SFTP failure).
+        `ciphers`: sshd's `Ciphers` list (an older or stricter server), sshd's defaults otherwise.
         """
         require_tools()
         self.name = name
@@ -151,6 +153,7 @@ class SshdPartner:
         self.proc: subprocess.Popen | None = None
         self._log_offset = 0
         self.read_only = read_only
+        self.ciphers = ciphers
         self._write_config()
 
     def _write_config(self) -> None:
@@ -173,6 +176,8 @@ class SshdPartner:
             "X11Forwarding no",
             f"Subsystem sftp {sftp}",
         ]
+        if self.ciphers:
+            lines.append(f"Ciphers {self.ciphers}")
         if _sshd_version() >= (9, 8):
             lines.append("PerSourcePenalties no")  # the refused-login tests must not lock 127.0.0.1 out
         if self.as_root:

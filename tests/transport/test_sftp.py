@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 from support import BUSINESS_DATE, NOW, make_demo, open_delivered, record_fingerprints
 from support.sshd import HOST, PartnerPool, SshdPartner, fingerprint, generate_key, require_tools
 from support.toml import _inline
@@ -649,3 +650,16 @@ def test_known_hosts_is_read_again_once_it_changes(partner, keys, tmp_path):
             t.deliver(sealed(tmp_path, "DSG_035_20261123_000002.xml.p7m", b"second", "DSG"))
     with transport(partner, keys["ed25519"][0], tmp_path) as t:  # and back
         assert not t.deliver(sealed(tmp_path, "DSG_035_20261123_000002.xml.p7m", b"second", "DSG")).already_there
+
+
+@pytest.mark.parametrize(("server_ciphers", "expected"), [
+    (None, "aes128-gcm@openssh.com"),  # OpenSSH's defaults: AES-GCM, which authenticates as it encrypts
+    ("aes256-ctr,aes128-ctr", "aes128-ctr"),  # a server without GCM still gets CTR (and its HMAC)
+])
+def test_aes_gcm_is_preferred_and_a_server_without_it_still_gets_ctr(pool, keys, tmp_path, server_ciphers, expected):
+    partner = pool.start(["p"], [keys["ed25519"][1]], ciphers=server_ciphers)["p"]
+    data = payload(300_000)
+    with capture_logs() as logs, transport(partner, keys["ed25519"][0], tmp_path) as t:
+        t.deliver(sealed(tmp_path, "DSG_035_20261123_000001.xml.p7m", data, "DSG"))
+    assert [e["cipher"] for e in logs if e["event"] == "sftp.connected"] == [expected]
+    assert (partner.root / "in/dsg/DSG_035_20261123_000001.xml.p7m").read_bytes() == data
