@@ -132,6 +132,10 @@ class XmlFields:
         self.values: dict[str, str] = {}
         self.lines: dict[str, int] = {}
         self.attrs: dict[str, str] = {}
+        # {parent: {tag: [children]}}: a parent's children are walked once, not once per field
+        # looked up under it (findall parses its path and walks them again each time). Keyed by
+        # the element itself, which keeps lxml's proxy, hence its identity, alive meanwhile.
+        self._children: dict[etree._Element, dict[str, list[etree._Element]]] = {}
 
     def line(self, field: str | None) -> int:
         return self.lines.get(field or "", 1)
@@ -141,7 +145,7 @@ class XmlFields:
         if parent is None:
             self.lines[field] = at
             return None
-        found = parent.findall(f"{{{ns}}}{name}" if ns else name)
+        found = self._by_tag(parent).get(f"{{{ns}}}{name}" if ns else name, [])
         if len(found) > 1:
             self.lines[field] = line_at(found[1], at)
             raise Invalid("FIELD_REPEATED", f"{field}: must appear once", field)
@@ -150,6 +154,15 @@ class XmlFields:
             return None
         self.lines[field] = line_at(found[0], at)
         return found[0]
+
+    def _by_tag(self, parent: etree._Element) -> dict[str, list[etree._Element]]:
+        children = self._children.get(parent)
+        if children is None:
+            children = self._children[parent] = {}
+            for child in parent:
+                if isinstance(child.tag, str):  # comments and processing instructions have no name
+                    children.setdefault(child.tag, []).append(child)
+        return children
 
     def text(self, parent, ns: str | None, name: str, field: str, at: int, *, attr: str | None = None,
              strip: bool = True) -> str:
