@@ -151,6 +151,7 @@ class Night:
         # Worker processes for the CPU of the run, started when a batch is big enough, stopped at its end.
         self.workers = prepare.Workers(self.settings.build.processes, self.settings.build.min_jobs)
         self._delivery: DeliverySession | None = None  # under way from the first batch on
+        self._keeping: list[tuple[prepare.KeepJob, Callable[[], Path]]] = []  # kept inputs under way
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -218,6 +219,10 @@ class Night:
             self.log.info("run.end", run=run_id, status=status, exit_code=int(code), records=t.records,
                           rejects=t.rejects, files=t.files, bytes=t.bytes, seconds=round(report.seconds, 3))
             self._transports.close()
+            try:
+                self._await_kept()  # after a stop or an error: what is under way still ends
+            except Exception as exc:  # the run's own outcome comes first; the next run keeps it
+                self.log.error("consumed.keep_failed", error=type(exc).__name__)
             self.workers.close()
             unbind_run()
             if own_trace:
@@ -298,6 +303,7 @@ class Night:
             self._process_batch(trace, batch, run_id, report)
             self.progress(f"{batch.flow} {batch.business_date}: batch {i}/{len(batches)} built")
             self._start_delivery(fetching, trace, run_id, report)
+        self._await_kept()  # a parked record's replay reads its batch's kept input
         if not self.stop.is_set():
             self._replay_parked(trace, run_id, report)
 
@@ -366,7 +372,14 @@ class Night:
             faults.point("batch-done")
             trace.set_batch_state(batch.id, "done", self.clock.now())
             inbox.retire_batch(self.paths.work, self.paths.consumed, batch.id, batch.business_date,
-                               keep=lambda src: self._keep_consumed(src, batch.id, batch.business_date))
+                               keep=lambda src: self._keep_later(src, batch))
+
+    def _parsed(self, parsed: Callable[[], prepare.Parsed], job: prepare.ParseJob) -> prepare.Parsed:
+        try:
+            return parsed()
+        except BrokenExecutor:  # its worker died (with another job, or killed): parsed here instead
+            self.log.warning("parse.worker_lost", file=job.display_name)
+            return prepare.parse(job)
 
     def _routing(self, flow: str, sink: Sink) -> _Routed:
         return _Routed({d.code: d for d in self.settings.enabled_departments() if flow in d.flows}, sink)
@@ -382,11 +395,11 @@ class Night:
         rows = [row for row in trace.batch_files(batch.id) if row.kind == "input" and row.state == "claimed"]
         jobs = [prepare.ParseJob(flow, batch.dir / row.name, row.name, self.clock.today(), batch.dir, limits)
                 for row in rows]
-        for row, parsed in zip(rows, self.workers.map(prepare.parse, jobs), strict=True):
+        for row, job, parsed in zip(rows, jobs, self.workers.map(prepare.parse, jobs), strict=True):
             path = batch.dir / row.name
             faults.point("parse")
             try:
-                result = parsed().unwrap()
+                result = self._parsed(parsed, job).unwrap()
             except (InputFileError, OSError) as error:  # OSError: unreadable since it was claimed
                 exc = error if isinstance(error, InputFileError) else InputFileError(
                     row.name, None, f"cannot be read ({error.strerror})", "UNREADABLE")
@@ -647,6 +660,26 @@ class Night:
 
     def _keep_consumed(self, src: Path, batch_id: int, business_date: date) -> None:
         consumed_store.keep(src, self.paths.consumed, batch_id, business_date, self._encrypt_for_archive)
+
+    def _keep_later(self, src: Path, batch: inbox.Batch) -> None:
+        """Keep a done batch's input encrypted, in a worker when there are some (see `_await_kept`)."""
+        job = prepare.KeepJob(src, self.paths.consumed, batch.id, batch.business_date,
+                              self.settings.sender.archive_certificate)
+        self._keeping.append((job, self.workers.later(prepare.keep_input, job)))
+
+    def _await_kept(self) -> None:
+        """Wait for the kept inputs under way. One whose worker died is kept here instead.
+
+        Its batch is done in the trace already: were this run to stop first, the next one would
+        find the plaintext folder and keep it (`_secure_consumed`), as after a crash.
+        """
+        keeping, self._keeping = self._keeping, []
+        for job, kept in keeping:
+            try:
+                kept()
+            except BrokenExecutor:
+                self.log.warning("consumed.worker_lost", batch=job.batch_id)
+                self._keep_consumed(job.src, job.batch_id, job.business_date)
 
     def _secure_consumed(self, trace: TraceStore) -> None:
         """Nothing consumed stays in clear: finish a retirement a crash interrupted, encrypt old leftovers."""

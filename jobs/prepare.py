@@ -16,7 +16,9 @@ What stays with the run's process, and why:
 
 A worker writes only inside the folder it is given (one per run: a worker of a killed run
 that finishes its job cannot touch the next run's files), never touches the trace, never
-sends. Whatever it leaves is rebuilt by the next run. Its answers carry no personal data
+sends. One job writes elsewhere: keeping a finished batch's input encrypted (`keep_input`),
+which is idempotent, writes its one file atomically, and which the next run finishes anyway
+if it is interrupted (the batch is already done in the trace). Whatever it leaves is rebuilt by the next run. Its answers carry no personal data
 beyond what the files themselves hold (record keys are hashes, see flows/records.py).
 """
 
@@ -40,6 +42,7 @@ from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..archive import consumed as consumed_store
 from ..config.settings import Sender
 from ..core.errors import FluxError, InputFileError, SchemaError, SealError
 from ..core.fsutil import atomic_file
@@ -253,6 +256,32 @@ def parse(job: ParseJob) -> Parsed:
         return Parsed(unreadable=(exc.errno or 0, exc.strerror or type(exc).__name__))
 
 
+# -- a finished batch's input, kept encrypted ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeepJob:
+    """A done batch's folder, to become its encrypted kept input (archive/consumed.py)."""
+
+    src: Path
+    consumed: Path
+    batch_id: int
+    business_date: date
+    archive_certificate: Path
+
+
+def keep_input(job: KeepJob) -> Path:
+    """Envelope each input file for the archive certificate, tar them, then delete the plaintext.
+
+    A catch-up's SGR batch is a gigabyte of zips: enveloped in a worker, while the run's own
+    process builds the next batch and delivers.
+    """
+    faults.point("keep")
+    cert = certs.load_certificate(job.archive_certificate)
+    return consumed_store.keep(job.src, job.consumed, job.batch_id, job.business_date,
+                               lambda data: cms.envelope(data, cert))
+
+
 # -- the pool -------------------------------------------------------------------------------------
 
 
@@ -341,6 +370,16 @@ class Workers:
         finally:
             for future in pending:
                 future.cancel()
+
+    def later(self, fn: Callable[[Any], T], job: Any) -> Callable[[], T]:
+        """`fn(job)` in a worker when the workers are up, the caller going on meanwhile; else here, now.
+
+        The result (or what running it raised) comes from the call returned.
+        """
+        if self._pool is None and self._warming is None:
+            result = fn(job)
+            return lambda: result
+        return self._submit(fn, job, ()).result
 
     def warm(self, expected_jobs: int) -> None:
         """Start the workers now, from another thread, when that many jobs will use them.

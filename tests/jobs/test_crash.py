@@ -244,6 +244,23 @@ def test_sigkill_while_workers_build_then_rerun(tmp_path, point, clean):
         "a worker's plaintext or sealed copy outlived the run"
 
 
+def test_a_worker_killed_while_keeping_an_input_leaves_no_plaintext_behind(tmp_path, clean):
+    """A done batch's input is enveloped in a worker; that worker killed, the run keeps it itself."""
+    root = tmp_path / "demo"
+    make_demo(root, departments=DEPTS)
+    with_workers(root)
+    first = run_cli(*_args(root), env_extra={"FLUX_PMI_CRASH_AT": "keep"})
+    assert first.returncode in (0, 3), first.stdout + first.stderr  # 3: the next batch's jobs died with it
+    assert "consumed.worker_lost" in first.stdout + first.stderr
+    trace = TraceStore(root / "trace" / "flux-pmi.sqlite")
+    done = [b.id for b in trace.done_batches()]
+    trace.close()
+    assert done and all(list((root / "consumed").glob(f"*/batch-{b:06d}.tar.p7m")) for b in done)
+    assert not [b for b in done if (root / "work" / f"batch-{b:06d}").exists()], "a done batch left in clear"
+    _rerun(root)
+    _check(root, clean)
+
+
 def test_a_worker_killed_mid_build_leaves_its_files_for_the_next_run(tmp_path, clean):
     """The kill is the worker's own (the run survives it): its départements wait, exit 3, then the rerun sends them once."""
     root = tmp_path / "demo"
