@@ -483,7 +483,8 @@ def check_not_before(later: date, earlier: date, later_field: str, earlier_field
 # --- SGR scans ------------------------------------------------------------------------
 
 _DRIVE = re.compile(r"[A-Za-z]:")
-_PDF_TAIL = 1024
+PDF_HEAD = b"%PDF-"
+PDF_TAIL = 1024
 
 
 def check_pdf(fichier: str, inbox_root: Path, max_bytes: int, field: str = "FICHIER") -> tuple[Path, int]:
@@ -528,9 +529,14 @@ def check_pdf(fichier: str, inbox_root: Path, max_bytes: int, field: str = "FICH
         size = info.st_size
         if size > max_bytes:
             raise Invalid("PDF_TOO_LARGE", f"{field}: the scan exceeds {max_bytes} bytes", field)
-        head = fh.read(5)
-        fh.seek(max(0, size - _PDF_TAIL))
-        tail = fh.read(_PDF_TAIL)
-    if head != b"%PDF-" or b"%%EOF" not in tail:
-        raise Invalid("PDF_NOT_PDF", f"{field}: not a PDF (no %PDF- header or no %%EOF trailer)", field)
+        head = fh.read(len(PDF_HEAD))
+        fh.seek(max(0, size - PDF_TAIL))
+        tail = fh.read(PDF_TAIL)
+    check_pdf_bytes(head, tail, field)
     return candidate.resolve(), size
+
+
+def check_pdf_bytes(head: bytes, tail: bytes, field: str) -> None:
+    """A scan's first bytes and its last PDF_TAIL bytes: a PDF's header, and its end-of-file mark."""
+    if head != PDF_HEAD or b"%%EOF" not in tail:
+        raise Invalid("PDF_NOT_PDF", f"{field}: not a PDF (no %PDF- header or no %%EOF trailer)", field)

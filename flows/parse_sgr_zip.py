@@ -142,7 +142,7 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
                 unsafe.add(info.filename)
                 unsafe.add(_basename(info.filename))
 
-        scans = work_root / f"{display_name}{SCANS_SUFFIX}"
+        scans = work_root.resolve() / f"{display_name}{SCANS_SUFFIX}"  # resolved once, for every scan's path
         budget = [limits.max_zip_total_bytes]
         result = ParseResult()
         for rank, case in enumerate(cases, 1):
@@ -180,8 +180,7 @@ def _case(case, doc: XmlFields, source: Source, today: date, flux_date: date, ar
     received = min(dtcreasdp, flux_date)
 
     info = _resolve(v["NOMIMAGED"], safe, safe_base, unsafe)
-    target = _extract(archive, info, scans, rank, limits, budget)
-    pdf, size = check.check_pdf(target.name, scans, limits.max_pdf_bytes, "NOMIMAGED")
+    pdf, size = _extract(archive, info, scans, rank, limits, budget)
     return SgrRecord(
         source=source,
         received=received,
@@ -213,7 +212,7 @@ def _resolve(nomimaged: str, safe, safe_base, unsafe: set[str]) -> zipfile.ZipIn
 
 
 def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, scans: Path, rank: int, limits: Limits,
-             budget: list[int]) -> Path:
+             budget: list[int]) -> tuple[Path, int]:
     if info.is_dir():
         raise Invalid("PDF_MISSING", "NOMIMAGED: names a folder of the zip", "NOMIMAGED")
     if info.flag_bits & 0x1:
@@ -229,10 +228,18 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, scans: Path, rank:
     budget[0] -= info.file_size
     private_dir(scans)
     target = scans / f"{rank:05d}.pdf"
+    head, tail, size = b"", b"", 0
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
         for chunk in _stream(archive, info, min(limits.max_pdf_bytes, info.file_size), "ZIP_BOMB", "scan"):
             out.write(chunk)
+            size += len(chunk)
+            if len(head) < len(check.PDF_HEAD):
+                head = (head + chunk)[:len(check.PDF_HEAD)]
+            tail = chunk[-check.PDF_TAIL:] if len(chunk) >= check.PDF_TAIL else (tail + chunk)[-check.PDF_TAIL:]
     # Not synced: every parse extracts the scans again (O_TRUNC), and a part built from them is
     # rebuilt until its sealed copy is archived, so nothing trusts this file after a crash.
-    return target
+    # Checked as it streams by (the same test as check.check_pdf's, without reading it again):
+    # the file is ours, named by us, in our own folder.
+    check.check_pdf_bytes(head, tail, "NOMIMAGED")
+    return target, size

@@ -9,6 +9,7 @@ zip slip, zip bomb, encrypted zip, fake or missing PDF, nested folders) keeps it
 from __future__ import annotations
 
 import io
+import random
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -326,3 +327,20 @@ def test_claim_takes_the_real_and_secondary_extensions(tmp_path):
             (tmp_path / flow / name).write_bytes(b"x")
     taken = {flow: [p.name for p in candidates(tmp_path, flow)] for flow in names}
     assert taken == {"DSG": ["a.xml", "b.XML"], "GRO": ["a.xml", "b.csv"], "SGR": ["a.zip", "b.csv"]}
+
+
+@pytest.mark.parametrize("tail, accepted", [
+    (b"%%EOF\n", True),  # the end-of-file mark straddles two of the extraction's 1 MiB reads
+    (b"%%EOF\n" + b"junk" * 300, False),  # a mark, but not within the scan's last KiB
+])
+def test_sgr_scan_is_checked_as_it_is_extracted(tmp_path, tail, accepted):
+    body = random.Random(7).randbytes((1 << 20) - 2 - len(b"%PDF-"))  # incompressible: no ratio refusal
+    data = b"%PDF-" + body + tail
+    index = index_with(1, [b"/00001/IMG00001.pdf"])
+    result = parse(tmp_path, "SGR", "s.zip", make_zip([(INDEX_NAME, index), ("00001/IMG00001.pdf", data)]),
+                   Limits(max_pdf_bytes=4 * 1024 * 1024))
+    if accepted:
+        (record,) = result.records
+        assert record.pdf.read_bytes() == data and record.pdf_size == len(data)
+    else:
+        assert only_reject(result).code == "PDF_NOT_PDF"
