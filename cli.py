@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
 from .core import log as logging_setup
+from .core import memory
 from .core.clock import from_environment
 from .core.errors import ConfigError, ExitCode, FluxError
 from .trace.history import HistoryState
@@ -238,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    memory.cap_arenas()  # before any thread: see core/memory.py
     os.umask(0o077)  # everything this process creates is owner-only: much of it is personal data
     try:
         # The services' log is the journal: info. A command's goes to cron mail: warning.

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from ..archive import consumed as consumed_store
 from ..config.settings import Sender
+from ..core import memory
 from ..core.errors import FluxError, InputFileError, SchemaError, SealError
 from ..core.fsutil import atomic_file
 from ..flows.build import FlowHeader, build
@@ -290,6 +291,7 @@ def _worker_start(run_pid: int) -> None:
     # it finishes the département in hand and stops cleanly. A worker killed by it would break the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    memory.cap_arenas()  # before its one thread, as the run does (core/memory.py)
     threading.Thread(target=_end_with, args=(run_pid,), name="end-with-run", daemon=True).start()
 
 
