@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 DEMO   ?= demo-night
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test lint typecheck bench clean
+.PHONY: setup bytecode system-deps demo test lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# What pip does when it installs a package: every module compiled once, not again by each run
+# (and each worker's fork server). An environment with PYTHONDONTWRITEBYTECODE never writes them
+# itself. Python checks each one against its source, so a stale one is never used.
+bytecode: setup
+	@$(PY) -m compileall -q -x '/(\.venv|\.cache|\.mypy-path|tests|$(DEMO))/' .
 
 # The tests open our files with the tools a département has: OpenSSL, xmllint, OpenSSH;
 # promtool (Debian's prometheus) checks the metrics file and the alert rules (tests/test_deploy_prometheus.py);
@@ -41,7 +47,7 @@ system-deps:
 # The night as the CNAF runs it, then the other half: every département takes its files in
 # (one process for all 102, see docs/receive.md). The last lines say where to look: the CNAF
 # side's folders, then receive's totals and where the CSV/Parquet outputs are (keep them last).
-demo: setup
+demo: setup bytecode
 	rm -rf $(DEMO)
 	$(VENV)/bin/flux-pmi demo $(DEMO) --departments all
 	$(VENV)/bin/flux-pmi run --config $(DEMO)/flux-pmi.toml
@@ -53,7 +59,7 @@ demo: setup
 # one real sshd per département, beside the shell pipeline over the same files. It reports, not asserts.
 BENCH_DAYS ?= 30
 BENCH_ARGS ?=
-bench: setup system-deps
+bench: setup system-deps bytecode
 	$(PY) bench/run.py --days $(BENCH_DAYS) $(BENCH_ARGS)
 
 lint: setup
@@ -64,7 +70,7 @@ typecheck: setup
 	@mkdir -p .mypy-path && ln -sfn .. .mypy-path/flux_pmi
 	MYPYPATH=.mypy-path $(VENV)/bin/mypy -p flux_pmi
 
-test: setup system-deps lint typecheck
+test: setup system-deps bytecode lint typecheck
 	$(PY) -m pytest -q
 
 clean:
