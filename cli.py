@@ -279,9 +279,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config.settings import load
-    from .core.lock import run_lock
-    from .core.stopping import GracefulStop
-    from .jobs.night import Night
 
     settings = load(args.config)
     clock = from_environment()
@@ -298,6 +295,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in describe(plan(settings, args.date or clock.today(), clock=clock)):
             print(line)
         return int(ExitCode.OK)
+    from .jobs.early_workers import start_server
+
+    # The workers' fork server imports on the other core meanwhile (stopped with the workers).
+    start_server(settings.build.processes, len(settings.enabled_departments()), settings.build.min_jobs)
+    from .core.lock import run_lock
+    from .core.stopping import GracefulStop
+    from .jobs.night import Night
+
     # Lock first: a run that only waits for the lock has nothing to finish, so a signal may kill it.
     progress = _progress()
     try:

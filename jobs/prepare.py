@@ -53,7 +53,7 @@ from ..flows.parse import ParseResult, parse_file
 from ..schemas import validate_file, validate_sgr_zip
 from ..seal import certs, cms
 from ..testing import faults
-from . import spill
+from . import early_workers, spill
 
 T = TypeVar("T")
 
@@ -344,7 +344,7 @@ class Workers:
     def _make(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            context.set_forkserver_preload([early_workers.PRELOAD])  # this module
             self._pool = ProcessPoolExecutor(max_workers=self.processes, mp_context=context,
                                              initializer=_worker_start, initargs=(os.getpid(),))
         return self._pool
@@ -357,7 +357,7 @@ class Workers:
         the one asked for, no more: finished results wait in memory until they are taken, and a
         catch-up's thousands of inputs must not all wait at once.
         """
-        if self.processes < 2 or len(jobs) < self.min_jobs:
+        if not early_workers.worth_workers(self.processes, len(jobs), self.min_jobs):
             for job in jobs:
                 yield partial(fn, job, *args)
             return
@@ -389,7 +389,7 @@ class Workers:
         Starting them takes the fork server's imports (about half a second of one core): done
         while the run claims its inputs, instead of in the way of the first parse.
         """
-        if self.processes >= 2 and expected_jobs >= self.min_jobs and self._warming is None:
+        if early_workers.worth_workers(self.processes, expected_jobs, self.min_jobs) and self._warming is None:
             self._warming = threading.Thread(target=self._start_all, name="workers-start", daemon=True)
             self._warming.start()
 
@@ -418,9 +418,10 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-            # The fork server would outlive the run otherwise (until the process ends), unwaited: its
-            # CPU, and its workers', would then be missing from the run's own accounting (getrusage).
-            # `_stop` is the standard library's own (its tests use it); no public call does this.
-            stop = getattr(forkserver._forkserver, "_stop", None)
-            if stop is not None:
-                stop()
+        # The fork server (started here, or early by the command: jobs/early_workers.py) would
+        # outlive the run otherwise (until the process ends), unwaited: its CPU, and its workers',
+        # would then be missing from the run's own accounting (getrusage). `_stop` is the standard
+        # library's own (its tests use it), and does nothing when no server runs.
+        stop = getattr(forkserver._forkserver, "_stop", None)
+        if stop is not None:
+            stop()
