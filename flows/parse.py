@@ -55,8 +55,7 @@ def parse_file(
         return parse_gro(path, display_name=display_name, today=today, limits=limits)
     if flow == "SGR":
         if suffix == ".zip":
-            return parse_sgr_zip(path, display_name=display_name, today=today, work_root=inbox_root,
-                                 limits=limits)
+            return parse_sgr_zip(path, display_name=display_name, today=today, limits=limits)
         return parse_sgr(path, display_name=display_name, today=today, inbox_root=inbox_root, limits=limits)
     raise ValueError(f"unknown flow {flow!r}")
 

@@ -6,10 +6,12 @@ InfoSuiviGrossessePMI per case with Organisme, Partenaire IDEPARTE and DossierPM
 NOMIMAGED / DTCREASDP, then TransmissionFlux NBTOTDOSPMITRANSM) plus the PDF scans. The
 index has no commune: each case routes on its IDEPARTE.
 
-The zip is hostile until proven otherwise. Nothing is extracted under a name the zip
-chose: each case's scan is streamed, with a byte cap, to `<work>/<zip name>.scans/<rank>.pdf`
-(0600), then checked as any scan (check.check_pdf), and the builder copies those bytes
-unchanged, so the delivered PDF is byte-identical to the one in the zip.
+The zip is hostile until proven otherwise. Nothing is extracted: each case's scan is read
+through once, inflated as a bounded stream (its size capped, its CRC checked by zipfile, its
+`%PDF-` head and `%%EOF` end checked as any scan's), and the record keeps where its bytes sit
+in the zip (`ZipMember`: offset, sizes, CRC, compression). The builder copies those bytes as
+they are into our zip, so the delivered PDF is byte-identical to the one in the zip, and a
+deflated scan is neither inflated to disk nor stored again at a third more bytes.
 
 Finding a case's scan: NOMIMAGED names e.g. `/00001/IMG00001.pdf` while the sample's PDF
 sits at the zip root, so the exact path (without its leading `/`) is tried first, then a
@@ -32,19 +34,18 @@ before the day it was scanned, so the deadline is never later than what these da
 
 from __future__ import annotations
 
-import os
 import re
+import struct
 import zipfile
 import zlib
 from datetime import date
 from pathlib import Path
 
 from ..core.errors import InputFileError
-from ..core.fsutil import private_dir
 from . import check, codes
 from .check import Invalid
 from .parse_common import Limits, ParseResult, check_file_size, reject
-from .records import SgrRecord, Source
+from .records import SgrRecord, Source, ZipMember
 from .xmlread import XmlFields, cristal_frame, line_at, load_xml, read_identification, sourceline, text_of
 
 FLOW = "SGR"
@@ -54,8 +55,10 @@ _RATIO_FLOOR = 1024 * 1024  # below this, a high ratio (a page of zeros) is harm
 _CHUNK = 1 << 20
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError)
 _ALLOWED = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-# Beside the zip, its scans as extracted (derived: every parse extracts them again).
-SCANS_SUFFIX = ".scans"
+# A member's local header, as zipfile reads it (its structFileHeader, which its stubs leave out).
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_LOCAL_MAGIC = b"PK\x03\x04"
+_NAME_LENGTH, _EXTRA_LENGTH = 10, 11
 
 
 def _basename(name: str) -> str:
@@ -106,7 +109,7 @@ def _read_index(archive: zipfile.ZipFile, display_name: str, limits: Limits) -> 
         raise InputFileError(display_name, None, invalid.message, code=code) from None
 
 
-def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path, limits: Limits) -> ParseResult:
+def parse_sgr_zip(path: Path, *, display_name: str, today: date, limits: Limits) -> ParseResult:
     check_file_size(path, display_name, limits)
     try:
         archive = zipfile.ZipFile(path)
@@ -142,15 +145,15 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
                 unsafe.add(info.filename)
                 unsafe.add(_basename(info.filename))
 
-        scans = work_root.resolve() / f"{display_name}{SCANS_SUFFIX}"  # resolved once, for every scan's path
+        zip_path = path.resolve()
         budget = [limits.max_zip_total_bytes]
         result = ParseResult()
-        for rank, case in enumerate(cases, 1):
+        for case in cases:
             line = line_at(case, 1)
             doc = XmlFields()
             try:
-                record = _case(case, doc, Source(display_name, line), today, flux_dates, archive, safe,
-                               safe_base, unsafe, scans, rank, limits, budget)
+                record = _case(case, doc, Source(display_name, line), today, flux_dates, archive, zip_path,
+                               safe, safe_base, unsafe, limits, budget)
             except Invalid as invalid:
                 result.rejects.append(reject(FLOW, display_name, doc.line(invalid.field), invalid))
             else:
@@ -161,7 +164,7 @@ def parse_sgr_zip(path: Path, *, display_name: str, today: date, work_root: Path
 
 
 def _case(case, doc: XmlFields, source: Source, today: date, flux_date: date, archive: zipfile.ZipFile,
-          safe, safe_base, unsafe: set[str], scans: Path, rank: int, limits: Limits, budget: list[int]) -> SgrRecord:
+          zip_path: Path, safe, safe_base, unsafe: set[str], limits: Limits, budget: list[int]) -> SgrRecord:
     line = source.line
     read_identification(case, doc, line)
     pmi = doc.element(case, None, "DossierPMI", "DossierPMI", line)
@@ -180,7 +183,7 @@ def _case(case, doc: XmlFields, source: Source, today: date, flux_date: date, ar
     received = min(dtcreasdp, flux_date)
 
     info = _resolve(v["NOMIMAGED"], safe, safe_base, unsafe)
-    pdf, size = _extract(archive, info, scans, rank, limits, budget)
+    member, size = _scan(archive, info, limits, budget)
     return SgrRecord(
         source=source,
         received=received,
@@ -188,10 +191,11 @@ def _case(case, doc: XmlFields, source: Source, today: date, flux_date: date, ar
         matricule=v["MATRICULE"],
         num_com="",
         dtcreasdp=dtcreasdp,
-        pdf=pdf,
+        pdf=zip_path,
         pdf_size=size,
         idepart=v["IDEPARTE"],
         image=v["NOMIMAGED"],
+        member=member,
     )
 
 
@@ -211,8 +215,8 @@ def _resolve(nomimaged: str, safe, safe_base, unsafe: set[str]) -> zipfile.ZipIn
     raise Invalid("PDF_MISSING", f"NOMIMAGED: {why}", "NOMIMAGED")
 
 
-def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, scans: Path, rank: int, limits: Limits,
-             budget: list[int]) -> tuple[Path, int]:
+def _scan(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits, budget: list[int]) -> tuple[ZipMember, int]:
+    """Read a case's scan through and check it; where its bytes sit in the zip, and its size."""
     if info.is_dir():
         raise Invalid("PDF_MISSING", "NOMIMAGED: names a folder of the zip", "NOMIMAGED")
     if info.flag_bits & 0x1:
@@ -226,20 +230,25 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, scans: Path, rank:
     if info.file_size > budget[0]:
         raise Invalid("ZIP_BOMB", "NOMIMAGED: the zip's scans inflate beyond the total allowed", "NOMIMAGED")
     budget[0] -= info.file_size
-    private_dir(scans)
-    target = scans / f"{rank:05d}.pdf"
     head, tail, size = b"", b"", 0
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        for chunk in _stream(archive, info, min(limits.max_pdf_bytes, info.file_size), "ZIP_BOMB", "scan"):
-            out.write(chunk)
-            size += len(chunk)
-            if len(head) < len(check.PDF_HEAD):
-                head = (head + chunk)[:len(check.PDF_HEAD)]
-            tail = chunk[-check.PDF_TAIL:] if len(chunk) >= check.PDF_TAIL else (tail + chunk)[-check.PDF_TAIL:]
-    # Not synced: every parse extracts the scans again (O_TRUNC), and a part built from them is
-    # rebuilt until its sealed copy is archived, so nothing trusts this file after a crash.
-    # Checked as it streams by (the same test as check.check_pdf's, without reading it again):
-    # the file is ours, named by us, in our own folder.
+    # zipfile checks the member's local header and, at its end, its CRC: a scan that reads
+    # through is the bytes the index names, intact.
+    for chunk in _stream(archive, info, min(limits.max_pdf_bytes, info.file_size), "ZIP_BOMB", "scan"):
+        size += len(chunk)
+        if len(head) < len(check.PDF_HEAD):
+            head = (head + chunk)[:len(check.PDF_HEAD)]
+        tail = chunk[-check.PDF_TAIL:] if len(chunk) >= check.PDF_TAIL else (tail + chunk)[-check.PDF_TAIL:]
     check.check_pdf_bytes(head, tail, "NOMIMAGED")
-    return target, size
+    return ZipMember(_data_offset(archive, info), info.compress_size, info.CRC, info.compress_type), size
+
+
+def _data_offset(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    """Where the member's data starts: after its local header, its name and its extra field,
+    which is where zipfile started reading it."""
+    assert archive.fp is not None
+    archive.fp.seek(info.header_offset)
+    header = archive.fp.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
+        raise Invalid("ZIP_INVALID", "NOMIMAGED: the scan's local header is unreadable", "NOMIMAGED")
+    fields = _LOCAL_HEADER.unpack(header)
+    return info.header_offset + _LOCAL_HEADER.size + fields[_NAME_LENGTH] + fields[_EXTRA_LENGTH]

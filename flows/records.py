@@ -167,6 +167,21 @@ class GroRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ZipMember:
+    """Where a scan's bytes sit in the claimed SGR zip, as the scanning chain stored them.
+
+    The parse has read the member through (inflated, its CRC and its PDF marks checked); the
+    build copies these bytes as they are into our zip, under the same compression, CRC and
+    sizes, instead of inflating the scan to disk and storing it again.
+    """
+
+    offset: int  # first byte of the member's data in the zip file
+    compress_size: int
+    crc: int
+    compress_type: int  # zipfile.ZIP_STORED or ZIP_DEFLATED
+
+
+@dataclass(frozen=True, slots=True)
 class SgrRecord:
     source: Source
     received: date  # DTRECEP (CSV index), or the earliest of DTCREASDP / DTREF (SDP zip)
@@ -174,10 +189,16 @@ class SgrRecord:
     matricule: str
     num_com: str  # residence commune (CSV index only), for routing only: it never leaves
     dtcreasdp: date  # date the scan was indexed
-    pdf: Path  # resolved path of the scan, inside the claimed batch
-    pdf_size: int
+    pdf: Path  # resolved path of the scan, or of the zip holding it (`member`), inside the claimed batch
+    pdf_size: int  # the scan's own size (inflated)
     idepart: str = ""  # IDEPARTE (SDP zip): the routing key, since the real index has no commune
     image: str = ""  # NOMIMAGED as the index names it (SDP zip)
+    member: ZipMember | None = None  # SDP zip: the scan's bytes in `pdf`, copied as they are
+
+    @property
+    def stored_size(self) -> int:
+        """What the scan takes in a zip we build: its member's bytes as they are, or the PDF stored."""
+        return self.member.compress_size if self.member is not None else self.pdf_size
 
     @property
     def commune_code(self) -> str:

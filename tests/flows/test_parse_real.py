@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import random
+import subprocess
 import zipfile
-from datetime import date
+import zlib
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,19 @@ def parse(tmp_path: Path, flow: str, name: str, data: bytes, limits: Limits | No
     path = tmp_path / name
     path.write_bytes(data)
     return parse_file(flow, path, display_name=name, today=TODAY, inbox_root=tmp_path, limits=limits)
+
+
+def scan_bytes(record) -> bytes:
+    """The scan a record names, read where the record says its bytes are (a zip's: its member's
+    data at its offset, inflated and checked against its CRC), as the build will copy them."""
+    if record.member is None:
+        return record.pdf.read_bytes()
+    with record.pdf.open("rb") as fh:
+        fh.seek(record.member.offset)
+        raw = fh.read(record.member.compress_size)
+    data = zlib.decompress(raw, -15) if record.member.compress_type == zipfile.ZIP_DEFLATED else raw
+    assert zlib.crc32(data) == record.member.crc and len(data) == record.pdf_size
+    return data
 
 
 def refused(tmp_path: Path, flow: str, name: str, data: bytes, limits: Limits | None = None) -> InputFileError:
@@ -220,17 +235,18 @@ def test_gro_xml_must_be_utf8_without_dtd(tmp_path):
 
 def test_sgr_sample_resolves_the_root_pdf_and_keeps_its_bytes(tmp_path):
     (record,) = parse(tmp_path, "SGR", "SGR.zip", SGR_ZIP).records
-    assert record.pdf.read_bytes() == PDF
+    assert scan_bytes(record) == PDF
+    assert record.member.compress_type == zipfile.ZIP_DEFLATED  # as the sample holds it, copied as is
     assert (record.idepart, record.image, record.num_com) == ("081", "/00001/IMG00001.pdf", "")
     assert record.received == date(2021, 12, 31)  # DTCREASDP, before DTREF
-    assert record.pdf.stat().st_mode & 0o077 == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SGR.zip"]  # nothing extracted
 
 
 def test_sgr_exact_path_wins_over_a_basename_match(tmp_path):
     other = PDF.replace(b"%PDF-", b"%PDF-", 1) + b"\n%%EOF\n"
     data = make_zip([(INDEX_NAME, SGR_INDEX), ("IMG00001.pdf", PDF), ("00001/IMG00001.pdf", other)])
     (record,) = parse(tmp_path, "SGR", "s.zip", data).records
-    assert record.pdf.read_bytes() == other
+    assert scan_bytes(record) == other
 
 
 def index_with(n: int, names: list[bytes]) -> bytes:
@@ -262,7 +278,7 @@ def test_sgr_bad_scan_is_refused_alone(tmp_path, member, data, code):
 def test_sgr_nested_folders_are_found_by_exact_path(tmp_path):
     index = index_with(1, [b"/a/b/c/d/IMG1.pdf"])
     (record,) = parse(tmp_path, "SGR", "s.zip", make_zip([(INDEX_NAME, index), ("a/b/c/d/IMG1.pdf", PDF)])).records
-    assert record.pdf.read_bytes() == PDF
+    assert scan_bytes(record) == PDF
 
 
 def test_sgr_too_large_scan_is_refused_alone(tmp_path):
@@ -341,6 +357,72 @@ def test_sgr_scan_is_checked_as_it_is_extracted(tmp_path, tail, accepted):
                    Limits(max_pdf_bytes=4 * 1024 * 1024))
     if accepted:
         (record,) = result.records
-        assert record.pdf.read_bytes() == data and record.pdf_size == len(data)
+        assert scan_bytes(record) == data and record.pdf_size == len(data)
     else:
         assert only_reject(result).code == "PDF_NOT_PDF"
+
+
+class _Unseekable(io.RawIOBase):
+    """A pipe, say: zipfile then writes each member's sizes and CRC after its data (a data descriptor)."""
+
+    def __init__(self, sink: io.BytesIO):
+        self.sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return self.sink.write(data)
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_sgr_scans_are_copied_into_our_zip_as_the_zip_holds_them(tmp_path, seekable):
+    """Deflated or stored, sizes in the local header or in a data descriptor, an extra field in the
+    local header: the built zip holds each member's very bytes, and every reader gets the scan back."""
+    from flux_pmi.flows.build import FlowHeader, build
+    from flux_pmi.schemas import validate_sgr_zip
+
+    scans = [b"%PDF-1.4\n" + b"scan %d of a Cerfa form\n" % i * (400 * (i + 1)) + b"%%EOF\n" for i in range(3)]
+    names = [f"{i:05d}/IMG{i:05d}.pdf" for i in (1, 2, 3)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf if seekable else _Unseekable(buf), "w") as z:
+        z.writestr(INDEX_NAME, index_with(3, [b"/" + n.encode() for n in names]), zipfile.ZIP_DEFLATED)
+        z.writestr(names[0], scans[0], zipfile.ZIP_DEFLATED)
+        z.writestr(names[1], scans[1], zipfile.ZIP_STORED)
+        with_extra = zipfile.ZipInfo(names[2], date_time=(2022, 1, 2, 19, 46, 0))
+        with_extra.extra = b"\xfe\xca\x04\x00abcd"  # an unknown field: skipped, as zipfile skips it
+        z.writestr(with_extra, scans[2], zipfile.ZIP_DEFLATED)
+    records = parse(tmp_path, "SGR", "s.zip", buf.getvalue()).records
+    assert [scan_bytes(r) for r in records] == scans
+    out = tmp_path / "out"
+    out.mkdir()
+    header = FlowHeader(flow="SGR", department="081", numorg="811", siret="22810001800013",
+                        business_date=date(2022, 1, 3), created_at=datetime(2022, 1, 3, 4, tzinfo=UTC))
+    (part,) = build(header, records, out_dir=out, max_bytes=10_000_000, seq_for_part=lambda n: n)
+    validate_sgr_zip(part.path)
+    subprocess.run(["unzip", "-tqq", str(part.path)], check=True)  # Info-ZIP checks every CRC
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as source, zipfile.ZipFile(part.path) as built:
+        for name, scan in zip(names, scans, strict=True):
+            theirs, ours = source.getinfo(name), built.getinfo(name)
+            assert built.read(name) == scan
+            assert (ours.compress_type, ours.CRC, ours.compress_size) == (
+                theirs.compress_type, theirs.CRC, theirs.compress_size)
+            assert not ours.flag_bits & 0x08  # our sizes are in the local header
+    assert part.path.stat().st_size < sum(len(s) for s in scans)  # deflated scans stay deflated
+
+
+def test_sgr_member_copy_refuses_a_zip_cut_short_since_the_parse(tmp_path):
+    from flux_pmi.flows.build import FlowHeader, build
+
+    big = b"%PDF-1.4\n" + random.Random(3).randbytes(200_000) + b"\n%%EOF\n"
+    data = make_zip([(INDEX_NAME, index_with(1, [b"/00001/IMG00001.pdf"])), ("00001/IMG00001.pdf", big)])
+    (record,) = parse(tmp_path, "SGR", "s.zip", data).records
+    with record.pdf.open("r+b") as fh:
+        fh.truncate(record.member.offset + 1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    header = FlowHeader(flow="SGR", department="081", numorg="811", siret="22810001800013",
+                        business_date=date(2022, 1, 3), created_at=datetime(2022, 1, 3, 4, tzinfo=UTC))
+    with pytest.raises(InputFileError) as raised:
+        build(header, [record], out_dir=out, max_bytes=10_000_000, seq_for_part=lambda n: n)
+    assert raised.value.code == "PDF_CHANGED"
