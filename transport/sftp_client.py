@@ -187,7 +187,7 @@ class _GcmFirst(paramiko.Transport):
 
     paramiko lists aes*-ctr first and pairs it with HMAC-SHA2: two passes over every byte on
     each side. AES-GCM authenticates as it encrypts (OpenSSH has offered it since 6.2), which
-    costs about a third less CPU here on both ends of a catch-up's gigabyte. A server that does
+    costs a fifth to a third less CPU per byte here, on both ends. A server that does
     not offer it still gets CTR: only the order changes, nothing weaker is added.
     """
 
