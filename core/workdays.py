@@ -50,14 +50,15 @@ class Deadlines:
         return min(self.contract, self.legal)
 
 
-@lru_cache(maxsize=256)
-def _calendar(department: str, year: int) -> frozenset[date]:
-    cal = holidays.France(years=year, subdiv=_SUBDIV.get(department))
-    return frozenset(cal.keys())
+@lru_cache(maxsize=64)
+def _calendar(subdiv: str | None, year: int) -> frozenset[date]:
+    # Keyed by subdivision, not by département: the ninety-odd départements of metropolitan France
+    # share one calendar, and making one costs milliseconds (every record's deadline reads it).
+    return frozenset(holidays.France(years=year, subdiv=subdiv).keys())
 
 
 def is_working_day(day: date, department: str) -> bool:
-    return day.weekday() < 5 and day not in _calendar(department, day.year)
+    return day.weekday() < 5 and day not in _calendar(_SUBDIV.get(department), day.year)
 
 
 def add_working_days(start: date, n: int, department: str) -> date:
@@ -82,6 +83,7 @@ def count_working_days(start: date, end: date, department: str) -> int:
     return n
 
 
+@lru_cache(maxsize=4096)  # read for every record archived: a night has a few receipt dates
 def deadline(received: date, department: str) -> date:
     """The contract's latest delivery date for a record the Caf received on `received` (annexe 2 §3)."""
     return add_working_days(received, DEADLINE_WORKING_DAYS, department)
