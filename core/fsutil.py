@@ -79,6 +79,26 @@ def atomic_file(path: Path, *, mode: int = 0o600, create_parent: bool = True,
         fsync_dir(path.parent)
 
 
+@contextmanager
+def synced_file(path: Path) -> Iterator[BinaryIO]:
+    """A new owner-only file, its bytes synced when the block ends; removed if the block fails.
+
+    For a file handed on by its name once complete (a worker's sealed copy, which the archive
+    then renames and syncs its folder): no temporary name, no rename, no folder sync of its own,
+    which `atomic_file` needs only for a file read under its final name by whoever comes next.
+    """
+    path.unlink(missing_ok=True)  # a leftover of a crashed worker: O_EXCL needs it gone
+    fh = exclusive_file(path)
+    try:
+        with fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def exclusive_dir(path: Path) -> None:
     """Create one owner-only folder; something already under its name (a link, say) is refused, not reused."""
     os.mkdir(path, 0o700)

@@ -51,6 +51,7 @@ from ..transport.registry import transport_for
 from . import acks, guards, notices, prepare, reemit, retention
 from .deliver import Deliverer, DeliveryReport, DeliverySession, TransportPool
 from .spill import Sink, Spill
+from .spill import Source as SpillSource
 
 
 @dataclass
@@ -281,9 +282,13 @@ class Night:
             self._delivery.offer_due()
 
     def _offer(self, emissions: list[Emission]) -> None:
-        """Hand freshly archived files to the delivery under way, and record what it reported."""
+        """Hand freshly archived files to the delivery under way."""
         if self._delivery is not None:
             self._delivery.offer(emissions)
+
+    def _drain(self) -> None:
+        """Record what the delivery under way reported so far (in the caller's commit, when grouped)."""
+        if self._delivery is not None:
             self._delivery.drain()
 
     def _finish_delivery(self, report: NightReport, *, offer_due: bool) -> None:
@@ -360,9 +365,10 @@ class Night:
 
     def _process_batch(self, trace: TraceStore, batch: inbox.Batch, run_id: int, report: NightReport) -> None:
         # File by file, the accepted records set aside per département (jobs/spill.py): the memory
-        # holds one input's records and one département's, never the whole batch (a catch-up's days).
+        # holds one input's records and one département's, never the whole batch (a catch-up's days),
+        # and at most a file's worth of spilled records (beyond it, the spill is on disk).
         now = self.clock.now()
-        with Spill(self.paths.work / f"batch-{batch.id:06d}") as spill:
+        with Spill(self.paths.work / f"batch-{batch.id:06d}", self.settings.limits.max_file_bytes) as spill:
             routed = self._routing(batch.flow, spill)
             self._parse_batch(trace, batch, run_id, routed, report, now)
             self._record_parked(trace, batch, routed, report, now)
@@ -549,7 +555,7 @@ class Night:
                 old.unlink(missing_ok=True)
         return private_dir(out / f"run-{run_id:06d}")
 
-    def _build_job(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: list[Any] | Path,
+    def _build_job(self, trace: TraceStore, batch: inbox.Batch, dept: Department, records: SpillSource,
                    existing: list[Emission], out_dir: Path) -> prepare.BuildJob:
         now = self.clock.now()
         header = FlowHeader(flow=batch.flow, department=dept.code, numorg=dept.numorg[0], siret=dept.siret,
@@ -617,6 +623,9 @@ class Night:
                                      last_error=str(exc)[:500])
                     report.problems.append(f"{flow} {dept.code}: {exc}")
                     self.log.error("emission.failed", flow=flow, department=dept.code, seq=row.seq, error=str(exc))
+            # The files delivered meanwhile, in the same commit: one per département, not two. Last,
+            # so that an archive that fails (a full disk) leaves them to the next commit, not undone.
+            self._drain()
         line.records += done.records
         line.files += done.files
         line.bytes += done.bytes

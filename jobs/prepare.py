@@ -46,7 +46,7 @@ from ..archive import consumed as consumed_store
 from ..config.settings import Sender
 from ..core import memory
 from ..core.errors import FluxError, InputFileError, SchemaError, SealError
-from ..core.fsutil import atomic_file
+from ..core.fsutil import synced_file
 from ..flows.build import FlowHeader, build
 from ..flows.parse import Limits as ParseLimits
 from ..flows.parse import ParseResult, parse_file
@@ -91,7 +91,7 @@ class BuildJob:
     """One département's records of one batch, and everything needed to turn them into sealed files."""
 
     header: FlowHeader
-    records: list[Any] | Path  # checked, routed and sorted; or the spill file that holds them (jobs/spill.py)
+    records: spill.Source  # checked, routed and sorted; or the spill (its file, or its bytes) that holds them
     out_dir: Path  # the run's own folder in the batch's work folder
     max_bytes: int
     seqs: SeqPlan
@@ -165,7 +165,7 @@ def prepare(job: BuildJob, sender: Sender) -> Prepared:
     """Build the parts of `job`, validate and seal each; the plaintext never outlives this call."""
     faults.point("prepare")  # in a worker, a kill there breaks the pool: the run must survive it
     try:
-        records = spill.load(job.records) if isinstance(job.records, Path) else job.records
+        records = spill.load(job.records)
         parts = build(job.header, records, out_dir=job.out_dir, max_bytes=job.max_bytes, seq_for_part=job.seqs)
     except OSError as exc:  # a full disk, say: this département waits, the others go on
         return Prepared(error=exc)
@@ -198,7 +198,7 @@ def _seal_part(part: Any, job: BuildJob, sender: Sender) -> PreparedPart:
         # One envelope in memory at a time, written (and synced: the archive then only renames it)
         # before the next is made: a worker's memory is a few times the largest part, not seven.
         for role, data in envelopes:
-            with atomic_file(copy_path if role == cms.ARCHIVE else sealed_path, create_parent=False) as fh:
+            with synced_file(copy_path if role == cms.ARCHIVE else sealed_path) as fh:
                 fh.write(data)
             if role == cms.RECIPIENT:
                 size, digest = len(data), hashlib.sha256(data).hexdigest()
