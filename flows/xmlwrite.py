@@ -21,8 +21,6 @@ same random documents through both and compares the bytes):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 _INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # Whatever needs a second look in text: the common value (a date, a code, a name) has none of it.
@@ -122,22 +120,10 @@ class Out:
         start, _ = self._start(tag, attrib, None) if attrib else (f"<{name}>", None)
         self._parts.append(f"{self._newline()}{start}{escape_text(text) if text else ''}</{name}>")
 
-    @contextmanager
-    def node(
-        self, tag: str, attrib: dict[str, str] | None = None, nsmap: dict[str, str] | None = None
-    ) -> Iterator[None]:
+    def node(self, tag: str, attrib: dict[str, str] | None = None, nsmap: dict[str, str] | None = None) -> _Node:
         start, scope = self._start(tag, attrib, nsmap)
-        name = self._name(tag, scope)
         self._parts.append(self._newline() + start)
-        outer = self._scope
-        self._scope = scope
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            self._scope = outer
-        self._parts.append(f"{self._newline()}</{name}>")
+        return _Node(self, self._name(tag, scope), scope)
 
     def open_root(self, tag: str, attrib: dict[str, str], nsmap: dict[str, str] | None) -> str:
         """The root's start tag (no newline before it); its namespaces stay in scope for every element."""
@@ -146,6 +132,30 @@ class Out:
 
     def root_end(self, tag: str) -> str:
         return f"</{self._name(tag, self._scope)}>"
+
+
+class _Node:
+    """One `Out.node` block: its children one level deeper, in its scope, then its end tag.
+
+    A class rather than a generator-based context manager: a night opens some thirty thousand of
+    them, and the generator's machinery cost more than the writing.
+    """
+
+    __slots__ = ("out", "name", "scope", "outer")
+
+    def __init__(self, out: Out, name: str, scope: _Scope):
+        self.out, self.name, self.scope, self.outer = out, name, scope, out._scope
+
+    def __enter__(self) -> None:
+        self.out._scope = self.scope
+        self.out.depth += 1
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        out = self.out
+        out.depth -= 1
+        out._scope = self.outer
+        if exc_type is None:
+            out._parts.append(f"{out._newline()}</{self.name}>")
 
 
 def _prefixes(outer: dict[str, str], nsmap: dict[str, str] | None) -> dict[str, str]:
