@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from paramiko.sftp import CMD_WRITE
 from structlog.testing import capture_logs
 from support import BUSINESS_DATE, NOW, make_demo, open_delivered, record_fingerprints
 from support.sshd import HOST, PartnerPool, SshdPartner, fingerprint, generate_key, require_tools
@@ -166,6 +167,43 @@ def test_a_new_file_and_its_marker_cost_four_round_trips(partner, keys, tmp_path
         assert not t.deliver(big).already_there
         assert trips[0] <= 4 + (3 * 1024 * 1024 // 32000) // 32
     assert sorted(partner.files())[-2:] == [f"in/gro/{big.file_name}", f"in/gro/{big.file_name}.sha256"]
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["limits-announced", "no-limits"])
+def test_writes_are_as_large_as_the_server_says_it_takes(partner, keys, tmp_path, monkeypatch, announced):
+    """OpenSSH answers limits@openssh.com (255 KiB per WRITE): a file then takes a few times fewer
+    requests. A server that does not say gets the protocol's 32 KiB writes. Same bytes either way."""
+    item = sealed(tmp_path, "SGR_035_20261123_000009.zip.p7m", payload(3 * 1024 * 1024 + 5), "SGR")
+    t = transport(partner, keys["ed25519"][0], tmp_path)
+    if not announced:
+        real = SftpFolder.__init__
+
+        def without_limits(folder, sftp, *args):
+            sftp.write_limit = 0  # as _send_version leaves it when LIMITS is not in the extensions
+            real(folder, sftp, *args)
+
+        monkeypatch.setattr(SftpFolder, "__init__", without_limits)
+    sftp = t.client.session()
+    assert sftp.write_limit >= (200_000 if announced else 0)
+    sizes: list[int] = []
+    send = sftp._async_request
+
+    def counting(owner, t_, *args):
+        if t_ == CMD_WRITE:
+            sizes.append(len(args[-1]))
+        return send(owner, t_, *args)
+
+    monkeypatch.setattr(sftp, "_async_request", counting)
+    with t:
+        assert not t.deliver(item).already_there
+    marker = (partner.root / "in/sgr" / f"{item.file_name}.sha256").read_bytes()
+    sizes, marker_write = sizes[:-1], sizes[-1]  # the file's writes, then its marker's
+    assert sum(sizes) == item.size and marker_write == len(marker)
+    assert (partner.root / "in/sgr" / item.file_name).read_bytes() == item.path.read_bytes()
+    if announced:
+        assert max(sizes) <= sftp.write_limit and len(sizes) <= item.size // 200_000 + 1
+    else:
+        assert max(sizes) <= 32768 and len(sizes) >= item.size // 32768
 
 
 def test_delivery_is_idempotent_and_one_connection_serves_the_sequence(partner, keys, tmp_path):
