@@ -50,6 +50,7 @@ from ..transport.base import Transport
 from ..transport.registry import transport_for
 from . import acks, guards, notices, prepare, reemit, retention
 from .deliver import Deliverer, DeliveryReport, DeliverySession, TransportPool
+from .spill import MEMORY_BYTES as SPILL_MEMORY_BYTES
 from .spill import Sink, Spill
 from .spill import Source as SpillSource
 
@@ -366,9 +367,9 @@ class Night:
     def _process_batch(self, trace: TraceStore, batch: inbox.Batch, run_id: int, report: NightReport) -> None:
         # File by file, the accepted records set aside per département (jobs/spill.py): the memory
         # holds one input's records and one département's, never the whole batch (a catch-up's days),
-        # and at most a file's worth of spilled records (beyond it, the spill is on disk).
+        # and at most a few MB of spilled records (beyond them, the spill is on disk).
         now = self.clock.now()
-        with Spill(self.paths.work / f"batch-{batch.id:06d}", self.settings.limits.max_file_bytes) as spill:
+        with Spill(self.paths.work / f"batch-{batch.id:06d}", SPILL_MEMORY_BYTES) as spill:
             routed = self._routing(batch.flow, spill)
             self._parse_batch(trace, batch, run_id, routed, report, now)
             self._record_parked(trace, batch, routed, report, now)

@@ -7,10 +7,10 @@ batch one input file at a time and appends each accepted record here; a départe
 are loaded back only to build its files, then its spill goes.
 
 A batch's records stay in memory, pickled, while they weigh at most `memory_bytes` (the night
-gives its maximum file size: a night's batch, a few MB, is never written out); past that, every
-département's records go to its spill file on disk, and the batch goes on there. So the memory
-is bounded by one file's worth whatever the number of days, and a night does not create,
-write and delete a hundred files per flow for records its workers read back a second later.
+gives `MEMORY_BYTES`: a national night's largest batch, DSG, is 0.56 MB pickled); past that,
+every département's records go to its spill file on disk, and the batch goes on there. So the
+memory is bounded by a few MB whatever the number of days, and a night does not create, write
+and delete a hundred files per flow for records its workers read back a second later.
 
 Layer: jobs (10), beside the night that alone uses it.
 
@@ -39,6 +39,8 @@ from typing import Any, BinaryIO, Protocol, TypeAlias
 from ..core.fsutil import exclusive_dir, exclusive_file, open_regular, remove_path
 
 FOLDER = "spill"
+
+MEMORY_BYTES = 4 * 1024 * 1024  # a batch's pickled records held in memory before it goes to disk
 
 Source: TypeAlias = list[Any] | Path | bytes  # records as they are; a spill file; a spill held in memory
 
