@@ -54,6 +54,8 @@ from .spill import MEMORY_BYTES as SPILL_MEMORY_BYTES
 from .spill import Sink, Spill
 from .spill import Source as SpillSource
 
+REJECTS_PER_COMMIT = 2000  # reject rows a batch's parse writes at once (memory: a few hundred KB)
+
 
 @dataclass
 class LineSummary:
@@ -116,6 +118,8 @@ class _Routed:
     seen: set[str] = field(default_factory=set)  # refs routed so far: a second one in the batch is a DUPLICATE
     parked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     rejects_by_dept: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # "---": none could be told
+    # Reject rows not yet in the trace: written together, not one commit per input (see `_flush_rejects`).
+    unwritten: list[tuple[str, str | None, str, int, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -418,6 +422,7 @@ class Night:
             found = self._route_batch(trace, batch, result.records, routed, now)
             found.rejects[:0] = [(r, None) for r in result.rejects]  # the parse's rejects first, as they were found
             self._record_rejects(trace, batch, run_id, found, routed, report, now)
+        self._flush_rejects(trace, batch, run_id, routed, now)
 
     def _route_batch(self, trace: TraceStore, batch: inbox.Batch, records: list[Any], routed: _Routed,
                      now: datetime) -> _Found:
@@ -474,8 +479,10 @@ class Night:
         for r, d in found.warnings:
             self.log.info("record.warning", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                           department=d, reason=r.message)
-        trace.add_rejects(run_id, batch.id, [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
-                                             for r, d in (*found.warnings, *found.rejects)], now)
+        routed.unwritten += [(r.flow, d, r.source.file, r.source.line, r.code, r.message)
+                             for r, d in (*found.warnings, *found.rejects)]
+        if len(routed.unwritten) >= REJECTS_PER_COMMIT:
+            self._flush_rejects(trace, batch, run_id, routed, now)
         for r, d in found.rejects:
             self.log.info("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                           department=d, reason=r.message)
@@ -485,6 +492,13 @@ class Night:
         for code, n in rejects_by_dept.items():
             report.lines[(flow, code)].rejects += n
             routed.rejects_by_dept[code] += n
+
+    @staticmethod
+    def _flush_rejects(trace: TraceStore, batch: inbox.Batch, run_id: int, routed: _Routed, now: datetime) -> None:
+        """The batch's reject rows so far, in one commit. Losing them to a crash loses nothing: the
+        batch is still claimed, so the next run parses it again and writes them (never twice)."""
+        rows, routed.unwritten = routed.unwritten, []
+        trace.add_rejects(run_id, batch.id, rows, now)
 
     def _record_parked(self, trace: TraceStore, batch: inbox.Batch, routed: _Routed, report: NightReport,
                        now: datetime) -> None:
