@@ -18,7 +18,7 @@ import shutil
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Generator, Iterator
 from concurrent.futures import BrokenExecutor
 from dataclasses import astuple, dataclass, field
 from datetime import date, datetime
@@ -123,6 +123,15 @@ class _Routed:
 
 
 @dataclass
+class _Parsing:
+    """One batch's parse under way: its claimed inputs, their jobs, and their results in order."""
+
+    rows: list[Any]  # trace.records.InboxFile
+    jobs: list[prepare.ParseJob]
+    results: Iterator[Callable[[], prepare.Parsed]]
+
+
+@dataclass
 class _Found:
     """One input's warnings and rejects (with the département when one is known)."""
 
@@ -158,6 +167,7 @@ class Night:
         self.workers = prepare.Workers(self.settings.build.processes, self.settings.build.min_jobs)
         self._delivery: DeliverySession | None = None  # under way from the first batch on
         self._keeping: list[tuple[prepare.KeepJob, Callable[[], Path]]] = []  # kept inputs under way
+        self._primed: dict[int, _Parsing] = {}  # batches whose parse was started ahead, by batch id
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -337,6 +347,8 @@ class Night:
                                        inbox.batch_dir(self.paths.work, row.id, row.flow)))
         pending_flows = {(b.flow, b.business_date) for b in batches}
         for flow in FLOWS:
+            if batches:  # the first batch parses on the workers while the next flows are claimed
+                self._prime_parse(trace, batches[0])
             for aside in inbox.screen(self.paths.inbox, self.paths.quarantine, flow):  # before it can crash a claim
                 report.quarantined.append((flow, aside.name, aside.code))
                 trace.add_anomaly("quarantined-input", f"{flow} input set aside: {aside.code}: {aside.reason}", now,
@@ -402,11 +414,9 @@ class Night:
     def _parse_batch(self, trace: TraceStore, batch: inbox.Batch, run_id: int, routed: _Routed,
                      report: NightReport, now: datetime) -> None:
         """Parse, route and record each claimed input in turn; an unreadable input is quarantined."""
-        flow, limits = batch.flow, self._parse_limits()
-        rows = [row for row in trace.batch_files(batch.id) if row.kind == "input" and row.state == "claimed"]
-        jobs = [prepare.ParseJob(flow, batch.dir / row.name, row.name, self.clock.today(), batch.dir, limits)
-                for row in rows]
-        for row, job, parsed in zip(rows, jobs, self.workers.map(prepare.parse, jobs), strict=True):
+        flow = batch.flow
+        parsing = self._primed.pop(batch.id, None) or self._start_parse(trace, batch)
+        for row, job, parsed in zip(parsing.rows, parsing.jobs, parsing.results, strict=True):
             path = batch.dir / row.name
             faults.point("parse")
             try:
@@ -423,6 +433,20 @@ class Night:
             found.rejects[:0] = [(r, None) for r in result.rejects]  # the parse's rejects first, as they were found
             self._record_rejects(trace, batch, run_id, found, routed, report, now)
         self._flush_rejects(trace, batch, run_id, routed, now)
+
+    def _start_parse(self, trace: TraceStore, batch: inbox.Batch) -> _Parsing:
+        """The batch's claimed inputs, their parse jobs, and their results to come (the first ones sent now)."""
+        limits = self._parse_limits()
+        rows = [row for row in trace.batch_files(batch.id) if row.kind == "input" and row.state == "claimed"]
+        jobs = [prepare.ParseJob(batch.flow, batch.dir / row.name, row.name, self.clock.today(), batch.dir, limits)
+                for row in rows]
+        return _Parsing(rows, jobs, self.workers.map(prepare.parse, jobs))
+
+    def _prime_parse(self, trace: TraceStore, batch: inbox.Batch) -> None:
+        """Start a batch's parse before its turn: parsing only reads its claimed inputs, and what it
+        finds is recorded in turn, as if it had started then (a run stopped first drops it)."""
+        if batch.id not in self._primed:
+            self._primed[batch.id] = self._start_parse(trace, batch)
 
     def _route_batch(self, trace: TraceStore, batch: inbox.Batch, records: list[Any], routed: _Routed,
                      now: datetime) -> _Found:

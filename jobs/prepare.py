@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -358,12 +358,16 @@ class Workers:
         catch-up's thousands of inputs must not all wait at once.
         """
         if not early_workers.worth_workers(self.processes, len(jobs), self.min_jobs):
-            for job in jobs:
-                yield partial(fn, job, *args)
-            return
-        ahead = 2 * self.processes + 2
+            return (partial(fn, job, *args) for job in jobs)
+        # The first jobs go now, not at the first result asked for: a batch's parse is started
+        # ahead (`Night._prime_parse`) while the run is still busy with what comes before it.
         queued = iter(jobs)
-        pending: deque[Future[T]] = deque(self._submit(fn, job, args) for job in islice(queued, ahead))
+        pending: deque[Future[T]] = deque(self._submit(fn, job, args)
+                                          for job in islice(queued, 2 * self.processes + 2))
+        return self._results(fn, pending, queued, args)
+
+    def _results(self, fn: Callable[..., T], pending: deque[Future[T]], queued: Iterator[Any],
+                 args: tuple[Any, ...]) -> Generator[Callable[[], T], None, None]:
         try:
             while pending:
                 yield pending.popleft().result
