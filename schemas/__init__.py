@@ -208,14 +208,43 @@ def validate_bytes(kind: str, data: bytes) -> None:
 
 
 def validate_file(kind: str, path: Path | str) -> None:
-    """Validate the XML file at `path` as `kind`; raise SchemaError if it fails."""
+    """Validate the XML file at `path` as `kind`; raise SchemaError if it fails.
+
+    Read as a stream first, the elements dropped as they are validated: a 16 MiB part's tree
+    is some 90 MB, and a worker would keep that much of its heap once freed. Only a document
+    that fails is read again whole, for the errors as `_validate_tree` words them.
+    """
     xsd_path(kind)
     path = Path(path)
     what = f"{kind} {path.name}"
     # An open file, not a path string: lxml would take a string for a URL.
     with open(path, "rb") as fh:
+        if _valid_as_a_stream(kind, fh):
+            return
+        fh.seek(0)
         tree = _parse(what, fh)
     _validate_tree(kind, what, tree)
+
+
+def _valid_as_a_stream(kind: str, source: IO[bytes]) -> bool:
+    """True when the document is well-formed, has no DOCTYPE and is valid, never held whole."""
+    schema = _schema(kind)
+    events = etree.iterparse(source, events=("end",), schema=schema, resolve_entities=False, load_dtd=False,
+                             dtd_validation=False, no_network=True, huge_tree=False, remove_blank_text=False,
+                             collect_ids=False)
+    events.resolvers.add(_NothingExternal())  # as `_parser` does: nothing is ever read from elsewhere
+    try:
+        with _lock:  # the schema is shared, as in `_validate_tree`
+            for _event, element in events:
+                element.clear(keep_tail=True)
+                parent = element.getparent()
+                if parent is not None:
+                    while element.getprevious() is not None:
+                        del parent[0]
+    except (etree.XMLSyntaxError, OSError):
+        return False
+    docinfo = cast(_DocInfo, events.root.getroottree().docinfo)
+    return not (docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None)
 
 
 def validate_sgr_zip(path: Path | str) -> None:

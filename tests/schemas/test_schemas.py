@@ -66,6 +66,31 @@ def test_hubee_samples_validate_unchanged(kind: str, tmp_path: Path) -> None:
     assert xmllint_ok(kind, path)
 
 
+@pytest.mark.parametrize("kind", ["GRO", "DSG"])
+def test_a_valid_file_is_validated_as_a_stream_an_invalid_one_read_whole_for_its_errors(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed_whole: list[str] = []
+    real_parse = schemas._parse
+
+    def whole(what, source):
+        parsed_whole.append(what)
+        return real_parse(what, source)
+
+    monkeypatch.setattr(schemas, "_parse", whole)
+    path = tmp_path / f"{kind}.xml"
+    path.write_bytes(SAMPLES[kind]())
+    schemas.validate_file(kind, path)
+    assert parsed_whole == []  # never held whole: a 16 MiB part's tree is some 90 MB
+    old, new = next(iter({"GRO": GRO_MUTATIONS, "DSG": DSG_MUTATIONS}[kind].values()))
+    path.write_bytes(mutate(SAMPLES[kind](), old, new))
+    with pytest.raises(SchemaError) as raised:
+        schemas.validate_file(kind, path)
+    with pytest.raises(SchemaError) as from_bytes:  # the same words as the whole-tree validation's
+        schemas.validate_bytes(kind, path.read_bytes())
+    assert parsed_whole == [f"{kind} {path.name}", f"{kind} document"]
+    assert raised.value.errors == from_bytes.value.errors
+
+
 def test_sgr_sample_is_iso_8859_1() -> None:
     data = sgr_sample()
     assert data.startswith(b'<?xml version="1.0" encoding="ISO-8859-1"?>')
