@@ -77,6 +77,7 @@ def test_a_valid_file_is_validated_as_a_stream_an_invalid_one_read_whole_for_its
         return real_parse(what, source)
 
     monkeypatch.setattr(schemas, "_parse", whole)
+    monkeypatch.setattr(schemas, "STREAM_FROM", 0)  # the samples are small: streamed as a 16 MiB part is
     path = tmp_path / f"{kind}.xml"
     path.write_bytes(SAMPLES[kind]())
     schemas.validate_file(kind, path)
@@ -89,6 +90,10 @@ def test_a_valid_file_is_validated_as_a_stream_an_invalid_one_read_whole_for_its
         schemas.validate_bytes(kind, path.read_bytes())
     assert parsed_whole == [f"{kind} {path.name}", f"{kind} document"]
     assert raised.value.errors == from_bytes.value.errors
+    monkeypatch.setattr(schemas, "STREAM_FROM", 1 << 40)  # below the threshold: read whole at once
+    path.write_bytes(SAMPLES[kind]())
+    schemas.validate_file(kind, path)
+    assert parsed_whole[2:] == [f"{kind} {path.name}"]
 
 
 def test_sgr_sample_is_iso_8859_1() -> None:
