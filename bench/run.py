@@ -17,7 +17,9 @@ Scenarios:
    département is delivered over SFTP to its own partner, then one `flux-pmi run`;
 2. shell: the files flux-pmi built that night (opened from what the partners received: the very
    same bytes), pushed by bench/pipeline.sh to another folder of the same partners;
-3. catch-up: N working days of input dropped in the inbox at once, then one `flux-pmi run`.
+3. catch-up: N working days of input dropped in the inbox at once, then one `flux-pmi run`;
+4. SSH libraries (bench/ssh_libraries.py): the night's files, then the catch-up's largest, pushed
+   again by paramiko and by asyncssh with the same operations, when asyncssh is installed.
 
 Usage: `python bench/run.py [--departments all] [--days 30] [--seed 2026] [--date 2026-11-20] [--json]`.
 """
@@ -44,7 +46,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the sshd partners live with the tests (tests/support/sshd.py)
+sys.path.insert(0, str(REPO / "bench"))  # its own modules, however this file is loaded
 
+import ssh_libraries  # noqa: E402  (bench/, beside this file)
 from support.sshd import FLOW_DIRS, PartnerPool, SshdPartner, generate_key  # noqa: E402
 from support.toml import _inline  # noqa: E402
 
@@ -250,6 +254,17 @@ def ratios(results: dict[str, Measure]) -> dict[str, float]:
     }
 
 
+def libraries_report(libraries: list[ssh_libraries.LibraryMeasure], asked: bool) -> list[str]:
+    if not libraries:
+        return ["", "SSH libraries: " + ("asyncssh is not installed (pip install -e '.[test]')" if asked
+                                          else "not compared (--no-ssh-libraries)")]
+    lines = ["", f"{'SSH library, same files':<32}{'files':>7}{'MB':>9}{'wall s':>9}{'client CPU s':>14}{'sshd CPU s':>12}"]
+    for m in libraries:
+        lines.append(f"{m.library + ' (' + m.scenario + ')':<32}{m.files:>7}{m.bytes / 1e6:>9.1f}{m.wall_s:>9.2f}"
+                     f"{m.client_cpu_s:>14.2f}{m.sshd_cpu_s:>12.2f}")
+    return lines
+
+
 def text_report(host: Machine, results: dict[str, Measure], days: int) -> str:
     lines = [f"{k}: {v}" for k, v in asdict(host).items()]
     lines += ["", f"{'scenario':<16}{'records':>9}{'files':>7}{'MB':>9}{'wall s':>9}{'CPU s':>8}{'peak RSS MB':>13}"]
@@ -276,13 +291,29 @@ def workspace(given: Path | None, keep: bool) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def bench(args: argparse.Namespace, work: Path) -> dict[str, Measure]:
+def pushes(partners: dict[str, SshdPartner], largest: int | None = None) -> list[ssh_libraries.Push]:
+    """What flux-pmi delivered, per partner (only the `largest` files, when given)."""
+    files = delivered(partners)
+    if largest is not None:
+        files = sorted(files, key=lambda f: f[2].stat().st_size, reverse=True)[:largest]
+    out: dict[str, list[Path]] = {}
+    for code, _flow, path in files:
+        out.setdefault(code, []).append(path)
+    return [(partners[code], paths) for code, paths in out.items()]
+
+
+LARGEST = 32  # the catch-up's files pushed again by each SSH library: the per-byte cost, not the handshakes
+
+
+def bench(args: argparse.Namespace, work: Path) -> tuple[dict[str, Measure], list[ssh_libraries.LibraryMeasure]]:
     codes = parse_departments(args.departments)
     key = work / "client" / "id_ed25519"
     public = generate_key(key, comment="flux-pmi-bench")
     out = work / "out"
     out.mkdir()
     results: dict[str, Measure] = {}
+    libraries: list[ssh_libraries.LibraryMeasure] = []
+    compare = args.ssh_libraries and ssh_libraries.available()
     with PartnerPool(work / "partners") as pool:
         partners = pool.start(codes, [public])
         clean(partners)
@@ -291,12 +322,17 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Measure]:
         sftp_config(night / "flux-pmi.toml", partners, key)
         results["night"] = flux_pmi_run("night", night, records, partners, args.date, out)
         results["shell"] = shell_run(night, records, partners, key, out)
+        if compare:
+            libraries += ssh_libraries.compare("night", pushes(partners), key, night / "known_hosts")
         clean(partners)
         catch_up = work / "catch-up"
         records = install(catch_up, codes=codes, days=args.days, run_date=args.date, seed=args.seed)
         sftp_config(catch_up / "flux-pmi.toml", partners, key)
         results["catch_up"] = flux_pmi_run("catch_up", catch_up, records, partners, args.date, out)
-    return results
+        if compare:
+            libraries += ssh_libraries.compare("catch_up", pushes(partners, LARGEST), key,
+                                               catch_up / "known_hosts")
+    return results, libraries
 
 
 def _date(value: str) -> date:
@@ -312,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON record instead of the table")
     p.add_argument("--work", type=Path, help="working folder (default: a fresh temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the working folder (outputs, /usr/bin/time reports)")
+    p.add_argument("--no-ssh-libraries", dest="ssh_libraries", action="store_false",
+                   help="leave out the paramiko/asyncssh comparison (bench/ssh_libraries.py)")
     args = p.parse_args(argv)
     missing = [t for t in (str(TIME), "xmllint", "unzip", "openssl", "sftp") if not shutil.which(t)]
     if missing:
@@ -319,14 +357,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = machine()
     started = time.perf_counter()
     with workspace(args.work, args.keep) as work:
-        results = bench(args, work)
+        results, libraries = bench(args, work)
     if args.json:
         print(json.dumps({"machine": asdict(host), "days": args.days, "departments": args.departments,
                           "seed": args.seed, "date": args.date.isoformat(),
                           "results": {k: asdict(m) for k, m in results.items()}, "ratios": ratios(results),
+                          "ssh_libraries": [asdict(m) for m in libraries],
                           "bench_seconds": round(time.perf_counter() - started, 1)}, indent=2))
     else:
-        print(text_report(host, results, args.days))
+        print("\n".join([text_report(host, results, args.days), *libraries_report(libraries, args.ssh_libraries)]))
     return 0
 
 

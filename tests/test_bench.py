@@ -49,6 +49,14 @@ def test_bench_reports_night_shell_and_catch_up(tmp_path):
     assert night["peak_rss_mb"] > shell["peak_rss_mb"] / 10  # flux-pmi's Python process, not /usr/bin/time's
     assert set(record["ratios"]) == {"night_wall_vs_shell", "night_cpu_vs_shell", "catch_up_rss_vs_night"}
     assert record["ratios"]["night_wall_vs_shell"] == round(night["wall_s"] / shell["wall_s"], 3)
+    # the same files pushed again by each SSH library (bench/ssh_libraries.py): all of the night's,
+    # then the catch-up's largest (here all nine), every one arrived (compare() counts them)
+    libraries = record["ssh_libraries"]
+    assert [(m["library"], m["scenario"]) for m in libraries] == [
+        ("paramiko", "night"), ("asyncssh", "night"), ("paramiko", "catch_up"), ("asyncssh", "catch_up")]
+    for m in libraries:
+        assert m["files"] == 9 and m["bytes"] > 0 and m["wall_s"] > 0 and m["client_cpu_s"] > 0
+    assert libraries[0]["bytes"] == night["bytes"]
     # the working folder is removed, and so are the partners' data roots
     assert not (tmp_path / "w").exists()
 
@@ -58,3 +66,6 @@ def test_bench_reports_night_shell_and_catch_up(tmp_path):
     for label in ("nproc:", "cpu:", "OpenSSH", "flux-pmi night", "shell night", "flux-pmi 1-day",
                   "wall s", "CPU s", "peak RSS MB", "night_wall_vs_shell:"):
         assert label in table
+    lines = bench.libraries_report([bench.ssh_libraries.LibraryMeasure(**m) for m in libraries], asked=True)
+    assert any(line.startswith("asyncssh (catch_up)") for line in lines)
+    assert "not installed" in bench.libraries_report([], asked=True)[-1]
