@@ -92,13 +92,14 @@ def exit_codes_epilog() -> str:
 
 
 STATUS_EXIT_CODES = """exit codes (the first that applies; docs/operations.md):
-   0 OK              nothing late, at risk, stale, undelivered, unacknowledged or expiring
+   0 OK              nothing late, at risk, stale, undelivered, unacknowledged, expiring or quarantined
   11 LATE            records past their deadline (the earlier of the contract's and the law's)   CRITICAL
    7 STALE           the last nightly run is older than [service] max_age_hours                 CRITICAL
    3 UNDELIVERED     files not delivered, other than those waiting for a hold                     WARNING
   12 AT_RISK         records due within 2 working days, not delivered                             WARNING
   13 UNACKNOWLEDGED  files delivered over [service] unacknowledged_days ago, never acknowledged   WARNING
   14 CERTIFICATES    a certificate expired, unreadable, or expiring within 30 days                WARNING
+   5 QUARANTINED     input files waiting in quarantine/ (not counted with --department)          WARNING
    2 USAGE           the configuration cannot be read                                             UNKNOWN
 """
 

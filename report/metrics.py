@@ -201,6 +201,10 @@ def render(
     family("reemission_requests_pending", "Re-emission requests whose files are not all delivered yet.").add(
         status_data["reemissions"]["pending"]
     )
+    waiting = family("quarantined_files", "Input files waiting in quarantine/ for an operator, per flow.")
+    by_flow = status_data["quarantine"]["by_flow"]
+    for flow in FLOWS:
+        waiting.add(by_flow.get(flow, {}).get("files", 0), flow=flow)
 
     _certificate_families(family, status_data, certificates)
     _partner_families(family, status_data, departments, last_deliveries or {})

@@ -30,6 +30,7 @@ from ..core.clock import PARIS
 from ..core.errors import ConfigError, ExitCode, FluxError
 from ..core.lock import lock_path
 from ..core.workdays import DeadlineBasis
+from ..inbox import quarantined
 from ..seal import certs
 from ..seal.certs import EXPIRY_WARNING_DAYS
 from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, AckOutcome, RequestStatus, RunStatus, Status
@@ -98,6 +99,7 @@ PROBLEMS: tuple[tuple[ExitCode, str, str], ...] = (
     (ExitCode.AT_RISK, "at_risk", "WARNING"),
     (ExitCode.UNACKNOWLEDGED, "unacknowledged", "WARNING"),
     (ExitCode.CERTIFICATES, "certificates", "WARNING"),
+    (ExitCode.QUARANTINED, "quarantined", "WARNING"),
 )
 NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
@@ -515,6 +517,22 @@ def _departments(data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _quarantine(settings: Settings, scope: Scope) -> dict[str, Any]:
+    """The input files still waiting in quarantine/, by flow and code (inbox/quarantined.py).
+
+    Whose they are is not known (a file is quarantined because it could not be read), so a
+    `--department` probe leaves them to the national one; `--flow` keeps its flows.
+    """
+    if scope.departments is not None:
+        return {"total": 0, "by_flow": {}, "scoped_out": True}
+    flows = [f for f in FLOWS if scope.flows is None or f in scope.flows]
+    waiting = quarantined.waiting(settings.paths.quarantine, flows)
+    return {"total": sum(sum(c.values()) for c in waiting.values()),
+            "by_flow": {flow: {"files": sum(codes.values()), "codes": dict(sorted(codes.items()))}
+                        for flow, codes in waiting.items()},
+            "scoped_out": False}
+
+
 def _summary(data: dict[str, Any]) -> dict[str, Any]:
     """The first screen: every count a person or a probe looks at first, and the exit code they make."""
     held_files = sum(h["waiting"] for h in data["holds"]["active"])
@@ -532,6 +550,7 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
         "certificates": len(data["certificates"]),
         "stale": data["last_nightly"]["stale"],
         "departments_to_see": sum(d["attention"] for d in data["departments"]),
+        "quarantined": data["quarantine"]["total"],
     }
     problems = [(code, verdict) for code, key, verdict in PROBLEMS if facts[key]]
     code, verdict = problems[0] if problems else (ExitCode.OK, "OK")
@@ -567,6 +586,7 @@ def gather(settings: Settings, trace: TraceStore, *, now: datetime, scope: Scope
         "anomalies": _anomalies(trace),
         "holds": _holds(trace, today, scope),
         "parked": _parked(trace, settings),
+        "quarantine": _quarantine(settings, scope),
     }
     data["partners_failing"] = _partners_failing(data["undelivered"], data["holds"])
     data["departments"] = _departments(data)
@@ -647,8 +667,20 @@ def _text_summary(data: dict[str, Any]) -> list[str]:
         f"  undelivered       {s['undelivered']} file(s), {s['undelivered_not_held']} not held",
         f"  partners failing  {s['partners_failing']}{': ' + failing if failing else ''}",
         f"  certificates      {s['certificates']} expired, unreadable or expiring within {EXPIRY_WARNING_DAYS} days",
+        f"  quarantined       {_quarantine_line(data['quarantine'])}",
         f"  last run          {_last_nightly_line(data)}",
     ]
+
+
+def _quarantine_line(q: dict[str, Any]) -> str:
+    if q["scoped_out"]:
+        return "not counted for a --department scope (whose a quarantined file is, is not known)"
+    if not q["total"]:
+        return "0 input file(s) waiting"
+    flows = "; ".join(f"{flow} {f['files']} (" + ", ".join(f"{c} {n}" for c, n in f["codes"].items()) + ")"
+                      for flow, f in q["by_flow"].items())
+    return (f"{q['total']} input file(s) waiting in quarantine/<FLOW>/: {flows}. Read each .reason, have the"
+            " file fixed upstream and dropped again, then take it away from quarantine/")
 
 
 def _last_nightly_line(data: dict[str, Any]) -> str:

@@ -529,7 +529,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
         "summary": {
             "late": 2, "at_risk": 9, "late_by_basis": {"contract": 0, "law": 2}, "unacknowledged": 0,
             "unacknowledged_days": 5.0, "held": 0, "held_files": 0, "undelivered": 5, "undelivered_not_held": 5,
-            "partners_failing": 1, "certificates": 0, "stale": False, "departments_to_see": 3,
+            "partners_failing": 1, "certificates": 0, "stale": False, "departments_to_see": 3, "quarantined": 0,
             "exit_code": 11, "exit_name": "LATE", "nagios": "CRITICAL", "problems": ["LATE", "UNDELIVERED", "AT_RISK"],
         },
         "scope": {"departments": None, "flows": None},
@@ -595,6 +595,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
         ],
         "holds": {"active": [], "history": []},
         "parked": {"batches": 0, "by_department": {}, "records": 0},
+        "quarantine": {"total": 0, "by_flow": {}, "scoped_out": False},
     }
     assert data == expected
     # What `status --json` prints is exactly this, through a JSON round trip.
@@ -873,3 +874,41 @@ def test_cli_exit_code_is_a_health_check(tmp_path):
     stale = status_cli(root, NOW + timedelta(hours=27))
     assert stale.returncode == ExitCode.STALE, stale.stderr
     assert "STALE: run 1" in stale.stdout and "27.0 h ago (max 26 h)" in stale.stdout
+
+
+def test_input_left_in_quarantine_keeps_status_at_quarantined_until_taken_away(tmp_path):
+    # The run that quarantines exits 5; the next one has nothing to say about it (a run killed
+    # after the quarantine never said anything). `status` counts what waits in quarantine/.
+    root = tmp_path / "demo"
+    make_demo(root)
+    settings = load(root / "flux-pmi.toml")
+    bad = settings.paths.inbox / "DSG" / "DGESDSGA_20261120_9999.xml"
+    bad.write_bytes(b"<?xml version='1.0'?><Agregat><NIR>2860599123456")  # cut short
+    night = Night(settings, clock=FixedClock(NOW), sleep=lambda _s: None)
+    assert night.run(BUSINESS_DATE).exit_code == ExitCode.QUARANTINED
+    again = Night(load(root / "flux-pmi.toml"), clock=FixedClock(NOW + timedelta(minutes=5)), sleep=lambda _s: None)
+    assert again.run(BUSINESS_DATE).exit_code == ExitCode.OK
+
+    proc = status_cli(root, NOW + timedelta(hours=1))
+    assert proc.returncode == ExitCode.QUARANTINED == 5, proc.stdout + proc.stderr
+    assert "exit 5 QUARANTINED" in proc.stdout
+    assert "quarantined       1 input file(s) waiting in quarantine/<FLOW>/: DSG 1 (XML_MALFORMED 1)" in proc.stdout
+    assert "2860599123456" not in proc.stdout
+    doc = json.loads(status_cli(root, NOW + timedelta(hours=1), "--json").stdout)
+    assert doc["quarantine"] == {"total": 1, "scoped_out": False,
+                                 "by_flow": {"DSG": {"files": 1, "codes": {"XML_MALFORMED": 1}}}}
+    assert doc["summary"]["quarantined"] == 1 and doc["summary"]["problems"] == ["QUARANTINED"]
+    assert doc["summary"]["nagios"] == "WARNING"
+    # A probe for one flow sees its own; one for a partner does not (whose the file is, is unknown).
+    assert status_cli(root, NOW + timedelta(hours=1), "--flow", "DSG").returncode == ExitCode.QUARANTINED
+    assert status_cli(root, NOW + timedelta(hours=1), "--flow", "GRO").returncode == ExitCode.OK
+    per_partner = status_cli(root, NOW + timedelta(hours=1), "--department", "035")
+    assert per_partner.returncode == ExitCode.OK and "not counted for a --department scope" in per_partner.stdout
+    nagios = status_cli(root, NOW + timedelta(hours=1), "--nagios")
+    assert nagios.returncode == 1 and nagios.stdout.startswith("FLUX-PMI WARNING - quarantined")
+
+    # The operator takes the file away (its .reason stays until the purge): status is clean again.
+    set_aside = settings.paths.quarantine / "DSG" / bad.name
+    assert set_aside.is_file() and set_aside.with_name(bad.name + ".reason").is_file()
+    set_aside.unlink()
+    assert status_cli(root, NOW + timedelta(hours=1)).returncode == ExitCode.OK
