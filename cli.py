@@ -29,7 +29,9 @@ from .core.errors import ConfigError, ExitCode, FluxError
 from .trace.history import HistoryState
 
 if TYPE_CHECKING:
+    from .config.settings import Settings
     from .jobs.night import LineSummary, NightReport
+    from .report.status import Scope
 
 # What the file system says when a folder is missing, read-only, not ours or full: the operator's
 # matter (exit STORAGE, the folder named), not a bug with a traceback.
@@ -395,11 +397,26 @@ def _codes(values: list[str] | None) -> frozenset[str] | None:
     return None if not values else frozenset(v.strip() for value in values for v in value.split(",") if v.strip())
 
 
+def _status_scope(settings: Settings, args: argparse.Namespace) -> Scope:
+    """`--department` / `--flow` as typed (35, 2a, dsg, all), checked: an unknown code is a usage error,
+    never an empty scope that would read as a healthy partner."""
+    from .jobs.reemit import parse_departments, parse_flows
+    from .report.status import Scope
+
+    departments, flows = _codes(args.department), _codes(args.flow)
+    everyone = departments is not None and any(d.lower() == "all" for d in departments)
+    every_flow = flows is not None and any(f.lower() == "all" for f in flows)
+    return Scope(
+        departments=None if departments is None or everyone else frozenset(parse_departments(settings, sorted(departments))),
+        flows=None if flows is None or every_flow else frozenset(parse_flows(sorted(flows))),
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from .config.settings import load
-    from .report.status import NAGIOS_CODES, Scope, exit_code, gather, nagios_line, render_text
+    from .report.status import NAGIOS_CODES, exit_code, gather, nagios_line, render_text
     from .trace.store import TraceStore
 
     # check_files=False: a missing certificate is something status reports, not a reason to stay silent.
@@ -410,7 +427,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("FLUX-PMI UNKNOWN - the configuration cannot be read")
             return NAGIOS_CODES["UNKNOWN"]
         raise
-    scope = Scope(departments=_codes(args.department), flows=_codes(args.flow))
+    try:
+        scope = _status_scope(settings, args)
+    except ConfigError as exc:
+        if args.nagios:  # a probe with a typo must not read as a healthy partner
+            print(f"FLUX-PMI UNKNOWN - {exc}")
+            return NAGIOS_CODES["UNKNOWN"]
+        raise
     trace = TraceStore(settings.paths.trace)
     try:
         data = gather(settings, trace, now=from_environment().now(), scope=scope)

@@ -912,3 +912,21 @@ def test_input_left_in_quarantine_keeps_status_at_quarantined_until_taken_away(t
     assert set_aside.is_file() and set_aside.with_name(bad.name + ".reason").is_file()
     set_aside.unlink()
     assert status_cli(root, NOW + timedelta(hours=1)).returncode == ExitCode.OK
+
+
+def test_a_scope_with_an_unknown_code_is_a_usage_error_not_a_healthy_probe(tmp_path):
+    root = tmp_path / "demo"
+    make_demo(root)
+    Night(load(root / "flux-pmi.toml"), clock=FixedClock(NOW), sleep=lambda _s: None).run(BUSINESS_DATE)
+    later = NOW + timedelta(hours=1)
+    typo = status_cli(root, later, "--department", "999")
+    assert typo.returncode == ExitCode.USAGE == 2
+    assert "--department: a département code (035, 02A, 971) or all (got '999')" in typo.stderr
+    assert status_cli(root, later, "--flow", "DGS").returncode == ExitCode.USAGE
+    probe = status_cli(root, later, "--department", "999", "--nagios")
+    assert probe.returncode == 3 and probe.stdout.startswith("FLUX-PMI UNKNOWN - command line: --department")
+    # Typed as an operator would: 35 is 035, 2a is 02A, dsg is DSG, all is everything.
+    doc = json.loads(status_cli(root, later, "--department", "35,2a", "--flow", "dsg", "--json").stdout)
+    assert doc["scope"] == {"departments": ["02A", "035"], "flows": ["DSG"]}
+    doc = json.loads(status_cli(root, later, "--department", "all", "--flow", "all", "--json").stdout)
+    assert doc["scope"] == {"departments": None, "flows": None}
