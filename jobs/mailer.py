@@ -52,6 +52,29 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
+def probe(notify: Notify) -> str:
+    """Log in to the relay as `send` does (STARTTLS, certificate, AUTH), send nothing; what was proven.
+
+    `flux-pmi check` calls it: a relay that refuses us is found before the first incident, not
+    in its notice's retries.
+    """
+    try:
+        with smtplib.SMTP(notify.host, notify.port, timeout=notify.timeout) as smtp:
+            proven = ["connected"]
+            if notify.starttls:
+                smtp.starttls(context=_tls(notify))
+                proven.append("STARTTLS, certificate verified")
+            if notify.username is not None and notify.password is not None:
+                smtp.login(notify.username, notify.password.decode())
+                proven.append("logged in")
+            code, _text = smtp.noop()
+            if code != 250:
+                raise smtplib.SMTPResponseException(code, b"")
+    except (smtplib.SMTPException, OSError) as exc:
+        raise MailError(f"SMTP relay {notify.host}:{notify.port}: {_reason(exc)}") from None
+    return ", ".join(proven)
+
+
 def send(notify: Notify, to: Sequence[str], subject: str, body: str, now: datetime) -> int:
     """Send one message to `to`; how many recipients the relay refused (the others got it)."""
     msg = message(notify, to, subject, body, now)

@@ -4,7 +4,8 @@ It loads and validates the configuration, checks every certificate that a seal w
 need (expired or not yet valid: error; expiring within 30 days: warning), flags
 placeholder SIRETs, and asks each enabled partner's transport to prove connection,
 host key, authentication and a writable remote folder. Partners are checked in
-parallel, so one that is down costs its own timeout and no more.
+parallel, so one that is down costs its own timeout and no more. With a `[notify]` table, it
+logs in to the SMTP relay the incident notices go through (nothing is sent).
 
 It also says, as errors, what `run` refuses (guards.py): a missing inbox or flow folder,
 a private key that others may read, a folder flux-pmi writes to that its user cannot
@@ -19,13 +20,13 @@ from datetime import datetime
 
 from ..archive import ArchiveStore
 from ..config.settings import Department, Settings
-from ..core.errors import CertificateError, FluxError
+from ..core.errors import CertificateError, FluxError, MailError
 from ..seal import certs
 from ..seal.certs import EXPIRY_WARNING_DAYS
 from ..trace.store import recent_archived_files
 from ..transport.base import Checkable, CheckResult
 from ..transport.registry import transport_for
-from . import guards
+from . import guards, mailer
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,18 @@ def archive_findings(settings: Settings) -> list[Finding]:
                     "removed by hand? Re-emission needs them")]
 
 
+def mail_findings(settings: Settings) -> list[Finding]:
+    """The relay that carries the incident notices (annexe 2, 5.1) takes us: logged in, nothing sent."""
+    notify = settings.notify
+    if notify is None:
+        return []
+    try:
+        proven = mailer.probe(notify)
+    except MailError as exc:
+        return [Finding("notify", False, "SMTP relay unusable: incident notices would wait", str(exc))]
+    return [Finding("notify", True, f"SMTP relay {notify.host}:{notify.port} usable", proven)]
+
+
 def run_checks(settings: Settings, now: datetime) -> list[Finding]:
     return (storage_findings(settings) + archive_findings(settings) + key_findings(settings)
-            + certificate_findings(settings, now) + partner_findings(settings))
+            + certificate_findings(settings, now) + mail_findings(settings) + partner_findings(settings))

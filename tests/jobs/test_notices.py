@@ -22,6 +22,7 @@ from flux_pmi.core.clock import PARIS, FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode, FluxError
 from flux_pmi.jobs.holds import hold, resume
 from flux_pmi.jobs.night import Night
+from flux_pmi.jobs.preflight import mail_findings
 from flux_pmi.trace.incidents import IncidentLog, IncidentState, NoticeKind, NoticeState
 from flux_pmi.trace.store import TraceStore
 from flux_pmi.transport.registry import transport_for
@@ -285,3 +286,39 @@ def test_the_documented_notify_example_loads(demo, monkeypatch, page):
     settings = load(cfg)
     assert settings.notify is not None and settings.notify.password == b"from the environment"
     assert settings.notify.starttls and settings.departments["035"].contacts == ("pmi-dsi@example.fr",)
+
+
+def test_check_logs_in_to_the_relay_and_sends_nothing(demo):
+    root, relay = demo
+    relay.start()
+    settings = load(root / "flux-pmi.toml")
+    [found] = mail_findings(settings)
+    assert found.ok and found.scope == "notify"
+    assert found.detail == "connected, STARTTLS, certificate verified, logged in"
+    assert relay.arrived == []
+    relay.stop()
+    [down] = mail_findings(settings)
+    assert not down.ok and down.what == "SMTP relay unusable: incident notices would wait"
+    assert down.detail.startswith(f"SMTP relay 127.0.0.1:{relay.port}: ")
+
+
+def test_check_says_which_step_the_relay_refused(demo, monkeypatch):
+    root, relay = demo
+    relay.start()
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    [refused] = mail_findings(load(root / "flux-pmi.toml"))
+    assert not refused.ok and "SMTPAuthenticationError (SMTP 535)" in refused.detail
+    assert "not-the-password" not in refused.detail
+    # Without the internal CA, the relay's certificate is not trusted: found before any password is sent.
+    cfg = root / "flux-pmi.toml"
+    cfg.write_text(cfg.read_text().replace('cafile = "smtp/smtp.crt"\n', ""))
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    [untrusted] = mail_findings(load(cfg))
+    assert not untrusted.ok and "TLS: CERTIFICATE_VERIFY_FAILED" in untrusted.detail
+    assert relay.arrived == []
+
+
+def test_check_without_a_notify_table_says_nothing_of_mail(tmp_path):
+    root = tmp_path / "demo"
+    make_demo(root, departments="035")
+    assert mail_findings(load(root / "flux-pmi.toml")) == []
