@@ -35,6 +35,7 @@ before the day it was scanned, so the deadline is never later than what these da
 from __future__ import annotations
 
 import re
+import stat
 import struct
 import zipfile
 import zlib
@@ -215,12 +216,18 @@ def _resolve(nomimaged: str, safe, safe_base, unsafe: set[str]) -> zipfile.ZipIn
     raise Invalid("PDF_MISSING", f"NOMIMAGED: {why}", "NOMIMAGED")
 
 
+_UNIX = 3  # ZipInfo.create_system: the mode bits in external_attr are Unix ones
+
+
 def _scan(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits, budget: list[int]) -> tuple[ZipMember, int]:
     """Read a case's scan through and check it; where its bytes sit in the zip, and its size."""
     if info.is_dir():
         raise Invalid("PDF_MISSING", "NOMIMAGED: names a folder of the zip", "NOMIMAGED")
     if info.flag_bits & 0x1:
         raise Invalid("PDF_ENCRYPTED", "NOMIMAGED: the scan is encrypted", "NOMIMAGED")
+    if info.create_system == _UNIX and stat.S_ISLNK(info.external_attr >> 16):
+        # Its bytes are a path, not a scan: said as such, rather than as a PDF without its header.
+        raise Invalid("ZIP_INVALID", "NOMIMAGED: the member is a symbolic link, not a scan", "NOMIMAGED")
     if info.compress_type not in _ALLOWED:
         raise Invalid("ZIP_INVALID", "NOMIMAGED: unsupported compression", "NOMIMAGED")
     if info.file_size > limits.max_pdf_bytes:

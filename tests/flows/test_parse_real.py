@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+import stat
 import subprocess
 import zipfile
 import zlib
@@ -306,6 +307,17 @@ def test_sgr_encrypted_scan_is_refused_alone_and_encrypted_index_refuses_the_fil
     assert only_reject(parse(tmp_path, "SGR", "s.zip", _encrypt_member(zdata, "IMG00001.pdf"))).code == \
         "PDF_ENCRYPTED"
     assert refused(tmp_path, "SGR", "t.zip", _encrypt_member(zdata, INDEX_NAME)).code == "ZIP_INVALID"
+
+
+def test_sgr_scan_stored_as_a_symbolic_link_is_refused_alone(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(INDEX_NAME, SGR_INDEX)
+        link = zipfile.ZipInfo("IMG00001.pdf")
+        link.create_system, link.external_attr = 3, (stat.S_IFLNK | 0o777) << 16
+        z.writestr(link, b"%PDF-/../../etc/passwd %%EOF")  # even one that would pass for a PDF
+    reject = only_reject(parse(tmp_path, "SGR", "s.zip", buf.getvalue()))
+    assert (reject.code, reject.message) == ("ZIP_INVALID", "NOMIMAGED: the member is a symbolic link, not a scan")
 
 
 @pytest.mark.parametrize("data, code", [
