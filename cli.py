@@ -220,6 +220,18 @@ def _parser() -> argparse.ArgumentParser:
         if name == "hold":
             h.add_argument("--reason", default="", help="why (traced: no personal data)")
 
+    jn = command("journal", "a CFT or HubEE partner's delivery-journal rows; --forget one held in doubt",
+                 "List the delivery journal's rows of one partner (CFT transfers, HubEE folders). With --forget, "
+                 "remove one row whose step allows it (CFT '?', HubEE posting/created/uploaded), under the run lock, "
+                 "traced: the documented remedy for a file held in doubt, once it is known not to be at the "
+                 "partner (docs/cft.md, docs/hubee.md). Refused (exit 6) for a transfer under way or done.")
+    jn.add_argument("department", help="a département code (035, 02A, 971)")
+    jn.add_argument("--config", type=Path, required=True)
+    jn.add_argument("--transport", required=True, help="cft or hubee")
+    jn.add_argument("--forget", metavar="FILE", help="the file name whose row to remove")
+    jn.add_argument("--reason", default="", help="why (required with --forget; traced: no personal data)")
+    jn.add_argument("--by", help="who (traced; default: the OS user)")
+
     sv = command("serve", "run the scheduled jobs (nightly, purge, SLA report) until SIGTERM; exit 0",
                  "The long-running service: the nightly run, the purge and the SLA report on their schedule "
                  "([service]), until SIGTERM. Logs at info by default: its log is the journal.")
@@ -574,6 +586,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from .jobs.holds import resume
 
     for line in resume(args.config, args.department, by=args.by, now=from_environment().now()):
+        print(line)
+    return int(ExitCode.OK)
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from .jobs.journal import forget, rows
+
+    if args.forget is None:
+        lines = rows(args.config, args.department, args.transport)
+    else:
+        lines = forget(args.config, args.department, args.transport, args.forget, by=args.by, reason=args.reason,
+                       now=from_environment().now())
+    for line in lines:
         print(line)
     return int(ExitCode.OK)
 

@@ -255,8 +255,8 @@ class CftTransport(Transport):
         return self._error(
             item.department,
             f"CFTUTIL SEND of {item.file_name} gave no IDTU (is CFTUTIL on the synchronous TCPIP medium?); "
-            f"not sent again: check the CFT catalog, then remove its row from the delivery journal in "
-            f"{self.journal.path}",
+            f"not sent again: check the CFT catalog; if it is not there, forget its row in the delivery journal: "
+            f"flux-pmi journal {item.department} --transport cft --forget {item.file_name} --reason ...",
             permanent=True,
         )
 

@@ -425,8 +425,8 @@ class HubeeTransport(Transport):
             f"HubEE POST /folders for {item.file_name} ended without a usable answer"
             + (f" ({why})" if why else "")
             + f": HubEE may hold a folder with externalId {entry.get('external_id')}. Not sent again, to avoid a "
-            f"duplicate: look it up in the HubEE portal, delete it if it exists, then remove {item.file_name} "
-            f"from the delivery journal in {self.journal.path}",
+            f"duplicate: look it up in the HubEE portal, delete it if it exists, then forget its row in the delivery "
+            f"journal: flux-pmi journal {item.department} --transport hubee --forget {item.file_name} --reason ...",
             permanent=True,
         )
 

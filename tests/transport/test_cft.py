@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import BUSINESS_DATE, NOW, make_demo, record_fingerprints
+from support import BUSINESS_DATE, NOW, make_demo, record_fingerprints, run_cli
 
 from flux_pmi.archive import ArchiveStore
 from flux_pmi.config.settings import load
@@ -673,3 +673,57 @@ def test_a_demo_night_over_cft_delivers_to_the_good_partner_and_loses_nothing_fo
     assert os.stat(root / "trace" / "flux-pmi.sqlite").st_mode & 0o077 == 0
     journal = read_journal(root / "trace" / "flux-pmi.sqlite", JournalTransport.CFT, "035")
     assert len(journal) == 3 and {e.step for e in journal.values()} == {"X"}
+
+
+def test_the_operator_forgets_a_file_held_without_idtu_and_the_next_run_sends_it_once(cft, tmp_path):
+    # SEND accepted without an IDTU: the file is held (it may be at the partner). The operator
+    # looks at CFT's catalog, finds nothing, and forgets the row with `flux-pmi journal --forget`.
+    root = tmp_path / "demo"
+    make_demo(root, departments="035")
+    cft.partners(PMI035={"behaviour": "ok", "no_idtu": True})
+    cfg = root / "flux-pmi.toml"
+    cfg.write_text(cfg.read_text().replace(
+        '[departments."035"]\n',
+        f'[departments."035"]\ntransport = {{ type = "cft", cftutil = "{cft.exe}", part = "PMI035", '
+        f'idf = {{ DSG = "PMIDSG", SGR = "PMISGR", GRO = "PMIGRO" }}, env = {{ FAKE_CFT_HOME = "{cft.home}" }} }}\n'))
+    first = Night(load(cfg), clock=FixedClock(NOW), sleep=lambda _s: None).run(BUSINESS_DATE)
+    # The first file is held; the département's next ones wait behind it, in sequence.
+    assert first.exit_code == ExitCode.UNDELIVERED and len(cft.calls("SEND")) == 1
+    [problem] = [p for p in first.problems if "gave no IDTU" in p]
+    trace_db = root / "trace" / "flux-pmi.sqlite"  # the installation's: the delivery journal is a table of it
+    [name] = read_journal(trace_db, JournalTransport.CFT, "035")
+    assert f"flux-pmi journal 035 --transport cft --forget {name} --reason" in problem
+
+    listed = run_cli("journal", "035", "--config", str(cfg), "--transport", "cft")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(f"cft 035 {name} step ? (updated ") and "idtu" not in listed.stdout
+
+    refused = run_cli("journal", "035", "--config", str(cfg), "--transport", "cft", "--forget", name)
+    assert refused.returncode == ExitCode.USAGE and "--reason" in refused.stderr  # why is required
+    unknown = run_cli("journal", "035", "--config", str(cfg), "--transport", "cft", "--forget", "nope.p7m",
+                      "--reason", "typo")
+    assert unknown.returncode == ExitCode.REFUSED and "no row for 'nope.p7m'" in unknown.stderr
+    done = run_cli("journal", "035", "--config", str(cfg), "--transport", "cft", "--forget", name,
+                   "--reason", "not in the CFT catalog", "--by", "ops-night")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"forgotten: cft 035 {name} step ?")
+    assert read_journal(trace_db, JournalTransport.CFT, "035") == {}
+    trace = TraceStore(root / "trace" / "flux-pmi.sqlite")
+    [anomaly] = trace.db.execute("SELECT kind, department, file, detail FROM anomalies"
+                                 " WHERE kind='journal-row-forgotten'").fetchall()
+    trace.close()
+    assert tuple(anomaly) == ("journal-row-forgotten", "035", name,
+                              "cft step ? forgotten by ops-night: not in the CFT catalog")
+
+    # The next run sends it afresh, then the files that waited behind it: each once.
+    cft.partners(PMI035={"behaviour": "ok"})
+    second = Night(load(cfg), clock=FixedClock(NOW), sleep=lambda _s: None).run(BUSINESS_DATE)
+    assert second.exit_code == ExitCode.OK, second.problems
+    sends = cft.calls("SEND")
+    assert len(sends) == 4 and name in sends[1]["FNAME"]
+    assert {e.step for e in read_journal(trace_db, JournalTransport.CFT, "035").values()} == {"X"}
+    # A transfer known to be done is never forgotten: the file would go twice.
+    again = run_cli("journal", "035", "--config", str(cfg), "--transport", "cft", "--forget", name,
+                    "--reason", "by mistake")
+    assert again.returncode == ExitCode.REFUSED and "this step cannot be forgotten" in again.stderr
+    assert run_cli("journal", "035", "--config", str(cfg), "--transport", "ftp").returncode == ExitCode.USAGE
