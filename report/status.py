@@ -599,7 +599,7 @@ def nagios_line(data: dict[str, Any]) -> str:
     s = data["summary"]
     wrong = ", ".join(p.lower().replace("_", " ") for p in s["problems"]) or "all delivered on time"
     perf = " ".join(f"{k}={s[k]}" for k in ("late", "at_risk", "unacknowledged", "undelivered", "held_files",
-                                               "partners_failing", "certificates"))
+                                               "partners_failing", "certificates", "quarantined"))
     return f"FLUX-PMI {s['nagios']} - {wrong} | {perf}"
 
 

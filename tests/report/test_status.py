@@ -905,7 +905,8 @@ def test_input_left_in_quarantine_keeps_status_at_quarantined_until_taken_away(t
     per_partner = status_cli(root, NOW + timedelta(hours=1), "--department", "035")
     assert per_partner.returncode == ExitCode.OK and "not counted for a --department scope" in per_partner.stdout
     nagios = status_cli(root, NOW + timedelta(hours=1), "--nagios")
-    assert nagios.returncode == 1 and nagios.stdout.startswith("FLUX-PMI WARNING - quarantined")
+    assert nagios.returncode == 1 and nagios.stdout.startswith("FLUX-PMI WARNING - quarantined |")
+    assert nagios.stdout.rstrip().endswith(" certificates=0 quarantined=1")
 
     # The operator takes the file away (its .reason stays until the purge): status is clean again.
     set_aside = settings.paths.quarantine / "DSG" / bad.name
