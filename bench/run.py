@@ -52,6 +52,7 @@ import ssh_libraries  # noqa: E402  (bench/, beside this file)
 from support.sshd import FLOW_DIRS, PartnerPool, SshdPartner, generate_key  # noqa: E402
 from support.toml import _inline  # noqa: E402
 
+from flux_pmi.core import log as logging_setup  # noqa: E402
 from flux_pmi.core.clock import PARIS  # noqa: E402
 from flux_pmi.demo.generate import generate_inbox, working_days_before  # noqa: E402
 from flux_pmi.demo.setup import parse_departments, write_demo  # noqa: E402
@@ -354,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [t for t in (str(TIME), "xmllint", "unzip", "openssl", "sftp") if not shutil.which(t)]
     if missing:
         raise SystemExit(f"bench: {', '.join(missing)} missing: run `make system-deps`")
+    # The SSH library comparison runs flux-pmi's SFTP client in this process: its log is the
+    # command's (warnings, on stderr), never mixed with the report on stdout.
+    logging_setup.configure(json=False, level="warning")
     host = machine()
     started = time.perf_counter()
     with workspace(args.work, args.keep) as work:

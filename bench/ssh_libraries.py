@@ -1,13 +1,14 @@
 """paramiko against asyncssh, the same files to the same partners: is the SSH library our ceiling?
 
 Why it exists: issue 15 asks, if paramiko is what limits the night, to measure asyncssh against it
-in the benchmark before switching. Each library pushes the same sealed files (those flux-pmi
-delivered in the scenario just run), to a folder of its own on the same sshd partners, with the
-same operations as flux-pmi's delivery, minus its checks: one connection per partner, then per
-file open a temporary name, write, fsync (fsync@openssh.com), close, rename
-(posix-rename@openssh.com). Both use the same algorithms (curve25519 key exchange, ed25519 keys,
-AES-128-GCM), and 16 partners at a time, flux-pmi's `[delivery] parallel` default. paramiko
-runs one thread per partner in flight, as flux-pmi does; asyncssh, one event loop.
+in the benchmark before switching. Each pushes the same sealed files (those flux-pmi delivered in
+the scenario just run), to a folder of its own on the same sshd partners, with the operations of
+flux-pmi's delivery minus its checks and marker: one connection per partner, then per file open a
+temporary name, write, fsync (fsync@openssh.com), close, rename (posix-rename@openssh.com).
+paramiko is flux-pmi's own client (transport/sftp_client.py: AES-GCM first, writes as large as the
+server allows, requests pipelined), one thread per partner in flight; asyncssh is used as it comes,
+with the same key exchange and cipher (curve25519, AES-128-GCM), in one event loop. 16 partners at
+a time for both, flux-pmi's `[delivery] parallel` default.
 
 It reports the wall time, the CPU time of this process (the client side: the benchmark's
 process does nothing else meanwhile) and the partners' sshd CPU time, for each library.
@@ -26,13 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
-from paramiko.sftp import CMD_EXTENDED
 from support.sshd import SshdPartner  # the benchmark puts tests/ on the path (bench/run.py)
 
+from flux_pmi.transport.sftp_client import SftpClient, SftpFolder
+
 PARALLEL = 16
-KEX = "curve25519-sha256@libssh.org"  # the one both libraries and OpenSSH 9.2 share
-CIPHER = "aes128-gcm@openssh.com"
+KEX = "curve25519-sha256@libssh.org"  # what flux-pmi's paramiko client and OpenSSH 9.2 agree on
+CIPHER = "aes128-gcm@openssh.com"  # flux-pmi's first choice (transport/sftp_client.py, _GcmFirst)
 LIBRARIES = ("paramiko", "asyncssh")
 
 
@@ -65,30 +66,19 @@ def _sshd_cpu(partners: list[SshdPartner]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-class _Paramiko(paramiko.Transport):
-    _preferred_ciphers = (CIPHER,)
-    _preferred_kex = (KEX,)
-    _active_check_timeout = 0.5  # as flux-pmi's (transport/sftp_client.py)
-
-
-def _push_paramiko(push: Push, folder: str, key: paramiko.PKey, known_hosts: Path) -> None:
+def _push_paramiko(push: Push, folder: str, key_path: Path, known_hosts: Path) -> None:
+    """flux-pmi's own SFTP client (transport/sftp_client.py): paramiko with AES-GCM first, writes as
+    large as the server allows, opens, writes, fsyncs and closes pipelined; then the rename."""
     partner, files = push
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts))
-    client.connect("127.0.0.1", port=partner.port, username=partner.user, pkey=key, allow_agent=False,
-                   look_for_keys=False, transport_factory=_Paramiko)  # type: ignore[arg-type]
+    client = SftpClient(partner.name, host="127.0.0.1", port=partner.port, user=partner.user, key=key_path,
+                        known_hosts=known_hosts)
     try:
-        sftp = client.open_sftp()
+        remote = SftpFolder(client.session(), partner.remote(folder), partner.name)
         for path in files:
-            final = partner.remote(f"{folder}/{path.name}")
-            tmp = partner.remote(f"{folder}/.{path.name}.part")
-            with sftp.open(tmp, "wb") as fh:
-                fh.set_pipelined(True)
-                fh.write(path.read_bytes())
-                fh.flush()
-                # paramiko has no fsync of its own (flux-pmi sends it the same way: transport/sftp_client.py)
-                sftp._request(CMD_EXTENDED, "fsync@openssh.com", fh.handle)  # type: ignore[attr-defined]
-            sftp.posix_rename(tmp, final)
+            tmp = remote.temp_name(path.name)
+            with path.open("rb") as src:
+                remote.write([(tmp, src)])
+            remote.rename(tmp, path.name)
     finally:
         client.close()
 
@@ -145,7 +135,6 @@ def compare(scenario: str, pushes: list[Push], key_path: Path, known_hosts: Path
     partners = [p for p, _ in pushes]
     count = sum(len(files) for _, files in pushes)
     size = sum(f.stat().st_size for _, files in pushes for f in files)
-    key = paramiko.Ed25519Key.from_private_key_file(str(key_path))
     out = []
     for library in LIBRARIES:
         folder = f"lib-{library}-{scenario}"
@@ -154,7 +143,7 @@ def compare(scenario: str, pushes: list[Push], key_path: Path, known_hosts: Path
         cpu, sshd, start = _process_cpu(), _sshd_cpu(partners), time.perf_counter()
         if library == "paramiko":
             with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-                list(pool.map(lambda push, f=folder: _push_paramiko(push, f, key, known_hosts), pushes))
+                list(pool.map(lambda push, f=folder: _push_paramiko(push, f, key_path, known_hosts), pushes))
         else:
             _run_asyncssh(pushes, folder, key_path, known_hosts)
         wall = time.perf_counter() - start
