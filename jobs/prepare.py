@@ -287,10 +287,15 @@ def keep_input(job: KeepJob) -> Path:
 
 
 def _worker_start(run_pid: int) -> None:
-    # A stop (SIGTERM from systemd to the whole group, Ctrl-C in a terminal) is the run's to handle:
-    # it finishes the département in hand and stops cleanly. A worker killed by it would break the pool.
+    # A stop (Ctrl-C in a terminal, a SIGTERM to the run's process group) is the run's to handle: it
+    # finishes the département in hand and stops cleanly; a worker killed by it would break the pool.
+    # So a worker leaves the run's session and process group, and ignores SIGINT. It must not ignore
+    # SIGTERM: that is how the standard library stops the workers left when one dies (the OOM killer,
+    # say), and it then waits for them; one that ignored it could block for good sending a result no
+    # one reads any more, and hang the run. (systemd's stop reaches the whole unit unless
+    # KillMode=mixed, as deploy/ sets it.)
+    os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     memory.cap_arenas()  # before its one thread, as the run does (core/memory.py)
     threading.Thread(target=_end_with, args=(run_pid,), name="end-with-run", daemon=True).start()
 
