@@ -369,6 +369,18 @@ def _run_notes(report: NightReport) -> list[str]:
     return lines
 
 
+def _undelivered_line(report: NightReport) -> str:
+    """What exit 3 counts, in its own words: files not delivered, files not even built, a batch left open."""
+    what = []
+    if report.undelivered_files:
+        what.append(f"{report.undelivered_files} emission(s) not delivered yet")
+    if report.unbuilt:
+        what.append(f"{report.unbuilt} département file(s) not built")
+    if not what:
+        what.append("a batch not finished")
+    return "; ".join(what) + "; the next run retries"
+
+
 def _run_problems(report: NightReport) -> list[str]:
     """What needs a person: printed even with --quiet."""
     lines = [f"rejects report: {report.rejects_report}"] if report.rejects_report else []
@@ -376,8 +388,8 @@ def _run_problems(report: NightReport) -> list[str]:
     lines += [f"already consumed, set aside: {flow}/{name}" for flow, name in report.duplicates]
     exit_code = report.exit_code
     if exit_code != ExitCode.OK:
-        undelivered = (f"{report.undelivered} emission(s) not delivered yet; the next run retries"
-                       if report.undelivered else f"nothing sent to {', '.join(report.unsendable)}: see below")
+        undelivered = (_undelivered_line(report) if report.undelivered
+                       else f"nothing sent to {', '.join(report.unsendable)}: see below")
         reason = {ExitCode.UNDELIVERED: undelivered,
                   ExitCode.QUARANTINED: "input file(s) quarantined: see quarantine/ and their .reason files",
                   ExitCode.INTERRUPTED: "stopped before the end; the next run resumes"}.get(exit_code, exit_code.name)

@@ -78,6 +78,8 @@ class NightReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # operator-facing, no personal data
     undelivered: int = 0
+    undelivered_files: int = 0  # of `undelivered`: emissions built (archived or not) and not delivered
+    unbuilt: int = 0  # département files that could not be built (their batch stays open for the next run)
     held: dict[str, int] = field(default_factory=dict)  # held département -> files waiting for its resume
     parked: int = 0  # records kept for a département that is not enabled (DEPARTMENT_NOT_ENABLED_KEPT)
     replayed: int = 0  # parked records emitted tonight, their département being enabled now
@@ -213,7 +215,8 @@ class Night:
             waiting = [e for e in trace.to_deliver() if e.department not in held]
             report.held = dict(sorted(Counter(e.department for e in trace.to_deliver()
                                               if e.department in held).items()))
-            report.undelivered = (len(waiting) + self._unarchived(trace)
+            report.undelivered_files = len(waiting) + self._unarchived(trace)
+            report.undelivered = (report.undelivered_files
                                   + len([b for b in trace.open_batches() if b.state == "claimed"]))
             report.interrupted = self.stop.is_set() and report.undelivered > 0
             report.problems += notices.notify_incidents(self.settings, trace, self.clock, run_id=run_id, stop=self.stop)
@@ -623,6 +626,7 @@ class Night:
             # A worker process that died (killed, out of memory) breaks the pool: what it held waits too.
             why = "a worker process died" if isinstance(exc, BrokenExecutor) else exc.strerror or str(exc)
             report.problems.append(f"{flow} {dept.code}: cannot build: {why}")
+            report.unbuilt += 1
             self.log.error("emission.build_failed", flow=flow, department=dept.code, error=why)
             return False
         finally:

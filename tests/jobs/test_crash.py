@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 from collections import defaultdict
@@ -269,5 +270,8 @@ def test_a_worker_killed_mid_build_leaves_its_files_for_the_next_run(tmp_path, c
     first = run_cli(*_args(root), env_extra={"FLUX_PMI_CRASH_AT": "prepare"})
     assert first.returncode == 3, first.stdout + first.stderr
     assert "a worker process died" in first.stdout + first.stderr
+    # The headline counts what was not built as such, not as emissions (there are none yet).
+    assert re.search(r"^exit 3: .*\d+ département file\(s\) not built; the next run retries$",
+                     first.stdout, flags=re.M), first.stdout
     _rerun(root)
     _check(root, clean)
