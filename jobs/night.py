@@ -14,6 +14,7 @@ next one:
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import threading
 import time
@@ -624,7 +625,8 @@ class Night:
                                          report.lines[(flow, dept.code)], report)
         except (OSError, BrokenExecutor) as exc:  # a full disk, say: this département waits, the others go on
             # A worker process that died (killed, out of memory) breaks the pool: what it held waits too.
-            why = "a worker process died" if isinstance(exc, BrokenExecutor) else exc.strerror or str(exc)
+            why = ("a worker process died" if isinstance(exc, BrokenExecutor)
+                   else (exc.strerror or str(exc)) + self._folder_of(exc.filename))
             report.problems.append(f"{flow} {dept.code}: cannot build: {why}")
             report.unbuilt += 1
             self.log.error("emission.build_failed", flow=flow, department=dept.code, error=why)
@@ -632,6 +634,18 @@ class Night:
         finally:
             if prepared is not None:
                 prepare.discard(prepared.parts)  # the sealed copies not taken by the archive
+
+    def _folder_of(self, filename: object) -> str:
+        """Which configured folder a failing path is in, as " (in the archive folder /srv/...)": a full
+        disk is one folder's. Never the path itself, whose name may come from upstream."""
+        if not isinstance(filename, str | bytes | os.PathLike):
+            return ""
+        path = Path(os.fsdecode(filename))
+        for label in ("archive", "work", "consumed", "reports", "quarantine"):
+            folder = getattr(self.paths, label)
+            if path == folder or folder in path.parents:
+                return f" (in the {label} folder {folder})"
+        return ""
 
     def _record_prepared(self, trace: TraceStore, batch: inbox.Batch, dept: Department,
                          parts: list[prepare.PreparedPart], rejects: int, run_id: int, line: LineSummary,

@@ -74,6 +74,20 @@ def test_disk_full_during_a_build(demo, expected):
     assert record_fingerprints(open_delivered(root)) == expected
 
 
+def test_a_failing_path_is_named_by_its_configured_folder_only(demo):
+    # "cannot build: No space left on device (in the archive folder /srv/...)": which disk to look at,
+    # never the path itself (an SGR scan's name comes from upstream).
+    root, _ = demo
+    night = _night(root)
+    archive = night.paths.archive
+    assert night._folder_of(str(archive / "2026" / "11" / "23" / "DSG_035.xml.p7m")) == \
+        f" (in the archive folder {archive})"
+    assert night._folder_of(os.fsencode(night.paths.work / "batch-000001")) == \
+        f" (in the work folder {night.paths.work})"
+    assert night._folder_of(str(root / "inbox" / "SGR" / "Mme Dupont.zip")) == ""
+    assert night._folder_of(None) == ""
+
+
 # -- trace database locked by another process ---------------------------------------------------------
 
 _HOLDER = """
