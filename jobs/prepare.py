@@ -294,7 +294,10 @@ def _worker_start(run_pid: int) -> None:
     # say), and it then waits for them; one that ignored it could block for good sending a result no
     # one reads any more, and hang the run. (systemd's stop reaches the whole unit unless
     # KillMode=mixed, as deploy/ sets it.)
-    os.setsid()
+    try:
+        os.setsid()
+    except OSError:  # already a group leader (not from the fork server): SIGINT ignored below still holds
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     memory.cap_arenas()  # before its one thread, as the run does (core/memory.py)
     threading.Thread(target=_end_with, args=(run_pid,), name="end-with-run", daemon=True).start()
