@@ -23,7 +23,8 @@ from ..trace.store import TraceStore
 from .reemit import _clean, parse_departments, requester
 
 
-def _department(settings: Settings, value: str) -> str:
+def one_department(settings: Settings, value: str) -> str:
+    """One registry code as an operator types it (35, 2a, 971); `all` or an unknown code is refused."""
     if value.strip().lower() == "all":
         raise ConfigError("command line", "department", "one département code (035, 02A, 971), not all")
     try:
@@ -40,7 +41,7 @@ def _waiting(trace: TraceStore, department: str) -> int:
 def _asked(config: Path, department: str, by: str | None, verb: str) -> tuple[Settings, str, str]:
     """The settings, the département's registry code and who asks: `--by ""` is refused, not the OS user."""
     settings = load(config, check_files=False)
-    code = _department(settings, department)
+    code = one_department(settings, department)
     who = _clean(requester() if by is None else by, 64)
     if not who:
         raise ConfigError("command line", "--by", f"who {verb} the département (an operator identity)")

@@ -24,7 +24,7 @@ from ..core.errors import ConfigError, RefusedError
 from ..core.lock import run_lock
 from ..trace.journal import CftPhase, DeliveryJournal, HubeeStep, JournalEntry, JournalTransport
 from ..trace.store import TraceStore
-from .holds import _department
+from .holds import one_department
 from .reemit import _clean, requester
 
 FORGETTABLE: dict[JournalTransport, frozenset[str]] = {
@@ -51,7 +51,7 @@ def describe(entry: JournalEntry) -> str:
 
 def rows(config: Path, department: str, transport: str) -> list[str]:
     settings = load(config, check_files=False)
-    code, kind = _department(settings, department), _transport(transport)
+    code, kind = one_department(settings, department), _transport(transport)
     with DeliveryJournal(settings.paths.trace) as journal:
         entries = journal.entries(kind, code)
     if not entries:
@@ -63,7 +63,7 @@ def forget(config: Path, department: str, transport: str, file_name: str, *, by:
            now: datetime) -> list[str]:
     """Remove one row whose step allows it, under the run lock; RefusedError otherwise."""
     settings = load(config, check_files=False)
-    code, kind = _department(settings, department), _transport(transport)
+    code, kind = one_department(settings, department), _transport(transport)
     who, why = _clean(requester() if by is None else by, 64), _clean(reason, 500)
     if not who:
         raise ConfigError("command line", "--by", "who forgets the row (an operator identity)")
