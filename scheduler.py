@@ -256,6 +256,9 @@ class ServiceJobs:
             "late": totals["late"],
             "late_departments": late_depts,
             "at_risk_departments": risk_depts,
+            # which clock binds them (core/workdays.py): {"contract": n, "law": n}
+            "late_by_basis": {b: c["late"] for b, c in data["sla"]["by_basis"].items()},
+            "at_risk_by_basis": {b: c["at_risk"] for b, c in data["sla"]["by_basis"].items()},
             "undelivered": data["undelivered"]["total"],
         }
         if totals["at_risk"] or totals["late"]:

@@ -65,23 +65,25 @@ def late_files(settings: Settings, trace: TraceStore, today: date) -> dict[str, 
     """Per département, its undelivered files whose deadline is past or at risk."""
     held = trace.active_holds()
     requested = {r.id: r.deadline for r in trace.requests()}
-    late: dict[str, list[tuple[Emission, str]]] = defaultdict(list)
+    late: dict[str, list[tuple[Emission, str, str | None]]] = defaultdict(list)
     for e in trace.to_deliver():
         # A re-emission a département asked for runs on its request's deadline, as `status` shows it.
-        deadline = requested.get(e.request_id) if e.reemission_no and e.request_id is not None else None
-        deadline = deadline or e.deadline
+        asked = requested.get(e.request_id) if e.reemission_no and e.request_id is not None else None
+        deadline, basis = (asked, REQUEST_BASIS) if asked else (e.deadline, e.deadline_basis)
         if deadline is not None and _at_risk(date.fromisoformat(deadline), today, e.department):
-            late[e.department].append((e, deadline))
+            late[e.department].append((e, deadline, basis))
     return {code: _facts(settings, code, code in held, files) for code, files in late.items()}
 
 
-def _facts(settings: Settings, code: str, held: bool, files: list[tuple[Emission, str]]) -> Facts:
+def _facts(settings: Settings, code: str, held: bool, files: list[tuple[Emission, str, str | None]]) -> Facts:
     dept = settings.departments.get(code)
     cause = Cause.HELD if held else Cause.NOT_ENABLED if dept is None or not dept.enabled else Cause.PARTNER
-    flows = {e.flow for e, _ in files}
+    flows = {e.flow for e, _, _ in files}
+    _, deadline, basis = min(files, key=lambda f: (f[1], str(f[2] or "")))
     return Facts(cause=cause, expected=_EXPECTED[cause], flows=tuple(f for f in FLOWS if f in flows),
-                 files=tuple(e.file_name or f"{e.flow} seq {e.seq}" for e, _ in files),
-                 records=sum(e.record_count for e, _ in files), deadline=min(d for _, d in files))
+                 files=tuple(e.file_name or f"{e.flow} seq {e.seq}" for e, _, _ in files),
+                 records=sum(e.record_count for e, _, _ in files), deadline=deadline,
+                 basis=str(basis) if basis is not None else None)
 
 
 def _at_risk(deadline: date, today: date, department: str) -> bool:
@@ -131,6 +133,15 @@ _FOOTER = ["",
            "Ce message ne contient aucune donnée personnelle. Référence à rappeler : {number}."]
 
 
+REQUEST_BASIS = "request"  # a re-emission's deadline is its request's, not a clock's
+# Which clock sets the deadline a notice gives (core/workdays.py): the law's binds when it comes first.
+_BASIS_FR = {
+    "contract": "la convention, 8 jours ouvrés après la réception",
+    "law": "la loi (art. L.2122-4 du code de la santé publique), 8 jours calendaires après la réception",
+    REQUEST_BASIS: "la demande de réémission du département",
+}
+
+
 def draft(settings: Settings, kind: NoticeKind, number: str, code: str, facts: Facts, now: datetime) -> Draft:
     """The opening or update notice: flows, counts, the deadline, the expected delivery."""
     subject, lines = _header(settings, kind, number, code)
@@ -144,6 +155,7 @@ def draft(settings: Settings, kind: NoticeKind, number: str, code: str, facts: F
               f"Fichiers en attente : {len(facts.files)}", *listed,
               f"Enregistrements : {facts.records}",
               f"Échéance (la plus proche, délai applicable) : {facts.deadline} ({state})",
+              *([f"Délai qui la fixe : {_BASIS_FR[facts.basis]}"] if facts.basis in _BASIS_FR else []),
               f"Livraison prévue : {_EXPECTED_FR[facts.expected]}"]
     return Draft(kind, subject, "\n".join(lines + [s.format(number=number) for s in _FOOTER]) + "\n")
 

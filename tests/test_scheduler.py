@@ -362,6 +362,8 @@ def test_the_sla_job_warns_about_late_records_and_each_job_writes_the_metrics(se
             "late": 0,
             "late_departments": [],
             "at_risk_departments": [],
+            "late_by_basis": {"contract": 0, "law": 0},
+            "at_risk_by_basis": {"contract": 0, "law": 0},
             "undelivered": 0,
         }
     ]
@@ -385,6 +387,8 @@ def test_the_sla_job_warns_when_records_are_at_risk(settings):
     assert report["log_level"] == "warning" and report["at_risk"] == 9 and report["late"] == 2
     assert report["at_risk_departments"] == ["067"] and report["late_departments"] == ["067"]
     assert report["undelivered"] == 3
+    assert report["late_by_basis"] == {"contract": 0, "law": 2}  # the clock that binds them, named
+    assert sum(report["at_risk_by_basis"].values()) == 9
 
 
 # -- serve, end to end -------------------------------------------------------------------------------

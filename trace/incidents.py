@@ -60,6 +60,7 @@ class Facts:
     files: tuple[str, ...]  # technical file names
     records: int
     deadline: str | None  # the earliest, ISO date
+    basis: str | None = None  # the clock it comes from: DeadlineBasis's contract or law, or "request"
 
 
 @dataclass(frozen=True, slots=True)

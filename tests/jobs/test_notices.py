@@ -20,10 +20,19 @@ from support.smtp import PASSWORD, USER, SmtpRelay
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import PARIS, FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode, FluxError
+from flux_pmi.jobs import notices
 from flux_pmi.jobs.holds import hold, resume
 from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.preflight import mail_findings
-from flux_pmi.trace.incidents import IncidentLog, IncidentState, NoticeKind, NoticeState
+from flux_pmi.trace.incidents import (
+    Cause,
+    Expected,
+    Facts,
+    IncidentLog,
+    IncidentState,
+    NoticeKind,
+    NoticeState,
+)
 from flux_pmi.trace.store import TraceStore
 from flux_pmi.transport.registry import transport_for
 
@@ -109,6 +118,8 @@ def test_one_notice_opens_one_update_a_worse_day_one_closes_and_none_leaks(demo)
     assert "Flux concernés : DSG, GRO\n" in body and "Enregistrements : 33\n" in body
     assert "GRO_035_20261123_000001.xml.p7m" in body and "SGR_035" not in body
     assert "Échéance (la plus proche, délai applicable) : 2026-11-23 (à risque)" in body
+    assert ("Délai qui la fixe : la loi (art. L.2122-4 du code de la santé publique), 8 jours calendaires "
+            "après la réception\n") in body
     assert "Livraison prévue : à la prochaine exécution nocturne" in body
 
     assert _night(root, D24, down=("035",)).exit_code == ExitCode.UNDELIVERED
@@ -322,3 +333,22 @@ def test_check_without_a_notify_table_says_nothing_of_mail(tmp_path):
     root = tmp_path / "demo"
     make_demo(root, departments="035")
     assert mail_findings(load(root / "flux-pmi.toml")) == []
+
+
+@pytest.mark.parametrize("basis, says", [
+    ("contract", "Délai qui la fixe : la convention, 8 jours ouvrés après la réception\n"),
+    ("request", "Délai qui la fixe : la demande de réémission du département\n"),
+    (None, None),  # a file traced before the clocks were told apart: nothing claimed
+])
+def test_the_notice_names_the_clock_that_sets_its_deadline(tmp_path, basis, says):
+    root = tmp_path / "demo"
+    make_demo(root, departments="035")
+    facts = Facts(cause=Cause.PARTNER, expected=Expected.NEXT_RUN, flows=("DSG",),
+                  files=("DSG_035_20261123_000001.xml.p7m",), records=3, deadline="2026-11-25", basis=basis)
+    body = notices.draft(load(root / "flux-pmi.toml"), NoticeKind.OPEN, "INC-035-20261123-1", "035", facts,
+                         datetime(2026, 11, 23, 4, 30, tzinfo=PARIS)).body
+    assert "Échéance (la plus proche, délai applicable) : 2026-11-25 (à risque)\n" in body
+    if says is None:
+        assert "Délai qui la fixe" not in body
+    else:
+        assert says in body
