@@ -514,12 +514,10 @@ class Night:
         for r, d in found.rejects:
             self.log.info("record.rejected", flow=flow, file=r.source.file, line=r.source.line, code=r.code,
                           department=d, reason=r.message)
-        rejects_by_dept: dict[str, int] = defaultdict(int)
+        # The summary's counts come from the rejects report (`_write_rejects_report`), not from here: a
+        # rerun finds again what a killed run wrote, and a killed run's rows may reach only its successor.
         for _r, d in found.rejects:
-            rejects_by_dept[d or "---"] += 1  # "---": no département could be told
-        for code, n in rejects_by_dept.items():
-            report.lines[(flow, code)].rejects += n
-            routed.rejects_by_dept[code] += n
+            routed.rejects_by_dept[d or "---"] += 1  # "---": no département could be told
 
     @staticmethod
     def _flush_rejects(trace: TraceStore, batch: inbox.Batch, run_id: int, routed: _Routed, now: datetime) -> None:
@@ -823,11 +821,16 @@ class Night:
     # -- rejects report ----------------------------------------------------------------------
 
     def _write_rejects_report(self, trace: TraceStore, run_id: int, report: NightReport) -> None:
-        rows = trace.rejects_of_run(run_id)
+        """Every reject not reported yet goes in this run's report, and the summary counts them from it."""
+        rows = trace.unreported_rejects()
         if not rows:
             return
         path = self.paths.reports / f"rejects-{report.business_date:%Y%m%d}-run{run_id:06d}.csv"
         report.rejects_report = rejects_report.write(path, [astuple(r) for r in rows])
+        trace.mark_rejects_reported(run_id, self.clock.now())
+        for r in rows:
+            if r.code not in rejects_report.WARNING_CODES:
+                report.lines[(r.flow, r.department or "---")].rejects += 1  # "---": no département could be told
 
     # -- deliver ---------------------------------------------------------------------------
 

@@ -36,14 +36,12 @@ from ..config.settings import FLOWS, Settings
 from ..core.errors import FluxError
 from ..core.fsutil import atomic_write
 from ..core.log import get as get_logger
+from .rejects import WARNING_CODES
 
 if TYPE_CHECKING:
     from ..trace.store import TraceStore
 
 JOB_SUCCESS = "flux_pmi_job_last_success_timestamp_seconds"
-# Rows of the rejects table that are warnings, not rejects: the record was still delivered
-# (docs/input-contract.md). Counting them would make the metric disagree with the night's report.
-WARNING_CODES = ("ADDRESSING_MISMATCH",)
 _JOB_SUCCESS_LINE = re.compile(rf'^{JOB_SUCCESS}\{{job="((?:[^"\\]|\\.)*)"\}}\s+(\S+)\s*$')
 
 

@@ -17,6 +17,9 @@ from pathlib import Path
 from ..core.fsutil import atomic_write
 
 COLUMNS = ("flow", "department", "file", "line", "code", "message")
+# Rows of the report that are warnings, not rejects: the record was still delivered
+# (docs/input-contract.md). The night's summary and the metrics leave them out of their counts.
+WARNING_CODES = ("ADDRESSING_MISMATCH",)
 # The ASCII triggers, and their full-width forms (some spreadsheets fold them to ASCII).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 

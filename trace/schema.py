@@ -13,7 +13,7 @@ from pathlib import Path
 from ..core.errors import TraceError
 from ..core.workdays import LEGAL_DEADLINE_DAYS, DeadlineBasis
 from .history import HISTORY_INDEXES
-from .lifecycle import MIGRATE_FAILED, MIGRATE_PURGED
+from .lifecycle import MIGRATE_FAILED, MIGRATE_PURGED, RunStatus
 from .sqlite import Migration, open_database
 
 # 1: the tables; 2: the sequences table; 3: `failed` split into build-failed, delivery-failed and
@@ -21,7 +21,7 @@ from .sqlite import Migration, open_database
 # 5: the legal deadline beside the contract's (core/workdays.py), `deadline` the earlier.
 # 6: the catalog's index (trace/history.py).
 # 7: incidents and their notices (trace/incidents.py).
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -311,8 +311,22 @@ def _incidents(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _reported_rejects(db: sqlite3.Connection) -> None:
+    """Version 8: when a reject went out in a rejects report. A run killed (or failed) after writing its
+    rejects to the trace but before its report leaves them for the next run's report, not for nobody."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(rejects)")}
+    if "reported_at" not in have:
+        db.execute("ALTER TABLE rejects ADD COLUMN reported_at TEXT")
+    # A run that ended by itself wrote its report; one still `running` here died (only the lock holder
+    # opens the trace to write), and one that died or failed may have stopped before its report.
+    db.execute(
+        "UPDATE rejects SET reported_at = created_at WHERE reported_at IS NULL AND run_id IN"
+        f" (SELECT id FROM runs WHERE status NOT IN ('{RunStatus.RUNNING}', '{RunStatus.DIED}', '{RunStatus.FAILED}'))")
+
+
 MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions), (4, _delivery_journal),
-                                     (5, _legal_deadlines), (6, _history_indexes), (7, _incidents))
+                                     (5, _legal_deadlines), (6, _history_indexes), (7, _incidents),
+                                     (8, _reported_rejects))
 
 
 

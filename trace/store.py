@@ -414,8 +414,19 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
         return Reject.all(self.db.execute("SELECT * FROM rejects WHERE batch_id=? ORDER BY file, line", (batch_id,)))
 
     def rejects_of_run(self, run_id: int) -> list[Reject]:
-        """The rejects a run wrote, in the order of its rejects report."""
+        """The rejects a run reported (or wrote, until it reports), in the order of its rejects report."""
         return Reject.all(self.db.execute("SELECT * FROM rejects WHERE run_id=? ORDER BY flow, file, line", (run_id,)))
+
+    def unreported_rejects(self) -> list[Reject]:
+        """Every reject no rejects report has carried yet, in report order: the run's own, and any that a
+        run killed or failed before its report left in the trace (its batch may be done since)."""
+        return Reject.all(self.db.execute("SELECT * FROM rejects WHERE reported_at IS NULL ORDER BY flow, file, line"))
+
+    def mark_rejects_reported(self, run_id: int, now: datetime) -> None:
+        """What `unreported_rejects` gave is in `run_id`'s report, written before this is called (a crash
+        in between reports them twice, never not at all); they count as that run's from now on."""
+        with self.tx():
+            self.db.execute("UPDATE rejects SET run_id=?, reported_at=? WHERE reported_at IS NULL", (run_id, _iso(now)))
 
     def add_anomaly(self, kind: str, detail: str, now: datetime, *, department: str | None = None,
                     file: str | None = None) -> None:

@@ -8,6 +8,7 @@ are exactly the files in the drops; only `*.p7m` and matching `*.p7m.sha256` are
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -90,7 +91,19 @@ def _visible_files_are_final(folder: Path) -> list[Path]:
     return sealed
 
 
+def _reported(root: Path) -> list[tuple[str, ...]]:
+    """Every row of every rejects report the runs wrote, duplicates kept."""
+    rows = []
+    for report in (root / "reports").glob("rejects-*.csv"):
+        with report.open(newline="", encoding="utf-8") as fh:
+            rows += [tuple(r) for r in list(csv.reader(fh, delimiter=";"))[1:]]
+    return sorted(rows)
+
+
 def _check(root: Path, clean: dict, partner=None) -> None:
+    # Each reject in exactly one report, whichever run wrote it: a run killed before its report
+    # leaves its rejects to the next one's, and a rerun does not report them again.
+    assert _reported(root) == clean["reported"]
     seen = root / "seen"  # every département's files side by side, as open_delivered reads them
     shutil.rmtree(seen, ignore_errors=True)
     for p in _visible_files_are_final(root / "drop"):
@@ -127,7 +140,9 @@ def clean(tmp_path_factory) -> dict:
     make_demo(root, departments=DEPTS)
     _rerun(root)
     delivered = open_delivered(root)
-    return {"fingerprints": record_fingerprints(delivered), "files": set(delivered)}
+    reported = _reported(root)
+    assert reported, "the demo day has deliberate rejects: the clean night must report them"
+    return {"fingerprints": record_fingerprints(delivered), "files": set(delivered), "reported": reported}
 
 
 @pytest.mark.parametrize("point", LOCAL_POINTS + SOAK_POINTS)
@@ -273,5 +288,10 @@ def test_a_worker_killed_mid_build_leaves_its_files_for_the_next_run(tmp_path, c
     # The headline counts what was not built as such, not as emissions (there are none yet).
     assert re.search(r"^exit 3: .*\d+ département file\(s\) not built; the next run retries$",
                      first.stdout, flags=re.M), first.stdout
-    _rerun(root)
+    assert _reported(root) == clean["reported"]  # the first run finished: its report has every reject
+    rerun = run_cli(*_args(root))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    # The rerun parses the open batch again and finds the same rejects: already reported, not counted again.
+    assert re.search(r"^TOTAL \S+ +records=\d+ rejects=0 ", rerun.stdout, flags=re.M), rerun.stdout
+    assert "rejects report:" not in rerun.stdout
     _check(root, clean)

@@ -279,7 +279,7 @@ def test_a_version_4_trace_gets_the_incident_tables(tmp_path):
         t.db.execute("DROP TABLE incidents")
         t.db.execute("PRAGMA user_version = 4")
     with TraceStore(path) as t:
-        assert t.db.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert t.db.execute("PRAGMA user_version").fetchone()[0] >= 7
         assert IncidentLog(t).incidents() == [] and IncidentLog(t).notices() == []
 
 

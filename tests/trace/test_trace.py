@@ -227,6 +227,37 @@ def test_a_version_4_trace_gets_the_legal_deadline_and_keeps_the_earlier_as_dead
         assert (nothing.deadline, nothing.legal_deadline, nothing.deadline_basis) == (None, None, None)
 
 
+def test_unreported_rejects_go_in_the_next_report_once(tmp_path):
+    """A run killed after writing rejects, before its report: the next run's report carries them, once."""
+    with TraceStore(tmp_path / "t.sqlite") as t:
+        dead = t.start_run("run", DAY, NOW)
+        t.add_rejects(dead, 1, [("DSG", "035", "a.xml", 3, "NIR_INVALID", "bad key")], NOW)
+        later = t.start_run("run", DAY, NOW)  # finds `dead` still running: it died
+        t.add_rejects(later, 1, [("DSG", "035", "a.xml", 3, "NIR_INVALID", "bad key"),  # found again
+                                 ("GRO", None, "b.xml", 9, "COMMUNE_UNKNOWN", "no recipient")], NOW)
+        assert [(r.file, r.line) for r in t.unreported_rejects()] == [("a.xml", 3), ("b.xml", 9)]
+        t.mark_rejects_reported(later, NOW)
+        assert t.unreported_rejects() == []
+        assert [(r.file, r.line) for r in t.rejects_of_run(later)] == [("a.xml", 3), ("b.xml", 9)]
+        t.add_rejects(t.start_run("run", DAY, NOW), 1, [("DSG", "035", "a.xml", 3, "NIR_INVALID", "x")], NOW)
+        assert t.unreported_rejects() == []  # reported once: a third parse of the batch adds nothing
+
+
+def test_version_8_counts_the_rejects_of_runs_that_ended_as_reported(tmp_path):
+    path = tmp_path / "t.sqlite"
+    with TraceStore(path) as t:
+        ended, died = t.start_run("run", DAY, NOW), 0
+        t.add_rejects(ended, 1, [("DSG", "035", "a.xml", 3, "NIR_INVALID", "m")], NOW)
+        t.finish_run(ended, NOW, status=lifecycle.RunStatus.UNDELIVERED, exit_code=3)
+        died = t.start_run("run", DAY, NOW)
+        t.add_rejects(died, 2, [("GRO", "035", "b.xml", 4, "COMMUNE_UNKNOWN", "m")], NOW)
+        t.db.execute("ALTER TABLE rejects DROP COLUMN reported_at")  # as version 7 left them
+        t.db.execute("PRAGMA user_version = 7")
+    with TraceStore(path) as t:
+        assert t.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 8
+        assert [(r.file, r.line) for r in t.unreported_rejects()] == [("b.xml", 4)]
+
+
 def test_the_law_binds_every_record_the_contract_would_give_more_time():
     # 8 calendar days always hold a weekend, so 8 working days always end later: the law binds every
     # record, every day of the year, in every calendar (the contract binds only a re-emission request).
