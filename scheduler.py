@@ -59,14 +59,13 @@ from .core.clock import PARIS, Clock
 from .core.errors import ConfigError, ExitCode, FluxError, LockBusyError
 from .core.log import get as get_logger
 from .report import metrics
+from .trace.lifecycle import COMPLETED_RUNS
 
 JOB_NAMES = {
     "nightly": "nightly emission (acks first)",
     "purge": "retention purge",
     "sla": "SLA report (records at risk or late)",
 }
-# A nightly run that reached its end, whatever it found: these do not owe a catch-up.
-COMPLETED_STATUSES = ("done", "undelivered", "quarantined")
 AMBIGUOUS_HOUR = 2  # Europe/Paris changes its clocks at 02:00 (spring) and 03:00 -> 02:00 (autumn)
 
 # A runner returns False when it ran but did not succeed (e.g. a night interrupted by a stop).
@@ -116,7 +115,7 @@ def dst_warnings(settings: Settings) -> list[str]:
 
 
 def last_completed_nightly(trace: Any) -> datetime | None:
-    row = trace.last_run("run", statuses=COMPLETED_STATUSES)
+    row = trace.last_run("run", statuses=COMPLETED_RUNS)
     if row is not None:
         at = datetime.fromisoformat(row.started_at)
         return at if at.tzinfo else at.replace(tzinfo=PARIS)

@@ -33,7 +33,15 @@ from ..core.workdays import DeadlineBasis
 from ..inbox import quarantined
 from ..seal import certs
 from ..seal.certs import EXPIRY_WARNING_DAYS
-from ..trace.lifecycle import UNDELIVERED, UNFINISHED_RUNS, AckOutcome, RequestStatus, RunStatus, Status
+from ..trace.lifecycle import (
+    COMPLETED_RUNS,
+    UNDELIVERED,
+    UNFINISHED_RUNS,
+    AckOutcome,
+    RequestStatus,
+    RunStatus,
+    Status,
+)
 from ..trace.records import Emission, Run
 from ..trace.store import TraceStore
 
@@ -173,11 +181,24 @@ def _deadline_and_basis(row: Emission | None,
 def _last_nightly(trace: TraceStore, settings: Settings, now: datetime, alive: bool = True) -> dict[str, Any]:
     limit = max_age_hours(settings)
     row = trace.last_run("run")
+    completed = trace.last_run("run", statuses=COMPLETED_RUNS)
     if row is None:
-        return {"run": None, "age_hours": None, "max_age_hours": limit, "stale": True}
+        return {"run": None, "age_hours": None, "max_age_hours": limit, "last_completed": None,
+                "completed_age_hours": None, "stale": True}
     # Measured from the start: a run that started on time and is still going is not a scheduler problem.
-    age = round((now - datetime.fromisoformat(row.started_at)).total_seconds() / 3600, 2)
-    return {"run": _run(row, alive), "age_hours": age, "max_age_hours": limit, "stale": age > limit}
+    # Otherwise from the last run that reached its end: nights that fail or are refused (an unmounted
+    # inbox, say) every time are stale however recent they are.
+    going = row.status == RunStatus.RUNNING and alive
+    basis = row if going else completed
+    basis_age = None if basis is None else _hours_since(basis, now)
+    return {"run": _run(row, alive), "age_hours": _hours_since(row, now), "max_age_hours": limit,
+            "last_completed": None if completed is None else _run(completed, alive),
+            "completed_age_hours": None if completed is None else _hours_since(completed, now),
+            "stale": basis_age is None or basis_age > limit}
+
+
+def _hours_since(row: Run, now: datetime) -> float:
+    return round((now - datetime.fromisoformat(row.started_at)).total_seconds() / 3600, 2)
 
 
 def _flows(trace: TraceStore, settings: Settings, today: date, scope: Scope) -> list[dict[str, Any]]:
@@ -690,10 +711,15 @@ def _last_nightly_line(data: dict[str, Any]) -> str:
         verdict = "NOT FINISHED (rerun `flux-pmi run`: it resumes)"  # recent, but "OK" would hide a dead night
     if ln["run"] is None:
         return f"{verdict}: no nightly run recorded (max age {ln['max_age_hours']} h)"
-    r = ln["run"]
-    return (f"{verdict}: run {r['id']} for {r['business_date']} started {r['started_at']}, "
+    r, done = ln["run"], ln.get("last_completed")
+    line = (f"{verdict}: run {r['id']} for {r['business_date']} started {r['started_at']}, "
             f"{ln['age_hours']} h ago (max {ln['max_age_hours']} h); status {r['status']}, "
             f"exit {_cell(r['exit_code'])}")
+    if ln["stale"] and r["status"] != RunStatus.RUNNING and (done is None or done["id"] != r["id"]):
+        last = ("no nightly run ever completed" if done is None else
+                f"last completed: run {done['id']} for {done['business_date']}, {ln['completed_age_hours']} h ago")
+        line += f"; {last} (fix what stops the runs, then `flux-pmi run`)"
+    return line
 
 
 _DEPT_COLUMNS = (("DEPT", "department"), ("LATE", "late"), ("AT RISK", "at_risk"), ("NEXT DEADLINE", "next_deadline"),

@@ -114,6 +114,9 @@ class RunStatus(StrEnum):
 
 # A run in these did not finish its work: `status` says so even when it is recent.
 UNFINISHED_RUNS = (RunStatus.DIED, RunStatus.FAILED, RunStatus.INTERRUPTED)
+# A nightly run that reached its end, whatever it found: the staleness clock (`status`, exit 7) and the
+# service's catch-up run from the last of these, not from a night that failed or was refused.
+COMPLETED_RUNS = (RunStatus.DONE, RunStatus.UNDELIVERED, RunStatus.QUARANTINED)
 
 
 class BatchState(StrEnum):

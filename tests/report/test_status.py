@@ -19,12 +19,13 @@ from support import BUSINESS_DATE, NOW, make_demo, run_cli
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import PARIS, FixedClock
 from flux_pmi.core.errors import ConfigError, ExitCode
+from flux_pmi.core.lock import RunLock, lock_path
 from flux_pmi.core.names import emission_name
 from flux_pmi.jobs.night import Night, NightReport
 from flux_pmi.report.status import SCHEMA, gather, render_text
 from flux_pmi.seal import certs
 from flux_pmi.testing.mock import ScriptedPartner
-from flux_pmi.trace.lifecycle import Status
+from flux_pmi.trace.lifecycle import RunStatus, Status
 from flux_pmi.trace.store import TraceStore
 
 DEPTS = ["02A", "035", "067", "971"]
@@ -284,7 +285,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
     # The important keys one by one, so a failure says which.
     assert data["schema"] == SCHEMA == "flux-pmi.status/1"
     assert data["today"] == "2026-11-23" and data["generated_at"] == "2026-11-23T05:00:00+01:00"
-    assert data["last_nightly"] == {"run": run1, "age_hours": 1.0, "max_age_hours": 26, "stale": False}
+    assert data["last_nightly"] == {"run": run1, "age_hours": 1.0, "max_age_hours": 26, "last_completed": run1,
+                                    "completed_age_hours": 1.0, "stale": False}
     assert data["undelivered"]["by_department"] == {"035": 1, "067": 3, "971": 1}
     # At Mon 23 Nov, by the law (it binds every record): 067's records due Wed 18 and Fri 20 are late;
     # those due Tue 24 (1 working day) and Wed 25 (2) are at risk (4 + 5); Thu 26 is 3 working days away.
@@ -299,7 +301,8 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
         "generated_at": "2026-11-23T05:00:00+01:00",
         "today": "2026-11-23",
         "runs": [run1],
-        "last_nightly": {"run": run1, "age_hours": 1.0, "max_age_hours": 26, "stale": False},
+        "last_nightly": {"run": run1, "age_hours": 1.0, "max_age_hours": 26, "last_completed": run1,
+                         "completed_age_hours": 1.0, "stale": False},
         "flows": [
             {
                 "department": "02A",
@@ -770,6 +773,28 @@ def test_max_age_is_read_from_the_service_table(state):
         gather(load(cfg), trace, now=NOW)
 
 
+def test_nights_that_fail_every_time_are_stale_however_recent(state):
+    """The clock runs from the last night that reached its end: a refused or failed one does not reset it."""
+    root, settings, trace = state
+    for hours in (23, 47):  # the inbox unmounted, say: each night refused (exit 10), on time
+        run = trace.start_run("run", BUSINESS_DATE, NOW + timedelta(hours=hours))
+        trace.finish_run(run, NOW + timedelta(hours=hours), status=RunStatus.REFUSED, exit_code=10)
+    ln = gather(settings, trace, now=NOW + timedelta(hours=48))["last_nightly"]
+    assert (ln["run"]["status"], ln["age_hours"], ln["last_completed"]["id"], ln["completed_age_hours"]) == (
+        "refused", 1.0, 1, 48.0)
+    assert ln["stale"] is True
+    out = status_cli(root, NOW + timedelta(hours=48))
+    assert out.returncode == ExitCode.LATE, out.stdout  # 067's late records come first; stale is the next
+    assert ("STALE: run 3 for 2026-11-23 started 2026-11-25T03:00:00+01:00, 1.0 h ago (max 26 h); status refused,"
+            " exit 10; last completed: run 1 for 2026-11-23, 48.0 h ago") in out.stdout
+    # A run under way, started on time, is not stale whatever came before (the lock says it is alive);
+    # the same row with no process holding the lock is a dead night: stale again.
+    trace.start_run("run", BUSINESS_DATE, NOW + timedelta(hours=48))
+    with RunLock(lock_path(settings.paths.trace), command="run", wait_seconds=0):
+        assert gather(settings, trace, now=NOW + timedelta(hours=49))["last_nightly"]["stale"] is False
+    assert gather(settings, trace, now=NOW + timedelta(hours=49))["last_nightly"]["stale"] is True
+
+
 def test_the_first_screen_and_the_exit_code_of_a_night_with_a_partner_down_and_one_held(state):
     root, _settings, trace = state
     trace.hold("035", NOW, by="ops", reason="maintenance")
@@ -851,7 +876,8 @@ def test_cli_exit_code_is_a_health_check(tmp_path):
     never = status_cli(root, NOW, "--json")
     assert never.returncode == ExitCode.STALE == 7, never.stderr
     doc = json.loads(never.stdout)
-    assert doc["last_nightly"] == {"run": None, "age_hours": None, "max_age_hours": 26, "stale": True}
+    assert doc["last_nightly"] == {"run": None, "age_hours": None, "max_age_hours": 26, "last_completed": None,
+                                   "completed_age_hours": None, "stale": True}
     assert doc["runs"] == [] and doc["sla"]["totals"] == {"at_risk": 0, "late": 0, "late_delivered": 0}
 
     report = Night(load(root / "flux-pmi.toml"), clock=FixedClock(NOW), sleep=lambda _s: None).run(
