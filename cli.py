@@ -42,7 +42,15 @@ def _date(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError as exc:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            raise argparse.ArgumentTypeError(f"no such day: {value!r} (YYYY-MM-DD)") from exc
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from exc
+
+
+def _operator_text(value: str) -> str:
+    """A --reason or --by as it is traced and shown: what is shaped like a NIR or a phone number masked,
+    since the trace holds no personal data (an operator may paste a case's details)."""
+    return logging_setup.mask_personal(value)
 
 
 class ProgressLine:
@@ -181,8 +189,8 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--department", required=True, help="a département code (035, 02A, 971) or all")
     rr.add_argument("--date", type=_date, required=True, help="business date of the emission(s) to re-send")
     rr.add_argument("--to", type=_date, help="last business date of a range (default: --date)")
-    rr.add_argument("--reason", default="", help="why (traced: no personal data)")
-    rr.add_argument("--by", help="who asks (traced; default: the OS user)")
+    rr.add_argument("--reason", default="", type=_operator_text, help="why (traced: no personal data)")
+    rr.add_argument("--by", type=_operator_text, help="who asks (traced; default: the OS user)")
     rr.add_argument("--dry-run", action="store_true", help="print what would be re-emitted and sent; change nothing")
 
     hi = command("history", "the catalog: emissions by date, département, flow and state (ids for retry)",
@@ -216,9 +224,9 @@ def _parser() -> argparse.ArgumentParser:
         h = command(name, what, what[0].upper() + what[1:] + ". Traced, with who and why.")
         h.add_argument("department", help="a département code (035, 02A, 971)")
         h.add_argument("--config", type=Path, required=True)
-        h.add_argument("--by", help="who (traced; default: the OS user)")
+        h.add_argument("--by", type=_operator_text, help="who (traced; default: the OS user)")
         if name == "hold":
-            h.add_argument("--reason", default="", help="why (traced: no personal data)")
+            h.add_argument("--reason", default="", type=_operator_text, help="why (traced: no personal data)")
 
     jn = command("journal", "a CFT or HubEE partner's delivery-journal rows; --forget one held in doubt",
                  "List the delivery journal's rows of one partner (CFT transfers, HubEE folders). With --forget, "
@@ -229,8 +237,8 @@ def _parser() -> argparse.ArgumentParser:
     jn.add_argument("--config", type=Path, required=True)
     jn.add_argument("--transport", required=True, help="cft or hubee")
     jn.add_argument("--forget", metavar="FILE", help="the file name whose row to remove")
-    jn.add_argument("--reason", default="", help="why (required with --forget; traced: no personal data)")
-    jn.add_argument("--by", help="who (traced; default: the OS user)")
+    jn.add_argument("--reason", default="", type=_operator_text, help="why (required with --forget; traced: no personal data)")
+    jn.add_argument("--by", type=_operator_text, help="who (traced; default: the OS user)")
 
     sv = command("serve", "run the scheduled jobs (nightly, purge, SLA report) until SIGTERM; exit 0",
                  "The long-running service: the nightly run, the purge and the SLA report on their schedule "

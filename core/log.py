@@ -23,13 +23,27 @@ import structlog
 
 from .errors import ConfigError
 
-_NIR = re.compile(r"\b[1-478][0-9]{2}(?:0[1-9]|1[0-2]|[2-9][0-9])(?:[0-9]{2}|2[AB])[0-9]{6}(?:[0-9]{2})?\b")
-_PHONE = re.compile(r"\b0[1-9](?:[ .]?[0-9]{2}){4}\b")
+# Bounded by anything but a digit or a hex letter, not by \b: `_` and letters are word characters, so a
+# file named `NOM_2960392050832_x.xml` slipped through; hex letters stay a bound, or digests would be cut.
+_EDGE_L, _EDGE_R, _SEP = r"(?<![0-9A-Fa-f])", r"(?![0-9A-Fa-f])", r"[ .]?"
+_NIR = re.compile(_EDGE_L + _SEP.join([r"[1-478]", r"[0-9]{2}", r"(?:0[1-9]|1[0-2]|[2-9][0-9])",
+                                        r"(?:[0-9]{2}|2[AB])", r"[0-9]{3}", r"[0-9]{3}"])
+                  + rf"(?:{_SEP}[0-9]{{2}})?" + _EDGE_R)
+_PHONE = re.compile(_EDGE_L + r"(?:0|\+33[ .]?|0033[ .]?)[1-9](?:[ .-]?[0-9]{2}){4}" + _EDGE_R)
+
+
+def mask_personal(text: str) -> str:
+    """`text` with whatever is shaped like a NIR or a French phone number replaced by `[masked]`."""
+    return _PHONE.sub("[masked]", _NIR.sub("[masked]", text))
 
 
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
-        return _PHONE.sub("[masked]", _NIR.sub("[masked]", value))
+        return mask_personal(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_mask(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
     return value
 
 

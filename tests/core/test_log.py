@@ -87,3 +87,23 @@ def test_lock_acquire_and_release_are_debug(demo):
     with capture_logs() as logs, run_lock(load(root / "flux-pmi.toml"), "run"):
         pass
     assert {e["event"]: e["log_level"] for e in logs} == {"lock.acquired": "debug", "lock.released": "debug"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("x_296039205083231_y", "x_[masked]_y"),  # `_` is a word character: \b let these through
+    ("nir2960392050832", "nir[masked]"),
+    ("2 96 03 92 050 832 31", "[masked]"),  # as people write a NIR
+    ("HAMIDOU_Celine_296039205083231_0601020304.xml", "HAMIDOU_Celine_[masked]_[masked].xml"),
+    ("tel 06.01.02.03.04 or +33 6 01 02 03 04", "tel [masked] or [masked]"),
+    ("sha256 ab29603920508323199ffe", "sha256 ab29603920508323199ffe"),  # a digest's digits are not a NIR
+    ("DSG_035_20261123_000001.xml.p7m", "DSG_035_20261123_000001.xml.p7m"),
+    ("CNAF.DGESDSGA.035.20261123.000001", "CNAF.DGESDSGA.035.20261123.000001"),
+])
+def test_the_last_defence_masks_nir_and_phone_shapes_wherever_they_sit(text, expected):
+    assert log.mask_personal(text) == expected
+
+
+def test_masking_reaches_inside_lists_and_mappings():
+    event = {"event": "x", "files": ["a_2960392050832_b.xml"], "extra": {"reason": "call 0601020304"}, "n": 3}
+    assert log.mask_personal_shapes(None, "info", event) == {
+        "event": "x", "files": ["a_[masked]_b.xml"], "extra": {"reason": "call [masked]"}, "n": 3}

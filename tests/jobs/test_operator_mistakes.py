@@ -122,3 +122,20 @@ def test_a_missing_drop_root_is_not_created_its_files_wait_and_go_once_it_is_bac
     assert run_cli("run", "--config", str(config)).returncode == ExitCode.OK
     delivered = sorted(p.name for p in share.glob("*/*.p7m"))
     assert len(delivered) == 12 and all("_R" not in n for n in delivered)
+
+
+def test_a_nir_or_phone_pasted_in_a_reason_is_masked_before_it_is_traced_or_shown(tmp_path):
+    root = _demo(tmp_path)
+    config = str(root / "flux-pmi.toml")
+    r = run_cli("hold", "035", "--config", config, "--reason", "Mme X NIR 2 96 03 92 050 832 31 tel 0601020304",
+                "--by", "ops 0601020304")
+    assert r.returncode == ExitCode.OK, r.stderr
+    (reason, by), = _db(root).execute("SELECT reason, held_by FROM holds").fetchall()
+    assert (reason, by) == ("Mme X NIR [masked] tel [masked]", "ops [masked]")
+    assert "0601020304" not in r.stdout + r.stderr and "832 31" not in r.stdout + r.stderr
+
+
+def test_a_day_that_does_not_exist_is_named_as_such(tmp_path):
+    root = _demo(tmp_path)
+    r = run_cli("run", "--config", str(root / "flux-pmi.toml"), "--date", "2026-02-30")
+    assert r.returncode == ExitCode.USAGE and "no such day: '2026-02-30'" in r.stderr
