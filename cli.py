@@ -25,7 +25,7 @@ from . import __version__
 from .core import log as logging_setup
 from .core import memory
 from .core.clock import from_environment
-from .core.errors import ConfigError, ExitCode, FluxError
+from .core.errors import ConfigError, ExitCode, FluxError, StorageError
 from .trace.history import HistoryState
 
 if TYPE_CHECKING:
@@ -466,7 +466,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"FLUX-PMI UNKNOWN - {exc}")
             return NAGIOS_CODES["UNKNOWN"]
         raise
-    trace = TraceStore(settings.paths.trace)
+    try:
+        trace = TraceStore(settings.paths.trace)
+    except StorageError as exc:
+        if args.nagios:  # the state unmounted: no night can run, and that is no "unknown"
+            print(f"FLUX-PMI CRITICAL - {exc}")
+            return NAGIOS_CODES["CRITICAL"]
+        raise
     try:
         data = gather(settings, trace, now=from_environment().now(), scope=scope)
     finally:

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import StorageError
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -33,6 +35,19 @@ def private_dir(path: Path) -> Path:
         except FileExistsError:
             pass
     return path
+
+
+def state_dir(path: Path, what: str) -> Path:
+    """Create `path` owner-only, but only inside a folder that exists.
+
+    The trace and its lock live in `<state>/trace/`. When `<state>` itself is missing, it is an
+    unmounted share or a wrong `[paths]`: creating a fresh state there would let `hold`, `purge` or
+    `reemit` answer from an empty trace (a hold lost when the share comes back). StorageError, exit 10.
+    """
+    if not path.is_dir() and not path.parent.is_dir():
+        raise StorageError(path.parent, f"missing, so the {what} cannot be opened (an unmounted share, or a "
+                           "wrong [paths]?): nothing was done. Mount it or create it, or fix [paths]")
+    return private_dir(path)
 
 
 def fsync_dir(path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from .clock import PARIS
 from .errors import LockBusyError
-from .fsutil import private_dir
+from .fsutil import private_dir, state_dir
 from .log import get as get_logger
 
 _RECORD_MAX = 4096  # a holder record is a few dozen bytes; anything longer is not ours
@@ -59,8 +59,11 @@ class RunLock:
         poll_seconds: float = 0.5,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        new_state: bool = True,
     ):
         self.path = Path(path)
+        # False for an installation's run lock: its folder's parent must exist (fsutil.state_dir).
+        self.new_state = new_state
         self.command = command
         self.wait_seconds = max(0.0, float(wait_seconds))
         self.poll_seconds = max(0.001, float(poll_seconds))
@@ -76,7 +79,10 @@ class RunLock:
     def __enter__(self) -> RunLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path}: this RunLock is already held (the lock is not reentrant)")
-        private_dir(self.path.parent)
+        if self.new_state:
+            private_dir(self.path.parent)
+        else:
+            state_dir(self.path.parent, "run lock")
         # O_CLOEXEC: a child (CFTUTIL, ssh...) must not inherit the lock and keep it alive after we die.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -156,7 +162,7 @@ def run_lock(settings: Any, command: str, *, wait_seconds: float | None = None) 
     """The run lock of an installation: `<trace stem>.lock` beside the trace store, waiting
     `[service] lock_wait_seconds` unless told otherwise."""
     wait = settings.service.lock_wait_seconds if wait_seconds is None else wait_seconds
-    return RunLock(lock_path(settings.paths.trace), command=command, wait_seconds=wait)
+    return RunLock(lock_path(settings.paths.trace), command=command, wait_seconds=wait, new_state=False)
 
 
 def _read_record(fd: int) -> dict[str, Any] | None:

@@ -147,6 +147,24 @@ def folder_problem(folder: Folder) -> str | None:
     return f"cannot be created: {parent} is {problem}" if problem else None
 
 
+def require_own_folders(settings: Settings) -> None:
+    """Raise StorageError naming every folder of the installation's own (trace, work, archive, reports,
+    quarantine, consumed) that cannot be written, before anything is claimed.
+
+    Found late, a read-only `reports/` stopped a night after it had claimed, built and delivered: its
+    exit code said nothing was sent. A partner's own folder (a local drop) is not checked here: it
+    fails that partner's deliveries alone, and the other départements go on.
+    """
+    found = [(folder, problem) for folder in written_folders(settings)
+             if not folder.what.startswith(("inbox ", "local drop", "metrics"))
+             and (problem := folder_problem(folder)) is not None]
+    if found:
+        (first, why), others = found[0], [f"{f.what} {f.path}: {p}" for f, p in found[1:]]
+        more = f" (also {'; '.join(others)})" if others else ""
+        raise StorageError(first.path, f"{first.what} folder {why}{more}: nothing was claimed or sent "
+                           "(`flux-pmi check` lists every folder)")
+
+
 def ensure_private_dir(path: Path) -> Path:
     """fsutil.private_dir, with a missing permission or a read-only mount said as such (exit STORAGE)."""
     try:

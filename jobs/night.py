@@ -254,6 +254,7 @@ class Night:
         # Refused before anything is claimed or sent. The inbox is never created here: a missing one
         # is an unmounted share, and creating it would send "nothing today" to every département.
         guards.require_inbox(self.settings)
+        guards.require_own_folders(self.settings)
         guards.require_owner_only_keys(self.settings)
         for p in (self.paths.work, self.paths.reports, self.paths.quarantine, self.paths.consumed):
             guards.ensure_private_dir(p)

@@ -336,7 +336,7 @@ def open_trace(path: Path, *, label: str, busy_timeout_ms: int = 30_000,
     """A connection to the trace database at `path`, created or migrated to SCHEMA_VERSION."""
     return open_database(path, label=label, schema=_SCHEMA + ";" + _JOURNAL, migrations=MIGRATIONS,
                          version=SCHEMA_VERSION, error=TraceError, busy_timeout_ms=busy_timeout_ms,
-                         foreign_keys=True, check_same_thread=check_same_thread)
+                         foreign_keys=True, check_same_thread=check_same_thread, new_state=False)
 
 
 def open_trace_read_only(path: Path) -> sqlite3.Connection:

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..core.errors import FluxError
-from ..core.fsutil import private_dir
+from ..core.fsutil import private_dir, state_dir
 
 # (version, step): the step brings a file from version-1 to `version`; it runs after the schema script.
 Migration = tuple[int, Callable[[sqlite3.Connection], None]]
@@ -32,12 +32,18 @@ _OPENING = threading.Lock()
 
 def open_database(path: Path, *, label: str, schema: str, migrations: Sequence[Migration] = (), version: int,
                   error: type[FluxError], busy_timeout_ms: int = 30_000,
-                  foreign_keys: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
+                  foreign_keys: bool = False, check_same_thread: bool = True,
+                  new_state: bool = True) -> sqlite3.Connection:
     """A connection (autocommit, rows as sqlite3.Row) to an up-to-date database.
 
     `label` names the store in messages ("trace store", "ledger"); `error` is raised on any SQLite failure.
+    `new_state=False`: the folder that holds the database's folder must exist (fsutil.state_dir).
     """
     with _OPENING:
+        if new_state:
+            private_dir(path.parent)
+        else:
+            state_dir(path.parent, label)
         return _open(path, label=label, schema=schema, migrations=migrations, version=version, error=error,
                      busy_timeout_ms=busy_timeout_ms, foreign_keys=foreign_keys, check_same_thread=check_same_thread)
 
@@ -45,7 +51,6 @@ def open_database(path: Path, *, label: str, schema: str, migrations: Sequence[M
 def _open(path: Path, *, label: str, schema: str, migrations: Sequence[Migration], version: int,
           error: type[FluxError], busy_timeout_ms: int, foreign_keys: bool,
           check_same_thread: bool) -> sqlite3.Connection:
-    private_dir(path.parent)
     # SQLite gives its -wal and -shm files the database file's mode: create it owner-only.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     try:

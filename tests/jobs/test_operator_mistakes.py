@@ -139,3 +139,43 @@ def test_a_day_that_does_not_exist_is_named_as_such(tmp_path):
     root = _demo(tmp_path)
     r = run_cli("run", "--config", str(root / "flux-pmi.toml"), "--date", "2026-02-30")
     assert r.returncode == ExitCode.USAGE and "no such day: '2026-02-30'" in r.stderr
+
+
+@pytest.mark.parametrize("command", [["run"], ["purge"], ["hold", "035"], ["resume", "035"], ["status", "--json"],
+                                     ["reemit", "--flow", "DSG", "--department", "035", "--date", "2026-11-23"],
+                                     ["journal", "035", "--transport", "cft"], ["history"]])
+def test_an_unmounted_state_folder_is_refused_and_no_phantom_state_is_created(tmp_path, command):
+    """Answering from a fresh, empty trace would lie: a hold stored there is lost when the share returns."""
+    root = _demo(tmp_path)
+    state = tmp_path / "mnt" / "flux"  # its parent missing too: nothing mounted there
+    cfg = root / "flux-pmi.toml"
+    cfg.write_text(cfg.read_text().replace("[paths]\n", f'[paths]\nstate = "{state}"\n', 1))
+    r = run_cli(*command, "--config", str(cfg))
+    assert r.returncode == ExitCode.STORAGE, r.stdout + r.stderr
+    assert f"{state}: missing" in r.stderr and "nothing was done" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "mnt").exists()
+
+
+def test_status_nagios_says_critical_when_the_state_folder_is_missing(tmp_path):
+    root = _demo(tmp_path)
+    cfg = root / "flux-pmi.toml"
+    cfg.write_text(cfg.read_text().replace("[paths]\n", f'[paths]\nstate = "{tmp_path / "gone" / "flux"}"\n', 1))
+    r = run_cli("status", "--nagios", "--config", str(cfg))
+    assert r.returncode == 2 and r.stdout.startswith("FLUX-PMI CRITICAL - ") and "missing" in r.stdout
+
+
+def test_an_unusable_reports_folder_is_refused_before_anything_is_claimed_or_sent(tmp_path):
+    root = _demo(tmp_path)
+    (root / "reports").mkdir(exist_ok=True)
+    (root / "reports").rmdir()
+    (root / "reports").write_text("not a folder\n")
+    inputs = sorted(p.name for p in (root / "inbox").rglob("*") if p.is_file())
+    r = run_cli("run", "--config", str(root / "flux-pmi.toml"))
+    assert r.returncode == ExitCode.STORAGE, r.stdout + r.stderr
+    assert f"{root / 'reports'}: reports folder not a folder: nothing was claimed or sent" in r.stderr
+    assert sorted(p.name for p in (root / "inbox").rglob("*") if p.is_file()) == inputs
+    assert not [p for p in (root / "drop").rglob("*") if p.is_file()]
+    (root / "reports").unlink()
+    again = run_cli("run", "--config", str(root / "flux-pmi.toml"))
+    assert again.returncode == ExitCode.OK, again.stdout + again.stderr
+    assert "rejects report:" in again.stdout  # the demo day's rejects, reported by the run that did the work
