@@ -102,7 +102,7 @@ def exit_codes_epilog() -> str:
 
 
 STATUS_EXIT_CODES = """exit codes (the first that applies; docs/operations.md):
-   0 OK              nothing late, at risk, stale, undelivered, unacknowledged, expiring or quarantined
+   0 OK              nothing late, at risk, stale, undelivered, unacknowledged, expiring, quarantined or not taken
   11 LATE            records past their deadline (the earlier of the contract's and the law's)   CRITICAL
    7 STALE           the last nightly run is older than [service] max_age_hours                 CRITICAL
    3 UNDELIVERED     files not delivered, other than those waiting for a hold                     WARNING
@@ -110,6 +110,7 @@ STATUS_EXIT_CODES = """exit codes (the first that applies; docs/operations.md):
   13 UNACKNOWLEDGED  files delivered over [service] unacknowledged_days ago, never acknowledged   WARNING
   14 CERTIFICATES    a certificate expired, unreadable, or expiring within 30 days                WARNING
    5 QUARANTINED     input files waiting in quarantine/ (not counted with --department)          WARNING
+                     or, after them, inbox entries no run takes (INBOX_NOT_TAKEN), left in place
    2 USAGE           the configuration cannot be read                                             UNKNOWN
 """
 
@@ -389,11 +390,28 @@ def _undelivered_line(report: NightReport) -> str:
     return "; ".join(what) + "; the next run retries"
 
 
+NOT_TAKEN_SHOWN = 20  # a folder of misplaced files is named in the log in full, not on the cron mail
+
+
+def _not_taken_lines(not_taken: list[tuple[str, str, str]]) -> list[str]:
+    """Inbox entries left in place: they do not change the exit code, so they must be seen here."""
+    if not not_taken:
+        return []
+    lines = [f"not taken, left in the inbox: {flow}/{name} ({reason})"
+             for flow, name, reason in not_taken[:NOT_TAKEN_SHOWN]]
+    if len(not_taken) > NOT_TAKEN_SHOWN:
+        lines.append(f"  ... and {len(not_taken) - NOT_TAKEN_SHOWN} more: the log (inbox.not_taken)")
+    lines.append(f"not taken: {len(not_taken)} inbox entr{'y' if len(not_taken) == 1 else 'ies'} no run will read:"
+                 " move each into its flow folder under a name it takes (docs/input-contract.md), or take it away")
+    return lines
+
+
 def _run_problems(report: NightReport) -> list[str]:
     """What needs a person: printed even with --quiet."""
     lines = [f"rejects report: {report.rejects_report}"] if report.rejects_report else []
     lines += [f"quarantined: {flow}/{name} ({code})" for flow, name, code in report.quarantined]
     lines += [f"already consumed, set aside: {flow}/{name}" for flow, name in report.duplicates]
+    lines += _not_taken_lines(report.not_taken)
     exit_code = report.exit_code
     if exit_code != ExitCode.OK:
         undelivered = (_undelivered_line(report) if report.undelivered

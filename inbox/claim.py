@@ -7,6 +7,10 @@ is never read twice nor forgotten. The same bytes dropped again (same SHA-256) a
 recognised and set aside, never emitted twice.
 
 Upstream writers use a hidden or `.tmp`/`.part` name while writing: those are left alone.
+Anything else in a flow folder that is neither claimed nor set aside (a DSG `.xml` dropped in
+SGR/, `x.xml.gz`, a name without extension, a folder...) is left where it is too, since an
+upstream tool may still own it, but `not_taken` names it: `run` logs and prints each one, and
+`status` counts them, so that a declaration in the wrong folder does not miss its deadline unseen.
 
 What is claimed, per flow folder (case-insensitive extensions; docs/input-contract.md):
 DSG `*.xml` (DGE envelopes, or bare DSGCNAF documents); GRO `*.xml` (Cristal's XML) and
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
+from ..core.errors import StorageError
 from ..core.fsutil import (
     NAME_MAX,
     atomic_write,
@@ -52,6 +57,8 @@ from ..trace.store import TraceStore
 
 PATTERNS: dict[str, tuple[str, ...]] = {"DSG": (".xml",), "GRO": (".xml", ".csv"), "SGR": (".zip", ".csv")}
 IGNORED_SUFFIXES = (".tmp", ".part", ".reason")
+# What a writer's temporary ends with (docs/input-contract.md, "Dropping files safely"), in any case.
+IN_PROGRESS_SUFFIXES = (".tmp", ".part")
 REASON_SUFFIX = ".reason"
 # Room kept after a name set aside: its `.reason` and a `.<n>` that keeps it unique.
 _SUFFIX_ROOM = len(REASON_SUFFIX) + len(".9999")
@@ -83,6 +90,15 @@ class SetAside:
     code: str
     reason: str  # no personal data: codes, error strings, technical names
     path: Path | None  # where it is now in quarantine/ (None: it could not be moved, retried next night)
+
+
+@dataclass(frozen=True, slots=True)
+class NotTaken:
+    """An inbox entry the night neither claims nor sets aside: left in place, reported every night."""
+
+    flow: str
+    name: str  # printable: the original name, or `unnamed-<hash>` when it cannot be written down
+    reason: str  # fixed phrases (and an OS error): never a part of the name, which may carry anything
 
 
 def batch_dir(work: Path, batch_id: int, flow: str) -> Path:
@@ -303,6 +319,88 @@ def unfit(inbox: Path, flow: str) -> list[tuple[Path, str, str, str]]:
                 if scan is not None and problem is not None and all(scan != p for p, *_ in out):
                     code, reason = problem
                     out.append((scan, scan.name, code, f"{reason}; named by the index {name}"))
+    return out
+
+
+def in_progress(name: str) -> bool:
+    """A writer's temporary, as the contract names them: hidden, or ending in `.tmp`/`.part`.
+
+    Not `..x.xml`: a temporary is `.` before the name it will be renamed to, and a name starting
+    with `.` is never taken, so no writer has a reason to use `..`; it is reported, not ignored.
+    """
+    return (name.startswith(".") and not name.startswith("..")) or name.lower().endswith(IN_PROGRESS_SUFFIXES)
+
+
+def _named_scans(folder: Path, names: list[str]) -> set[str]:
+    """The top-level entries (PDFs, or folders holding them) the SGR CSV indexes in the folder name:
+    they are taken with their index."""
+    return {rel.split("/")[0] for name in names if name.lower().endswith(".csv") and _is_ours(name, "SGR")
+            for rel in _scans_named_by(folder / name, folder)}
+
+
+def _holds_anything(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return True  # cannot be looked into: it may hold a declaration
+
+
+def _wrong_name(name: str, flow: str) -> str:
+    """Why a regular file's name is not one the flow takes, guessing the mistake when it is cheap."""
+    lower, taken = name.lower(), " or ".join(PATTERNS[flow])
+    if lower.startswith(".."):
+        return "a name starting with '..': hidden, never taken"
+    if lower.rstrip().endswith(PATTERNS[flow]):
+        return f"a blank after {taken} at the end of the name"
+    others = [f for f, exts in PATTERNS.items() if f != flow and lower.endswith(exts)]
+    if others:
+        ext = lower[lower.rindex("."):]
+        return f"not a {taken} for {flow}; {ext} is for {' or '.join(others)}: the wrong folder?"
+    if flow == "SGR" and lower.endswith(".pdf"):
+        return "a PDF no SGR index in the folder names"
+    return f"not a {taken} for {flow}"
+
+
+def _why_not_taken(path: Path, name: str, flow: str) -> str | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None  # gone since the folder was listed
+    except OSError as exc:
+        return f"cannot be looked at by the service user: {exc.strerror or exc.errno}"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link: links in the inbox are never followed"
+    if stat.S_ISDIR(st.st_mode):  # an empty one holds no declaration: not worth a line every night
+        return "a folder: nothing in a sub-folder is taken" if _holds_anything(path) else None
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return _wrong_name(name, flow)
+
+
+def not_taken(inbox: Path, flow: str) -> list[NotTaken]:
+    """Every entry of the flow's inbox folder the night neither claims nor sets aside, and why.
+
+    Claimed or set aside is every name of the flow's extensions (`candidates`, else `unfit`) and,
+    in SGR, what a CSV index names; ignored is a writer's temporary (`in_progress`) and an empty
+    folder. The rest stays where it is: nothing here moves, as an upstream tool may still own it.
+    Read after the claim, it is what the night left behind; before (a dry run, `status`), the same.
+    """
+    folder = inbox / flow
+    try:
+        names = sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # no inbox: the night refuses to start (STORAGE), `status` has nothing to count
+    except OSError as exc:
+        raise StorageError(folder, f"cannot list the inbox ({exc.strerror})") from exc
+    scans = _named_scans(folder, names) if flow == "SGR" else set()
+    out: list[NotTaken] = []
+    for name in names:
+        if _is_ours(name, flow) or in_progress(name) or name in scans:
+            continue
+        reason = _why_not_taken(folder / name, name, flow)
+        if reason is not None:
+            out.append(NotTaken(flow, shown_name(name), reason))
     return out
 
 

@@ -76,6 +76,10 @@ class NightReport:
     business_date: date
     lines: dict[tuple[str, str], LineSummary] = field(default_factory=lambda: defaultdict(LineSummary))
     quarantined: list[tuple[str, str, str]] = field(default_factory=list)  # flow, file, code
+    # Inbox entries the night neither took nor set aside (inbox.claim.not_taken): left in place for a
+    # person to move or remove. Printed and logged, but not in the exit code: the run did all it could
+    # with what it was given, and `status` (exit 5) and the metrics keep saying so until they are gone.
+    not_taken: list[tuple[str, str, str]] = field(default_factory=list)  # flow, file, reason
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # operator-facing, no personal data
     undelivered: int = 0
@@ -367,6 +371,11 @@ class Night:
                 report.duplicates.append((flow, name))
                 trace.add_anomaly("duplicate-input", f"{flow} input already consumed, set aside", now, file=name)
                 self.log.warning("inbox.duplicate", flow=flow, file=name)
+            # After the claim: what is left is what no night will take. Not an anomaly in the trace:
+            # it would be noted again every night; `status` counts them from the folder instead.
+            for entry in inbox.not_taken(self.paths.inbox, flow):
+                report.not_taken.append((flow, entry.name, entry.reason))
+                self.log.warning("inbox.not_taken", flow=flow, file=entry.name, reason=entry.reason)
             if batch is None and (flow, business_date) not in pending_flows and self._needs_empty(trace, flow,
                                                                                                business_date):
                 batch_id = trace.create_batch(flow, business_date, run_id, now, [])

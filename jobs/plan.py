@@ -4,7 +4,8 @@ An operator about to run the night by hand (after a hold, a partner's outage, an
 redrop) wants to see what it will do first. This is a read-only pass over the same code the
 night runs, not a second night:
 - the inbox is read in place: `inbox.claim.unfit` and `candidates` say what would be set aside
-  and claimed, the trace says which bytes were consumed already (set aside as duplicates);
+  and claimed, the trace says which bytes were consumed already (set aside as duplicates), and
+  `not_taken` what the night would leave in the inbox (named, as the night names it);
 - each file is parsed by the flows' own parser, and the records are routed by the night's own
   `_route_batch` (a `_Planner` is a Night that never builds, seals or sends);
 - the trace is opened read-only (`TraceStore.read_only`): no run row, no anomaly, no lock;
@@ -42,6 +43,7 @@ class InboxPlan:
     set_aside: list[tuple[str, str]] = field(default_factory=list)  # (name, code): quarantined by the screen
     duplicates: list[str] = field(default_factory=list)  # bytes consumed already: set aside
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (name, code): the parser would quarantine
+    not_taken: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): would stay in the inbox
 
 
 @dataclass
@@ -103,6 +105,7 @@ class _Planner(Night):
         """The records and parse rejects of the files the claim would take, read in place."""
         unfit = inbox.unfit(self.paths.inbox, flow)
         plan.set_aside = [(name, code) for _p, name, code, _r in unfit]
+        plan.not_taken = [(e.name, e.reason) for e in inbox.not_taken(self.paths.inbox, flow)]
         records: list[Any] = []
         rejects: list[tuple[Reject, str | None]] = []
         for path in inbox.candidates(self.paths.inbox, flow):
@@ -178,8 +181,10 @@ def describe(p: NightPlan) -> list[str]:
     for flow in FLOWS:
         i = p.inbox[flow]
         lines.append(f"inbox {flow}: {len(i.to_claim)} file(s) to claim, {len(i.duplicates)} consumed already"
-                     f" (set aside), {len(i.set_aside) + len(i.unreadable)} to quarantine")
+                     f" (set aside), {len(i.set_aside) + len(i.unreadable)} to quarantine"
+                     + (f", {len(i.not_taken)} not taken (left in the inbox)" if i.not_taken else ""))
         lines.extend(f"  would quarantine: {flow}/{name} ({code})" for name, code in i.set_aside + i.unreadable)
+        lines.extend(f"  not taken, would stay in the inbox: {flow}/{name} ({reason})" for name, reason in i.not_taken)
     for (flow, code), s in sorted(p.lines.items()):
         lines.append(f"{flow} {code:>3}  records={s.records:<4} rejects={s.rejects:<3} files={s.files}")
     total = LinePlan(*(sum(getattr(s, k) for s in p.lines.values()) for k in ("records", "rejects", "files")))

@@ -203,6 +203,9 @@ def render(
     by_flow = status_data["quarantine"]["by_flow"]
     for flow in FLOWS:
         waiting.add(by_flow.get(flow, {}).get("files", 0), flow=flow)
+    left = family("inbox_not_taken_files", "Inbox entries no run takes nor sets aside, left in inbox/<FLOW>/, per flow.")
+    for flow in FLOWS:
+        left.add(status_data["inbox_not_taken"]["by_flow"].get(flow, 0), flow=flow)
 
     _certificate_families(family, status_data, certificates)
     _partner_families(family, status_data, departments, last_deliveries or {})

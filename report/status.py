@@ -30,6 +30,7 @@ from ..core.clock import PARIS
 from ..core.errors import ConfigError, ExitCode, FluxError
 from ..core.lock import lock_path
 from ..core.workdays import DeadlineBasis
+from ..inbox import claim as inbox
 from ..inbox import quarantined
 from ..seal import certs
 from ..seal.certs import EXPIRY_WARNING_DAYS
@@ -100,14 +101,17 @@ EVERYTHING = Scope()
 
 # `status`'s exit code: the first problem that applies, in this order (docs/operations.md), and what a
 # Nagios-style check makes of it. A hold is an operator's decision, not a problem: its files count once late.
-PROBLEMS: tuple[tuple[ExitCode, str, str], ...] = (
-    (ExitCode.LATE, "late", "CRITICAL"),
-    (ExitCode.STALE, "stale", "CRITICAL"),
-    (ExitCode.UNDELIVERED, "undelivered_not_held", "WARNING"),
-    (ExitCode.AT_RISK, "at_risk", "WARNING"),
-    (ExitCode.UNACKNOWLEDGED, "unacknowledged", "WARNING"),
-    (ExitCode.CERTIFICATES, "certificates", "WARNING"),
-    (ExitCode.QUARANTINED, "quarantined", "WARNING"),
+# A problem is named after its code, except input left in the inbox: it exits 5 as quarantined input does
+# (input no run will deliver until a person acts; no new code for monitoring to learn), under its own name.
+PROBLEMS: tuple[tuple[ExitCode, str, str, str], ...] = (
+    (ExitCode.LATE, "late", "CRITICAL", "LATE"),
+    (ExitCode.STALE, "stale", "CRITICAL", "STALE"),
+    (ExitCode.UNDELIVERED, "undelivered_not_held", "WARNING", "UNDELIVERED"),
+    (ExitCode.AT_RISK, "at_risk", "WARNING", "AT_RISK"),
+    (ExitCode.UNACKNOWLEDGED, "unacknowledged", "WARNING", "UNACKNOWLEDGED"),
+    (ExitCode.CERTIFICATES, "certificates", "WARNING", "CERTIFICATES"),
+    (ExitCode.QUARANTINED, "quarantined", "WARNING", "QUARANTINED"),
+    (ExitCode.QUARANTINED, "inbox_not_taken", "WARNING", "INBOX_NOT_TAKEN"),
 )
 NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
@@ -554,6 +558,19 @@ def _quarantine(settings: Settings, scope: Scope) -> dict[str, Any]:
             "scoped_out": False}
 
 
+def _inbox_not_taken(settings: Settings, scope: Scope) -> dict[str, Any]:
+    """The inbox entries no run takes nor sets aside (inbox.claim.not_taken), counted per flow.
+
+    Counted, not named: a name may carry anything, and `run` names them in its output and its log.
+    Whose they are is not known either, so `--department` leaves them to the national probe.
+    """
+    if scope.departments is not None:
+        return {"total": 0, "by_flow": {}, "scoped_out": True}
+    flows = [f for f in FLOWS if scope.flows is None or f in scope.flows]
+    counts = {flow: n for flow in flows if (n := len(inbox.not_taken(settings.paths.inbox, flow)))}
+    return {"total": sum(counts.values()), "by_flow": counts, "scoped_out": False}
+
+
 def _summary(data: dict[str, Any]) -> dict[str, Any]:
     """The first screen: every count a person or a probe looks at first, and the exit code they make."""
     held_files = sum(h["waiting"] for h in data["holds"]["active"])
@@ -572,11 +589,12 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
         "stale": data["last_nightly"]["stale"],
         "departments_to_see": sum(d["attention"] for d in data["departments"]),
         "quarantined": data["quarantine"]["total"],
+        "inbox_not_taken": data["inbox_not_taken"]["total"],
     }
-    problems = [(code, verdict) for code, key, verdict in PROBLEMS if facts[key]]
-    code, verdict = problems[0] if problems else (ExitCode.OK, "OK")
+    problems = [(code, verdict, name) for code, key, verdict, name in PROBLEMS if facts[key]]
+    code, verdict = problems[0][:2] if problems else (ExitCode.OK, "OK")
     return {**facts, "exit_code": int(code), "exit_name": code.name, "nagios": verdict,
-            "problems": [c.name for c, _ in problems]}
+            "problems": [name for _c, _v, name in problems]}
 
 
 def gather(settings: Settings, trace: TraceStore, *, now: datetime, scope: Scope = EVERYTHING) -> dict[str, Any]:
@@ -608,6 +626,7 @@ def gather(settings: Settings, trace: TraceStore, *, now: datetime, scope: Scope
         "holds": _holds(trace, today, scope),
         "parked": _parked(trace, settings),
         "quarantine": _quarantine(settings, scope),
+        "inbox_not_taken": _inbox_not_taken(settings, scope),
     }
     data["partners_failing"] = _partners_failing(data["undelivered"], data["holds"])
     data["departments"] = _departments(data)
@@ -620,7 +639,8 @@ def nagios_line(data: dict[str, Any]) -> str:
     s = data["summary"]
     wrong = ", ".join(p.lower().replace("_", " ") for p in s["problems"]) or "all delivered on time"
     perf = " ".join(f"{k}={s[k]}" for k in ("late", "at_risk", "unacknowledged", "undelivered", "held_files",
-                                               "partners_failing", "certificates", "quarantined"))
+                                               "partners_failing", "certificates", "quarantined",
+                                               "inbox_not_taken"))
     return f"FLUX-PMI {s['nagios']} - {wrong} | {perf}"
 
 
@@ -689,6 +709,7 @@ def _text_summary(data: dict[str, Any]) -> list[str]:
         f"  partners failing  {s['partners_failing']}{': ' + failing if failing else ''}",
         f"  certificates      {s['certificates']} expired, unreadable or expiring within {EXPIRY_WARNING_DAYS} days",
         f"  quarantined       {_quarantine_line(data['quarantine'])}",
+        f"  not taken         {_not_taken_line(data['inbox_not_taken'])}",
         f"  last run          {_last_nightly_line(data)}",
     ]
 
@@ -702,6 +723,17 @@ def _quarantine_line(q: dict[str, Any]) -> str:
                       for flow, f in q["by_flow"].items())
     return (f"{q['total']} input file(s) waiting in quarantine/<FLOW>/: {flows}. Read each .reason, have the"
             " file fixed upstream and dropped again, then take it away from quarantine/")
+
+
+def _not_taken_line(n: dict[str, Any]) -> str:
+    if n["scoped_out"]:
+        return "not counted for a --department scope (whose an entry left in the inbox is, is not known)"
+    if not n["total"]:
+        return "0 inbox entries left that no run takes"
+    flows = ", ".join(f"{flow} {count}" for flow, count in n["by_flow"].items())
+    return (f"{n['total']} inbox entr{'y' if n['total'] == 1 else 'ies'} no run takes, left in inbox/<FLOW>/: {flows}."
+            " `flux-pmi run --dry-run` names them; move each into its flow folder under a name it takes,"
+            " or take it away")
 
 
 def _last_nightly_line(data: dict[str, Any]) -> str:

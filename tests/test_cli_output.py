@@ -110,3 +110,16 @@ def test_every_command_describes_itself_and_lists_its_exit_codes(name, capsys):
     assert sub.description.split()[0] in text and "exit codes (docs/operations.md):" in text
     for code in ExitCode:
         assert re.search(rf"^\s+{int(code)}\s+{code.name}\s", text, re.M), (name, code.name)
+
+
+def test_entries_not_taken_are_printed_even_quiet_twenty_at_most_then_counted_exit_unchanged():
+    from flux_pmi.jobs.night import NightReport
+
+    report = NightReport(1, BUSINESS_DATE)
+    report.not_taken = [("SGR", f"DGESDSGA_20261120_{i:04d}.xml", "not a .zip or .csv for SGR") for i in range(25)]
+    lines = cli.run_summary(report, quiet=True)
+    named = [line for line in lines if line.startswith("not taken, left in the inbox: SGR/DGESDSGA_")]
+    assert len(named) == 20 and named[0].endswith("_0000.xml (not a .zip or .csv for SGR)")
+    assert "  ... and 5 more: the log (inbox.not_taken)" in lines
+    assert lines[-1].startswith("not taken: 25 inbox entries no run will read: move each into its flow folder")
+    assert report.exit_code == ExitCode.OK and not any(line.startswith("exit ") for line in lines)

@@ -3,6 +3,7 @@ traceback, and lose, duplicate or misroute nothing: odd bytes in --reason, an em
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -179,3 +180,44 @@ def test_an_unusable_reports_folder_is_refused_before_anything_is_claimed_or_sen
     again = run_cli("run", "--config", str(root / "flux-pmi.toml"))
     assert again.returncode == ExitCode.OK, again.stdout + again.stderr
     assert "rejects report:" in again.stdout  # the demo day's rejects, reported by the run that did the work
+
+
+def test_entries_the_night_does_not_take_are_named_logged_and_left_where_they_are(tmp_path):
+    # A declaration in the wrong flow folder, or under a name flux-pmi does not take, misses its
+    # deadline if nobody sees it: each one is named on stdout and in the log, every night, and left
+    # in place (an upstream tool may still own it). A writer's temporary is left out on purpose.
+    root = _demo(tmp_path)
+    config = str(root / "flux-pmi.toml")
+    inbox = root / "inbox"
+    (inbox / "DSG" / "DGESDSGA_20261120_0005.xml").rename(inbox / "SGR" / "DGESDSGA_20261120_0005.xml")
+    (inbox / "SGR" / "SDP_971_20261120.zip").rename(inbox / "DSG" / "SDP_971_20261120.zip")
+    (inbox / "GRO" / "noext").write_bytes(b"?")
+    (inbox / "SGR" / "plainsub").mkdir()
+    (inbox / "SGR" / "plainsub" / "DGESDSGA_20261120_0006.xml").write_bytes(b"<Agregat/>")
+    (inbox / "DSG" / "DGESDSGA_20261120_0007.xml.tmp").write_bytes(b"<Agr")  # being written
+    (inbox / "DSG" / ".hidden.xml").write_bytes(b"<Agr")  # being written, the other way
+    left = {"SGR/DGESDSGA_20261120_0005.xml", "DSG/SDP_971_20261120.zip", "GRO/noext", "SGR/plainsub"}
+    ignored = {"DSG/DGESDSGA_20261120_0007.xml.tmp", "DSG/.hidden.xml"}
+
+    plan = run_cli("run", "--config", config, "--dry-run")
+    assert plan.returncode == ExitCode.OK, plan.stdout + plan.stderr
+    named = {line.split(": ", 1)[1].split(" (")[0] for line in plan.stdout.splitlines()
+             if line.startswith("  not taken, would stay in the inbox: ")}
+    assert named == left, plan.stdout
+
+    r = run_cli("run", "--config", config)
+    assert r.returncode == ExitCode.OK, r.stdout + r.stderr  # the exit code says what the run did, not this
+    named = {line.removeprefix("not taken, left in the inbox: ").split(" (")[0] for line in r.stdout.splitlines()
+             if line.startswith("not taken, left in the inbox: ")}
+    assert named == left, r.stdout
+    assert "DSG/SDP_971_20261120.zip (not a .xml for DSG; .zip is for SGR: the wrong folder?)" in r.stdout
+    assert "not taken: 4 inbox entries no run will read" in r.stdout
+    events = [json.loads(line) for line in r.stderr.splitlines() if '"inbox.not_taken"' in line]
+    assert {f"{e['flow']}/{e['file']}" for e in events} == left
+    assert all(e["level"] == "warning" and e["reason"] for e in events)
+    assert all((inbox / name).exists() for name in left | ignored)
+    assert not any(n in r.stdout + r.stderr for n in ("0007.xml.tmp", ".hidden.xml"))
+
+    # Nothing was taken, so the next night names them again.
+    again = run_cli("run", "--config", config)
+    assert again.returncode == ExitCode.OK and "not taken: 4 inbox entries" in again.stdout, again.stdout

@@ -22,6 +22,7 @@ from flux_pmi.core.errors import ConfigError, ExitCode
 from flux_pmi.core.lock import RunLock, lock_path
 from flux_pmi.core.names import emission_name
 from flux_pmi.jobs.night import Night, NightReport
+from flux_pmi.report import metrics
 from flux_pmi.report.status import SCHEMA, gather, render_text
 from flux_pmi.seal import certs
 from flux_pmi.testing.mock import ScriptedPartner
@@ -533,7 +534,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
             "late": 2, "at_risk": 9, "late_by_basis": {"contract": 0, "law": 2}, "unacknowledged": 0,
             "unacknowledged_days": 5.0, "held": 0, "held_files": 0, "undelivered": 5, "undelivered_not_held": 5,
             "partners_failing": 1, "certificates": 0, "stale": False, "departments_to_see": 3, "quarantined": 0,
-            "exit_code": 11, "exit_name": "LATE", "nagios": "CRITICAL", "problems": ["LATE", "UNDELIVERED", "AT_RISK"],
+            "inbox_not_taken": 0, "exit_code": 11, "exit_name": "LATE", "nagios": "CRITICAL", "problems": ["LATE", "UNDELIVERED", "AT_RISK"],
         },
         "scope": {"departments": None, "flows": None},
         "acks": {
@@ -599,6 +600,7 @@ def test_gather_gives_the_documented_document_for_a_known_state(state):
         "holds": {"active": [], "history": []},
         "parked": {"batches": 0, "by_department": {}, "records": 0},
         "quarantine": {"total": 0, "by_flow": {}, "scoped_out": False},
+        "inbox_not_taken": {"total": 0, "by_flow": {}, "scoped_out": False},
     }
     assert data == expected
     # What `status --json` prints is exactly this, through a JSON round trip.
@@ -932,13 +934,59 @@ def test_input_left_in_quarantine_keeps_status_at_quarantined_until_taken_away(t
     assert per_partner.returncode == ExitCode.OK and "not counted for a --department scope" in per_partner.stdout
     nagios = status_cli(root, NOW + timedelta(hours=1), "--nagios")
     assert nagios.returncode == 1 and nagios.stdout.startswith("FLUX-PMI WARNING - quarantined |")
-    assert nagios.stdout.rstrip().endswith(" certificates=0 quarantined=1")
+    assert nagios.stdout.rstrip().endswith(" certificates=0 quarantined=1 inbox_not_taken=0")
 
     # The operator takes the file away (its .reason stays until the purge): status is clean again.
     set_aside = settings.paths.quarantine / "DSG" / bad.name
     assert set_aside.is_file() and set_aside.with_name(bad.name + ".reason").is_file()
     set_aside.unlink()
     assert status_cli(root, NOW + timedelta(hours=1)).returncode == ExitCode.OK
+
+
+def test_entries_left_in_the_inbox_keep_status_at_5_until_moved(tmp_path):
+    # `run` names what it does not take and exits 0 (it did all it could); `status` keeps saying so,
+    # as for quarantined input, until a person moves or removes them. Counted, never named.
+    root = tmp_path / "demo"
+    make_demo(root)
+    settings = load(root / "flux-pmi.toml")
+    inbox = settings.paths.inbox
+    (inbox / "DSG" / "DGESDSGA_20261120_0005.xml").rename(inbox / "SGR" / "DGESDSGA_20261120_0005.xml")
+    (inbox / "DSG" / "noext").write_bytes(b"?")
+    (inbox / "SGR" / "plainsub").mkdir()
+    (inbox / "SGR" / "plainsub" / "DGESDSGA_20261120_0006.xml").write_bytes(b"<Agregat/>")
+    (inbox / "GRO" / "CRI_351_20261121.xml.part").write_bytes(b"<Rac")  # being written: not counted
+    report = Night(settings, clock=FixedClock(NOW), sleep=lambda _s: None).run(BUSINESS_DATE)
+    assert report.exit_code == ExitCode.OK
+    assert sorted(report.not_taken) == [
+        ("DSG", "noext", "not a .xml for DSG"),
+        ("SGR", "DGESDSGA_20261120_0005.xml", "not a .zip or .csv for SGR; .xml is for DSG or GRO: the wrong folder?"),
+        ("SGR", "plainsub", "a folder: nothing in a sub-folder is taken")]
+
+    later = NOW + timedelta(hours=1)
+    proc = status_cli(root, later)
+    assert proc.returncode == ExitCode.QUARANTINED == 5, proc.stdout + proc.stderr
+    assert ("not taken         3 inbox entries no run takes, left in inbox/<FLOW>/: DSG 1, SGR 2." in proc.stdout
+            and "quarantined       0 input file(s) waiting" in proc.stdout), proc.stdout
+    assert "noext" not in proc.stdout and "plainsub" not in proc.stdout
+    doc = json.loads(status_cli(root, later, "--json").stdout)
+    assert doc["inbox_not_taken"] == {"total": 3, "by_flow": {"DSG": 1, "SGR": 2}, "scoped_out": False}
+    assert doc["summary"]["inbox_not_taken"] == 3 and doc["summary"]["quarantined"] == 0
+    assert doc["summary"]["problems"] == ["INBOX_NOT_TAKEN"] and doc["summary"]["exit_code"] == 5
+    nagios = status_cli(root, later, "--nagios")
+    assert nagios.returncode == 1 and nagios.stdout.startswith("FLUX-PMI WARNING - inbox not taken |")
+    assert nagios.stdout.rstrip().endswith(" quarantined=0 inbox_not_taken=3")
+    prom = metrics.render(doc, job_success={})
+    assert 'flux_pmi_inbox_not_taken_files{flow="SGR"} 2' in prom and 'flux_pmi_inbox_not_taken_files{flow="GRO"} 0' in prom
+    # A probe for one flow sees its own; one for a partner does not (whose an entry is, is unknown).
+    assert status_cli(root, later, "--flow", "GRO").returncode == ExitCode.OK
+    assert status_cli(root, later, "--flow", "SGR").returncode == ExitCode.QUARANTINED
+    assert status_cli(root, later, "--department", "035").returncode == ExitCode.OK
+
+    # Moved into its flow folder, and the rest taken away: clean again (the .part is still being written).
+    (inbox / "SGR" / "DGESDSGA_20261120_0005.xml").rename(inbox / "DSG" / "DGESDSGA_20261120_0005.xml")
+    (inbox / "DSG" / "noext").unlink()
+    (inbox / "SGR" / "plainsub" / "DGESDSGA_20261120_0006.xml").unlink()  # an empty folder holds nothing
+    assert status_cli(root, later).returncode == ExitCode.OK
 
 
 def test_a_scope_with_an_unknown_code_is_a_usage_error_not_a_healthy_probe(tmp_path):
