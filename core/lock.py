@@ -95,7 +95,7 @@ class RunLock:
                     "lock.taken_over",
                     lock=str(self.path),
                     command=self.command,
-                    message=f"taken over from a dead process ({_describe(previous)})",
+                    message=f"taken over from a dead process ({describe(previous)})",
                     stale_pid=previous.get("pid"),
                     stale_command=previous.get("command"),
                 )
@@ -135,14 +135,14 @@ class RunLock:
                     "lock.waiting",
                     lock=str(self.path),
                     command=self.command,
-                    holder=_describe(_read_record(fd)),
+                    holder=describe(_read_record(fd)),
                     wait_seconds=self.wait_seconds,
                 )
             self._sleep(min(self.poll_seconds, remaining))
 
     def _busy_message(self, holder: dict[str, Any] | None) -> str:
         return (
-            f"another flux-pmi run holds the lock {self.path} ({_describe(holder)}); "
+            f"another flux-pmi run holds the lock {self.path} ({describe(holder)}); "
             f"waited {self.wait_seconds:g} s — exit 4"
         )
 
@@ -165,6 +165,28 @@ def run_lock(settings: Any, command: str, *, wait_seconds: float | None = None) 
     return RunLock(lock_path(settings.paths.trace), command=command, wait_seconds=wait, new_state=False)
 
 
+def holder(path: Path) -> dict[str, Any] | None:
+    """Who holds the lock at `path` right now, without waiting: None when nobody does, else its
+    record ({} while the holder has not written it yet).
+
+    A probe for commands that work during a run (`hold`, `status`): a shared lock taken and dropped
+    at once, never the exclusive one, so a run that starts in that instant only polls once more.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file: no run ever took it here
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # EWOULDBLOCK; anything else is as unsure: said held, the careful answer
+            return _read_record(fd) or {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_record(fd: int) -> dict[str, Any] | None:
     """The holder record, or None when it is empty or unreadable (the holder may be writing it right now)."""
     try:
@@ -175,7 +197,7 @@ def _read_record(fd: int) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _describe(record: dict[str, Any] | None) -> str:
+def describe(record: dict[str, Any] | None) -> str:
     if not record:
         return "holder unknown"
     parts = [f"pid {record.get('pid', '?')}", f"`{record.get('command', '?')}`"]

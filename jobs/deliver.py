@@ -11,7 +11,9 @@ code without importing the night. The rules it keeps:
   (`backoff_seconds`, capped at `backoff_max_seconds`) and a random jitter, so that partners
   failing together are not retried in lockstep; a permanent one is not retried;
 - only this module's calling thread writes to the trace: the workers move bytes and report;
-- a held département's files wait for its resume: no connection is opened to it;
+- a held département's files wait for its resume: no connection is opened to it. A hold placed
+  while the run delivers (`flux-pmi hold` is another process) is read again before each file: the
+  file already being sent finishes, the département's next ones wait as if held from the start;
 - every delivered file is logged once, here, as `emission.delivered` (whatever the transport),
   and a final failure as an error; the workers run in a copy of the caller's logging context,
   so their events carry the run's id too.
@@ -46,7 +48,7 @@ from ..core.errors import FluxError, TransportError
 from ..core.log import get as get_logger
 from ..testing import faults
 from ..trace.lifecycle import Status
-from ..trace.store import Emission, TraceStore
+from ..trace.store import Emission, HoldWatch, TraceStore
 from ..transport.base import Delivery, Transport
 from ..transport.registry import transport_for
 
@@ -272,7 +274,9 @@ class DeliverySession:
     the next ones; `finish` offers whatever else is due and waits. The rules stay those of the
     module: one worker at a time per département, its files in the order offered (sequence order:
     the trace lists them so), a failure stops that département's queue for the run, only the
-    calling thread writes the trace (`drain`, `finish`).
+    calling thread writes the trace (`drain`, `finish`). Before each file a worker asks whether its
+    département was held meanwhile (`HoldWatch`, its own read of the trace): if so the file and the
+    rest of its queue wait, counted as held, and no other file of it is taken by this session.
     """
 
     def __init__(self, deliverer: Deliverer, trace: TraceStore, run_id: int, pool: TransportPool):
@@ -281,6 +285,8 @@ class DeliverySession:
         self._queues: dict[str, list[Emission]] = defaultdict(list)  # guarded by _lock
         self._active: set[str] = set()  # départements with a worker running: guarded by _lock
         self._stopped: set[str] = set()  # a failure stopped their queue: guarded by _lock
+        self._held_meanwhile: set[str] = set()  # held since the session began: guarded by _lock
+        self._watch = HoldWatch(trace.path)  # the workers' own read of the holds
         self._lock = threading.Lock()
         self._transports: dict[str, Transport] = {}
         self._unusable: dict[str, str | None] = {}  # why not: an error, or None (not enabled)
@@ -298,7 +304,9 @@ class DeliverySession:
 
         A held département's files are not taken: they wait for its resume (`finish` counts them).
         """
-        fresh = [e for e in emissions if e.id not in self._offered_ids and e.department not in self._held]
+        with self._lock:
+            held = self._held.keys() | self._held_meanwhile
+        fresh = [e for e in emissions if e.id not in self._offered_ids and e.department not in held]
         if not fresh:
             return
         by_dept: dict[str, list[Emission]] = defaultdict(list)
@@ -320,7 +328,7 @@ class DeliverySession:
                 continue
             with self._lock:
                 self._queues[code].extend(by_dept[code])
-                start = code not in self._active and code not in self._stopped
+                start = code not in self._active and code not in self._stopped and code not in self._held_meanwhile
                 if start:
                     self._active.add(code)
             if start:
@@ -353,12 +361,14 @@ class DeliverySession:
                 f.result()
         finally:
             self._executor.shutdown(wait=True)
+            self._watch.close()
         pending = self.trace.to_deliver()
         if only is not None:
             pending = [e for e in pending if e.id in only]
         self.d._held(self.trace, pending, self.report)
         tried = {e.id for e in self.report.delivered} | {e.id for e in self.report.not_delivered}
-        self.report.waiting = [e for e in self._offered if e.id not in tried]  # unusable, queued, or stopped
+        # Unusable, queued, or stopped; those of a département held meanwhile and still held are in `held`.
+        self.report.waiting = [e for e in self._offered if e.id not in tried and e.department not in self.report.held]
         return self.report
 
     def _take(self, *, block: bool) -> list[_Outcome | None]:
@@ -394,14 +404,44 @@ class DeliverySession:
             self._active.discard(code)  # anything offered from now on starts a new worker
             return None
 
+    def _held_now(self, code: str) -> bool:
+        """Whether the département was held since the session began (said once); its queue then stops.
+
+        A trace that cannot be read stops the queue too, as a failure would: its files wait for the
+        next run, which reads the holds afresh.
+        """
+        try:
+            hold = self._watch.active(code)
+        except FluxError as exc:
+            self.d.log.error("deliver.holds_unreadable", department=code, error=str(exc))
+            with self._lock:
+                self._stopped.add(code)
+            return True
+        if hold is None:
+            return False
+        with self._lock:
+            first = code not in self._held_meanwhile
+            self._held_meanwhile.add(code)
+            queued = len(self._queues[code]) + 1  # and the one it was about to send
+        if first:
+            self.d.log.warning("delivery.held_meanwhile", department=code, held_at=hold.held_at,
+                               held_by=hold.held_by, queued=queued,
+                               message="held while the run delivers: its next files wait for the resume")
+        return True
+
     def _work(self, code: str) -> None:
-        """One département's files, in the order offered; a failure stops its queue (no gap is created)."""
+        """One département's files, in the order offered; a failure stops its queue (no gap is created),
+        and so does a hold placed meanwhile (read before each file: one being sent is not cut off)."""
         left = False  # once out of `_active`, a new worker may already serve the département: hands off
         try:
             while not self.d.stop.is_set():
                 e = self._next(code)
                 if e is None:
                     left = True
+                    return
+                if self._held_now(code):
+                    with self._lock:
+                        self._queues[code].insert(0, e)  # not begun: it waits with the rest
                     return
                 outcome = self.d._send(self._transports[code], e)
                 self._results.put(outcome)

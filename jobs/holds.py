@@ -8,8 +8,10 @@ run (`flux-pmi run`, or the scheduled night) delivers them in sequence order, on
 through the ordinary delivery queue.
 
 Both are traced in the `holds` table (who: `--by` or the OS user; when; why), which keeps
-the history. Neither takes the run lock: a hold is one row, and a night that is running
-reads the holds when it starts delivering.
+the history. Neither takes the run lock: a hold is one row, and a hold must work during a
+night. A run in progress reads the holds again before each file it sends (jobs/deliver.py):
+the file it is sending to the département at that moment still arrives, the others wait.
+`hold` looks whether the run lock is held, without waiting for it, and says so.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from ..config.settings import Settings, load
 from ..core.errors import ConfigError
+from ..core.lock import describe, holder, lock_path
 from ..trace.store import TraceStore
 from .reemit import _clean, parse_departments, requester
 
@@ -62,6 +65,11 @@ def hold(config: Path, department: str, *, by: str | None, reason: str, now: dat
         f"{waiting} file(s) waiting; its files are built and archived as usual and wait for "
         f"`flux-pmi resume {code}`",
     ]
+    running = holder(lock_path(settings.paths.trace))
+    if running is not None:
+        # Read after the hold is committed: a run that takes the lock later reads the hold anyway.
+        lines.append(f"a run is in progress ({describe(running)}): a file it is sending to {code} right now "
+                     f"may still arrive; it sends no other file to {code}, the rest waits")
     if not settings.departments[code].enabled:
         lines.append(f"note: département {code} is not enabled: it receives nothing anyway")
     return lines

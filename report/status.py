@@ -14,8 +14,6 @@ operator identities. Records are counted, never listed (their rows hold HMAC ref
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -28,6 +26,7 @@ from ..config.settings import FLOWS, Settings
 from ..core import workdays
 from ..core.clock import PARIS
 from ..core.errors import ConfigError, ExitCode, FluxError
+from ..core.lock import holder as lock_holder
 from ..core.lock import lock_path
 from ..core.workdays import DeadlineBasis
 from ..inbox import claim as inbox
@@ -132,18 +131,7 @@ def _run(row: Run, alive: bool = True) -> dict[str, Any]:
 
 def _lock_held(settings: Settings) -> bool:
     """Whether a live process holds the run lock (read-only probe: a shared lock taken and dropped)."""
-    try:
-        fd = os.open(lock_path(settings.paths.trace), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    return lock_holder(lock_path(settings.paths.trace)) is not None
 
 
 def _on_time(delivered_at: str | None, deadline: str | None, today: date) -> bool | None:

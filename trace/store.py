@@ -16,6 +16,7 @@ import hmac
 import os
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
@@ -41,7 +42,7 @@ from .reporting import ReportQueries
 from .retention import RetentionQueries
 from .schema import SCHEMA_VERSION, open_trace, open_trace_read_only
 
-__all__ = ["SCHEMA_VERSION", "Emission", "TraceStore", "recent_archived_files"]
+__all__ = ["SCHEMA_VERSION", "Emission", "HoldWatch", "TraceStore", "recent_archived_files"]
 
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -69,6 +70,46 @@ def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]
     finally:
         db.close()
     return [(date.fromisoformat(d), name) for d, name in rows]
+
+
+class HoldWatch:
+    """Whether a département is held right now: what delivery workers ask before each file.
+
+    `flux-pmi hold` is another process writing to the trace while a run delivers. The store's own
+    connection belongs to the run's main thread, which may be busy building; this is a second,
+    read-only connection that any thread may use (one at a time). It is in autocommit and each
+    question reads its rows to the end, so each is its own short read transaction and sees every
+    hold committed before it began: one indexed SELECT (`holds_active`) per file delivered. It is
+    opened (and the schema read) up front, so that a worker's first file waits for no more than that.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=busy_timeout_ms / 1000,
+                                       isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._active("")  # prepares the statement: the schema is read here, not before a file
+        except sqlite3.Error as exc:
+            raise TraceError(f"trace store {self.path}: reading the holds: {exc}") from exc
+
+    def _active(self, department: str) -> list[sqlite3.Row]:
+        return self._db.execute("SELECT * FROM holds WHERE department=? AND resumed_at IS NULL",
+                                (department,)).fetchall()
+
+    def active(self, department: str) -> Hold | None:
+        """The département's active hold, as committed now; None if it is not held."""
+        with self._lock:
+            try:
+                rows = self._active(department)
+            except sqlite3.Error as exc:
+                raise TraceError(f"trace store {self.path}: reading the holds: {exc}") from exc
+        return Hold.from_row(rows[0]) if rows else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):

@@ -22,7 +22,7 @@ from support import BUSINESS_DATE, NOW, make_demo, run_cli
 
 from flux_pmi.config.settings import load
 from flux_pmi.core.errors import ExitCode, LockBusyError
-from flux_pmi.core.lock import RunLock, lock_path, run_lock
+from flux_pmi.core.lock import RunLock, holder, lock_path, run_lock
 
 
 class FakeTime:
@@ -75,6 +75,19 @@ def test_the_lock_is_free_again_once_released_and_leaves_no_holder_behind(tmp_pa
     with capture_logs() as logs, RunLock(path, command="purge", wait_seconds=0):
         pass
     assert not [e for e in logs if e["event"] == "lock.taken_over"]
+
+
+def test_holder_names_a_live_holder_without_taking_the_lock_and_none_otherwise(tmp_path):
+    path = tmp_path / "flux-pmi.lock"
+    assert holder(path) is None  # no lock file: no run ever took it
+    with RunLock(path, command="run", wait_seconds=0):
+        record = holder(path)
+        assert record is not None and record["pid"] == os.getpid() and record["command"] == "run"
+    assert holder(path) is None  # released
+    path.write_text(json.dumps({"pid": 999999, "command": "run"}))  # left by a holder that died
+    assert holder(path) is None  # a record is not a holder: only the kernel's lock says one is alive
+    with RunLock(path, command="run", wait_seconds=0):  # the probe left the lock free
+        pass
 
 
 def test_a_record_left_by_a_dead_holder_is_overwritten_and_logged(tmp_path):

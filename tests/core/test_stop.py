@@ -229,10 +229,12 @@ def test_night_records_the_file_in_flight_and_stops_the_other_departments(demo):
     assert sum(len(v) for v in double.received.values()) == 1 == report.totals().delivered
     # Delivery starts with the first batch's files while the next batches are built: the stop, during
     # the first file, leaves the first batch's 3 other files archived and the 2 other batches claimed.
+    # Whether the second batch had begun (its parse) when the stop came is the thread scheduler's call
+    # (the worker reads the holds before its file, and gives the main thread a turn); it archives nothing.
     assert report.undelivered == (FILES // 3 - 1) + 2
     assert [p for p in progress if "files delivered" in p] == [f"DSG 02A: 1/{FILES // 3} files delivered"]
     assert any(p.endswith("batch 1/3 built") for p in progress)
-    assert not any(p.endswith("batch 2/3 built") for p in progress)
+    assert not any(p.endswith("batch 3/3 built") for p in progress)
 
     again = Night(
         load(cfg), clock=FixedClock(NOW), transport_factory=double.factory, sleep=lambda _s: None
