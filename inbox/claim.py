@@ -51,6 +51,7 @@ from ..core.fsutil import (
     private_dir,
     storable_name,
 )
+from ..core.log import mask_personal
 from ..testing import faults
 from ..trace.lifecycle import BatchState, InboxKind
 from ..trace.store import TraceStore
@@ -67,6 +68,7 @@ _SUFFIX_ROOM = len(REASON_SUFFIX) + len(".9999")
 SCREEN_REASONS = {
     "NAME_ENCODING": "the file name is not valid UTF-8",
     "NAME_UNSAFE": "the file name holds a control character",
+    "NAME_PERSONAL": "the file name holds a number shaped like a NIR or a phone number (no personal data in names)",
     "NOT_A_FILE": "not a regular file",
     "UNREADABLE": "the file cannot be read by the service user",
     "SCAN_UNREADABLE": "a scan named by an SGR index cannot be read by the service user",
@@ -105,9 +107,16 @@ def batch_dir(work: Path, batch_id: int, flow: str) -> Path:
     return work / f"batch-{batch_id:06d}" / flow
 
 
+def _writable(name: str) -> bool:
+    """A name the trace, the logs, the reports and quarantine/ may carry as it is: storable, and
+    holding nothing shaped like a NIR or a phone number (upstream must not, and one that does is
+    set aside under its hash: its name is personal data)."""
+    return storable_name(name) and mask_personal(name) == name
+
+
 def shown_name(name: str) -> str:
     """The name as the trace, the logs and the reports may carry it."""
-    return name if storable_name(name) else f"unnamed-{name_digest(name)[:16]}"
+    return name if _writable(name) else f"unnamed-{name_digest(name)[:16]}"
 
 
 def _digest_and_size(path: Path) -> tuple[str, int]:
@@ -138,7 +147,7 @@ def candidates(inbox: Path, flow: str) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir()
-                  if _is_ours(p.name, flow) and storable_name(p.name) and p.is_file() and not p.is_symlink())
+                  if _is_ours(p.name, flow) and _writable(p.name) and p.is_file() and not p.is_symlink())
 
 
 def confined(folder: Path, rel: str) -> Path | None:
@@ -192,14 +201,16 @@ def _move(src: Path, dst: Path) -> None:
 
 def _aside_base(name: str, suffix: str = "") -> str:
     """The name material is set aside under: its own when it can be written down and takes suffixes."""
-    if storable_name(name) and len((name + suffix).encode("utf-8")) + _SUFFIX_ROOM <= NAME_MAX:
+    if _writable(name) and len((name + suffix).encode("utf-8")) + _SUFFIX_ROOM <= NAME_MAX:
         return name + suffix
     return f"unnamed-{name_digest(name)[:16]}{suffix}"
 
 
 def _reason_text(name: str, code: str, reason: str) -> str:
-    if storable_name(name):
+    if _writable(name):
         origin = f"file: {name}"
+    elif storable_name(name):
+        origin = f"file: name withheld ({len(os.fsencode(name))} bytes), sha256 of its bytes {name_digest(name)}"
     else:  # the raw name may hold anything (a person's name in another encoding): its hash only
         raw = os.fsencode(name)
         origin = f"file: name not storable ({len(raw)} bytes), sha256 of its bytes {name_digest(name)}"
@@ -259,6 +270,8 @@ def _problem(path: Path, name: str) -> tuple[str, str] | None:
         return "NAME_ENCODING", SCREEN_REASONS["NAME_ENCODING"]
     if not storable_name(name):
         return "NAME_UNSAFE", SCREEN_REASONS["NAME_UNSAFE"]
+    if not _writable(name):
+        return "NAME_PERSONAL", SCREEN_REASONS["NAME_PERSONAL"]
     try:
         st = os.lstat(path)
     except FileNotFoundError:

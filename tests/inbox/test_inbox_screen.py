@@ -164,3 +164,21 @@ def test_the_purge_removes_what_was_set_aside_as_it_was(tmp_path):
     (tmp_path / "target").write_bytes(b"kept")
     assert _purge_quarantine(q, date(2100, 1, 1)) == 4
     assert list((q / "GRO").iterdir()) == [] and (tmp_path / "target").read_bytes() == b"kept"
+
+
+def test_a_name_holding_a_nir_or_a_phone_is_set_aside_under_its_hash(tmp_path):
+    """Its name is personal data: never in the trace, a log, a report, or quarantine/'s own names."""
+    inbox = tmp_path / "inbox"
+    (inbox / "DSG").mkdir(parents=True)
+    personal = "HAMIDOU_Celine_296039205083231_0601020304.xml"
+    (inbox / "DSG" / personal).write_bytes(b"<x/>")
+    (inbox / "DSG" / "DGESDSGA_20261119_0001.xml").write_bytes(b"<x/>")
+    assert [p.name for p in claim.candidates(inbox, "DSG")] == ["DGESDSGA_20261119_0001.xml"]
+    (aside,) = claim.screen(inbox, tmp_path / "quarantine", "DSG")
+    digest = name_digest(personal)
+    assert (aside.code, aside.name) == ("NAME_PERSONAL", f"unnamed-{digest[:16]}")
+    assert aside.path is not None and aside.path.name == f"unnamed-{digest[:16]}"
+    note = aside.path.with_name(aside.path.name + claim.REASON_SUFFIX).read_text()
+    assert note.startswith("NAME_PERSONAL: ") and digest in note and "2960392" not in note and "HAMIDOU" not in note
+    assert not (inbox / "DSG" / personal).exists()
+    assert [p.name for p in (tmp_path / "quarantine").rglob("*") if "2960392" in p.name or "HAMIDOU" in p.name] == []
