@@ -8,14 +8,21 @@ through a FIFO. Every wait is a handshake with a deadline, never a sleep.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from support import BUSINESS_DATE, NOW, CliProcess, make_demo, open_delivered, record_fingerprints, run_cli
+from support import (
+    BUSINESS_DATE,
+    NOW,
+    PausedRun,
+    make_demo,
+    open_delivered,
+    record_fingerprints,
+    run_cli,
+)
 
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import FixedClock
@@ -39,20 +46,6 @@ def _serial_demo(root: Path) -> Path:
     cfg = root / "flux-pmi.toml"
     cfg.write_text(cfg.read_text().replace("parallel = 16", "parallel = 1"))
     return cfg
-
-
-class PausedRun(CliProcess):
-    """`flux-pmi run` as a subprocess, parked at a fault point until released through a FIFO."""
-
-    def __init__(self, root: Path, pause_at: str):
-        self.fifo = root.parent / "pause.fifo"
-        os.mkfifo(self.fifo, 0o600)
-        super().__init__(*_args(root), deadline=DEADLINE,
-                         env_extra={"FLUX_PMI_PAUSE_AT": pause_at, "FLUX_PMI_PAUSE_FIFO": str(self.fifo)})
-
-    def release(self) -> None:
-        with open(self.fifo, "wb") as fifo:  # opens once the paused worker has opened its end
-            fifo.write(b"go\n")
 
 
 @pytest.fixture

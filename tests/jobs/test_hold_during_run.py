@@ -12,11 +12,18 @@ when 02A is held, and it is allowed to arrive. Nothing else of 02A may be sent.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from support import BUSINESS_DATE, NOW, CliProcess, make_demo, open_delivered, record_fingerprints, run_cli
+from support import (
+    BUSINESS_DATE,
+    NOW,
+    PausedRun,
+    make_demo,
+    open_delivered,
+    record_fingerprints,
+    run_cli,
+)
 
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import FixedClock
@@ -32,20 +39,6 @@ IN_FLIGHT = f"DSG_02A_{DAY}_000001.xml.p7m"
 
 def _run_args(root: Path) -> tuple[str, ...]:
     return ("run", "--config", str(root / "flux-pmi.toml"), "--date", BUSINESS_DATE.isoformat())
-
-
-class PausedRun(CliProcess):
-    """`flux-pmi run` as a subprocess, parked at a fault point until released through a FIFO."""
-
-    def __init__(self, root: Path, pause_at: str):
-        self.fifo = root.parent / "pause.fifo"
-        os.mkfifo(self.fifo, 0o600)
-        super().__init__(*_run_args(root), deadline=DEADLINE,
-                         env_extra={"FLUX_PMI_PAUSE_AT": pause_at, "FLUX_PMI_PAUSE_FIFO": str(self.fifo)})
-
-    def release(self) -> None:
-        with open(self.fifo, "wb") as fifo:  # opens once the paused worker has opened its end
-            fifo.write(b"go\n")
 
 
 @pytest.fixture

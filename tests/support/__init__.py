@@ -120,6 +120,21 @@ class CliProcess:
         self.proc.stderr.close()
 
 
+class PausedRun(CliProcess):
+    """`flux-pmi run` as a subprocess, parked at a fault point until released through a FIFO."""
+
+    def __init__(self, root: Path, pause_at: str, *, deadline: float = 120):
+        self.fifo = root.parent / "pause.fifo"
+        os.mkfifo(self.fifo, 0o600)
+        super().__init__("run", "--config", str(root / "flux-pmi.toml"), "--date", BUSINESS_DATE.isoformat(),
+                         deadline=deadline,
+                         env_extra={"FLUX_PMI_PAUSE_AT": pause_at, "FLUX_PMI_PAUSE_FIFO": str(self.fifo)})
+
+    def release(self) -> None:
+        with open(self.fifo, "wb") as fifo:  # opens once the paused worker has opened its end
+            fifo.write(b"go\n")
+
+
 def dump_sqlite(path: Path) -> bytes:
     """A SQLite database's whole content as SQL text, read-only: what a leak scan searches."""
     import sqlite3
