@@ -32,7 +32,6 @@ from flux_pmi.jobs.night import Night
 from flux_pmi.trace.store import TraceStore
 from flux_pmi.transport.registry import transport_for
 
-DEADLINE = 120  # seconds: only ever reached when something is broken
 DAY = BUSINESS_DATE.strftime("%Y%m%d")
 IN_FLIGHT = f"DSG_02A_{DAY}_000001.xml.p7m"
 
