@@ -28,16 +28,16 @@ T = TypeVar("T")
 
 # What each of pydantic's type errors expects, in the words the hand-written loader used.
 _TYPE_NAMES = {
-    "int_type": "a int",
-    "float_type": "a int or float",
-    "string_type": "a str",
-    "bool_type": "a bool",
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "string_type": "a string (in quotes)",
+    "bool_type": "true or false",
     "list_type": "a list",
     "tuple_type": "a list",
     "dict_type": "a table",
     "model_type": "a table",
     "model_attributes_type": "a table",
-    "bytes_type": "a bytes",
+    "bytes_type": "a string (in quotes)",
 }
 
 

@@ -38,7 +38,7 @@ def _edit(root, old, new):
 
 @pytest.mark.parametrize("old,new,key,expected", [
     ("[delivery]", "[delivery]\nparalel = 3", "delivery.paralel", "unknown key"),
-    ("parallel = 16", "parallel = \"eight\"", "delivery.parallel", "a int"),
+    ("parallel = 16", "parallel = \"eight\"", "delivery.parallel", "a whole number"),
     ("parallel = 16", "parallel = 0", "delivery.parallel", "greater than 0"),
     ('certificate = "pki/035.crt"', 'certificate = "pki/nope.crt"', "departments.035.certificate", "not found"),
     ('[departments."035"]', '[departments."035"]\ntransport = { type = "ftp" }', "departments.035.transport.type",
