@@ -162,7 +162,10 @@ def remove_temp_files(root: Path) -> int:
 # SQLite, the logs and the reports fail. A name is only used as it is when it is "storable".
 
 NAME_MAX = 255  # bytes per path component (Linux, ext4/xfs/tmpfs)
-_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+# C0 and C1 controls, and what reorders or breaks a line on screen (bidirectional overrides and
+# isolates, line and paragraph separators): a name holding one could pass for another in a log.
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0), 0x200E, 0x200F, 0x2028, 0x2029,
+                                      *range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 
 
 def storable_name(name: str) -> bool:

@@ -67,7 +67,7 @@ _SUFFIX_ROOM = len(REASON_SUFFIX) + len(".9999")
 # Codes of what `screen` sets aside (the parser's codes are in flows/check.py).
 SCREEN_REASONS = {
     "NAME_ENCODING": "the file name is not valid UTF-8",
-    "NAME_UNSAFE": "the file name holds a control character",
+    "NAME_UNSAFE": "the file name holds a control character (or one that reorders or breaks a line on screen)",
     "NAME_PERSONAL": "the file name holds a number shaped like a NIR or a phone number (no personal data in names)",
     "NOT_A_FILE": "not a regular file",
     "UNREADABLE": "the file cannot be read by the service user",
@@ -105,6 +105,14 @@ class NotTaken:
 
 def batch_dir(work: Path, batch_id: int, flow: str) -> Path:
     return work / f"batch-{batch_id:06d}" / flow
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _writable(name: str) -> bool:
@@ -211,6 +219,9 @@ def _reason_text(name: str, code: str, reason: str) -> str:
         origin = f"file: {name}"
     elif storable_name(name):
         origin = f"file: name withheld ({len(os.fsencode(name))} bytes), sha256 of its bytes {name_digest(name)}"
+    elif _utf8(name) and mask_personal(name) == name:  # only its control characters kept it out: escaped
+        origin = (f"file: name with control characters, escaped: {name.encode('unicode_escape').decode('ascii')}"
+                  f" (sha256 of its bytes {name_digest(name)})")
     else:  # the raw name may hold anything (a person's name in another encoding): its hash only
         raw = os.fsencode(name)
         origin = f"file: name not storable ({len(raw)} bytes), sha256 of its bytes {name_digest(name)}"
@@ -423,8 +434,12 @@ def screen(inbox: Path, quarantine_root: Path, flow: str) -> list[SetAside]:
 
 
 def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: str, business_date: date,
-          run_id: int, now: datetime) -> tuple[Batch | None, list[str]]:
-    """Claim the flow's new inbox files into one batch. Returns (batch or None, names set aside as duplicates)."""
+          run_id: int, now: datetime, on_duplicate: Callable[[str], None] | None = None) -> tuple[Batch | None, list[str]]:
+    """Claim the flow's new inbox files into one batch. Returns (batch or None, names set aside as duplicates).
+
+    `on_duplicate(name)` is called before a duplicate is moved aside: its notice is written first, so
+    that a kill in between notes it twice at worst (the next run finds it again), never not at all.
+    """
     folder = inbox / flow
     entries: list[tuple[str, str, str, int]] = []
     duplicates: list[str] = []
@@ -435,6 +450,9 @@ def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: s
         except OSError:
             continue  # changed since `screen` looked at it: left in place, screened again next night
         if trace.known_input(flow, digest) is not None:
+            if on_duplicate is not None:
+                on_duplicate(path.name)
+            faults.point("duplicate-noted")
             dup_dir = private_dir(consumed / "duplicates" / flow)
             _move(path, dup_dir / free_name(dup_dir, _aside_base(path.name, f".{digest[:12]}")))
             duplicates.append(path.name)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Generator, Iterator
 from concurrent.futures import BrokenExecutor
 from dataclasses import astuple, dataclass, field
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -364,12 +365,12 @@ class Night:
                                   file=aside.name)
                 self.log.error("inbox.quarantined", flow=flow, file=aside.name, code=aside.code, reason=aside.reason)
             faults.point("claim")
-            batch, dups = inbox.claim(trace, inbox=self.paths.inbox, work=self.paths.work,
-                                      consumed=self.paths.consumed, flow=flow, business_date=business_date,
-                                      run_id=run_id, now=now)
+            batch, dups = inbox.claim(
+                trace, inbox=self.paths.inbox, work=self.paths.work, consumed=self.paths.consumed, flow=flow,
+                business_date=business_date, run_id=run_id, now=now,
+                on_duplicate=partial(self._note_duplicate, trace, flow, now))
             for name in dups:
                 report.duplicates.append((flow, name))
-                trace.add_anomaly("duplicate-input", f"{flow} input already consumed, set aside", now, file=name)
                 self.log.warning("inbox.duplicate", flow=flow, file=name)
             # After the claim: what is left is what no night will take. Not an anomaly in the trace:
             # it would be noted again every night; `status` counts them from the folder instead.
@@ -388,6 +389,10 @@ class Night:
 
     def _empty_flow_departments(self, flow: str) -> list[Department]:
         return [d for d in self.settings.enabled_departments() if flow in d.flows and d.empty_flows]
+
+    @staticmethod
+    def _note_duplicate(trace: TraceStore, flow: str, now: datetime, name: str) -> None:
+        trace.add_anomaly("duplicate-input", f"{flow} input already consumed, set aside", now, file=name)
 
     def _needs_empty(self, trace: TraceStore, flow: str, business_date: date) -> bool:
         return any(not trace.has_emission_on(flow, d.code, business_date) for d in self._empty_flow_departments(flow))

@@ -182,3 +182,19 @@ def test_a_name_holding_a_nir_or_a_phone_is_set_aside_under_its_hash(tmp_path):
     assert note.startswith("NAME_PERSONAL: ") and digest in note and "2960392" not in note and "HAMIDOU" not in note
     assert not (inbox / "DSG" / personal).exists()
     assert [p.name for p in (tmp_path / "quarantine").rglob("*") if "2960392" in p.name or "HAMIDOU" in p.name] == []
+
+
+def test_names_that_reorder_or_break_a_line_on_screen_are_not_storable():
+    for name in ("invoice\u202egpj.xml", "a\x85b.xml", "a\u2028b.xml", "a\u2066b.xml", "a\u200fb.xml"):
+        assert not storable_name(name), repr(name)
+    assert storable_name("Déclaration n°2 – été.xml")  # letters, punctuation and dashes are fine
+
+
+def test_a_name_kept_out_only_by_a_control_character_is_escaped_in_its_reason(tmp_path):
+    inbox = tmp_path / "inbox"
+    (inbox / "GRO").mkdir(parents=True)
+    (inbox / "GRO" / "CRI_035\t20261120.xml").write_bytes(b"<x/>")
+    (aside,) = claim.screen(inbox, tmp_path / "quarantine", "GRO")
+    assert aside.code == "NAME_UNSAFE" and aside.name.startswith("unnamed-")
+    note = aside.path.with_name(aside.path.name + claim.REASON_SUFFIX).read_text()
+    assert "escaped: CRI_035\\t20261120.xml" in note  # the operator can tell which file it was

@@ -295,3 +295,20 @@ def test_a_worker_killed_mid_build_leaves_its_files_for_the_next_run(tmp_path, c
     assert re.search(r"^TOTAL \S+ +records=\d+ rejects=0 ", rerun.stdout, flags=re.M), rerun.stdout
     assert "rejects report:" not in rerun.stdout
     _check(root, clean)
+
+
+def test_a_duplicate_input_is_noted_even_when_the_run_dies_setting_it_aside(tmp_path, clean):
+    root = tmp_path / "demo"
+    make_demo(root, departments=DEPTS)
+    again = {p.relative_to(root / "inbox"): p.read_bytes() for p in (root / "inbox").rglob("*") if p.is_file()}
+    _rerun(root)
+    for rel, data in again.items():  # the same bytes dropped again, the next night
+        (root / "inbox" / rel).write_bytes(data)
+    _kill(root, "duplicate-noted:1")
+    _rerun(root)
+    trace = TraceStore(root / "trace" / "flux-pmi.sqlite")
+    noted = {r["file"] for r in trace.db.execute("SELECT file FROM anomalies WHERE kind='duplicate-input'")}
+    trace.close()
+    assert noted == {rel.name for rel in again}  # each one, the one being moved when the run died included
+    assert not [p for p in (root / "inbox").rglob("*") if p.is_file()]
+    _check(root, clean)  # nothing sent twice
