@@ -671,8 +671,9 @@ def render_text(data: dict[str, Any], *, everything: bool = False) -> str:
     `everything` (`--all`) lists every département and every section, problems or not.
     """
     s = data["summary"]
+    # The first problem's own name: exit 5 for inbox entries not taken reads INBOX_NOT_TAKEN, not QUARANTINED.
     out = [f"flux-pmi status at {data['generated_at']} (today {data['today']}): {s['nagios']}, "
-           f"exit {s['exit_code']} {s['exit_name']}", ""]
+           f"exit {s['exit_code']} {(s['problems'] or [s['exit_name']])[0]}", ""]
     out += _text_summary(data)
     out += _text_departments(data, everything)
     for section in (_TEXT_SECTIONS if everything else _TEXT_PROBLEM_SECTIONS):

@@ -965,6 +965,7 @@ def test_entries_left_in_the_inbox_keep_status_at_5_until_moved(tmp_path):
     later = NOW + timedelta(hours=1)
     proc = status_cli(root, later)
     assert proc.returncode == ExitCode.QUARANTINED == 5, proc.stdout + proc.stderr
+    assert ": WARNING, exit 5 INBOX_NOT_TAKEN\n" in proc.stdout  # its own name, not QUARANTINED
     assert ("not taken         3 inbox entries no run takes, left in inbox/<FLOW>/: DSG 1, SGR 2." in proc.stdout
             and "quarantined       0 input file(s) waiting" in proc.stdout), proc.stdout
     assert "noext" not in proc.stdout and "plainsub" not in proc.stdout
