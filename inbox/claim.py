@@ -33,12 +33,15 @@ import errno
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
+
+from stdnum.fr import nir as stdnum_nir
 
 from ..core.errors import StorageError
 from ..core.fsutil import (
@@ -68,7 +71,7 @@ _SUFFIX_ROOM = len(REASON_SUFFIX) + len(".9999")
 SCREEN_REASONS = {
     "NAME_ENCODING": "the file name is not valid UTF-8",
     "NAME_UNSAFE": "the file name holds a control character (or one that reorders or breaks a line on screen)",
-    "NAME_PERSONAL": "the file name holds a number shaped like a NIR or a phone number (no personal data in names)",
+    "NAME_PERSONAL": "the file name holds a NIR (no personal data in names)",
     "NOT_A_FILE": "not a regular file",
     "UNREADABLE": "the file cannot be read by the service user",
     "SCAN_UNREADABLE": "a scan named by an SGR index cannot be read by the service user",
@@ -115,11 +118,21 @@ def _utf8(name: str) -> bool:
     return True
 
 
+# Fifteen characters as a NIR is written with its key (Corsica's 2A/2B included), between anything but digits.
+_NIR_IN_NAME = re.compile(r"(?<![0-9])[1-478][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{8}(?![0-9])")
+
+
+def _holds_a_nir(name: str) -> bool:
+    """Whether `name` holds a real NIR: its shape and its key (stdnum). The key is what tells a NIR from a
+    date and a sequence number run together, so a name is never refused for a number that only looks like one."""
+    return any(stdnum_nir.is_valid(m.group()) for m in _NIR_IN_NAME.finditer(name.upper()))
+
+
 def _writable(name: str) -> bool:
     """A name the trace, the logs, the reports and quarantine/ may carry as it is: storable, and
-    holding nothing shaped like a NIR or a phone number (upstream must not, and one that does is
-    set aside under its hash: its name is personal data)."""
-    return storable_name(name) and mask_personal(name) == name
+    holding no NIR (upstream must not, and one that does is set aside under its hash: its name is
+    personal data). Other numbers are left to the logs' last defence, which masks their shapes."""
+    return storable_name(name) and not _holds_a_nir(name)
 
 
 def shown_name(name: str) -> str:
@@ -219,7 +232,7 @@ def _reason_text(name: str, code: str, reason: str) -> str:
         origin = f"file: {name}"
     elif storable_name(name):
         origin = f"file: name withheld ({len(os.fsencode(name))} bytes), sha256 of its bytes {name_digest(name)}"
-    elif _utf8(name) and mask_personal(name) == name:  # only its control characters kept it out: escaped
+    elif _utf8(name) and mask_personal(name) == name:  # only control characters kept it out, no NIR or phone shape
         origin = (f"file: name with control characters, escaped: {name.encode('unicode_escape').decode('ascii')}"
                   f" (sha256 of its bytes {name_digest(name)})")
     else:  # the raw name may hold anything (a person's name in another encoding): its hash only

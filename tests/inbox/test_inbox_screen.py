@@ -198,3 +198,14 @@ def test_a_name_kept_out_only_by_a_control_character_is_escaped_in_its_reason(tm
     assert aside.code == "NAME_UNSAFE" and aside.name.startswith("unnamed-")
     note = aside.path.with_name(aside.path.name + claim.REASON_SUFFIX).read_text()
     assert "escaped: CRI_035\\t20261120.xml" in note  # the operator can tell which file it was
+
+
+def test_numbers_that_only_look_like_a_nir_or_a_phone_keep_their_file_in_the_night(tmp_path):
+    """A date and a sequence run together, a 10-digit counter: their key or their sense is not a NIR's."""
+    inbox = tmp_path / "inbox"
+    (inbox / "DSG").mkdir(parents=True)
+    names = ["DGESDSGA_2026112000001.xml", "DGESDSGA_202611201234567.xml", "DSG_0100000001.xml"]
+    for name in names:
+        (inbox / "DSG" / name).write_bytes(b"<x/>")
+    assert claim.screen(inbox, tmp_path / "quarantine", "DSG") == []
+    assert sorted(p.name for p in claim.candidates(inbox, "DSG")) == sorted(names)
