@@ -15,6 +15,7 @@ import inspect
 import os
 import re
 import shutil
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -27,6 +28,7 @@ from .core import memory
 from .core.clock import from_environment
 from .core.errors import ConfigError, ExitCode, FluxError, StorageError
 from .trace.history import HistoryState
+from .trace.sqlite import storage_failure
 
 if TYPE_CHECKING:
     from .config.settings import Settings
@@ -278,6 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flux-pmi: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except sqlite3.Error as exc:  # a write outside a transaction, say: a full volume is still not a bug
+        storage = storage_failure(exc, "a flux-pmi database")
+        if storage is None:
+            raise
+        print(f"flux-pmi: error: {storage}", file=sys.stderr)
+        return int(ExitCode.STORAGE)
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRNOS or exc.filename is None:
             raise

@@ -382,15 +382,18 @@ class DeliverySession:
                 return got
 
     def _record(self, got: list[_Outcome | None]) -> None:
-        if not got:
+        # A worker's end (None) is counted before anything is written: if the write fails (the
+        # trace's volume full, say), `finish` must still know which workers are done. Counted
+        # after, a failed write lost those ends and `finish` waited for them for ever, holding
+        # the run lock against every later night.
+        self._running -= sum(1 for outcome in got if outcome is None)
+        outcomes = [outcome for outcome in got if outcome is not None]
+        if not outcomes:
             return
         # What the workers reported meanwhile is recorded in one commit: a crash before it only
         # makes the next run find those files in place at the partner (idempotent delivery).
         with self.trace.group():
-            for outcome in got:
-                if outcome is None:  # one département's worker is done
-                    self._running -= 1
-                    continue
+            for outcome in outcomes:
                 self.d._record_one(self.trace, self.run_id, outcome, self._transports, len(self._offered),
                                    self.report)
 

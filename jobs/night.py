@@ -14,8 +14,10 @@ next one:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -238,9 +240,14 @@ class Night:
             report.seconds = time.monotonic() - started
             t = report.totals()
             code = report.exit_code if status != RunStatus.FAILED else failure
-            trace.finish_run(run_id, self.clock.now(), status=status, exit_code=int(code), records=t.records,
-                             rejects=t.rejects, files=t.files, nbytes=t.bytes,
-                             message="; ".join(report.problems)[:2000])
+            unrecorded: FluxError | None = None
+            try:
+                trace.finish_run(run_id, self.clock.now(), status=status, exit_code=int(code), records=t.records,
+                                 rejects=t.rejects, files=t.files, nbytes=t.bytes,
+                                 message="; ".join(report.problems)[:2000])
+            except FluxError as exc:  # the trace's volume is full, say: what follows must still run
+                unrecorded = exc
+                self.log.error("run.end_unrecorded", run=run_id, error=str(exc))
             self.log.info("run.end", run=run_id, status=status, exit_code=int(code), records=t.records,
                           rejects=t.rejects, files=t.files, bytes=t.bytes, seconds=round(report.seconds, 3))
             self._transports.close()
@@ -252,6 +259,9 @@ class Night:
             unbind_run()
             if own_trace:
                 trace.close()
+            # The first error is the one to report; a night that ended well but could not say so has one.
+            if unrecorded is not None and sys.exc_info()[0] is None:
+                raise unrecorded
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -639,7 +649,7 @@ class Night:
         except (OSError, BrokenExecutor) as exc:  # a full disk, say: this département waits, the others go on
             # A worker process that died (killed, out of memory) breaks the pool: what it held waits too.
             why = ("a worker process died" if isinstance(exc, BrokenExecutor)
-                   else (exc.strerror or str(exc)) + self._folder_of(exc.filename))
+                   else (exc.strerror or str(exc)) + (self._folder_of(exc.filename) or self._full_folders(exc)))
             report.problems.append(f"{flow} {dept.code}: cannot build: {why}")
             report.unbuilt += 1
             self.log.error("emission.build_failed", flow=flow, department=dept.code, error=why)
@@ -648,13 +658,32 @@ class Night:
             if prepared is not None:
                 prepare.discard(prepared.parts)  # the sealed copies not taken by the archive
 
+    _WRITTEN = ("archive", "work", "consumed", "reports", "quarantine")
+    _NEARLY_FULL = 1 << 20
+
+    def _full_folders(self, exc: OSError) -> str:
+        """For a full disk met by a write (which names no file): which of our folders are on a full
+        volume, as " (the archive folder /srv/... has 12 KiB free)", so the operator knows where to look."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return ""
+        full = []
+        for label in self._WRITTEN:
+            folder = getattr(self.paths, label)
+            try:
+                free = shutil.disk_usage(folder).free
+            except OSError:
+                continue
+            if free < self._NEARLY_FULL:
+                full.append(f"the {label} folder {folder} has {free // 1024} KiB free")
+        return f" ({'; '.join(full)})" if full else ""
+
     def _folder_of(self, filename: object) -> str:
         """Which configured folder a failing path is in, as " (in the archive folder /srv/...)": a full
         disk is one folder's. Never the path itself, whose name may come from upstream."""
         if not isinstance(filename, str | bytes | os.PathLike):
             return ""
         path = Path(os.fsdecode(filename))
-        for label in ("archive", "work", "consumed", "reports", "quarantine"):
+        for label in self._WRITTEN:
             folder = getattr(self.paths, label)
             if path == folder or folder in path.parents:
                 return f" (in the {label} folder {folder})"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from ..core.errors import FluxError
+from ..core.errors import FluxError, StorageError
 from ..core.fsutil import private_dir, state_dir
 
 # (version, step): the step brings a file from version-1 to `version`; it runs after the schema script.
@@ -57,7 +57,7 @@ def _open(path: Path, *, label: str, schema: str, migrations: Sequence[Migration
         db = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
                              check_same_thread=check_same_thread)
     except sqlite3.Error as exc:
-        raise error(f"{label} {path}: {exc}") from exc
+        raise storage_failure(exc, f"{label} {path}") or error(f"{label} {path}: {exc}") from exc
     db.row_factory = sqlite3.Row
     try:
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -77,26 +77,52 @@ def _open(path: Path, *, label: str, schema: str, migrations: Sequence[Migration
                 db.execute(f"PRAGMA user_version = {int(version)}")
     except sqlite3.Error as exc:
         db.close()
-        raise error(f"{label} {path}: {exc}") from exc
+        raise storage_failure(exc, f"{label} {path}") or error(f"{label} {path}: {exc}") from exc
     return db
+
+
+# SQLite's primary result codes that say the volume, not the data or the code, is at fault.
+_STORAGE_CODES = {8: "SQLITE_READONLY", 10: "SQLITE_IOERR", 13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN"}
+
+
+def storage_failure(exc: BaseException, what: str) -> StorageError | None:
+    """`exc` as the operator's matter it is (a full, read-only or failing volume), or None.
+
+    A full trace volume used to end a night on a traceback (exit 1); it is the same matter as a
+    full archive folder: free space, rerun, and the rerun completes the night (nothing committed
+    is lost; the step that failed was rolled back whole).
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None or code & 0xFF not in _STORAGE_CODES:
+        return None
+    return StorageError(what, f"{exc} ({_STORAGE_CODES[code & 0xFF]}): free space on its volume or make it "
+                              "writable, then run again; the step that failed was rolled back")
 
 
 @contextmanager
 def immediate(db: sqlite3.Connection, what: str, error: type[FluxError]) -> Iterator[sqlite3.Connection]:
     """An immediate transaction: it takes the write lock first, so it never deadlocks midway.
 
-    `what` names the database ("trace store /srv/..."): a lock held elsewhere raises `error` saying so.
+    `what` names the database ("trace store /srv/..."): a lock held elsewhere raises `error` saying so;
+    a full or failing volume raises StorageError (exit 10), after a rollback.
     """
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        raise error(f"{what} is locked by another process: {exc}") from exc
+        raise storage_failure(exc, what) or error(f"{what} is locked by another process: {exc}") from exc
     try:
         yield db
-    except BaseException:
-        db.execute("ROLLBACK")
+        db.execute("COMMIT")
+    except BaseException as exc:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back already (a failed COMMIT may do so): the first error is the one
+        storage = storage_failure(exc, what)
+        if storage is not None:
+            raise storage from exc
         raise
-    db.execute("COMMIT")
 
 
 class Database:

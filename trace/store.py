@@ -171,8 +171,14 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK TO write")
-            self.db.execute("RELEASE write")
+            # SQLite may have rolled the whole transaction back already (a full disk does):
+            # then there is no savepoint left to return to, and the error that did it is the one to raise.
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK TO write")
+                    self.db.execute("RELEASE write")
+                except sqlite3.Error:
+                    pass
             raise
         self.db.execute("RELEASE write")
 

@@ -7,7 +7,9 @@ seeded day is delivered exactly once (fingerprints equal to a clean run of the s
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from support.sshd import FLOW_DIRS, HOST, PartnerPool, generate_key, require_too
 
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import FixedClock
-from flux_pmi.core.errors import ExitCode, TraceError
+from flux_pmi.core.errors import ExitCode, StorageError, TraceError
 from flux_pmi.jobs.night import Night
 from flux_pmi.testing.mock import ScriptedPartner
 from flux_pmi.trace.store import TraceStore
@@ -291,3 +293,47 @@ def test_the_clock_goes_back_an_hour(demo, expected):
         assert len(seqs) == len({tuple(r) for r in seqs}) == 12  # no sequence handed out twice
     finally:
         trace.close()
+
+
+# -- the trace's volume fills up during a night ----------------------------------------------------------
+
+
+@pytest.mark.timeout(180)  # the bug this guards against was a hang: fail, do not wait for the suite's limit
+def test_trace_volume_full_during_a_night_then_freed(demo, expected):
+    # A full trace volume used to end the night on a traceback (exit 1) and skip closing the
+    # transports and the workers. It is exit 10 now, with the store named; once there is room,
+    # the next run completes the night: nothing lost, nothing sent twice.
+    root, _ = demo
+    settings = load(root / "flux-pmi.toml")
+    trace = TraceStore(settings.paths.trace)
+    pages = trace.db.execute("PRAGMA page_count").fetchone()[0]
+    trace.db.execute(f"PRAGMA max_page_count = {pages + 2}")  # SQLite's SQLITE_FULL, as from a full disk
+    try:
+        with pytest.raises(StorageError, match="database or disk is full") as raised:
+            _night(root).run(BUSINESS_DATE, trace=trace)
+        assert raised.value.exit_code == ExitCode.STORAGE
+    finally:
+        trace.close()
+    got = record_fingerprints(open_delivered(root))
+    assert sum(got.values()) < sum(expected.values()) and (not got or max(got.values()) == 1)
+    report = _night(root).run(BUSINESS_DATE)
+    assert report.exit_code == ExitCode.OK, report.problems
+    assert record_fingerprints(open_delivered(root)) == expected
+
+
+def test_a_full_disk_met_by_a_write_names_the_full_folders(demo, monkeypatch):
+    # A write (not an open) that hits a full disk names no file: say which of our folders sit on a
+    # volume with (nearly) nothing left, so that the operator knows which disk to look at.
+    root, _ = demo
+    night = _night(root)
+    free = {night.paths.archive: 4096}
+
+    def usage(path):
+        return shutil._ntuple_diskusage(10 << 30, 10 << 30, free.get(Path(path), 5 << 30))
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert night._full_folders(full) == f" (the archive folder {night.paths.archive} has 4 KiB free)"
+    assert night._full_folders(OSError(errno.EIO, "Input/output error")) == ""
+    free.clear()
+    assert night._full_folders(full) == ""  # nothing nearly full: say nothing rather than guess
