@@ -165,6 +165,42 @@ def require_own_folders(settings: Settings) -> None:
                            "(`flux-pmi check` lists every folder)")
 
 
+def _device(path: Path) -> int | None:
+    """The file system `path` is on, or will be created on: that of its nearest existing ancestor."""
+    for candidate in (path, *path.parents):
+        try:
+            return os.stat(candidate).st_dev
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+def volume_problems(settings: Settings) -> list[str]:
+    """The folders a run renames inbox files into (work, quarantine, consumed) that sit on another file
+    system than an inbox flow folder. A rename cannot cross file systems: the claim, which must move each
+    input exactly once, stopped on its first file with EXDEV (a traceback, found with work/ on a tmpfs)."""
+    p = settings.paths
+    inbox = [(folder, _device(folder)) for folder in inbox_folders(settings) if folder.is_dir()]
+    out = []
+    for label, folder in (("work", p.work), ("quarantine", p.quarantine), ("consumed", p.consumed)):
+        dev = _device(folder)
+        other = next((f for f, d in inbox if None not in (d, dev) and d != dev), None)
+        if other is not None:
+            out.append(f"{label} folder {folder} is on another file system than the inbox folder {other}")
+    return out
+
+
+def require_one_volume(settings: Settings) -> None:
+    """Raise StorageError (before anything is claimed) when inputs could not be moved by rename."""
+    problems = volume_problems(settings)
+    if problems:
+        raise StorageError(settings.paths.inbox, f"{'; '.join(problems)}: inputs are taken out of the inbox by "
+                           "rename, which cannot cross file systems; put [paths] work, quarantine and consumed "
+                           "on the inbox's file system (under [paths] state, say): nothing was claimed or sent")
+
+
 def ensure_private_dir(path: Path) -> Path:
     """fsutil.private_dir, with a missing permission or a read-only mount said as such (exit STORAGE)."""
     try:

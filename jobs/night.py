@@ -270,6 +270,7 @@ class Night:
         # is an unmounted share, and creating it would send "nothing today" to every département.
         guards.require_inbox(self.settings)
         guards.require_own_folders(self.settings)
+        guards.require_one_volume(self.settings)
         guards.require_owner_only_keys(self.settings)
         for p in (self.paths.work, self.paths.reports, self.paths.quarantine, self.paths.consumed):
             guards.ensure_private_dir(p)

@@ -126,6 +126,8 @@ def storage_findings(settings: Settings) -> list[Finding]:
             out.append(Finding("folders", False, f"{folder.what} folder unusable", f"{folder.path}: {problem}"))
         else:
             out.append(Finding("folders", True, f"{folder.what} folder writable", str(folder.path)))
+    out += [Finding("folders", False, "not on the inbox's file system", f"{problem}: `run` refuses to claim "
+                    "(inputs are moved by rename)") for problem in guards.volume_problems(settings)]
     return out
 
 

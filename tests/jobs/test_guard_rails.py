@@ -314,3 +314,35 @@ def test_a_folder_that_cannot_be_created_is_named_with_a_documented_code(site):
     check = run_cli_read_only([site], "check", "--config", _cfg(site))
     assert f"ERROR folders work folder unusable: {site / 'work'}: cannot be created: {site} is not writable" \
         in check.stdout
+
+
+# --- work, quarantine or consumed on another file system than the inbox --------------------------
+
+
+def test_a_work_folder_on_another_file_system_is_refused_before_anything_is_claimed(site, monkeypatch):
+    # Inputs leave the inbox by rename (exactly once, crash-safe); a rename cannot cross file systems.
+    # With work/ on a tmpfs, the claim stopped on its first file with EXDEV: a traceback, exit 1.
+    from flux_pmi.core.errors import StorageError
+    from flux_pmi.jobs import guards
+    from flux_pmi.jobs.night import Night
+
+    settings = load(site / "flux-pmi.toml")
+    work = settings.paths.work
+    real = guards._device
+    # Two file systems cannot be mounted by a test: the work folder's is made to differ.
+    monkeypatch.setattr(guards, "_device", lambda p: -1 if p == work or work in p.parents else real(p))
+    assert guards.volume_problems(settings) == [
+        f"work folder {work} is on another file system than the inbox folder {settings.paths.inbox / 'DSG'}"]
+    before = _inbox_files(site)
+    with pytest.raises(StorageError, match="cannot cross file systems") as raised:
+        Night(settings).run(BUSINESS_DATE)
+    assert raised.value.exit_code == ExitCode.STORAGE
+    assert _inbox_files(site) == before and _emissions(site) == 0 and not _delivered(site)
+    monkeypatch.setattr(guards, "_device", real)
+    assert guards.volume_problems(settings) == []  # one file system: nothing to say
+
+
+def test_a_folder_still_to_be_created_is_judged_by_the_file_system_it_will_be_created_on(tmp_path):
+    from flux_pmi.jobs.guards import _device
+
+    assert _device(tmp_path / "not" / "yet") == _device(tmp_path)
