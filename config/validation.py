@@ -93,7 +93,8 @@ def https_url(value: str) -> str:
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            # A byte-order mark (a Windows editor's) is invisible, and TOML refuses it at "line 1, column 1".
+            return tomllib.loads(fh.read().removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(path, "(file)", "no such file: check the --config path") from exc
     except IsADirectoryError as exc:

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from ..config.settings import FLOWS, Settings
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ..config.settings import FLOWS, Department, Settings
 from ..core.errors import CertificateError, StorageError
 from ..core.fsutil import TMP_PREFIX, private_dir
 from ..core.keyfiles import check_key_permissions
+from ..seal import certs
 
 # A business date may run one day ahead of the machine's clock (a night started just before
 # midnight for the next day), no more.
@@ -199,6 +203,33 @@ def require_one_volume(settings: Settings) -> None:
         raise StorageError(settings.paths.inbox, f"{'; '.join(problems)}: inputs are taken out of the inbox by "
                            "rename, which cannot cross file systems; put [paths] work, quarantine and consumed "
                            "on the inbox's file system (under [paths] state, say): nothing was claimed or sent")
+
+
+def shared_recipient_keys(settings: Settings) -> dict[str, str]:
+    """Enabled départements whose certificate holds the same key as another's of a different SIRET: why, by code.
+
+    A certificate copied from one département's table to the next passed `check` and `run`: the second
+    département's declarations were sealed for the first one's PMI, which alone could open them, and
+    the second could not. Two départements of one organisation (one SIRET: a single collectivity) may
+    share a key; two organisations may not. Which of the two tables is wrong cannot be told: both wait.
+    """
+    by_key: dict[bytes, list[Department]] = defaultdict(list)
+    for dept in settings.enabled_departments():
+        if dept.certificate is None:
+            continue
+        try:
+            cert = certs.load_certificate(dept.certificate)
+        except CertificateError:
+            continue  # unreadable: said by `check` and by the build, not here
+        by_key[cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)].append(dept)
+    out = {}
+    for group in by_key.values():
+        if len({d.siret for d in group}) > 1:
+            for dept in group:
+                others = ", ".join(sorted(d.code for d in group if d is not dept))
+                out[dept.code] = (f"its certificate {dept.certificate} has the same key as that of {others}, whose SIRET "
+                                  "differs: one PMI would open the other's declarations")
+    return out
 
 
 def ensure_private_dir(path: Path) -> Path:

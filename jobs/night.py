@@ -156,7 +156,16 @@ class Night:
                  progress: Callable[[str], None] | None = None, purge: bool = True):
         # A file addressed to a placeholder SIRET would reach the wrong receiver identity (DGE envelope,
         # HubEE folder): such a département is treated as not enabled tonight, and the run says so.
-        self.unsendable = sorted(d.code for d in settings.enabled_departments() if d.siret_placeholder)
+        why = {d.code: (f"its SIRET is still the registry's placeholder: nothing is sent to it (its records are "
+                        f"kept); set [departments.\"{d.code}\"] siret in {settings.file.name} from the acte d'adhésion",
+                        "department.siret_placeholder", "siret")
+               for d in settings.enabled_departments() if d.siret_placeholder}
+        # A recipient key shared across SIRETs is a copied table: sealed for one PMI, it would go to another.
+        why |= {code: (f"{reason}: nothing is sent to it (its records are kept); give each département its own "
+                       f"certificate in {settings.file.name}", "department.certificate_shared", "certificate")
+                for code, reason in guards.shared_recipient_keys(settings).items() if code not in why}
+        self._unsendable_why = why
+        self.unsendable = sorted(why)
         self.settings = _disabled(settings, self.unsendable)
         self.clock = clock or Clock()
         self.transport_factory = transport_factory
@@ -191,11 +200,10 @@ class Night:
         bind_run(run_id)
         self.log.info("run.start", run=run_id, business_date=business_date.isoformat())
         for dept in self.unsendable:
+            reason, event, key = self._unsendable_why[dept]
             report.unsendable.append(dept)
-            report.problems.append(f"département {dept}: its SIRET is still the registry's placeholder: nothing is "
-                                   f"sent to it (its records are kept); set [departments.\"{dept}\"] siret in "
-                                   f"{self.settings.file.name} from the acte d'adhésion")
-            self.log.error("department.siret_placeholder", department=dept, key=f"departments.{dept}.siret")
+            report.problems.append(f"département {dept}: {reason}")
+            self.log.error(event, department=dept, key=f"departments.{dept}.{key}")
         status, failure = RunStatus.FAILED, ExitCode.INTERNAL
         try:
             self.workers.warm(len(self.settings.enabled_departments()))  # they start while the run claims
@@ -401,12 +409,24 @@ class Night:
     def _empty_flow_departments(self, flow: str) -> list[Department]:
         return [d for d in self.settings.enabled_departments() if flow in d.flows and d.empty_flows]
 
+    def _owes_empty(self, trace: TraceStore, flow: str, business_date: date) -> list[Department]:
+        """The départements that get a "nothing today" file of `flow` for the day unless records come.
+
+        Not one whose records of that day were kept while it was not enabled: this run's replay emits
+        them as its file of the day. An empty file first said "nothing today" to a PMI, and the
+        records followed in a second file of the same day.
+        """
+        day = business_date.isoformat()
+        replayed = {row.department for row in trace.parked() if row.flow == flow and row.business_date == day}
+        return [d for d in self._empty_flow_departments(flow)
+                if d.code not in replayed and not trace.has_emission_on(flow, d.code, business_date)]
+
     @staticmethod
     def _note_duplicate(trace: TraceStore, flow: str, now: datetime, name: str) -> None:
         trace.add_anomaly("duplicate-input", f"{flow} input already consumed, set aside", now, file=name)
 
     def _needs_empty(self, trace: TraceStore, flow: str, business_date: date) -> bool:
-        return any(not trace.has_emission_on(flow, d.code, business_date) for d in self._empty_flow_departments(flow))
+        return bool(self._owes_empty(trace, flow, business_date))
 
     # -- parse, check, route, build, validate, seal, archive -------------------------------
 
@@ -572,9 +592,7 @@ class Night:
         for e in trace.emissions_of_batch(batch.id):
             existing[e.department].append(e)
         targets = spill.departments() | set(existing)
-        for d in self._empty_flow_departments(flow):
-            if d.code not in targets and not trace.has_emission_on(flow, d.code, batch.business_date):
-                targets.add(d.code)
+        targets |= {d.code for d in self._owes_empty(trace, flow, batch.business_date)}
         out_dir = self._run_out_dir(batch, run_id)
         jobs: list[prepare.BuildJob] = []
         for code in sorted(targets):

@@ -64,12 +64,16 @@ def certificate_findings(settings: Settings, now: datetime) -> list[Finding]:
     for scope, role, path in settings.certificates_in_use():
         out += _cert_findings(scope, path, now, role=role, key=s.key if role == "signer" else None,
                               passphrase=s.key_passphrase)
+    shared = guards.shared_recipient_keys(settings)
     for dept in settings.enabled_departments():
         if dept.siret_placeholder:
             # `run` sends nothing to it: the DGE envelope and the HubEE folder would name a wrong receiver.
             out.append(Finding(dept.code, False, "SIRET is a registry placeholder",
                                f"set [departments.\"{dept.code}\"] siret from the acte d'adhésion; "
                                "until then `run` sends nothing to this département"))
+        elif dept.code in shared:
+            out.append(Finding(dept.code, False, "certificate key shared with another SIRET",
+                               f"{shared[dept.code]}; until each has its own, `run` sends nothing to either"))
         elif dept.siret_demo:
             out.append(Finding(dept.code, True, "SIRET is marked as a demo value (siret_demo = true)",
                                "never in production: set the SIRET of the acte d'adhésion", warning=True))

@@ -142,3 +142,17 @@ def test_check_command_exit_codes(demo):
 def test_a_config_path_that_does_not_exist_says_so(tmp_path):
     with pytest.raises(ConfigError, match=r"missing\.toml: \(file\): no such file: check the --config path"):
         load(tmp_path / "missing.toml")
+
+
+def test_a_config_saved_with_a_byte_order_mark_or_windows_line_ends_loads(demo):
+    # A Windows editor's invisible BOM made TOML refuse the file "at line 1, column 1".
+    root, _ = demo
+    cfg = root / "flux-pmi.toml"
+    plain = load(cfg)
+    text = cfg.read_text()
+    cfg.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    again = load(cfg)
+    assert again.departments.keys() == plain.departments.keys() and again.paths == plain.paths
+    cfg.write_bytes(b"\xef\xbb\xbf" + "# caf\xe9\n".encode("latin-1") + text.encode("utf-8"))
+    with pytest.raises(ConfigError, match="UTF-8 text"):
+        load(cfg)
