@@ -452,17 +452,21 @@ def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: s
 
     `on_duplicate(name)` is called before a duplicate is moved aside: its notice is written first, so
     that a kill in between notes it twice at worst (the next run finds it again), never not at all.
+    The same bytes under two names in one claim are a duplicate too: the first name (in name order) is
+    taken, the other set aside (before, both were taken and every record of the second was rejected
+    as DUPLICATE, one reject line per record instead of one notice for the file).
     """
     folder = inbox / flow
     entries: list[tuple[str, str, str, int]] = []
     duplicates: list[str] = []
     taken_scans: set[str] = set()
+    taken: set[str] = set()  # digests of the inputs claimed so far (an empty file is judged by its parse)
     for path in candidates(inbox, flow):
         try:
             digest, size = _digest_and_size(path)
         except OSError:
             continue  # changed since `screen` looked at it: left in place, screened again next night
-        if trace.known_input(flow, digest) is not None:
+        if (size and digest in taken) or trace.known_input(flow, digest) is not None:
             if on_duplicate is not None:
                 on_duplicate(path.name)
             faults.point("duplicate-noted")
@@ -471,6 +475,7 @@ def claim(trace: TraceStore, *, inbox: Path, work: Path, consumed: Path, flow: s
             duplicates.append(path.name)
             continue
         entries.append((path.name, InboxKind.INPUT, digest, size))
+        taken.add(digest)
         if flow == "SGR" and path.name.lower().endswith(".csv"):
             for rel in _scans_named_by(path, folder):
                 if rel not in taken_scans:

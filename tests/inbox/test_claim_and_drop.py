@@ -58,6 +58,23 @@ def test_same_bytes_dropped_again_are_set_aside_not_claimed(env):
     assert list((dirs["consumed"] / "duplicates" / "GRO").iterdir())
 
 
+def test_the_same_bytes_under_two_names_in_one_claim_are_taken_once(env):
+    # Before, both were taken, and every record of the second was rejected as DUPLICATE.
+    trace, run, dirs = env
+    g = dirs["inbox"] / "GRO"
+    (g / "b.csv").write_bytes(b"same")
+    (g / "a.csv").write_bytes(b"same")
+    (g / "c.csv").write_bytes(b"other")
+    (g / "e1.csv").write_bytes(b"")  # two empty files: each is judged (EMPTY) by the parse, not set aside
+    (g / "e2.csv").write_bytes(b"")
+    batch, dups = _claim(trace, run, dirs)
+    assert dups == ["b.csv"]  # the first name is taken
+    assert sorted(p.name for p in batch.dir.iterdir()) == ["a.csv", "c.csv", "e1.csv", "e2.csv"]
+    (aside,) = (dirs["consumed"] / "duplicates" / "GRO").iterdir()
+    assert aside.name.startswith("b.csv.") and aside.read_bytes() == b"same"
+    assert not list(g.iterdir())
+
+
 def test_a_claim_interrupted_after_the_trace_write_is_finished_by_the_next_run(env):
     trace, run, dirs = env
     g = dirs["inbox"] / "GRO"

@@ -221,7 +221,8 @@ def _cases() -> list[Case]:
         Case(
             "dsg_duplicate_id",
             "DSG",
-            dsg(dict(_CORSICA_DSG)),
+            # Other bytes (a comment after the root): the same bytes under two names are one file set aside.
+            dsg(dict(_CORSICA_DSG), fn=lambda b: b + b"<!-- another envelope -->\n"),
             (r, "DUPLICATE"),
             "same Identification as another declaration of the batch",
         ),
@@ -428,7 +429,9 @@ def _cases() -> list[Case]:
         Case(
             "gro_duplicate",
             "GRO",
-            gro_rows(_GOOD_GRO),
+            # Unix line ends: the same bytes under two names would be one file set aside, not a DUPLICATE.
+            lambda inbox, name: _write(inbox, "GRO", name,
+                                       g._csv_bytes(g.GRO_COLUMNS, [_GOOD_GRO]).replace(b"\r\n", b"\n")),
             (r, "DUPLICATE"),
             "the previous case's row again, in another file",
         ),

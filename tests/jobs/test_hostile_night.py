@@ -221,8 +221,8 @@ def put_formula_names(root: Path) -> None:
     (qual,) = cases[0].iter("QUAL")
     qual.text = "XX"
     data = etree.tostring(tree, xml_declaration=True, encoding="UTF-8", standalone=True)
-    for name in FORMULA_NAMES:
-        (root / "inbox" / "GRO" / name).write_bytes(data)
+    for i, name in enumerate(FORMULA_NAMES):  # each its own bytes: one file under two names is set aside
+        (root / "inbox" / "GRO" / name).write_bytes(data + f"<!-- {i} -->\n".encode())
 
 
 SAMPLE_DSG = Path(__file__).resolve().parents[1] / "data" / "hubee" / "DSG.xml"
