@@ -501,6 +501,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise
     try:
         data = gather(settings, trace, now=from_environment().now(), scope=scope)
+    except sqlite3.Error as exc:
+        storage = storage_failure(exc, f"trace store {settings.paths.trace}")
+        if storage is None:
+            raise
+        if args.nagios:
+            print(f"FLUX-PMI CRITICAL - {storage}")
+            return NAGIOS_CODES["CRITICAL"]
+        raise storage from exc
     finally:
         trace.close()
     if args.nagios:

@@ -81,22 +81,29 @@ def _open(path: Path, *, label: str, schema: str, migrations: Sequence[Migration
     return db
 
 
-# SQLite's primary result codes that say the volume, not the data or the code, is at fault.
-_STORAGE_CODES = {8: "SQLITE_READONLY", 10: "SQLITE_IOERR", 13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN"}
+# SQLite's primary result codes that say the volume or the file, not the code, is at fault.
+_FULL_OR_FAILING = {8: "SQLITE_READONLY", 10: "SQLITE_IOERR", 13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN"}
+_DAMAGED = {11: "SQLITE_CORRUPT", 26: "SQLITE_NOTADB"}
 
 
 def storage_failure(exc: BaseException, what: str) -> StorageError | None:
-    """`exc` as the operator's matter it is (a full, read-only or failing volume), or None.
+    """`exc` as the operator's matter it is (a full, read-only, failing volume, a damaged file), or None.
 
     A full trace volume used to end a night on a traceback (exit 1); it is the same matter as a
     full archive folder: free space, rerun, and the rerun completes the night (nothing committed
-    is lost; the step that failed was rolled back whole).
+    is lost; the step that failed was rolled back whole). A damaged file (a disk fault, a copy
+    cut short) is no bug either: its backup is restored, and `status --nagios` says CRITICAL.
     """
     code = getattr(exc, "sqlite_errorcode", None)
-    if not isinstance(exc, sqlite3.Error) or code is None or code & 0xFF not in _STORAGE_CODES:
+    if not isinstance(exc, sqlite3.Error) or code is None:
         return None
-    return StorageError(what, f"{exc} ({_STORAGE_CODES[code & 0xFF]}): free space on its volume or make it "
-                              "writable, then run again; the step that failed was rolled back")
+    if code & 0xFF in _FULL_OR_FAILING:
+        return StorageError(what, f"{exc} ({_FULL_OR_FAILING[code & 0xFF]}): free space on its volume or make it "
+                                  "writable, then run again; the step that failed was rolled back")
+    if code & 0xFF in _DAMAGED:
+        return StorageError(what, f"{exc} ({_DAMAGED[code & 0xFF]}): the file is damaged; stop the runs and "
+                                  "restore it from the last backup (docs/operations.md, \"Backups\")")
+    return None
 
 
 @contextmanager

@@ -165,6 +165,23 @@ def test_status_nagios_says_critical_when_the_state_folder_is_missing(tmp_path):
     assert r.returncode == 2 and r.stdout.startswith("FLUX-PMI CRITICAL - ") and "missing" in r.stdout
 
 
+def test_a_damaged_trace_is_exit_10_for_run_and_critical_for_the_probe(tmp_path):
+    # A disk fault or a copy cut short: it used to be a bare "file is not a database", exit 1 (a bug's
+    # code), and Nagios read exit 1 as a mere WARNING.
+    root = _demo(tmp_path)
+    cfg = str(root / "flux-pmi.toml")
+    assert run_cli("run", "--config", cfg).returncode == ExitCode.OK
+    trace = root / "trace" / "flux-pmi.sqlite"
+    trace.write_bytes(trace.read_bytes()[:5000])  # cut short: the schema page survives, the rest is gone
+    for extra in ("-wal", "-shm"):
+        trace.with_name(trace.name + extra).unlink(missing_ok=True)
+    r = run_cli("run", "--config", cfg)
+    assert r.returncode == ExitCode.STORAGE and "restore it from the last backup" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    probe = run_cli("status", "--nagios", "--config", cfg)
+    assert probe.returncode == 2 and probe.stdout.startswith("FLUX-PMI CRITICAL - "), probe.stdout + probe.stderr
+
+
 def test_an_unusable_reports_folder_is_refused_before_anything_is_claimed_or_sent(tmp_path):
     root = _demo(tmp_path)
     (root / "reports").mkdir(exist_ok=True)

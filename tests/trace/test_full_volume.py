@@ -52,3 +52,15 @@ def test_a_full_trace_store_refuses_a_write_with_exit_10(tmp_path):
                 trace.start_run("run", None, __import__("datetime").datetime(2026, 11, 27, 3, 0))
     finally:
         trace.close()
+
+
+def test_a_damaged_trace_is_an_operators_matter_with_exit_10(tmp_path):
+    path = tmp_path / "trace" / "flux-pmi.sqlite"
+    TraceStore(path).close()
+    path.write_bytes(b"garbage" * 1000)  # a copy cut short, a disk fault
+    for wal in ("-wal", "-shm"):
+        path.with_name(path.name + wal).unlink(missing_ok=True)
+    with pytest.raises(StorageError, match=r"file is not a database \(SQLITE_NOTADB\).*restore it from the last "
+                                           r"backup") as raised:
+        TraceStore(path)
+    assert raised.value.exit_code == ExitCode.STORAGE
