@@ -35,12 +35,17 @@ def _claim(trace, run, dirs, flow="GRO"):
                        business_date=DAY, run_id=run, now=NOW)
 
 
+def _drop(dirs, **files: bytes):
+    """Files dropped in the GRO inbox folder (names with a dot: `_drop(dirs, **{"a.csv": b"x"})`)."""
+    g = dirs["inbox"] / "GRO"
+    for name, data in files.items():
+        (g / name).write_bytes(data)
+    return g
+
+
 def test_claim_moves_files_and_ignores_partial_writes(env):
     trace, run, dirs = env
-    g = dirs["inbox"] / "GRO"
-    (g / "a.csv").write_bytes(b"x")
-    (g / ".b.csv").write_bytes(b"hidden")
-    (g / "c.csv.part").write_bytes(b"partial")
+    g = _drop(dirs, **{"a.csv": b"x", ".b.csv": b"hidden", "c.csv.part": b"partial"})
     batch, dups = _claim(trace, run, dirs)
     assert dups == [] and (batch.dir / "a.csv").read_bytes() == b"x"
     assert sorted(p.name for p in g.iterdir()) == [".b.csv", "c.csv.part"]
@@ -61,12 +66,8 @@ def test_same_bytes_dropped_again_are_set_aside_not_claimed(env):
 def test_the_same_bytes_under_two_names_in_one_claim_are_taken_once(env):
     # Before, both were taken, and every record of the second was rejected as DUPLICATE.
     trace, run, dirs = env
-    g = dirs["inbox"] / "GRO"
-    (g / "b.csv").write_bytes(b"same")
-    (g / "a.csv").write_bytes(b"same")
-    (g / "c.csv").write_bytes(b"other")
-    (g / "e1.csv").write_bytes(b"")  # two empty files: each is judged (EMPTY) by the parse, not set aside
-    (g / "e2.csv").write_bytes(b"")
+    # Two empty files: each is judged (EMPTY) by the parse, not set aside.
+    g = _drop(dirs, **{"b.csv": b"same", "a.csv": b"same", "c.csv": b"other", "e1.csv": b"", "e2.csv": b""})
     batch, dups = _claim(trace, run, dirs)
     assert dups == ["b.csv"]  # the first name is taken
     assert sorted(p.name for p in batch.dir.iterdir()) == ["a.csv", "c.csv", "e1.csv", "e2.csv"]
