@@ -383,6 +383,8 @@ def _run_notes(report: NightReport) -> list[str]:
                      " enabling them emits these records")
     if report.replayed:
         lines.append(f"emitted: {report.replayed} kept record(s) of départements enabled since")
+    lines += [f"re-sealed: {n} waiting file(s) of département {dept} for its current certificate (changed since "
+              "they were built)" for dept, n in sorted(report.resealed.items())]
     return lines
 
 

@@ -22,6 +22,8 @@ code without importing the night. The rules it keeps:
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import hashlib
 import os
 import queue
 import threading
@@ -31,6 +33,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from tenacity import (
     RetryCallState,
@@ -45,12 +48,15 @@ from ..archive import ArchiveStore
 from ..config.settings import DeliveryPolicy, Department, Settings
 from ..core.clock import Clock
 from ..core.errors import FluxError, TransportError
+from ..core.fsutil import atomic_write
 from ..core.log import get as get_logger
+from ..seal import cms
 from ..testing import faults
 from ..trace.lifecycle import Status
 from ..trace.store import Emission, HoldWatch, TraceStore
 from ..transport.base import Delivery, Transport
 from ..transport.registry import transport_for
+from .sealkeys import SealKeys
 
 __all__ = ["JITTER", "Deliverer", "DeliveryReport", "TransportPool", "retry_wait"]
 
@@ -102,6 +108,7 @@ class DeliveryReport:
     waiting: list[Emission] = field(default_factory=list)
     held: dict[str, int] = field(default_factory=dict)  # held département -> files waiting for its resume
     problems: list[str] = field(default_factory=list)  # operator-facing, no personal data
+    resealed: list[Emission] = field(default_factory=list)  # sealed again: the département's certificate changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,7 @@ class Deliverer:
         self.sleep = sleep
         self.progress = progress or (lambda _msg: None)
         self.log = get_logger("flux-pmi.night")
+        self._keys = SealKeys(settings)
 
     def deliver(self, trace: TraceStore, run_id: int, *, only: Collection[int] | None = None,
                 transports: TransportPool | None = None) -> DeliveryReport:
@@ -187,6 +195,50 @@ class Deliverer:
     def _unusable(self, trace: TraceStore, run_id: int, emissions: list[Emission], error: str) -> None:
         for e in emissions:
             trace.transition(e.id, Status.DELIVERY_FAILED, self.clock.now(), run_id=run_id, last_error=error[:500])
+
+    def _sealed_for_now(self, trace: TraceStore, run_id: int, code: str, emissions: list[Emission],
+                        report: DeliveryReport) -> list[Emission]:
+        """The département's files to send, each sealed for its current certificate; cut at one that cannot be.
+
+        A département renews its certificate while files wait for it (held during its migration, its
+        partner down): they were sent as sealed, for the old key, and its PMI could not open them. Each
+        is sealed again from the archive's copy first (the same signed bytes, as a re-emission does).
+        One that cannot be (the archive key unreadable, the new certificate refused) fails, and the
+        files after it wait: no gap in the département's sequence.
+        """
+        out: list[Emission] = []
+        for e in emissions:
+            try:
+                cert, fingerprint = self._keys.recipient(code)
+                if e.recipient_cert_sha256 in (None, fingerprint):
+                    out.append(e)
+                    continue
+                out.append(self._reseal(trace, run_id, e, cert, fingerprint))
+                report.resealed.append(out[-1])
+            except (FluxError, OSError) as exc:
+                why = f"not re-sealed for the département's current certificate: {exc}"
+                self._unusable(trace, run_id, [e], why)
+                report.not_delivered.append(e)
+                report.problems.append(f"{e.flow} {e.department} seq {e.seq}: {why}")
+                self.log.error("emission.reseal_failed", flow=e.flow, department=e.department, seq=e.seq,
+                               file=e.file_name, error=str(exc))
+                break
+        return out
+
+    def _reseal(self, trace: TraceStore, run_id: int, e: Emission, cert: Any, fingerprint: str) -> Emission:
+        """`e` sealed again for `cert`: the archive's delivered copy replaced first, then the trace told."""
+        day, name, now = date.fromisoformat(e.business_date), e.file_name or "", self.clock.now()
+        archive_cert, archive_key = self._keys.archive()
+        sealed = cms.reseal_from_archive(self.archive.get_archive_copy(day, name), archive_cert=archive_cert,
+                                         archive_key=archive_key, recipient_cert=cert, now=now)
+        # A crash between the two leaves the old fingerprint traced: the next run seals it again.
+        atomic_write(self.archive.sealed_path(day, name), sealed)
+        digest = hashlib.sha256(sealed).hexdigest()
+        trace.mark_resealed(e.id, now, size=len(sealed), sha256=digest, recipient_cert_sha256=fingerprint,
+                            run_id=run_id)
+        self.log.warning("emission.resealed", flow=e.flow, department=e.department, seq=e.seq, file=name,
+                         reason="the département's certificate changed since the file was built")
+        return dataclasses.replace(e, size=len(sealed), sha256=digest, recipient_cert_sha256=fingerprint)
 
     def _record_one(self, trace: TraceStore, run_id: int, outcome: _Outcome, transports: dict[str, Transport],
                     total: int, report: DeliveryReport) -> None:
@@ -285,6 +337,7 @@ class DeliverySession:
         self._queues: dict[str, list[Emission]] = defaultdict(list)  # guarded by _lock
         self._active: set[str] = set()  # départements with a worker running: guarded by _lock
         self._stopped: set[str] = set()  # a failure stopped their queue: guarded by _lock
+        self._cut: set[str] = set()  # a file could not be re-sealed: nothing more queued (calling thread only)
         self._held_meanwhile: set[str] = set()  # held since the session began: guarded by _lock
         self._watch = HoldWatch(trace.path)  # the workers' own read of the holds
         self._lock = threading.Lock()
@@ -326,9 +379,16 @@ class DeliverySession:
                 if error is not None:  # a broken transport: its files failed (not enabled: they wait)
                     self.d._unusable(self.trace, self.run_id, by_dept[code], error)
                 continue
+            # Queued only up to a file that could not be sealed for the current certificate; none after it
+            # this run (the files before it still go: they leave no gap).
+            todo = ([] if code in self._cut
+                    else self.d._sealed_for_now(self.trace, self.run_id, code, by_dept[code], self.report))
+            if len(todo) < len(by_dept[code]):
+                self._cut.add(code)
             with self._lock:
-                self._queues[code].extend(by_dept[code])
-                start = code not in self._active and code not in self._stopped and code not in self._held_meanwhile
+                self._queues[code].extend(todo)
+                start = (bool(todo) and code not in self._active and code not in self._stopped
+                         and code not in self._held_meanwhile)
                 if start:
                     self._active.add(code)
             if start:

@@ -91,6 +91,7 @@ class NightReport:
     held: dict[str, int] = field(default_factory=dict)  # held département -> files waiting for its resume
     parked: int = 0  # records kept for a département that is not enabled (DEPARTMENT_NOT_ENABLED_KEPT)
     replayed: int = 0  # parked records emitted tonight, their département being enabled now
+    resealed: dict[str, int] = field(default_factory=dict)  # département -> files sealed again (new certificate)
     # Enabled départements whose SIRET is still the registry's placeholder: nothing is built or sent
     # to them (their records are kept, as for a département not enabled) until the SIRET is set.
     unsendable: list[str] = field(default_factory=list)
@@ -911,6 +912,8 @@ class Night:
         for e in [*done.not_delivered, *done.waiting]:
             report.lines[(e.flow, e.department)].pending += 1
         report.problems.extend(done.problems)
+        for e in done.resealed:
+            report.resealed[e.department] = report.resealed.get(e.department, 0) + 1
 
 
 def _disabled(settings: Settings, codes: Collection[str]) -> Settings:

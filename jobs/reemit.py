@@ -50,6 +50,7 @@ from ..trace.lifecycle import DONE
 from ..trace.store import Emission, TraceStore
 from .deliver import Deliverer
 from .retention import last_purge_cutoff, retention_cutoff
+from .sealkeys import SealKeys
 
 REQUEST_WORKING_DAYS = 8  # annexe 2 §3: re-emit within 8 jours ouvrés of the request
 AUTO_REQUESTER = "flux-pmi (auto)"
@@ -80,37 +81,6 @@ def requester() -> str:
 def _clean(text: str, limit: int) -> str:
     # Operator text goes into the trace and onto terminals: one line, bounded.
     return _CONTROL.sub(" ", text).strip()[:limit]
-
-
-class _Keys:
-    """Certificates loaded once per command, not once per file."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._recipients: dict[str, tuple[Any, str]] = {}
-        self._archive: tuple[Any, Any] | None = None
-
-    def recipient(self, department: str) -> tuple[Any, str]:
-        """The département's current certificate and its fingerprint."""
-        if department not in self._recipients:
-            dept = self.settings.departments[department]
-            if dept.certificate is None:
-                raise RefusedError(
-                    f"département {department} has no certificate configured: nothing can be sealed"
-                )
-            cert = certs.load_certificate(dept.certificate)
-            self._recipients[department] = cert, certs.cert_fingerprint(cert)
-        return self._recipients[department]
-
-    def archive(self) -> tuple[Any, Any]:
-        # Loaded only when a file must be re-sealed: the archive key may be kept out of daily reach.
-        if self._archive is None:
-            s = self.settings.sender
-            self._archive = (
-                certs.load_certificate(s.archive_certificate),
-                certs.load_private_key(s.archive_key, s.archive_key_passphrase),
-            )
-        return self._archive
 
 
 @dataclass(frozen=True)
@@ -171,7 +141,7 @@ def _reemit(
     by: str,
     reason: str,
     request_id: int | None,
-    keys: _Keys,
+    keys: SealKeys,
 ) -> ReemittedFile:
     what = f"{row.flow} {row.department} seq {row.seq}"
     business_date = date.fromisoformat(row.business_date)
@@ -242,7 +212,7 @@ def reemit_emission(
     archived yet or its département is not enabled.
     """
     row = _original_row(trace, emission_id)
-    keys = _Keys(settings)
+    keys = SealKeys(settings)
     return _reemit(settings, trace, archive, row, now=now, by=by, reason=reason, request_id=request_id,
                    keys=keys).emission
 
@@ -394,7 +364,7 @@ def _select(settings: Settings, trace: TraceStore, scope: _Scope, refuse: _Refus
     raise refuse(f"re-emission refused: nothing was emitted for {what} on {when}")
 
 
-def _check_certificates(keys: _Keys, eligible: list[Any], now: datetime) -> list[str]:
+def _check_certificates(keys: SealKeys, eligible: list[Any], now: datetime) -> list[str]:
     """The départements involved. A renewed certificate that is unusable stops the request before
     anything is made (CertificateError: an operator's matter, exit 2)."""
     involved = sorted({r.department for r in eligible})
@@ -420,7 +390,7 @@ def request(settings: Settings, trace: TraceStore, ask: ReemitRequest, *, clock:
     refuse = _Refusals(trace, scope, now, dry_run=ask.dry_run)
     _check_scope(settings, trace, scope, now, refuse)
     eligible, waiting = _select(settings, trace, scope, refuse)
-    keys = _Keys(settings)
+    keys = SealKeys(settings)
     involved = _check_certificates(keys, eligible, now)
     deadline = min(workdays.add_working_days(now.date(), REQUEST_WORKING_DAYS, c) for c in involved)
     if ask.dry_run:
@@ -451,7 +421,7 @@ def request(settings: Settings, trace: TraceStore, ask: ReemitRequest, *, clock:
 class _Run:
     """One request's making, delivery and closing, once it is traced."""
 
-    def __init__(self, settings: Settings, trace: TraceStore, scope: _Scope, clock: Clock, keys: _Keys,
+    def __init__(self, settings: Settings, trace: TraceStore, scope: _Scope, clock: Clock, keys: SealKeys,
                  progress: Callable[[str], None] | None):
         self.settings, self.trace, self.scope, self.clock, self.keys = settings, trace, scope, clock, keys
         self.progress = progress

@@ -405,6 +405,21 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
             "INSERT INTO emission_events(emission_id, at, from_status, to_status, run_id, detail)"
             " VALUES (?,?,?,?,?,?)", (emission_id, _iso(now), src, dst, run_id, detail))
 
+    def mark_resealed(self, emission_id: int, now: datetime, *, size: int, sha256: str, recipient_cert_sha256: str,
+                      run_id: int | None = None) -> None:
+        """An archived file not delivered yet, sealed again for its département's current certificate.
+
+        Its status does not change (an event says what happened); its size, digest and certificate do.
+        """
+        with self.tx():
+            row = self.db.execute("SELECT status FROM emissions WHERE id=?", (emission_id,)).fetchone()
+            if row is None or row["status"] not in (Status.ARCHIVED, Status.DELIVERY_FAILED):
+                raise TraceError(f"emission {emission_id}: only a file archived and not delivered is re-sealed")
+            self.db.execute("UPDATE emissions SET size=?, sha256=?, recipient_cert_sha256=? WHERE id=?",
+                            (size, sha256, recipient_cert_sha256, emission_id))
+            self._event(emission_id, row["status"], row["status"], now,
+                        "re-sealed for the département's current certificate", run_id)
+
     def mark_archived(self, emission_id: int, now: datetime, *, file_name: str, size: int, sha256: str,
                       records: Iterable[tuple[str, date, workdays.Deadlines | date]], rejects_count: int, run_id: int | None,
                       recipient_cert_sha256: str | None = None) -> None:
