@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import pwd
 import shutil
 import stat
 from collections.abc import Iterator
@@ -47,7 +48,20 @@ def state_dir(path: Path, what: str) -> Path:
     if not path.is_dir() and not path.parent.is_dir():
         raise StorageError(path.parent, f"missing, so the {what} cannot be opened (an unmounted share, or a "
                            "wrong [paths]?): nothing was done. Mount it or create it, or fix [paths]")
+    if path.is_dir() and (owner := path.stat().st_uid) != (me := os.geteuid()):
+        # `sudo flux-pmi run` by hand, say: what it created (the trace's journal, archive folders, the
+        # lock) would belong to root, and the service user's next nights would stop on them.
+        raise StorageError(path, f"belongs to {_user_name(owner)}, and this command runs as {_user_name(me)}: "
+                           f"run it as {_user_name(owner)} (sudo -u {_user_name(owner)} flux-pmi ...); nothing "
+                           "was done (what it would create here would stop that user's next runs)")
     return private_dir(path)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def fsync_dir(path: Path) -> None:

@@ -4,6 +4,7 @@ traceback, and lose, duplicate or misroute nothing: odd bytes in --reason, an em
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -238,3 +239,22 @@ def test_entries_the_night_does_not_take_are_named_logged_and_left_where_they_ar
     # Nothing was taken, so the next night names them again.
     again = run_cli("run", "--config", config)
     assert again.returncode == ExitCode.OK and "not taken: 4 inbox entries" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize("command", [["run"], ["status"], ["hold", "035"], ["purge"]])
+def test_a_command_run_as_another_user_than_the_states_owner_is_refused(tmp_path, monkeypatch, capsys, command):
+    # `sudo flux-pmi run` by hand on a server: root would create the trace's journal, archive folders and
+    # the lock as root, and the service user's next nights would stop on them. Refused, nothing created.
+    from flux_pmi import cli
+
+    root = _demo(tmp_path)
+    cfg = str(root / "flux-pmi.toml")
+    assert cli.main(["run", "--config", cfg]) == ExitCode.OK
+    before = sorted(str(p) for p in root.rglob("*"))
+    owner = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 4242)  # someone else than the state's owner
+    capsys.readouterr()
+    assert cli.main([*command, "--config", cfg]) == ExitCode.STORAGE
+    err = capsys.readouterr().err
+    assert f"this command runs as uid {owner + 4242}" in err and "nothing was done" in err, err
+    assert sorted(str(p) for p in root.rglob("*")) == before
