@@ -413,7 +413,7 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
         """
         with self.tx():
             row = self.db.execute("SELECT status FROM emissions WHERE id=?", (emission_id,)).fetchone()
-            if row is None or row["status"] not in (Status.ARCHIVED, Status.DELIVERY_FAILED):
+            if row is None or row["status"] not in TO_DELIVER:
                 raise TraceError(f"emission {emission_id}: only a file archived and not delivered is re-sealed")
             self.db.execute("UPDATE emissions SET size=?, sha256=?, recipient_cert_sha256=? WHERE id=?",
                             (size, sha256, recipient_cert_sha256, emission_id))

@@ -111,3 +111,29 @@ def test_a_file_that_cannot_be_resealed_fails_and_the_next_ones_wait(site, tmp_p
     again = _night(site)
     assert again.exit_code == ExitCode.OK, again.problems
     assert sorted(p.name.split("_")[0] for p in (site / "drop" / "035").glob("*.p7m")) == ["DSG", "GRO", "SGR"]
+
+
+def test_a_reemission_waiting_across_a_renewal_is_resealed_too(site, tmp_path):
+    # A re-emission asked while the département is held waits too (status re-emitted): it was sealed
+    # for the certificate of the day it was asked, and must follow a renewal as the originals do.
+    from flux_pmi.jobs import reemit
+    from flux_pmi.jobs.deliver import Deliverer
+
+    settings = load(site / "flux-pmi.toml")
+    assert _night(site).exit_code == ExitCode.OK  # delivered; then its PMI loses the GRO file and migrates
+    clock = FixedClock(NOW)
+    with TraceStore(settings.paths.trace) as trace:
+        trace.hold("035", NOW, by="ops", reason="moving")
+        asked = reemit.request(settings, trace, reemit.ReemitRequest(
+            flows=["GRO"], departments=["035"], date_from=BUSINESS_DATE, by="ops", reason="lost on their side"),
+            clock=clock, deliverer=Deliverer(settings, clock=clock, sleep=lambda _s: None))
+        assert [f.emission.status for f in asked.files] == [Status.REEMITTED]  # held: it waits
+    _renew(site, tmp_path, "035")
+    with TraceStore(settings.paths.trace) as trace:
+        trace.resume("035", NOW, by="ops")
+    report = _night(site)
+    assert report.exit_code == ExitCode.OK, report.problems
+    assert report.resealed == {"035": 1}  # the re-emission
+    pki = site / "pki"
+    copy = site / "drop" / "035" / "GRO_035_20261123_000001_R01.xml.p7m"
+    assert _open(copy, pki / "035.crt", pki / "035.key", site)
