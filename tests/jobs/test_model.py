@@ -3,7 +3,8 @@
 Hypothesis drives sequences of what operators and the world do to flux-pmi over many simulated
 days (an injected clock: FLUX_PMI_NOW), against a real installation with a local-drop partner and
 a real OpenSSH partner on loopback:
-- operator actions: drop a day's input, run, hold, resume, reemit, purge, receive;
+- operator actions: drop a day's input, run, hold, resume, reemit, purge, receive, and a held
+  or unreachable PMI's certificate renewed (what it gets from then on must open with the new key);
 - faults: a run SIGKILLed at a named fault point, the SFTP partner down (and back).
 
 After every step the invariants are checked against a deliberately simple model:
@@ -39,6 +40,7 @@ from support import dump_sqlite, make_demo, record_fingerprints, run_cli
 from support.sshd import FLOW_DIRS, PartnerPool, generate_key, require_tools
 
 from flux_pmi.core.clock import PARIS
+from flux_pmi.demo import pki as demo_pki
 from flux_pmi.demo.generate import generate_inbox, working_days_before
 from flux_pmi.seal import certs, cms
 
@@ -88,6 +90,7 @@ class OperatorDays(RuleBasedStateMachine):
         self.seen: dict[tuple[str, str], str] = {}  # (dept, file) -> sha256 of every file a partner ever had
         self.fingerprints: Counter = Counter()  # record fingerprints seen in original files
         self.counts: Counter = Counter()  # (dept, flow) -> records seen in original files
+        self.renewals = 0
         self.snapshot = self._partner_files()
 
     # -- the installation --------------------------------------------------------------------
@@ -208,6 +211,20 @@ class OperatorDays(RuleBasedStateMachine):
         done = self.cli("resume", dept, "--by", "model")
         assert done.returncode in (0, 6), done.stdout + done.stderr[-3000:]
         self.held.discard(dept)
+        self._expect_nothing_sent()
+
+    @precondition(lambda self: bool(self.held) or not self.partner.running)
+    @rule(data=st.data())
+    def renew_certificate(self, data) -> None:
+        """A PMI held or unreachable sends a new certificate (a new key), as during a migration: whatever
+        it gets from now on must open with it, the files that waited for it included."""
+        dept = data.draw(st.sampled_from(sorted(self.held | (set() if self.partner.running else {REMOTE}))))
+        ACTIONS["renew"] += 1
+        pki = self.install / "pki"
+        ca = demo_pki.Credential(certs.load_certificate(pki / "ca.crt"), certs.load_private_key(pki / "ca.key"))
+        self.renewals += 1
+        now = datetime.combine(self.today, time(4, 0), tzinfo=PARIS)
+        demo_pki.write_credential(demo_pki.issue_cert(ca, f"PMI {dept} (renewal {self.renewals})", now=now), pki, dept)
         self._expect_nothing_sent()
 
     @precondition(lambda self: bool(self.seen))
