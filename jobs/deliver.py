@@ -56,6 +56,7 @@ from ..trace.lifecycle import Status
 from ..trace.store import Emission, HoldWatch, TraceStore
 from ..transport.base import Delivery, Transport
 from ..transport.registry import transport_for
+from . import guards
 from .sealkeys import SealKeys
 
 __all__ = ["JITTER", "Deliverer", "DeliveryReport", "TransportPool", "retry_wait"]
@@ -147,6 +148,7 @@ class Deliverer:
         self.progress = progress or (lambda _msg: None)
         self.log = get_logger("flux-pmi.night")
         self._keys = SealKeys(settings)
+        self._shared: dict[str, str] | None = None  # départements whose key is another SIRET's (guards)
 
     def deliver(self, trace: TraceStore, run_id: int, *, only: Collection[int] | None = None,
                 transports: TransportPool | None = None) -> DeliveryReport:
@@ -184,6 +186,11 @@ class Deliverer:
         dept = self.settings.departments.get(code)
         if dept is None or not dept.enabled:
             report.problems.append(f"département {code} has emissions to deliver but is not enabled")
+            return None
+        if self._shared is None:
+            self._shared = guards.shared_recipient_keys(self.settings)
+        if code in self._shared:  # a copied certificate line: its files would be re-sealed for another PMI
+            report.problems.append(f"département {code}: {self._shared[code]}: its files wait")
             return None
         try:
             return pool(self.settings, dept)

@@ -48,6 +48,7 @@ from ..core.log import get as get_logger
 from ..seal import certs, cms
 from ..trace.lifecycle import DONE
 from ..trace.store import Emission, TraceStore
+from . import guards
 from .deliver import Deliverer
 from .retention import last_purge_cutoff, retention_cutoff
 from .sealkeys import SealKeys
@@ -331,6 +332,10 @@ def _check_scope(settings: Settings, trace: TraceStore, scope: _Scope, now: date
     if disabled:
         raise refuse(f"re-emission refused: département {', '.join(disabled)} is not enabled: "
                      "nothing can be sent to it")
+    shared = guards.shared_recipient_keys(settings)
+    if mixed := [c for c in scope.departments if c in shared]:
+        raise refuse(f"re-emission refused: département {mixed[0]}: {shared[mixed[0]]}: nothing can be sealed "
+                     "for it until each département has its own certificate")
     if not scope.departments:
         raise refuse("re-emission refused: no département is enabled")
     months = settings.retention.months

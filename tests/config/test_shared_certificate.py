@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import pytest
 from support import BUSINESS_DATE, NOW
 
 from flux_pmi.config.settings import load
 from flux_pmi.core.clock import FixedClock
-from flux_pmi.core.errors import ExitCode
+from flux_pmi.core.errors import ExitCode, RefusedError
 from flux_pmi.jobs.guards import shared_recipient_keys
 from flux_pmi.jobs.night import Night
 from flux_pmi.jobs.preflight import run_checks
@@ -76,3 +77,34 @@ def test_one_organisation_may_use_one_key_for_two_departements(demo):
     settings = load(root / "flux-pmi.toml")
     assert shared_recipient_keys(settings) == {}
     assert not [f for f in run_checks(settings, NOW) if not f.ok]
+
+
+def test_reemit_and_any_delivery_refuse_a_departement_whose_key_is_shared(demo):
+    # The night leaves such a département out; a re-emission or a `retry` must not seal its files
+    # again for the other PMI's key (the delivery re-seals a waiting file for the configured one).
+    from flux_pmi.jobs import reemit
+    from flux_pmi.jobs.deliver import Deliverer
+    from flux_pmi.trace.store import TraceStore
+
+    root, _ = demo
+    settings = load(root / "flux-pmi.toml")
+    with TraceStore(settings.paths.trace) as trace:
+        trace.hold("067", NOW, by="ops", reason="migration")
+    assert _night(root).run(BUSINESS_DATE).exit_code == ExitCode.OK
+    _set(root, "067", "certificate", '"pki/035.crt"')
+    settings = load(root / "flux-pmi.toml")
+    clock = FixedClock(NOW)
+    with TraceStore(settings.paths.trace) as trace:
+        trace.resume("067", NOW, by="ops")
+        waiting = {e.file_name: e.sha256 for e in trace.to_deliver() if e.department == "067"}
+        assert waiting
+        with pytest.raises(RefusedError, match="département 067: its certificate .* same key as that of 035"):
+            reemit.request(settings, trace, reemit.ReemitRequest(
+                flows=["GRO"], departments=["067"], date_from=BUSINESS_DATE, by="ops", reason="x"),
+                clock=clock, deliverer=Deliverer(settings, clock=clock, sleep=lambda _s: None))
+        run_id = trace.start_run("retry", None, NOW)
+        done = Deliverer(settings, clock=clock, sleep=lambda _s: None).deliver(trace, run_id)
+        assert not [e for e in done.delivered if e.department == "067"] and not done.resealed
+        assert any(p.startswith("département 067: its certificate") for p in done.problems)
+        assert {e.file_name: e.sha256 for e in trace.to_deliver() if e.department == "067"} == waiting
+    assert not _files(root, "067")
