@@ -85,7 +85,10 @@ def resume(config: Path, department: str, *, by: str | None, now: datetime) -> l
         trace.close()
     if row is None:
         return [f"département {code} is not held: nothing to resume"]
-    return [
-        f"département {code} resumed by {who} (held since {row.held_at} by {row.held_by})",
-        f"{waiting} waiting file(s) are delivered in sequence order by the next run (`flux-pmi run`)",
-    ]
+    lines = [f"département {code} resumed by {who} (held since {row.held_at} by {row.held_by})"]
+    if settings.departments[code].enabled:
+        lines.append(f"{waiting} waiting file(s) are delivered in sequence order by the next run (`flux-pmi run`)")
+    else:
+        lines.append(f"note: département {code} is not enabled: its {waiting} waiting file(s) wait until its "
+                     "table has a certificate and a transport again")
+    return lines

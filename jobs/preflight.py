@@ -23,7 +23,7 @@ from ..config.settings import Department, Settings
 from ..core.errors import CertificateError, FluxError, MailError
 from ..seal import certs
 from ..seal.certs import EXPIRY_WARNING_DAYS
-from ..trace.store import recent_archived_files
+from ..trace.store import recent_archived_files, waiting_by_department
 from ..transport.base import Checkable, CheckResult
 from ..transport.registry import transport_for
 from . import guards, mailer
@@ -152,6 +152,22 @@ def archive_findings(settings: Settings) -> list[Finding]:
                     "removed by hand? Re-emission needs them")]
 
 
+def stranded_findings(settings: Settings) -> list[Finding]:
+    """A département taken out of the config (or disabled) while files wait for it or records are kept
+    for it: nothing reaches its PMI until it is enabled again, and only `status` would show it."""
+    enabled = {d.code for d in settings.enabled_departments()}
+    out = []
+    for code, (files, kept) in sorted(waiting_by_department(settings.paths.trace).items()):
+        if code in enabled:
+            continue
+        what = " and ".join(part for part in (f"{files} file(s) wait" if files else "",
+                                              f"{kept} record(s) are kept" if kept else "") if part)
+        out.append(Finding(code, True, f"not enabled, yet {what} for it",
+                           "nothing reaches its PMI until its table has a certificate and a transport again "
+                           "(`flux-pmi status` lists them)", warning=True))
+    return out
+
+
 def mail_findings(settings: Settings) -> list[Finding]:
     """The relay that carries the incident notices (annexe 2, 5.1) takes us: logged in, nothing sent."""
     notify = settings.notify
@@ -165,5 +181,5 @@ def mail_findings(settings: Settings) -> list[Finding]:
 
 
 def run_checks(settings: Settings, now: datetime) -> list[Finding]:
-    return (storage_findings(settings) + archive_findings(settings) + key_findings(settings)
-            + certificate_findings(settings, now) + mail_findings(settings) + partner_findings(settings))
+    return (storage_findings(settings) + archive_findings(settings) + stranded_findings(settings)
+            + key_findings(settings) + certificate_findings(settings, now) + mail_findings(settings) + partner_findings(settings))

@@ -42,7 +42,7 @@ from .reporting import ReportQueries
 from .retention import RetentionQueries
 from .schema import SCHEMA_VERSION, open_trace, open_trace_read_only
 
-__all__ = ["SCHEMA_VERSION", "Emission", "HoldWatch", "TraceStore", "recent_archived_files"]
+__all__ = ["SCHEMA_VERSION", "Emission", "HoldWatch", "TraceStore", "recent_archived_files", "waiting_by_department"]
 
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -70,6 +70,28 @@ def recent_archived_files(path: Path, limit: int = 20) -> list[tuple[date, str]]
     finally:
         db.close()
     return [(date.fromisoformat(d), name) for d, name in rows]
+
+
+def waiting_by_department(path: Path) -> dict[str, tuple[int, int]]:
+    """Per département, (files archived and not delivered, records kept while it was not enabled),
+    read-only: `check` names a département taken out of the config while it still has some."""
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    marks = ",".join("?" * len(TO_DELIVER))
+    try:
+        files = db.execute(f"SELECT department, count(*) FROM emissions WHERE status IN ({marks}) GROUP BY department",
+                           tuple(TO_DELIVER)).fetchall()
+        kept = db.execute("SELECT department, sum(count) FROM parked WHERE state=? GROUP BY department",
+                          (ParkedState.PARKED,)).fetchall()
+    except sqlite3.Error:
+        return {}  # an older or damaged trace: `run` will say so, not `check`
+    finally:
+        db.close()
+    out = {dept: (n, 0) for dept, n in files}
+    for dept, n in kept:
+        out[dept] = (out.get(dept, (0, 0))[0], n)
+    return out
 
 
 class HoldWatch:
