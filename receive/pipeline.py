@@ -29,7 +29,7 @@ What is *not* the file's fault (the drop unreachable, the output disk full, open
 missing) refuses nothing: the file stays where it is for the next run, and the run
 reports an error (exit 3).
 
-Crash safety: see ledger.py. At the start of every run, files left `ingesting` are taken
+Crash safety: see trace/ledger.py. At the start of every run, files left `ingesting` are taken
 back (their output folder removed), acks not yet published are published, and the
 retention finishes what it had marked.
 """
@@ -64,10 +64,10 @@ from ..core.names import ack_name
 from ..schemas.ack import AckError, build_ack
 from ..seal import certs, cms
 from ..testing import faults
+from ..trace.ledger import DUPLICATE, OK, REFUSED, Gap, Ledger
 from .config import ReceiveConfig
 from .drops import Drop, DropFile, open_drop
 from .extract import Extracted, ExtractError, ZipLimits, extract
-from .ledger import DUPLICATE, OK, REFUSED, Gap, Ledger
 from .output import STAGING_PREFIX, write_outputs
 
 __all__ = [

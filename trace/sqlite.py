@@ -1,6 +1,6 @@
 """Opening a flux-pmi SQLite store: the one place that knows the pragmas, the file mode and migrations.
 
-The trace (trace/store.py) and the receiving side's ledger (receive/ledger.py) are both
+The trace (trace/store.py) and the receiving side's ledger (trace/ledger.py) are both
 small SQLite databases that must survive a crash and hold nothing anyone else may read.
 They open the same way: an owner-only file created before SQLite creates its -wal and -shm
 beside it (they take its mode), WAL with a full sync, and a schema brought up to date in

@@ -25,8 +25,8 @@ from flux_pmi.core.errors import ConfigError, ExitCode
 from flux_pmi.core.names import emission_name
 from flux_pmi.receive.config import HubeeDropConfig, load_receive
 from flux_pmi.receive.drops import HubeeDropReader, open_drop
-from flux_pmi.receive.ledger import Ledger
 from flux_pmi.trace.journal import DeliveryJournal
+from flux_pmi.trace.ledger import Ledger
 from flux_pmi.transport import retry
 from flux_pmi.transport.base import Delivery
 from flux_pmi.transport.hubee import HubeeTransport, TokenCache, external_id

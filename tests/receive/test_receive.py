@@ -38,10 +38,10 @@ from flux_pmi.jobs.deliver import Deliverer
 from flux_pmi.jobs.night import Night
 from flux_pmi.receive.config import load_receive
 from flux_pmi.receive.extract import COLUMNS
-from flux_pmi.receive.ledger import Ledger
 from flux_pmi.receive.pipeline import Receiver
 from flux_pmi.schemas.ack import Ack, parse_ack
 from flux_pmi.seal import certs, cms
+from flux_pmi.trace.ledger import Ledger
 from flux_pmi.trace.store import TraceStore
 
 HUBEE = Path(__file__).resolve().parents[1] / "data" / "hubee"  # copies of shared/reference/hubee

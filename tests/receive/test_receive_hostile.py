@@ -24,10 +24,10 @@ from flux_pmi.core.names import ack_name
 from flux_pmi.demo.pki import SIGNING, issue_cert, make_ca
 from flux_pmi.jobs.night import Night
 from flux_pmi.receive.config import load_receive
-from flux_pmi.receive.ledger import Ledger
 from flux_pmi.receive.pipeline import Receiver
 from flux_pmi.schemas.ack import Ack, parse_ack
 from flux_pmi.seal import certs, cms
+from flux_pmi.trace.ledger import Ledger
 
 GRO = f"GRO_035_{BUSINESS_DATE:%Y%m%d}_000001.xml.p7m"
 SGR = f"SGR_035_{BUSINESS_DATE:%Y%m%d}_000001.zip.p7m"

@@ -31,8 +31,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..core.errors import FluxError
-from ..trace.records import Record
-from ..trace.sqlite import Database, open_database
+from .records import Record
+from .sqlite import Database, open_database
 
 __all__ = ["DUPLICATE", "INGESTING", "OK", "REFUSED", "FileStatus", "Gap", "Ledger", "LedgerError", "Row"]
 
