@@ -1,3 +1,13 @@
+"""The receiving side's configuration: one TOML file per département, validated once.
+
+A département's IT team runs `flux-pmi receive` with its own key, its certificate and the
+CNAF's, and nothing of the sending side's installation. Its file says where the files arrive
+(a local folder, an SFTP server or HubEE), where the outputs and the ledger go, how long they
+are kept and how large an input may be. It is checked as the sending side's config is
+(pydantic, through config/validation.py), so a mistake names the file and the key, before
+anything is read from the drop.
+"""
+
 from __future__ import annotations
 
 import functools
