@@ -187,3 +187,9 @@ def test_sql_lives_in_trace_alone():
             if "execute(" in line or "executemany(" in line or "sqlite3.connect(" in line:
                 bad.append(f"{path.relative_to(ROOT)}:{lineno}")
     assert bad == []
+
+
+def test_every_module_opens_with_a_docstring_saying_why_it_exists():
+    bare = sorted(str(path.relative_to(ROOT)) for path in _modules().values()
+                  if not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))))
+    assert bare == []
