@@ -438,12 +438,12 @@ def _run_problems(report: NightReport) -> list[str]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .config.settings import load
-    from .jobs.preflight import run_checks
+    from .jobs.preflight import Level, run_checks
 
     settings = load(args.config)
     findings = run_checks(settings, from_environment().now())
     for f in findings:
-        if args.quiet and f.level == "ok":
+        if args.quiet and f.level == Level.OK:
             continue
         print(f"{f.level:<5} {f.scope:<7} {f.what}" + (f": {f.detail}" if f.detail else ""))
     errors = sum(not f.ok for f in findings)

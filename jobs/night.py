@@ -48,7 +48,7 @@ from ..inbox import claim as inbox
 from ..report import rejects as rejects_report
 from ..seal import certs, cms
 from ..testing import faults
-from ..trace.lifecycle import ParkedState, RunStatus, Status
+from ..trace.lifecycle import BatchState, InboxKind, InboxState, ParkedState, RunStatus, Status
 from ..trace.store import Emission, TraceStore
 from ..transport.base import Transport
 from ..transport.registry import transport_for
@@ -234,7 +234,7 @@ class Night:
                                               if e.department in held).items()))
             report.undelivered_files = len(waiting) + self._unarchived(trace)
             report.undelivered = (report.undelivered_files
-                                  + len([b for b in trace.open_batches() if b.state == "claimed"]))
+                                  + len([b for b in trace.open_batches() if b.state == BatchState.CLAIMED]))
             report.interrupted = self.stop.is_set() and report.undelivered > 0
             report.problems += notices.notify_incidents(self.settings, trace, self.clock, run_id=run_id, stop=self.stop)
             status = RunStatus.of_exit(report.exit_code.name)
@@ -370,7 +370,7 @@ class Night:
         now = self.clock.now()
         batches: list[inbox.Batch] = []
         for row in trace.open_batches():
-            if row.state == "claiming":
+            if row.state == BatchState.CLAIMING:
                 inbox.finish_claim(trace, row.id, inbox=self.paths.inbox, work=self.paths.work,
                                    flow=row.flow, now=now)
             batches.append(inbox.Batch(row.id, row.flow, date.fromisoformat(row.business_date),
@@ -488,7 +488,7 @@ class Night:
     def _start_parse(self, trace: TraceStore, batch: inbox.Batch) -> _Parsing:
         """The batch's claimed inputs, their parse jobs, and their results to come (the first ones sent now)."""
         limits = self._parse_limits()
-        rows = [row for row in trace.batch_files(batch.id) if row.kind == "input" and row.state == "claimed"]
+        rows = [row for row in trace.batch_files(batch.id) if row.kind == InboxKind.INPUT and row.state == InboxState.CLAIMED]
         jobs = [prepare.ParseJob(batch.flow, batch.dir / row.name, row.name, self.clock.today(), batch.dir, limits)
                 for row in rows]
         return _Parsing(rows, jobs, self.workers.map(prepare.parse, jobs))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from ..archive import ArchiveStore
 from ..config.settings import Department, Settings
@@ -29,6 +30,14 @@ from ..transport.registry import transport_for
 from . import guards, mailer
 
 
+class Level(StrEnum):
+    """How a finding is printed, and what it means for tonight."""
+
+    OK = "ok"
+    WARN = "WARN"  # tonight works; someone should look
+    ERROR = "ERROR"  # `run` refuses, or some files will not go
+
+
 @dataclass(frozen=True)
 class Finding:
     scope: str  # "sender", "archive", a département code
@@ -38,8 +47,8 @@ class Finding:
     warning: bool = False
 
     @property
-    def level(self) -> str:
-        return "ERROR" if not self.ok else ("WARN" if self.warning else "ok")
+    def level(self) -> Level:
+        return Level.ERROR if not self.ok else (Level.WARN if self.warning else Level.OK)
 
 
 def _cert_findings(scope: str, path, now: datetime, *, role: str, key=None, passphrase=None) -> list[Finding]:

@@ -46,7 +46,7 @@ from ..core.errors import ConfigError, ExitCode, FluxError, RefusedError, TraceE
 from ..core.log import bind_run, unbind_run
 from ..core.log import get as get_logger
 from ..seal import certs, cms
-from ..trace.lifecycle import DONE
+from ..trace.lifecycle import DONE, RequestStatus, RunStatus
 from ..trace.store import Emission, TraceStore
 from . import guards
 from .deliver import Deliverer
@@ -97,11 +97,12 @@ class ReemitResult:
     request_id: int
     run_id: int
     deadline: date
-    status: str  # done, pending, failed (as traced in reemission_requests)
+    status: RequestStatus  # as traced in reemission_requests
     files: list[ReemittedFile] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # originals that could not be re-emitted, with why
     problems: list[str] = field(default_factory=list)  # delivery problems, operator-facing
     held: dict[str, int] = field(default_factory=dict)  # held département -> re-emitted files waiting for it
+    dry_run: bool = False  # a plan: nothing was traced, made or sent
     planned: list[str] = field(default_factory=list)  # --dry-run: the names that would be re-emitted and sent
     waiting: list[str] = field(default_factory=list)  # originals not delivered yet: left to the night, not copied
 
@@ -320,7 +321,7 @@ class _Refusals:
     def __call__(self, message: str) -> RefusedError:
         if not self.dry_run:
             s = self.scope
-            _create_request(self.trace, s, self.now, deadline=None, status="refused", message=message)
+            _create_request(self.trace, s, self.now, deadline=None, status=RequestStatus.REFUSED, message=message)
             get_logger("flux-pmi.reemit").warning(
                 "reemit.refused", flow=s.flow_label, department=s.dept_label, date_from=s.date_from.isoformat(),
                 date_to=s.date_to.isoformat(), reason=message)
@@ -399,24 +400,24 @@ def request(settings: Settings, trace: TraceStore, ask: ReemitRequest, *, clock:
     involved = _check_certificates(keys, eligible, now)
     deadline = min(workdays.add_working_days(now.date(), REQUEST_WORKING_DAYS, c) for c in involved)
     if ask.dry_run:
-        plan = ReemitResult(0, 0, deadline, "dry-run", waiting=waiting)
+        plan = ReemitResult(0, 0, deadline, RequestStatus.PENDING, waiting=waiting, dry_run=True)
         plan.planned = [reemission_name(r.file_name, trace.next_reemission_no(r.id)) for r in eligible]
         plan.held = dict(Counter(r.department for r in eligible if r.department in trace.active_holds()))
         return plan
     request_id = _create_request(trace, scope, now, deadline=deadline)
     run_id = trace.start_run("reemit", None, now)
     bind_run(run_id)
-    result = ReemitResult(request_id, run_id, deadline, "pending", waiting=waiting)
+    result = ReemitResult(request_id, run_id, deadline, RequestStatus.PENDING, waiting=waiting)
     deliverer = deliverer or Deliverer(settings, clock=clock, progress=progress)
     run = _Run(settings, trace, scope, clock, keys, progress)
-    status, code = "failed", ExitCode.INTERNAL
+    status, code = RunStatus.FAILED, ExitCode.INTERNAL
     started = time.monotonic()
     try:
         run.make(result, eligible, involved, deliverer.archive)
         run.deliver(result, deliverer)
         run.finish_request(result)
         code = result.exit_code
-        status = "done" if code == ExitCode.OK else code.name.lower()
+        status = RunStatus.DONE if code == ExitCode.OK else RunStatus(code.name.lower())
         return result
     finally:
         run.finish_run(result, status, code, started)
@@ -459,14 +460,14 @@ class _Run:
     def finish_request(self, result: ReemitResult) -> None:
         end = self.clock.now()
         if result.failed:
-            result.status = "failed"
-            self.trace.finish_request(result.request_id, end, "failed", _clean("; ".join(result.failed), 2000))
+            result.status = RequestStatus.FAILED
+            self.trace.finish_request(result.request_id, end, RequestStatus.FAILED, _clean("; ".join(result.failed), 2000))
         elif not result.pending:
-            result.status = "done"
-            self.trace.finish_request(result.request_id, end, "done",
+            result.status = RequestStatus.DONE
+            self.trace.finish_request(result.request_id, end, RequestStatus.DONE,
                                       f"{len(result.files)} file(s) re-emitted and delivered")
 
-    def finish_run(self, result: ReemitResult, status: str, code: ExitCode, started: float) -> None:
+    def finish_run(self, result: ReemitResult, status: RunStatus, code: ExitCode, started: float) -> None:
         self.trace.finish_run(result.run_id, self.clock.now(), status=status, exit_code=int(code),
                               files=len(result.files), nbytes=sum(f.emission.size or 0 for f in result.files),
                               message=_clean("; ".join(result.failed + result.problems), 2000))
@@ -483,28 +484,28 @@ def close_completed_requests(trace: TraceStore, now: datetime) -> list[int]:
     is an hour old so that a request being made right now is not caught half-way.
     """
     closed = []
-    for req in trace.requests("pending"):
+    for req in trace.requests(RequestStatus.PENDING):
         emissions = trace.emissions_of_request(req.id)
         if not emissions:
             if datetime.fromisoformat(req.requested_at) < now - timedelta(hours=1):
                 trace.finish_request(
                     req.id,
                     now,
-                    "failed",
+                    RequestStatus.FAILED,
                     "no re-emitted file is left (interrupted before they "
                     "were made, or purged): ask again if still needed",
                 )
                 closed.append(req.id)
             continue
         if all(e.status in DONE for e in emissions):
-            trace.finish_request(req.id, now, "done", f"{len(emissions)} file(s) re-emitted and delivered")
+            trace.finish_request(req.id, now, RequestStatus.DONE, f"{len(emissions)} file(s) re-emitted and delivered")
             closed.append(req.id)
     return closed
 
 
 def describe(result: ReemitResult) -> list[str]:
     """Operator-facing lines: one per re-emitted file, then a total (technical names only)."""
-    if result.status == "dry-run":
+    if result.dry_run:
         lines = [f"would re-emit and send: {name}" for name in result.planned]
         lines += [f"would wait: département {d} is held ({n} file(s))" for d, n in sorted(result.held.items())]
         lines += [f"would not re-emit: {name}: not delivered yet, the next run delivers it" for name in result.waiting]

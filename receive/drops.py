@@ -31,6 +31,7 @@ from ..core.log import get as get_logger
 from ..core.names import EmissionName
 from ..core.names import parse as parse_technical_name
 from ..schemas.ack import parse_ack
+from ..transport.base import AckStatus
 from ..transport.local import ACK_DIR
 from ..transport.upload import MARKER_SUFFIX, MAX_MARKER_BYTES  # the sender's marker, read back here
 from .config import DropConfig, HubeeDropConfig, LocalDropConfig, SftpDropConfig
@@ -488,7 +489,7 @@ class HubeeDropReader(Drop):
             if ack.file_name not in self._settled:
                 self.log.warning("receive.hubee_case_gone", file=ack.file_name, code=ack.code)
             return  # decided already, or no longer notified: nothing left to say
-        status = HUBEE_RECEIVED if ack.status == "OK" else HUBEE_INTG_ERROR
+        status = HUBEE_RECEIVED if ack.status == AckStatus.OK else HUBEE_INTG_ERROR
         self._post_status(found.case_id, found.status, status, f"{ack.code}: {ack.text}")
         self._delete_notification(found.notification_id)
         del self._cases[ack.file_name]

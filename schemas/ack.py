@@ -17,6 +17,7 @@ from datetime import datetime
 from lxml import etree
 
 from ..core.errors import FluxError, SchemaError
+from ..transport.base import AckStatus
 from . import validate_bytes
 
 __all__ = ["ACK_NAMESPACE", "KO", "MAX_ACK_BYTES", "OK", "Ack", "AckError", "build_ack", "parse_ack"]
@@ -26,7 +27,7 @@ ACK_NAMESPACE = "urn:flux-pmi:ack:1"
 # parse megabytes. The transports have their own, looser caps (1 MiB for SFTP).
 MAX_ACK_BYTES = 64 * 1024
 
-OK, KO = "OK", "KO"
+OK, KO = AckStatus.OK, AckStatus.KO
 
 _FIELDS = ("Fichier", "Empreinte", "Statut", "Code", "Libelle", "Horodatage")
 
@@ -43,7 +44,7 @@ class AckError(FluxError):
 class Ack:
     file_name: str  # the delivered file, e.g. GRO_035_20261123_000001.xml.p7m
     sha256: str  # of the delivered .p7m, 64 lowercase hex
-    status: str  # OK or KO
+    status: AckStatus
     code: str  # reason code: OK, SIGNATURE, DECRYPT, SCHEMA, SEQUENCE_DUPLICATE...
     text: str  # reason text: for the caller only, never logged or traced
     at: datetime  # when the receiver took the file into account (aware)
@@ -91,6 +92,8 @@ def parse_ack(data: bytes) -> Ack:
         at = datetime.fromisoformat(values["Horodatage"])
     except ValueError:
         raise AckError("Horodatage is not a date and time this system can represent") from None
-    return Ack(
-        values["Fichier"], values["Empreinte"], values["Statut"], values["Code"], values["Libelle"], at
-    )
+    try:
+        status = AckStatus(values["Statut"])
+    except ValueError:  # the schema allows no other value; said plainly if it ever does
+        raise AckError("Statut is neither OK nor KO") from None
+    return Ack(values["Fichier"], values["Empreinte"], status, values["Code"], values["Libelle"], at)
