@@ -57,6 +57,7 @@ from apscheduler.triggers.cron import CronTrigger
 from .config.settings import Job, Settings
 from .core.clock import PARIS, Clock
 from .core.errors import ConfigError, ExitCode, FluxError, LockBusyError
+from .core.lock import service_lock
 from .core.log import get as get_logger
 from .report import metrics
 from .trace.lifecycle import COMPLETED_RUNS
@@ -363,7 +364,7 @@ def serve(settings: Settings, *, clock: Clock | None = None) -> int:
     for warning in dst_warnings(settings):
         log.warning("schedule.dst", message=warning)
     graceful = GracefulStop()
-    with graceful:
+    with service_lock(settings), graceful:
         scheduler = build_scheduler(settings, clock=clock, stop=graceful.event)
         watchers: list[threading.Thread] = []
 

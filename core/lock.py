@@ -60,8 +60,10 @@ class RunLock:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         new_state: bool = True,
+        holder_is: str = "another flux-pmi run",
     ):
         self.path = Path(path)
+        self.holder_is = holder_is  # who the busy message says holds it
         # False for an installation's run lock: its folder's parent must exist (fsutil.state_dir).
         self.new_state = new_state
         self.command = command
@@ -142,8 +144,8 @@ class RunLock:
 
     def _busy_message(self, holder: dict[str, Any] | None) -> str:
         return (
-            f"another flux-pmi run holds the lock {self.path} ({describe(holder)}); "
-            f"waited {self.wait_seconds:g} s — exit 4"
+            f"{self.holder_is} holds the lock {self.path} ({describe(holder)}); "
+            + (f"waited {self.wait_seconds:g} s — exit 4" if self.wait_seconds else "exit 4")
         )
 
     def __exit__(self, *exc: object) -> None:
@@ -163,6 +165,19 @@ def run_lock(settings: Any, command: str, *, wait_seconds: float | None = None) 
     `[service] lock_wait_seconds` unless told otherwise."""
     wait = settings.service.lock_wait_seconds if wait_seconds is None else wait_seconds
     return RunLock(lock_path(settings.paths.trace), command=command, wait_seconds=wait, new_state=False)
+
+
+def service_lock_path(trace: Path) -> Path:
+    """`trace/flux-pmi.sqlite` -> `trace/flux-pmi.serve.lock`: one `serve` per installation."""
+    return trace.with_name(trace.stem + ".serve.lock")
+
+
+def service_lock(settings: Any) -> RunLock:
+    """Held by `serve` for its whole life, not waited for: a second service on the same trace (one
+    started by hand beside systemd's, or the same unit installed twice) would schedule every job
+    twice, each night's second run waiting for the first's lock, then exiting 4 or finding nothing."""
+    return RunLock(service_lock_path(settings.paths.trace), command="serve", wait_seconds=0, new_state=False,
+                   holder_is="another `flux-pmi serve` for this installation")
 
 
 def holder(path: Path) -> dict[str, Any] | None:

@@ -430,6 +430,26 @@ def test_serve_exits_0_on_a_signal_while_idle(demo, served, sig):
     assert '"scheduler.stopped"' in err
 
 
+def test_a_second_serve_for_the_same_installation_is_refused_with_exit_4(demo, served):
+    """Found by hand: two `serve` ran side by side on one config (one started by hand beside the
+    unit), each scheduling every job: each night's second run waited for the first's lock."""
+    root, _ = demo
+    cfg = root / "flux-pmi.toml"
+    first = served(cfg)
+    json.loads(first.wait_for('"scheduler.started"'))
+    second = served(cfg)
+    code, err = second.finish()
+    assert code == 4, err
+    assert "another `flux-pmi serve` for this installation holds the lock" in err and f"pid {first.proc.pid}" in err
+    assert '"scheduler.started"' not in err  # not one job scheduled
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.finish()[0] == 0
+    third = served(cfg)  # the first one's lock went with it
+    json.loads(third.wait_for('"scheduler.started"'))
+    third.proc.send_signal(signal.SIGTERM)
+    assert third.finish()[0] == 0
+
+
 def test_serve_catches_up_a_missed_night_and_a_stop_finishes_the_file_in_hand(tmp_path, served):
     root = tmp_path / "demo"
     make_demo(root)

@@ -107,10 +107,19 @@ class CliProcess:
                 return line
 
     def finish(self) -> tuple[int, str, str]:
-        out = self.proc.stdout.read()
-        code = self.proc.wait(timeout=self.deadline)
+        """Wait for the command to end (at most the deadline: one that does not end fails the test,
+        it does not hang it), then its exit code, stdout and stderr."""
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(self.proc.stdout.read()), daemon=True)
+        reader.start()
+        try:
+            code = self.proc.wait(timeout=self.deadline)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"flux-pmi {self.proc.args[3]} still running after {self.deadline} s; stderr: "
+                                 + "".join(self.stderr)[-2000:]) from None
+        reader.join(timeout=self.deadline)
         self._reader.join(timeout=self.deadline)
-        return code, out, "".join(self.stderr)
+        return code, "".join(out), "".join(self.stderr)
 
     def cleanup(self) -> None:
         if self.proc.poll() is None:
