@@ -417,7 +417,7 @@ def request(settings: Settings, trace: TraceStore, ask: ReemitRequest, *, clock:
         run.deliver(result, deliverer)
         run.finish_request(result)
         code = result.exit_code
-        status = RunStatus.DONE if code == ExitCode.OK else RunStatus(code.name.lower())
+        status = RunStatus.DONE if code == ExitCode.OK else RunStatus.of_exit(code.name)
         return result
     finally:
         run.finish_run(result, status, code, started)

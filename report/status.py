@@ -640,6 +640,13 @@ def exit_code(data: dict[str, Any]) -> ExitCode:
 # -- text -----------------------------------------------------------------------------------
 
 
+def _exit_cell(code: int | None) -> str:
+    """`10 STORAGE`: the number monitoring reads, and the name that says what stopped the run."""
+    if code is None:
+        return "-"
+    return f"{code} {ExitCode(code).name}" if code in ExitCode._value2member_map_ else str(code)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -735,7 +742,7 @@ def _last_nightly_line(data: dict[str, Any]) -> str:
     r, done = ln["run"], ln.get("last_completed")
     line = (f"{verdict}: run {r['id']} for {r['business_date']} started {r['started_at']}, "
             f"{ln['age_hours']} h ago (max {ln['max_age_hours']} h); status {r['status']}, "
-            f"exit {_cell(r['exit_code'])}")
+            f"exit {_exit_cell(r['exit_code'])}")
     if ln["stale"] and r["status"] != RunStatus.RUNNING and (done is None or done["id"] != r["id"]):
         last = ("no nightly run ever completed" if done is None else
                 f"last completed: run {done['id']} for {done['business_date']}, {ln['completed_age_hours']} h ago")

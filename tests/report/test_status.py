@@ -788,7 +788,7 @@ def test_nights_that_fail_every_time_are_stale_however_recent(state):
     out = status_cli(root, NOW + timedelta(hours=48))
     assert out.returncode == ExitCode.LATE, out.stdout  # 067's late records come first; stale is the next
     assert ("STALE: run 3 for 2026-11-23 started 2026-11-25T03:00:00+01:00, 1.0 h ago (max 26 h); status refused,"
-            " exit 10; last completed: run 1 for 2026-11-23, 48.0 h ago") in out.stdout
+            " exit 10 STORAGE; last completed: run 1 for 2026-11-23, 48.0 h ago") in out.stdout
     # A run under way, started on time, is not stale whatever came before (the lock says it is alive);
     # the same row with no process holding the lock is a dead night: stale again.
     trace.start_run("run", BUSINESS_DATE, NOW + timedelta(hours=48))
