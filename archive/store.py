@@ -6,11 +6,17 @@ Two copies per emission, both CMS-enveloped so nothing is readable on disk:
   certificate, so a re-emission can be re-sealed when the département's certificate
   has changed since.
 Layout: `<root>/<business date YYYY/MM/DD>/<name>...`, which makes the purge by date cheap.
+
+A file re-sealed for a renewed certificate while it waited keeps its earlier delivered copy
+beside the new one (`<name>.p7m.<digest>.superseded`) until the emission is delivered: a delivery
+that a crash kept out of the trace may have left that one at the partner, and then it is the copy
+the partner holds, so it becomes the archived one again.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from datetime import date
@@ -22,6 +28,11 @@ from ..testing import faults
 
 SEALED_SUFFIX = ".p7m"
 ARCHIVE_SUFFIX = ".archive.p7m"
+SUPERSEDED_SUFFIX = ".superseded"
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 class ArchiveStore:
@@ -59,12 +70,42 @@ class ArchiveStore:
     def archive_copy_path(self, business_date: date, name: str) -> Path:
         return self.day_dir(business_date) / f"{name}{ARCHIVE_SUFFIX}"
 
+    def superseded_path(self, business_date: date, name: str, sha256: str) -> Path:
+        return self.day_dir(business_date) / f"{name}{SEALED_SUFFIX}.{sha256[:16]}{SUPERSEDED_SUFFIX}"
+
+    def keep_superseded(self, business_date: date, name: str, sha256: str) -> None:
+        """Before the delivered copy is replaced by a re-seal: keep it (a hard link), if it is the one
+        whose digest is `sha256` (a re-seal a crash left untraced is not, and was never sent)."""
+        kept = self.superseded_path(business_date, name, sha256)
+        sealed = self.sealed_path(business_date, name)
+        if kept.exists() or not sealed.exists():
+            return
+        with sealed.open("rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != sha256:
+                return
+        os.link(sealed, kept)
+        fsync_dir(kept.parent)
+
+    def restore_superseded(self, business_date: date, name: str, sha256: str) -> None:
+        """The partner holds the earlier seal `sha256`: it becomes the delivered copy again."""
+        kept = self.superseded_path(business_date, name, sha256)
+        if kept.exists():
+            os.replace(kept, self.sealed_path(business_date, name))
+            fsync_dir(kept.parent)
+
+    def drop_superseded(self, business_date: date, name: str) -> None:
+        """The emission is delivered as re-sealed: its earlier copies were never the partner's."""
+        day = self.day_dir(business_date)
+        for old in day.glob(f"{_glob_escape(name)}{SEALED_SUFFIX}.*{SUPERSEDED_SUFFIX}"):
+            old.unlink(missing_ok=True)
+
     def purge_file(self, business_date: date, name: str) -> int:
-        """Delete one emission's two copies; 1 if its sealed file was there."""
+        """Delete one emission's copies; 1 if its sealed file was there."""
         sealed = self.sealed_path(business_date, name)
         n = int(sealed.exists())
         sealed.unlink(missing_ok=True)  # the sealed one first: its absence means "gone" (see put)
         self.archive_copy_path(business_date, name).unlink(missing_ok=True)
+        self.drop_superseded(business_date, name)
         return n
 
     def get_sealed(self, business_date: date, name: str) -> bytes:

@@ -54,7 +54,7 @@ from ..seal import cms
 from ..testing import faults
 from ..trace.lifecycle import Status
 from ..trace.store import Emission, HoldWatch, TraceStore
-from ..transport.base import Delivery, Transport
+from ..transport.base import Delivery, Receipt, Transport
 from ..transport.registry import transport_for
 from . import guards
 from .sealkeys import SealKeys
@@ -121,6 +121,7 @@ class _Outcome:
     attempts: int
     reference: str
     seconds: float = 0.0
+    earlier_sha256: str = ""  # the partner held an earlier seal of it (Receipt.earlier_sha256)
 
 
 def retry_wait(policy: DeliveryPolicy) -> Callable[[RetryCallState], float]:
@@ -149,6 +150,9 @@ class Deliverer:
         self.log = get_logger("flux-pmi.night")
         self._keys = SealKeys(settings)
         self._shared: dict[str, str] | None = None  # départements whose key is another SIRET's (guards)
+        # Emission id -> its superseded seals (sha256, size): set on the trace's thread before the
+        # emission is queued, read by its worker (the queue's lock orders the two).
+        self._earlier: dict[int, tuple[tuple[str, int], ...]] = {}
 
     def deliver(self, trace: TraceStore, run_id: int, *, only: Collection[int] | None = None,
                 transports: TransportPool | None = None) -> DeliveryReport:
@@ -230,6 +234,7 @@ class Deliverer:
                 self.log.error("emission.reseal_failed", flow=e.flow, department=e.department, seq=e.seq,
                                file=e.file_name, error=str(exc))
                 break
+        self._earlier.update(trace.superseded_seals(e.id for e in out))
         return out
 
     def _reseal(self, trace: TraceStore, run_id: int, e: Emission, cert: Any, fingerprint: str) -> Emission:
@@ -238,6 +243,9 @@ class Deliverer:
         archive_cert, archive_key = self._keys.archive()
         sealed = cms.reseal_from_archive(self.archive.get_archive_copy(day, name), archive_cert=archive_cert,
                                          archive_key=archive_key, recipient_cert=cert, now=now)
+        # The copy the trace knows may be at the partner already (a delivery a crash kept out of the
+        # trace): kept, and its digest with it (mark_resealed), until the emission is delivered.
+        self.archive.keep_superseded(day, name, e.sha256 or "")
         # A crash between the two leaves the old fingerprint traced: the next run seals it again.
         atomic_write(self.archive.sealed_path(day, name), sealed)
         digest = hashlib.sha256(sealed).hexdigest()
@@ -261,6 +269,7 @@ class Deliverer:
         e, now = outcome.emission, self.clock.now()
         attempts = e.attempts + outcome.attempts
         if outcome.error is None:
+            e = self._settle_seal(trace, run_id, e, outcome.earlier_sha256, now)
             trace.transition(e.id, Status.DELIVERED, now, run_id=run_id, attempts=attempts, transport=transport,
                              last_error=None, transport_ref=outcome.reference or None)
             faults.point("delivered-traced")
@@ -276,6 +285,28 @@ class Deliverer:
             report.problems.append(f"{e.flow} {e.department} seq {e.seq}: {outcome.error}")
             self.log.error("emission.delivery_failed", flow=e.flow, department=e.department, seq=e.seq,
                            file=e.file_name, transport=transport, attempts=outcome.attempts, error=outcome.error)
+
+    def _settle_seal(self, trace: TraceStore, run_id: int, e: Emission, earlier_sha256: str, now: datetime) -> Emission:
+        """A re-sealed emission, delivered: which of its seals the partner holds becomes the archived one.
+
+        The partner holding an earlier seal means a delivery before the re-seal reached it and a crash
+        kept it out of the trace: it is not sent twice. Its PMI opens it with the key it had then; if it
+        no longer can, its KO ack brings a re-emission sealed for the new one.
+        """
+        if e.id not in self._earlier:
+            return e
+        del self._earlier[e.id]
+        day, name = date.fromisoformat(e.business_date), e.file_name or ""
+        if not earlier_sha256:
+            self.archive.drop_superseded(day, name)
+            return e
+        self.archive.restore_superseded(day, name, earlier_sha256)
+        trace.restore_seal(e.id, now, sha256=earlier_sha256, run_id=run_id)
+        self.log.warning("emission.delivered_earlier_seal", flow=e.flow, department=e.department, seq=e.seq,
+                         file=name, message="the partner already held this file, sealed for the certificate it had "
+                         "before (delivered before a crash kept it out of the trace): not sent again")
+        restored = trace.emission(e.id)
+        return restored if restored is not None else e
 
     def _stamp_transmission(self, emission: Emission, now: datetime) -> None:
         """The archived files' mtime becomes their last transmission: the purge of files whose trace
@@ -298,16 +329,16 @@ class Deliverer:
         policy = self.settings.delivery
         item = Delivery(e.department, e.flow, e.file_name or "",
                         self.archive.sealed_path(date.fromisoformat(e.business_date), e.file_name or ""),
-                        e.size or 0, e.sha256 or "")
+                        e.size or 0, e.sha256 or "", self._earlier.get(e.id, ()))
         attempts, started = 0, time.monotonic()
 
-        def attempt() -> str:
+        def attempt() -> Receipt:
             nonlocal attempts
             attempts += 1
             faults.point("deliver")
-            reference = transport.deliver(item).reference
+            receipt = transport.deliver(item)
             faults.point("delivered")
-            return reference
+            return receipt
 
         def warn_retry(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -318,12 +349,12 @@ class Deliverer:
                             retry=retry_if_exception(_transient), sleep=self._pause, before_sleep=warn_retry,
                             reraise=True)
         try:
-            reference = retrying(attempt)
+            receipt = retrying(attempt)
         except TransportError as exc:
             return _Outcome(e, str(exc), attempts, "")
         except FluxError as exc:
             return _Outcome(e, str(exc), attempts, "")
-        return _Outcome(e, None, attempts, reference, time.monotonic() - started)
+        return _Outcome(e, None, attempts, receipt.reference, time.monotonic() - started, receipt.earlier_sha256)
 
 
 class DeliverySession:

@@ -129,6 +129,8 @@ class RetentionQueries(Database):
         out.undelivered = self.db.execute(
             "SELECT COUNT(*) FROM emissions WHERE purged_at IS NOT NULL AND delivered_at IS NULL").fetchone()[0]
         rows["emission_events"] = self.db.execute(f"DELETE FROM emission_events WHERE emission_id IN ({_GONE})").rowcount
+        rows["superseded_seals"] = self.db.execute(
+            f"DELETE FROM superseded_seals WHERE emission_id IN ({_GONE})").rowcount
         rows["records"] = self.db.execute(f"DELETE FROM records WHERE emission_id IN ({_GONE})").rowcount
         rows["acks"] = self.db.execute(
             f"DELETE FROM acks WHERE emission_id IN ({_GONE})"

@@ -21,7 +21,8 @@ from .sqlite import Migration, open_database
 # 5: the legal deadline beside the contract's (core/workdays.py), `deadline` the earlier.
 # 6: the catalog's index (trace/history.py).
 # 7: incidents and their notices (trace/incidents.py).
-SCHEMA_VERSION = 8
+# 8: when a reject went out in a rejects report. 9: superseded seals (an emission re-sealed while waiting).
+SCHEMA_VERSION = 9
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -93,6 +94,16 @@ CREATE TABLE IF NOT EXISTS emissions (
     UNIQUE (flow, department, seq, reemission_no)
 );
 CREATE INDEX IF NOT EXISTS emissions_status ON emissions(status);
+CREATE TABLE IF NOT EXISTS superseded_seals (
+    -- an emission's earlier seal, replaced by a re-seal for a renewed certificate before the emission
+    -- was traced delivered: a delivery a crash kept out of the trace may have left it at the partner
+    emission_id INTEGER NOT NULL REFERENCES emissions(id),
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    recipient_cert_sha256 TEXT,
+    superseded_at TEXT NOT NULL,
+    PRIMARY KEY (emission_id, sha256)
+);
 CREATE INDEX IF NOT EXISTS emissions_day ON emissions(flow, department, business_date);
 CREATE TABLE IF NOT EXISTS emission_events (
     id INTEGER PRIMARY KEY,
@@ -324,9 +335,14 @@ def _reported_rejects(db: sqlite3.Connection) -> None:
         f" (SELECT id FROM runs WHERE status NOT IN ('{RunStatus.RUNNING}', '{RunStatus.DIED}', '{RunStatus.FAILED}'))")
 
 
+def _superseded_seals(db: sqlite3.Connection) -> None:
+    """Version 9: `superseded_seals`, created by the schema script itself (CREATE ... IF NOT EXISTS);
+    nothing to carry over: an older flux-pmi replaced a seal without keeping its digest."""
+
+
 MIGRATIONS: tuple[Migration, ...] = ((2, _seed_sequences), (3, _typed_emissions), (4, _delivery_journal),
                                      (5, _legal_deadlines), (6, _history_indexes), (7, _incidents),
-                                     (8, _reported_rejects))
+                                     (8, _reported_rejects), (9, _superseded_seals))
 
 
 

@@ -434,13 +434,47 @@ class TraceStore(ReportQueries, RetentionQueries, HistoryQueries):
         Its status does not change (an event says what happened); its size, digest and certificate do.
         """
         with self.tx():
-            row = self.db.execute("SELECT status FROM emissions WHERE id=?", (emission_id,)).fetchone()
+            row = self.db.execute("SELECT status, size, sha256, recipient_cert_sha256 FROM emissions WHERE id=?",
+                                  (emission_id,)).fetchone()
             if row is None or row["status"] not in TO_DELIVER:
                 raise TraceError(f"emission {emission_id}: only a file archived and not delivered is re-sealed")
+            if row["sha256"]:
+                # A delivery that a crash kept out of the trace may have left this one at the partner.
+                self.db.execute(
+                    "INSERT OR IGNORE INTO superseded_seals(emission_id, sha256, size, recipient_cert_sha256,"
+                    " superseded_at) VALUES (?,?,?,?,?)",
+                    (emission_id, row["sha256"], row["size"] or 0, row["recipient_cert_sha256"], _iso(now)))
             self.db.execute("UPDATE emissions SET size=?, sha256=?, recipient_cert_sha256=? WHERE id=?",
                             (size, sha256, recipient_cert_sha256, emission_id))
             self._event(emission_id, row["status"], row["status"], now,
                         "re-sealed for the département's current certificate", run_id)
+
+    def superseded_seals(self, emission_ids: Iterable[int]) -> dict[int, tuple[tuple[str, int], ...]]:
+        """Per emission that has some, the (sha256, size) of its earlier seals, replaced by a re-seal
+        while it waited (none in the usual night: one query on an empty table)."""
+        ids = [int(i) for i in emission_ids]
+        out: dict[int, list[tuple[str, int]]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in self.db.execute(
+                    f"SELECT emission_id, sha256, size FROM superseded_seals WHERE emission_id IN"
+                    f" ({','.join('?' * len(chunk))}) ORDER BY superseded_at", chunk):
+                out.setdefault(r["emission_id"], []).append((r["sha256"], r["size"]))
+        return {k: tuple(v) for k, v in out.items()}
+
+    def restore_seal(self, emission_id: int, now: datetime, *, sha256: str, run_id: int | None = None) -> None:
+        """The partner already holds an earlier seal of the emission (delivered before a crash kept it
+        out of the trace): that seal becomes the emission's again, so that its ack and the archive agree."""
+        with self.tx():
+            row = self.db.execute(
+                "SELECT e.status, s.size, s.recipient_cert_sha256 FROM superseded_seals s JOIN emissions e"
+                " ON e.id = s.emission_id WHERE s.emission_id=? AND s.sha256=?", (emission_id, sha256)).fetchone()
+            if row is None or row["status"] not in TO_DELIVER:
+                raise TraceError(f"emission {emission_id}: no earlier seal {sha256[:12]} to restore")
+            self.db.execute("UPDATE emissions SET size=?, sha256=?, recipient_cert_sha256=? WHERE id=?",
+                            (row["size"], sha256, row["recipient_cert_sha256"], emission_id))
+            self._event(emission_id, row["status"], row["status"], now,
+                        "the partner already held it as sealed for the earlier certificate: not sent again", run_id)
 
     def mark_archived(self, emission_id: int, now: datetime, *, file_name: str, size: int, sha256: str,
                       records: Iterable[tuple[str, date, workdays.Deadlines | date]], rejects_count: int, run_id: int | None,

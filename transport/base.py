@@ -29,6 +29,9 @@ class Delivery:
     path: Path  # the sealed file in the archive
     size: int
     sha256: str
+    # (sha256, size) of the same file's earlier seals (re-sealed for a renewed certificate while it
+    # waited): found at the partner, one of these is the file delivered already, not another file.
+    earlier: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class Receipt:
     file_name: str
     already_there: bool = False  # the partner had it already (rerun after a crash)
     reference: str = ""  # transport-side id: CFT IDTU, HubEE folder id, remote path
+    earlier_sha256: str = ""  # the partner had it already as one of Delivery.earlier: that seal's digest
 
 
 class AckStatus(StrEnum):

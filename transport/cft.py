@@ -13,6 +13,7 @@ it. See docs/cft.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -500,7 +501,10 @@ class CftTransport(Transport):
     def _resume(self, item: Delivery, known: tuple[str, str | None], deadline: float) -> Receipt | None:
         """A file sent before (a rerun after a crash, or a retry): wait on it, or None to send again."""
         sha256, idtu = known
-        if sha256 != item.sha256:
+        # An earlier seal of this very file (re-sealed for a renewed certificate after a transfer that a
+        # crash kept out of the trace) is the file sent already, not other content.
+        earlier = "" if sha256 == item.sha256 else sha256
+        if earlier and earlier not in {digest for digest, _size in item.earlier}:
             raise self._error(
                 item.department, f"{item.file_name} was already sent with other content", permanent=True
             )
@@ -515,8 +519,8 @@ class CftTransport(Transport):
             return None
         if not (entry.done and (ack == "A" or not self.expect_ack)):
             self._wait(item.department, idtu, deadline)
-        self._record(item, idtu, CftPhase.DONE)
-        return Receipt(item.file_name, already_there=True, reference=idtu)
+        self._record(dataclasses.replace(item, sha256=sha256), idtu, CftPhase.DONE)
+        return Receipt(item.file_name, already_there=True, reference=idtu, earlier_sha256=earlier)
 
     def fetch_acks(self) -> list[AckFile]:
         folder = self.ack_directory

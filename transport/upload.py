@@ -8,7 +8,10 @@ partial file under its final name, and a rerun after a crash sends nothing twice
    be there already, the temporaries are removed instead;
 2. a file already under the final name is ours only with the same size and either our
    `.sha256` marker beside it or, the marker missing (a crash between rename and marker),
-   the same SHA-256; then only the marker is completed. Anything else is refused, permanently;
+   the same SHA-256; then only the marker is completed. "Ours" includes the file's earlier
+   seals (`Delivery.earlier`: re-sealed for a renewed certificate after a delivery the trace
+   did not see): the receipt then says which one the partner holds, and nothing is sent again.
+   Anything else is refused, permanently;
 3. otherwise the bytes go under a temporary name, their size and SHA-256 are checked, and
    the temporary is renamed into place;
 4. `<file>.sha256` (the `sha256sum` line) is the completion marker: its temporary is written and
@@ -199,7 +202,7 @@ def publish(fs: RemoteFolder, item: Delivery, src: Source) -> Receipt:
     entry = fs.stat(name)
     if entry is not None:
         fs.remove_temps(name)
-        return _already_there(fs, item, entry, expected)
+        return _already_there(fs, item, entry)
     # A marker without its file describes nothing a receiver could take: not beside the new one.
     fs.remove(name + MARKER_SUFFIX, wait=False)
     # The marker's temporary is written and checked with the file's; it is renamed last.
@@ -212,22 +215,32 @@ def _refuse(fs: RemoteFolder, name: str, why: str) -> TransportError:
     return TransportError(fs.department, f"{name}: {why}", permanent=True)
 
 
-def _already_there(fs: RemoteFolder, item: Delivery, entry: Entry, expected: bytes) -> Receipt:
+def _already_there(fs: RemoteFolder, item: Delivery, entry: Entry) -> Receipt:
+    """The name is taken at the partner: this file (or one of its earlier seals) delivered before, or another."""
     name = item.file_name
     if not entry.is_file:
         raise _refuse(fs, name, "something that is not a file sits under this name at the partner")
-    if entry.size != item.size:
+    # Ours: this seal, or an earlier one of the same file (`earlier_sha256` then says which).
+    ours = [(item.sha256, "")] * (entry.size == item.size) + [(d, d) for d, size in item.earlier if size == entry.size]
+    if not ours:
         raise _refuse(
             fs, name, f"a different file already sits under this name ({entry.size} bytes, ours {item.size})"
         )
     current = fs.read_small(name + MARKER_SUFFIX, MAX_MARKER_BYTES)
-    if current == expected:
-        return Receipt(name, already_there=True, reference=fs.where(name))
+    for digest, earlier in ours:
+        if current == sha256_line(digest, name):
+            return _ours(fs, name, earlier)
     if current is not None:
         raise _refuse(fs, name, "a different file already sits under this name (its .sha256 names another digest)")
     # Renamed into place, then interrupted before the marker: make sure it is ours, then complete it.
-    if fs.sha256(name) != item.sha256:
-        raise _refuse(fs, name, "a different file already sits under this name (same size, other SHA-256)")
-    _put_marker(fs, name, expected)
-    get_logger("flux-pmi.transport").info(f"{fs.kind}.marker_completed", department=fs.department, file=name)
-    return Receipt(name, already_there=True, reference=fs.where(name))
+    held = fs.sha256(name)
+    for digest, earlier in ours:
+        if held == digest:
+            _put_marker(fs, name, sha256_line(digest, name))
+            get_logger("flux-pmi.transport").info(f"{fs.kind}.marker_completed", department=fs.department, file=name)
+            return _ours(fs, name, earlier)
+    raise _refuse(fs, name, "a different file already sits under this name (same size, other SHA-256)")
+
+
+def _ours(fs: RemoteFolder, name: str, earlier: str) -> Receipt:
+    return Receipt(name, already_there=True, reference=fs.where(name), earlier_sha256=earlier)

@@ -137,3 +137,49 @@ def test_a_reemission_waiting_across_a_renewal_is_resealed_too(site, tmp_path):
     pki = site / "pki"
     copy = site / "drop" / "035" / "GRO_035_20261123_000001_R01.xml.p7m"
     assert _open(copy, pki / "035.crt", pki / "035.key", site)
+
+
+@pytest.mark.parametrize("marker", [True, False], ids=["with its marker", "renamed, marker not written"])
+def test_a_file_already_at_the_partner_under_its_earlier_seal_is_not_sent_again(site, tmp_path, marker):
+    """Found by the model test: a file delivered (renamed in place at the partner) whose delivery a crash
+    kept out of the trace, its département held, then its certificate renewed: the next run sealed it
+    again, found the earlier seal under its name at the partner and refused it for good ("a different
+    file already sits under this name"), and the département's next files waited behind it for ever."""
+    settings = load(site / "flux-pmi.toml")
+    with TraceStore(settings.paths.trace) as trace:
+        trace.hold("035", NOW, by="ops", reason="moving to a new platform")
+    assert _night(site).exit_code == ExitCode.OK
+    archive = ArchiveStore(settings.paths.archive)
+    with TraceStore(settings.paths.trace) as trace:
+        [dsg] = [e for e in trace.to_deliver() if e.department == "035" and e.flow == "DSG"]
+    # What the delivery the trace did not see left at the partner: the file and its marker.
+    name, day = dsg.file_name or "", date.fromisoformat(dsg.business_date)
+    earlier = archive.sealed_path(day, name).read_bytes()
+    drop = site / "drop" / "035"
+    drop.mkdir(parents=True, exist_ok=True)
+    (drop / name).write_bytes(earlier)
+    if marker:
+        (drop / f"{name}.sha256").write_text(f"{dsg.sha256}  {name}\n")
+    old_crt, old_key = _renew(site, tmp_path, "035")
+    with TraceStore(settings.paths.trace) as trace:
+        trace.resume("035", NOW, by="ops")
+
+    report = _night(site)
+    assert report.exit_code == ExitCode.OK, report.problems
+    assert report.resealed == {"035": 3}
+    assert (drop / name).read_bytes() == earlier  # not replaced, not sent twice
+    assert (drop / f"{name}.sha256").read_text() == f"{dsg.sha256}  {name}\n"  # its marker names it
+    assert _open(drop / name, old_crt, old_key, site)  # its PMI opens it with the key it had then
+    with TraceStore(settings.paths.trace) as trace:
+        after = trace.emission(dsg.id)
+        assert after is not None and after.status == Status.DELIVERED
+        assert (after.sha256, after.size) == (dsg.sha256, dsg.size)  # the partner's ack will name this one
+        assert after.recipient_cert_sha256 == dsg.recipient_cert_sha256
+        others = [e for e in trace.emissions_of_batch(dsg.batch_id or 0) if e.department == "035" and e.id != dsg.id]
+    assert archive.sealed_path(day, name).read_bytes() == earlier  # the archive keeps what the partner has
+    pki = site / "pki"
+    for e in others:  # the files that had not gone yet went sealed for the new key
+        sent = drop / (e.file_name or "")
+        assert hashlib.sha256(sent.read_bytes()).hexdigest() == e.sha256
+        assert _open(sent, pki / "035.crt", pki / "035.key", site)
+    assert not list(archive.day_dir(day).glob("*.superseded"))  # nothing left over once all are delivered

@@ -6,6 +6,7 @@ sleep and clock are injected, so timeouts are reached by advancing a fake clock.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -475,6 +476,18 @@ def test_the_same_name_with_other_content_is_refused(cft, tmp_path):
     with pytest.raises(TransportError) as err:
         cft.transport().deliver(sealed(tmp_path, data=b"other bytes"))
     assert err.value.permanent and "other content" in str(err.value) and len(cft.calls("SEND")) == 1
+
+
+def test_an_earlier_seal_of_the_file_already_done_is_the_file_delivered_not_other_content(cft, tmp_path):
+    """A transfer a crash kept out of the trace, then the file re-sealed for a renewed certificate: the
+    partner has the earlier seal; the re-sealed one is not sent, and the receipt says which it holds."""
+    cft.partners(PMI035={"behaviour": "ok"})
+    first = sealed(tmp_path)
+    cft.transport().deliver(first)
+    resealed = sealed(tmp_path, data=b"the same content, sealed for the new key")
+    again = cft.transport().deliver(dataclasses.replace(resealed, earlier=((first.sha256, first.size),)))
+    assert again.already_there and again.earlier_sha256 == first.sha256 and len(cft.calls("SEND")) == 1
+    assert cft.state()[first.file_name]["sha256"] == first.sha256  # the journal still names what went
 
 
 # -- configuration ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ night's backoff sleep is a no-op, and a hung request is cut by a short client ti
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -514,6 +515,19 @@ def test_the_same_name_with_other_content_is_refused(hub, tmp_path):
         t.deliver(sealed_file(tmp_path, data=b"other" * 100))
     t.close()
     assert info.value.permanent and "other content" in info.value.reason and len(hub.folders) == 1
+
+
+def test_an_earlier_seal_of_the_file_deposited_already_is_the_file_delivered_not_other_content(hub, tmp_path):
+    """Deposited before a crash kept it out of the trace, then re-sealed for a renewed certificate: the
+    folder holds the earlier seal; nothing is sent again and the receipt says which seal went."""
+    t = make_transport(hub, tmp_path)
+    first = sealed_file(tmp_path, data=b"first" * 100)
+    t.deliver(first)
+    resealed = sealed_file(tmp_path, data=b"again" * 100)
+    receipt = t.deliver(dataclasses.replace(resealed, earlier=((first.sha256, first.size),)))
+    t.close()
+    assert receipt.already_there and receipt.earlier_sha256 == first.sha256
+    assert len(hub.folders) == 1 and len(hub.requests_to("PUT")) == 1
 
 
 # -- acknowledgements from the case status ---------------------------------------------------------------
