@@ -385,6 +385,9 @@ def _run_notes(report: NightReport) -> list[str]:
         lines.append(f"emitted: {report.replayed} kept record(s) of départements enabled since")
     lines += [f"re-sealed: {n} waiting file(s) of département {dept} for its current certificate (changed since "
               "they were built)" for dept, n in sorted(report.resealed.items())]
+    lines += [f"already at the partner, sealed for the certificate before (delivered before a crash kept it out of "
+              f"the trace): {name}: not sent again; its PMI opens it with its former key, or acks it KO: then "
+              "`flux-pmi reemit` seals it for the new one" for name in report.earlier_seal]
     return lines
 
 

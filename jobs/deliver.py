@@ -110,6 +110,9 @@ class DeliveryReport:
     held: dict[str, int] = field(default_factory=dict)  # held département -> files waiting for its resume
     problems: list[str] = field(default_factory=list)  # operator-facing, no personal data
     resealed: list[Emission] = field(default_factory=list)  # sealed again: the département's certificate changed
+    # Found at the partner as sealed for its former certificate (delivered before a crash kept it out
+    # of the trace): counted delivered, not sent again; its PMI needs its former key for it.
+    earlier_seal: list[Emission] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +273,8 @@ class Deliverer:
         attempts = e.attempts + outcome.attempts
         if outcome.error is None:
             e = self._settle_seal(trace, run_id, e, outcome.earlier_sha256, now)
+            if outcome.earlier_sha256:
+                report.earlier_seal.append(e)
             trace.transition(e.id, Status.DELIVERED, now, run_id=run_id, attempts=attempts, transport=transport,
                              last_error=None, transport_ref=outcome.reference or None)
             faults.point("delivered-traced")
@@ -291,7 +296,7 @@ class Deliverer:
 
         The partner holding an earlier seal means a delivery before the re-seal reached it and a crash
         kept it out of the trace: it is not sent twice. Its PMI opens it with the key it had then; if it
-        no longer can, its KO ack brings a re-emission sealed for the new one.
+        no longer can, it acks it KO, and a re-emission (by hand, or `reemit_on_ko`) is sealed for the new one.
         """
         if e.id not in self._earlier:
             return e

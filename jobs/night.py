@@ -92,6 +92,7 @@ class NightReport:
     parked: int = 0  # records kept for a département that is not enabled (DEPARTMENT_NOT_ENABLED_KEPT)
     replayed: int = 0  # parked records emitted tonight, their département being enabled now
     resealed: dict[str, int] = field(default_factory=dict)  # département -> files sealed again (new certificate)
+    earlier_seal: list[str] = field(default_factory=list)  # files the partner held under a former seal already
     # Enabled départements whose SIRET is still the registry's placeholder: nothing is built or sent
     # to them (their records are kept, as for a département not enabled) until the SIRET is set.
     unsendable: list[str] = field(default_factory=list)
@@ -914,6 +915,7 @@ class Night:
         report.problems.extend(done.problems)
         for e in done.resealed:
             report.resealed[e.department] = report.resealed.get(e.department, 0) + 1
+        report.earlier_seal += [e.file_name or "" for e in done.earlier_seal]
 
 
 def _disabled(settings: Settings, codes: Collection[str]) -> Settings:
