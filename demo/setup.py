@@ -148,5 +148,8 @@ def write_demo(root: Path, *, business_date: date, departments: str, seed: int, 
         path = receive / f"{code}.toml"
         atomic_write(path, receive_config_text(code).encode())
         receive_configs.append(path)
+        # The département's drop folder exists before anything arrives, as on its server: a receiver
+        # that finds none says so (an unmounted share), rather than "nothing arrived".
+        private_dir(root / "drop" / code)
     by_flow = dict(summary.per_flow)
     return DemoResult(config, codes, sum(by_flow.values()), by_flow, len(summary.bad), tuple(receive_configs))

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import TransportError
+from ..core.errors import StorageError, TransportError
 from ..core.fsutil import atomic_write, name_digest, private_dir, storable_name
 from ..core.log import get as get_logger
 from ..core.names import EmissionName
@@ -155,7 +155,10 @@ class LocalDropReader(Drop):
 
     def list_ready(self) -> list[DropFile]:
         if not self.path.is_dir():
-            return []
+            # Said, not read as an empty folder: an unmounted share would otherwise be "nothing arrived"
+            # night after night, while the CNAF's files wait on the share.
+            raise StorageError(self.path, "missing or not a folder (an unmounted share, or a wrong [drop] "
+                               "path?): nothing was taken")
         names: dict[str, tuple[int, int]] = {}
         with os.scandir(self.path) as it:
             for entry in it:

@@ -162,7 +162,7 @@ def test_records_of_a_disabled_departement_are_kept_and_emitted_once_it_is_enabl
     original = cfg.read_text()
     cfg.write_text(original.replace('[departments."067"]\n', '[departments."067"]\nenabled = false\n'))
     report = _night(root, D23)
-    assert report.parked > 0 and not (root / "drop" / "067").exists()
+    assert report.parked > 0 and not list((root / "drop" / "067").iterdir())  # nothing sent to it
     with _trace(root) as trace:
         kept = trace.db.execute("SELECT COUNT(*) FROM rejects WHERE code='DEPARTMENT_NOT_ENABLED_KEPT'"
                                 " AND department='067'").fetchone()[0]

@@ -583,6 +583,21 @@ def test_one_receiver_per_ledger_and_config_errors_name_the_key(tmp_path):
     assert busy.returncode == ExitCode.LOCKED, busy.stderr
 
 
+def test_a_missing_drop_folder_is_an_error_not_an_empty_night(tmp_path):
+    """Found by hand: the département's drop share unmounted, `receive --once` said "0 ingested" and
+    exited 0, night after night, while the CNAF's files waited on the share."""
+    root = tmp_path / "demo"
+    make_demo(root, departments="035,02A")
+    assert (root / "drop" / "035").is_dir()  # the demo's drops exist before anything arrives, as on a server
+    (root / "drop" / "035").rename(root / "drop" / "035.unmounted")
+    done = run_cli("receive", "--config-dir", str(root / "receive"), "--once")
+    assert done.returncode == ExitCode.UNDELIVERED, done.stdout + done.stderr
+    assert f"error: drop {root / 'drop' / '035'} cannot be listed" in done.stdout
+    assert "missing or not a folder (an unmounted share" in done.stdout
+    (root / "drop" / "035.unmounted").rename(root / "drop" / "035")
+    assert run_cli("receive", "--config-dir", str(root / "receive"), "--once").returncode == ExitCode.OK
+
+
 def test_without_once_it_polls_until_sigterm_and_then_exits_0(tmp_path):
     root = tmp_path / "demo"
     make_demo(root, departments="035")
