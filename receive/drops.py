@@ -20,6 +20,7 @@ import errno
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +85,8 @@ class DropFile:
 
 class Drop(abc.ABC):
     kind: str = "drop"
+    # What the last `list_ready` saw and no receive will take: "name: why", for the operator.
+    left: list[str] = []  # noqa: RUF012 - replaced, never mutated, by each listing
 
     @property
     @abc.abstractmethod
@@ -119,26 +122,49 @@ class Drop(abc.ABC):
         self.close()
 
 
-def _ready(names: dict[str, tuple[int, int]], folder: str) -> list[DropFile]:
-    """Pick ready files from a folder's {name: (size, mtime)}: `.p7m` with their marker, unsealed files."""
-    out = []
+# A sealed file whose marker is this late was not left by a delivery in progress (the sender writes
+# the marker right after the rename): said as not taken, with why.
+MARKER_LATE_SECONDS = 3600
+
+
+def shown(name: str) -> str:
+    """A listed name as an operator may read it: itself when it is a plain one, else its stand-in."""
+    return name if is_safe_name(name) else stand_in(name)
+
+
+def _ready(names: dict[str, tuple[int, int]], folder: str, *, now: float,
+           per_second: int = 1) -> tuple[list[DropFile], list[str]]:
+    """Ready files from a folder's {name: (size, mtime)}: `.p7m` with their marker, unsealed files;
+    and what no receive will take there, "name: why" (`now` and the mtimes in 1/`per_second` s)."""
+    out, left = [], []
     for name, (size, mtime) in sorted(names.items()):
-        if not storable_name(name) and not name.startswith("."):
+        if name.startswith("."):
+            continue  # a writer's temporary, by convention
+        if not storable_name(name):
             # Set aside with a reason, not skipped in silence nor stopping the files behind it.
             sealed = name.endswith(".p7m")
             if (sealed and name + MARKER_SUFFIX in names) or name.endswith(UNSEALED_SUFFIXES):
                 out.append(DropFile(stand_in(name), folder, size, mtime, sealed, None, "NAME_ENCODING"))
+            else:
+                left.append(f"{stand_in(name)}: a name that is not UTF-8")
             continue
         if not is_safe_name(name):
+            left.append(f"{shown(name)}: a name with a control character or over 255 bytes")
             continue
         marker = names.get(name + MARKER_SUFFIX)
         if name.endswith(".p7m"):
             if marker is None:
-                continue  # the marker is written last: without it the file may still be arriving
+                # The marker is written last: without it the file may still be arriving.
+                if now - mtime > MARKER_LATE_SECONDS * per_second:
+                    left.append(f"{name}: no {MARKER_SUFFIX} beside it for over an hour (a delivery interrupted, "
+                                "which the sender's next run completes; or not the CNAF's)")
+                continue
             out.append(DropFile(name, folder, size, mtime, True, marker))
         elif name.endswith(UNSEALED_SUFFIXES):
             out.append(DropFile(name, folder, size, mtime, False, marker))
-    return out
+        elif not name.endswith(MARKER_SUFFIX):
+            left.append(f"{name}: neither a sealed .p7m nor an .xml or .zip")
+    return out, left
 
 
 class LocalDropReader(Drop):
@@ -160,12 +186,18 @@ class LocalDropReader(Drop):
             raise StorageError(self.path, "missing or not a folder (an unmounted share, or a wrong [drop] "
                                "path?): nothing was taken")
         names: dict[str, tuple[int, int]] = {}
+        others: list[str] = []
         with os.scandir(self.path) as it:
             for entry in it:
                 if entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
                     names[entry.name] = (st.st_size, st.st_mtime_ns)
-        return _ready(names, "")
+                elif not entry.name.startswith(".") and not (entry.name == ACK_DIR and entry.is_dir(follow_symlinks=False)):
+                    what = "a symbolic link" if entry.is_symlink() else "a folder" if entry.is_dir() else "not a file"
+                    others.append(f"{shown(entry.name)}: {what}, never read")
+        ready, left = _ready(names, "", now=time.time_ns(), per_second=10**9)
+        self.left = sorted(left + others)
+        return ready
 
     def _read(self, name: str, max_bytes: int) -> bytes:
         # O_NOFOLLOW: the listing skipped symlinks; one swapped in since is not followed either.
@@ -227,8 +259,13 @@ class SftpDropReader(Drop):
 
     def list_ready(self) -> list[DropFile]:
         out: list[DropFile] = []
+        left: list[str] = []
         for folder in sorted(set(self.cfg.directories.values())):
-            out += _ready({f.name: (f.size, f.mtime) for f in self.client.list_files(folder)}, folder)
+            ready, stray = _ready({f.name: (f.size, f.mtime) for f in self.client.list_files(folder)}, folder,
+                                  now=time.time())
+            out += ready
+            left += [f"{folder}/{why}" for why in stray]
+        self.left = left
         return sorted(out, key=lambda f: (f.name, f.folder))
 
     def read(self, item: DropFile, max_bytes: int) -> bytes:

@@ -149,6 +149,7 @@ class ReceiveReport:
     acks_written: int = 0
     purged: int = 0
     interrupted: bool = False
+    left: list[str] = field(default_factory=list)  # in the drop, and no receive will take it: "name: why"
 
     def _count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -299,6 +300,9 @@ class Receiver:
             self._publish_pending_acks(ledger, drop, report)
             try:
                 ready = drop.list_ready()
+                report.left = list(drop.left)
+                if report.left:
+                    self.log.warning("receive.not_taken", drop=drop.where, entries=len(report.left))
             except (FluxError, OSError) as exc:
                 report.errors.append(f"drop {drop.where} cannot be listed: {exc}")
                 self.log.error("receive.drop_unreadable", drop=drop.where, error=str(exc))
@@ -666,6 +670,7 @@ def describe(report: ReceiveReport, *, files: bool = True) -> list[str]:
         elif o.status == DUPLICATE:
             lines.append(f"  duplicate: {o.name} (same content already taken: not ingested again)")
     lines += [f"  sequence gap: {gap}" for gap in report.gaps]
+    lines += [f"  not taken: {why}" for why in report.left]
     lines += [f"  error: {error}" for error in report.errors]
     if files:
         lines += [f"  CSV:     {p}" for p in report.outputs("csv")]
@@ -695,7 +700,7 @@ def _run(receiver: Receiver) -> ReceiveReport:
 
 def _has_news(r: ReceiveReport) -> bool:
     """Something a person should look at: a refusal, a duplicate, a gap, an error, a recovery."""
-    return bool(r.refused or r.duplicates or r.gaps or r.errors or r.recovered)
+    return bool(r.refused or r.duplicates or r.gaps or r.errors or r.recovered or r.left)
 
 
 def _summary(reports: list[ReceiveReport], configs: list[ReceiveConfig], started: float, *,

@@ -598,6 +598,34 @@ def test_a_missing_drop_folder_is_an_error_not_an_empty_night(tmp_path):
     assert run_cli("receive", "--config-dir", str(root / "receive"), "--once").returncode == ExitCode.OK
 
 
+def test_what_the_drop_holds_and_no_receive_takes_is_named_not_skipped_in_silence(tmp_path):
+    """Found by hand: a symbolic link, a folder and a sealed file left without its `.sha256` sat in the
+    drop, and `receive` said "0 ingested" without a word about them."""
+    root = tmp_path / "demo"
+    make_demo(root, departments="035")
+    drop = root / "drop" / "035"
+    (drop / "GRO_035_20261123_000010.xml.p7m").symlink_to("/etc/hostname")
+    (drop / "SGR_035_20261123_000009.zip.p7m").mkdir()
+    (drop / "notes.txt").write_text("not for flux-pmi")
+    late = drop / "DSG_035_20261123_000009.xml.p7m"
+    late.write_bytes(b"sealed, but its marker never came")
+    two_hours_ago = datetime.now().timestamp() - 7200
+    os.utime(late, (two_hours_ago, two_hours_ago))
+    (drop / "DSG_035_20261123_000010.xml.p7m").write_bytes(b"arriving")  # its marker may still come
+    (drop / ".GRO_035_20261123_000011.xml.p7m.tmp").write_bytes(b"a writer's temporary")
+    done = run_cli("receive", "--config", str(root / "receive" / "035.toml"), "--once")
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    left = [line.strip() for line in done.stdout.splitlines() if "not taken:" in line]
+    assert left == [
+        "not taken: DSG_035_20261123_000009.xml.p7m: no .sha256 beside it for over an hour (a delivery "
+        "interrupted, which the sender's next run completes; or not the CNAF's)",
+        "not taken: GRO_035_20261123_000010.xml.p7m: a symbolic link, never read",
+        "not taken: SGR_035_20261123_000009.zip.p7m: a folder, never read",
+        "not taken: notes.txt: neither a sealed .p7m nor an .xml or .zip",
+    ]
+    assert "0 ingested, 0 refused" in done.stdout
+
+
 def test_without_once_it_polls_until_sigterm_and_then_exits_0(tmp_path):
     root = tmp_path / "demo"
     make_demo(root, departments="035")
