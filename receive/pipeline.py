@@ -55,8 +55,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ..config.settings import FLOWS
 from ..core.clock import Clock
-from ..core.errors import ConfigError, DecryptError, ExitCode, FluxError, SealError, SealToolError
+from ..core.errors import (
+    ConfigError,
+    DecryptError,
+    ExitCode,
+    FluxError,
+    SealError,
+    SealToolError,
+    StorageError,
+)
 from ..core.fsutil import private_dir
 from ..core.lock import RunLock, lock_path
 from ..core.log import get as get_logger
@@ -293,6 +302,7 @@ class Receiver:
         cfg = self.cfg
         report = ReceiveReport(cfg.department, cfg.output_dir)
         private_dir(cfg.output_dir)
+        _refuse_a_lost_ledger(cfg)
         ledger = Ledger(cfg.ledger)
         drop = self._drop or open_drop(cfg.drop, cfg.department)
         try:
@@ -696,6 +706,22 @@ def _run(receiver: Receiver) -> ReceiveReport:
     except FluxError as exc:
         receiver.log.error("receive.failed", error=str(exc))
         return ReceiveReport(receiver.cfg.department, receiver.cfg.output_dir, errors=[str(exc)])
+
+
+def _refuse_a_lost_ledger(cfg: ReceiveConfig) -> None:
+    """No ledger beside outputs already written: it was deleted, or [ledger] points elsewhere now.
+
+    A new empty ledger would take every file still in the drop again, write its records a second
+    time for the PMI's import and ack it again. Found by hand: two of three files ingested twice.
+    """
+    if cfg.ledger.exists():
+        return
+    ingested = [p for flow in FLOWS if (cfg.output_dir / flow).is_dir()
+                for p in (cfg.output_dir / flow).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if ingested:
+        raise StorageError(cfg.ledger, f"the ledger is missing, and {cfg.output_dir} holds {len(ingested)} file(s) "
+                           "ingested with it: restore it from its backup (or move those outputs away to start "
+                           "afresh); nothing was taken, so nothing is ingested twice")
 
 
 def _has_news(r: ReceiveReport) -> bool:

@@ -626,6 +626,28 @@ def test_what_the_drop_holds_and_no_receive_takes_is_named_not_skipped_in_silenc
     assert "0 ingested, 0 refused" in done.stdout
 
 
+def test_a_lost_ledger_beside_ingested_outputs_takes_nothing_again(tmp_path):
+    """Found by hand: the ledger deleted (or [ledger] pointed elsewhere), the next `receive` took the
+    files still in the drop again: two of three written a second time for the PMI's import, re-acked."""
+    root = tmp_path / "demo"
+    make_demo(root, departments="035")
+    assert run_cli("run", "--config", str(root / "flux-pmi.toml")).returncode == ExitCode.OK
+    cfg = root / "receive" / "035.toml"
+    assert run_cli("receive", "--config", str(cfg), "--once").returncode == ExitCode.OK
+    out = root / "received" / "035"
+    before = sorted(p.relative_to(out) for p in out.rglob("records.csv"))
+    assert len(before) == 3
+    (out / "ledger.sqlite").rename(tmp_path / "ledger.sqlite")
+    done = run_cli("receive", "--config", str(cfg), "--once")
+    assert done.returncode == ExitCode.UNDELIVERED, done.stdout + done.stderr
+    assert "the ledger is missing, and" in done.stdout and "holds 3 file(s) ingested with it" in done.stdout
+    assert sorted(p.relative_to(out) for p in out.rglob("records.csv")) == before  # nothing ingested again
+    assert not (out / "ledger.sqlite").exists()  # and no empty ledger left to be taken for the real one
+    (tmp_path / "ledger.sqlite").rename(out / "ledger.sqlite")
+    again = run_cli("receive", "--config", str(cfg), "--once")
+    assert again.returncode == ExitCode.OK and "0 ingested" in again.stdout
+
+
 def test_without_once_it_polls_until_sigterm_and_then_exits_0(tmp_path):
     root = tmp_path / "demo"
     make_demo(root, departments="035")
