@@ -676,7 +676,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
-    from .receive.config import load_receive
+    from .receive.config import check_distinct, load_receive
     from .receive.pipeline import serve_receivers
 
     if args.config is not None:
@@ -686,6 +686,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         if not files:
             raise ConfigError(args.config_dir, "--config-dir", "a folder holding at least one DEPT.toml")
     configs = [load_receive(f) for f in files]
+    check_distinct(configs)
     progress = _progress() if args.once else None  # a service's passes are not watched
 
     def emit(line: str) -> None:

@@ -169,6 +169,29 @@ class ReceiveConfig:
         return self.key is not None
 
 
+def _drop_place(drop: DropConfig) -> tuple[str, ...]:
+    """Where a drop's files are: two receivers on one place take each other's files (and ack them)."""
+    if isinstance(drop, LocalDropConfig):
+        return ("local", str(Path(drop.path).resolve()))
+    if isinstance(drop, SftpDropConfig):
+        return ("sftp", drop.host.lower(), str(drop.port), *sorted(set(drop.directories.values())))
+    return ("hubee", drop.api_url, drop.client_id)
+
+
+def check_distinct(configs: list[ReceiveConfig]) -> None:
+    """Several départements received by one command (`--config-dir`) each have their own drop,
+    output folder and ledger. A table copied from another département and not fully edited would
+    otherwise take that département's files, refuse them (DECRYPT) and ack them KO in its place."""
+    seen: dict[tuple[str, tuple[str, ...]], ReceiveConfig] = {}
+    for cfg in configs:
+        for key, place in (("drop", _drop_place(cfg.drop)), ("output.dir", (str(cfg.output_dir),)),
+                           ("ledger.path", (str(cfg.ledger),))):
+            first = seen.setdefault((key, place), cfg)
+            if first is not cfg:
+                raise ConfigError(cfg.file, key, f"its own, not the one of {first.file.name} (département "
+                                  f"{first.department}): two départements would take each other's files")
+
+
 @functools.cache
 def _registry_codes() -> frozenset[str]:
     # Read once per process: `--config-dir` loads a hundred of these files.

@@ -648,6 +648,25 @@ def test_a_lost_ledger_beside_ingested_outputs_takes_nothing_again(tmp_path):
     assert again.returncode == ExitCode.OK and "0 ingested" in again.stdout
 
 
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('path = "../drop/02A"', 'path = "../drop/035"', "drop"),
+    ('dir = "../received/02A"', 'dir = "../received/035"', "output.dir"),
+])
+def test_two_departements_on_one_drop_or_output_are_refused_before_anything_is_taken(tmp_path, old, new, key):
+    """Found by hand: 056.toml copied from 035.toml with its drop path left as is; its receiver took
+    035's files, refused them (DECRYPT) and wrote KO acks into 035's drop beside 035's OK ones."""
+    root = tmp_path / "demo"
+    make_demo(root, departments="035,02A")
+    assert run_cli("run", "--config", str(root / "flux-pmi.toml")).returncode == ExitCode.OK
+    cfg = root / "receive" / "02A.toml"
+    cfg.write_text(cfg.read_text().replace(old, new))
+    done = run_cli("receive", "--config-dir", str(root / "receive"), "--once")
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    # Which of the two is wrong cannot be told: the message names both.
+    assert f"{root / 'receive' / '035.toml'}: {key}: its own, not the one of 02A.toml (département 02A)" in done.stderr
+    assert not (root / "received").exists() and not (root / "drop" / "035" / "acks").exists()
+
+
 def test_without_once_it_polls_until_sigterm_and_then_exits_0(tmp_path):
     root = tmp_path / "demo"
     make_demo(root, departments="035")
