@@ -332,9 +332,12 @@ class Deliverer:
     def _send(self, transport: Transport, e: Emission) -> _Outcome:
         """One file, retried on transient failures; the outcome says how many attempts it took."""
         policy = self.settings.delivery
-        item = Delivery(e.department, e.flow, e.file_name or "",
-                        self.archive.sealed_path(date.fromisoformat(e.business_date), e.file_name or ""),
-                        e.size or 0, e.sha256 or "", self._earlier.get(e.id, ()))
+        day, name = date.fromisoformat(e.business_date), e.file_name or ""
+        earlier = self._earlier.get(e.id, ())
+        kept = tuple(path if path.is_file() else None
+                     for path in (self.archive.superseded_path(day, name, d) for d, _size in earlier))
+        item = Delivery(e.department, e.flow, name, self.archive.sealed_path(day, name), e.size or 0, e.sha256 or "",
+                        earlier, kept)
         attempts, started = 0, time.monotonic()
 
         def attempt() -> Receipt:

@@ -32,6 +32,9 @@ class Delivery:
     # (sha256, size) of the same file's earlier seals (re-sealed for a renewed certificate while it
     # waited): found at the partner, one of these is the file delivered already, not another file.
     earlier: tuple[tuple[str, int], ...] = ()
+    # Where each earlier seal's bytes are kept (None: not kept): a partner holding one half-sent
+    # (a HubEE folder created for it, not completed) has it finished, not replaced.
+    earlier_paths: tuple[Path | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ transport hands to acks.collect.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import re
 import threading
@@ -311,11 +312,10 @@ class HubeeTransport(Transport):
             entry = self._load().get(item.file_name)
             if entry is not None:
                 known = entry.get("sha256")
-                if known in {d for d, _size in item.earlier} and entry.get("step") == HubeeStep.COMPLETED:
-                    # An earlier seal of this very file, deposited before a crash kept it out of the
-                    # trace, then re-sealed for a renewed certificate: delivered already, not again.
-                    return Receipt(item.file_name, already_there=True, reference=entry["folder_id"],
-                                   earlier_sha256=str(known))
+                if known in {d for d, _size in item.earlier}:
+                    # An earlier seal of this very file, deposited (or begun) before a crash kept it out
+                    # of the trace, then re-sealed for a renewed certificate: that folder is the file.
+                    return self._earlier_seal(item, entry, str(known))
                 if known != item.sha256:
                     raise TransportError(
                         item.department,
@@ -469,6 +469,24 @@ class HubeeTransport(Transport):
             file=item.file_name,
             folder=entry["folder_id"],
         )
+
+    def _earlier_seal(self, item: Delivery, entry: dict[str, Any], known: str) -> Receipt:
+        """The folder holds an earlier seal of `item`: done, or finished with that seal's kept bytes."""
+        if entry.get("step") == HubeeStep.COMPLETED:
+            return Receipt(item.file_name, already_there=True, reference=entry["folder_id"], earlier_sha256=known)
+        if entry.get("step") == HubeeStep.POSTING:
+            raise self._unknown_folder(item, entry)
+        at = [d for d, _size in item.earlier].index(known)
+        path = item.earlier_paths[at] if at < len(item.earlier_paths) else None
+        if path is None:
+            raise TransportError(item.department, f"HubEE: {item.file_name} was begun in folder "
+                                 f"{entry.get('folder_id') or 'unknown'} under its earlier seal, whose bytes "
+                                 "are no longer kept: `flux-pmi journal --forget` once that folder is closed",
+                                 permanent=True)
+        earlier = dataclasses.replace(item, sha256=known, size=item.earlier[at][1], path=path, earlier=(),
+                                      earlier_paths=())
+        receipt = self._resume(earlier, entry, self._read(earlier))
+        return dataclasses.replace(receipt, earlier_sha256=known)
 
     def _resume(self, item: Delivery, entry: dict[str, Any], data: bytes) -> Receipt:
         """A folder created before (a retry, or a rerun after a crash): finish it, never create another."""

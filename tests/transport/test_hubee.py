@@ -530,6 +530,37 @@ def test_an_earlier_seal_of_the_file_deposited_already_is_the_file_delivered_not
     assert len(hub.folders) == 1 and len(hub.requests_to("PUT")) == 1
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["its bytes kept", "its bytes gone"])
+def test_a_folder_begun_under_an_earlier_seal_is_finished_with_that_seal_never_another(hub, tmp_path, kept):
+    """A deposit a crash interrupted (folder created, upload unfinished), then the file re-sealed for a
+    renewed certificate: the folder is finished with the earlier seal's kept bytes (its digest is the
+    one HubEE was told), not filled with the new one; without those bytes, an operator decides."""
+    hub.fail("PUT", "/attachments/", "close")
+    first = sealed_file(tmp_path, data=b"first" * 100)
+    begun = make_transport(hub, tmp_path)
+    with pytest.raises(NoAnswer):
+        begun.deliver(first)
+    begun.close()
+    old = tmp_path / "kept.p7m"
+    old.write_bytes(first.path.read_bytes())
+    resealed = dataclasses.replace(sealed_file(tmp_path, data=b"again" * 100), earlier=((first.sha256, first.size),),
+                                   earlier_paths=(old if kept else None,))
+    t = make_transport(hub, tmp_path)
+    if not kept:
+        with pytest.raises(TransportError) as info:
+            t.deliver(resealed)
+        t.close()
+        assert info.value.permanent and "journal --forget" in info.value.reason
+        assert len(hub.folders) == 1
+        return
+    receipt = t.deliver(resealed)
+    t.close()
+    folder = next(iter(hub.folders.values()))
+    assert receipt.earlier_sha256 == first.sha256 and len(hub.folders) == 1
+    assert hub.blobs[folder["attachments"][0]["id"]] == b"first" * 100
+    assert folder["globalStatus"] == "HUBEE_COMPLETED"
+
+
 # -- acknowledgements from the case status ---------------------------------------------------------------
 
 
